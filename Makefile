@@ -1,0 +1,46 @@
+# BuildIt — every target works from a fresh clone as root on a fresh Debian machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+GEN := agent/contract/_gen
+
+.PHONY: install run test lint proto proto-check bench clean deps-system test-deps
+
+$(STAMP): pyproject.toml constraints.txt
+	@scripts/ensure-python.sh "$(PYTHON)"
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(VENV)/bin/buildit run examples/hello.kdl --executor local
+
+# Tests need a real Docker engine and the local busybox test image.
+test-deps:
+	@scripts/ensure-docker.sh
+
+test: install test-deps proto-check
+	BUILDIT_TEST_DOCKER=required $(PY) -m pytest -q tests
+
+lint: install
+	$(VENV)/bin/ruff check controller agent tests
+	$(VENV)/bin/ruff format --check controller agent tests
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+proto: install
+	@scripts/gen-proto.sh "$(PY)" "$(GEN)"
+
+proto-check: install
+	@scripts/gen-proto.sh "$(PY)" "$$(mktemp -d)" --check "$(GEN)"
+
+bench: install test-deps
+	$(PY) -m tests.bench.run
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

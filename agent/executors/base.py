@@ -1,0 +1,57 @@
+"""The one interface every executor implements.
+
+An executor runs a compiled `StageSpec` inside a prepared workspace directory, streams each
+output line to a callback as it appears, and returns how it ended. Timeout and cancellation are
+the executor's job because only it knows how to kill what it started (a process group, a
+container, a Pod) and must leave nothing behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from agent.contract.types import ExecutionResult, StageSpec
+
+OutputCallback = Callable[[str], None]
+"""Receives one line of stage output (no trailing newline), in order."""
+
+
+class ExecutorError(Exception):
+    """An executor cannot be used at all (e.g. no Docker engine reachable).
+
+    Raised when an executor is created; the message is one line naming the problem and the fix.
+    """
+
+
+@runtime_checkable
+class Executor(Protocol):
+    """Runs stages. Implementations: local (processes), docker (containers), kubernetes (Pods)."""
+
+    name: str
+
+    def can_run(self, spec: StageSpec) -> bool:
+        """Whether this executor is able to run `spec` (e.g. the local one ignores images)."""
+        ...
+
+    async def run(
+        self,
+        spec: StageSpec,
+        workspace: Path,
+        on_output: OutputCallback,
+        cancel: asyncio.Event,
+    ) -> ExecutionResult:
+        """Run all of `spec.commands` in `workspace`, stopping at the first failure.
+
+        Never raises for a stage's own problems: returns succeeded, failed (non-zero exit),
+        timed_out (after `spec.timeout_s`), cancelled (when `cancel` is set) or error (could not
+        start, e.g. a missing image, with a one-line `message` naming it). Kills everything it
+        started before returning.
+        """
+        ...
+
+    async def close(self) -> None:
+        """Release resources (connections) held by the executor."""
+        ...
