@@ -1,0 +1,269 @@
+"""The `buildit` command, and the composition root: the only place that wires agent code in.
+
+Subcommands: `validate` (check pipeline files) and `run` (run a pipeline here, no server).
+Heavy imports (docker, dulwich, rich) happen inside the subcommand that needs them, so
+`buildit validate` and `buildit run --executor local` start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from controller import __version__
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class UsageError(Exception):
+    """Bad command-line input: printed as `buildit: error: ...` with exit code 2."""
+
+
+def _read(path: str) -> str:
+    file = Path(path)
+    if not file.exists():
+        raise UsageError(f"{path}: no such file")
+    if file.is_dir():
+        candidate = file / ".buildit.kdl"
+        if candidate.is_file():
+            return candidate.read_text(encoding="utf-8")
+        raise UsageError(f"{path}: is a directory without a .buildit.kdl")
+    try:
+        return file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    except OSError as exc:
+        raise UsageError(f"{path}: {exc.strerror}") from exc
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Validate each file; print every diagnostic (compiler style) to stderr."""
+    from controller.pipeline.validate import validate
+
+    failed = 0
+    for path in args.files:
+        source = _read(path)
+        diagnostics = validate(source, path)
+        if diagnostics:
+            failed += 1
+            for diagnostic in diagnostics:
+                print(diagnostic.format(source), file=sys.stderr)
+            count = len(diagnostics)
+            print(f"{path}: {count} error{'s' if count != 1 else ''}", file=sys.stderr)
+        elif not args.quiet:
+            print(f"{path}: ok")
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _parse_secrets(items: Sequence[str]) -> dict[str, str]:
+    secrets: dict[str, str] = {}
+    for item in items:
+        name, eq, value = item.partition("=")
+        if not name or not name.replace("_", "a").isalnum() or name[0].isdigit():
+            raise UsageError(f"--secret {name or item!r}: expected NAME=VALUE or NAME (letters, digits, _)")
+        if not eq:
+            if name not in os.environ:
+                raise UsageError(f"--secret {name}: no '=VALUE' given and no environment variable {name}")
+            value = os.environ[name]
+        secrets[name] = value
+    return secrets
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Plan the pipeline in FILE and run it on this machine."""
+    from agent.contract.types import StageSpec
+    from agent.executors.base import Executor, ExecutorError
+    from agent.executors.local import LocalExecutor
+    from agent.workspace import copy_source
+    from controller.git.local import find_repo_root, head_commit, tracked_files
+    from controller.localrun.console import ConsoleReporter
+    from controller.localrun.engine import LocalRun
+    from controller.pipeline.model import PipelineInvalid
+    from controller.pipeline.plan import GitContext, RunContext, plan
+    from controller.pipeline.validate import load
+
+    secrets = _parse_secrets(args.secret)
+    source_text = _read(args.file)
+    file = Path(args.file).resolve()
+    if file.is_dir():
+        file = file / ".buildit.kdl"
+    try:
+        pipeline = load(source_text, args.file)
+    except PipelineInvalid as exc:
+        print(exc.report(), file=sys.stderr)
+        return EXIT_FAILED
+
+    commit = head_commit(file.parent)
+    git = GitContext()
+    if commit is not None:
+        git = GitContext(commit.sha, commit.branch, commit.message, commit.author)
+    if args.branch is not None:
+        git = GitContext(git.sha, args.branch, git.message, git.author)
+    try:
+        compiled = plan(pipeline, RunContext(git=git), secrets)
+    except PipelineInvalid as exc:
+        print("\n".join(d.format(source_text) for d in exc.diagnostics), file=sys.stderr)
+        return EXIT_FAILED
+
+    local = LocalExecutor()
+    docker: Executor | None = None
+    wants_docker = args.executor != "local" and any(
+        s.image for s in compiled.specs if s.name not in compiled.skipped
+    )
+    if wants_docker:
+        from agent.executors.docker import DockerExecutor
+
+        try:
+            docker = DockerExecutor.connect(network_mode=args.network, pull_policy=args.pull)
+        except ExecutorError as exc:
+            print(f"buildit: error: {exc}", file=sys.stderr)
+            if args.executor == "auto":
+                print(
+                    "buildit: hint: stages with an 'image' need Docker; pass --executor local "
+                    "to run them as processes on this machine",
+                    file=sys.stderr,
+                )
+            return EXIT_FAILED
+
+    def executor_for(spec: StageSpec) -> Executor:
+        return docker if (docker is not None and spec.image) else local
+
+    root = find_repo_root(file.parent)
+    files = tracked_files(root) if root is not None else None
+    source_dir = root if root is not None else file.parent
+
+    def fill(workspace: Path) -> None:
+        copy_source(source_dir, files, workspace)
+
+    git_note = (
+        f"{git.branch or 'detached'} @ {git.short_sha}" if git.sha else "not a git repository: git.* are empty"
+    )
+    print(f"buildit: running pipeline '{pipeline.name}' ({len(compiled.specs)} stages; {git_note})", flush=True)
+    run_dir = Path(tempfile.mkdtemp(prefix="buildit-run-"))
+    reporter = ConsoleReporter(stage_names=[s.name for s in compiled.specs])
+    runner = LocalRun(compiled, executor_for, fill, run_dir, reporter, jobs=args.jobs)
+    interrupted = False
+
+    async def main() -> list[object]:
+        nonlocal interrupted
+        cancel = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        def on_signal() -> None:
+            nonlocal interrupted
+            if not interrupted:
+                interrupted = True
+                print("\nbuildit: interrupted, cancelling running stages…", file=sys.stderr, flush=True)
+            cancel.set()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, on_signal)
+        reporter.start()
+        try:
+            outcomes = await runner.run(cancel)
+        finally:
+            reporter.stop()
+            if docker is not None:
+                await docker.close()
+        return list(outcomes.values())
+
+    started = time.monotonic()
+    try:
+        outcomes = asyncio.run(main())
+    finally:
+        if args.keep_workspaces:
+            print(f"buildit: workspaces kept in {run_dir}", file=sys.stderr)
+        else:
+            shutil.rmtree(run_dir, ignore_errors=True)
+    reporter.summary(outcomes, time.monotonic() - started)  # type: ignore[arg-type]
+    if interrupted:
+        return EXIT_INTERRUPTED
+    from agent.contract.types import StageStatus
+
+    fine = {StageStatus.SUCCEEDED}
+    ok = all(
+        o.status in fine or (o.status is StageStatus.SKIPPED and o.name in compiled.skipped)  # type: ignore[attr-defined]
+        for o in outcomes
+    )
+    return EXIT_OK if ok else EXIT_FAILED
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for the README's CLI reference test)."""
+    parser = argparse.ArgumentParser(
+        prog="buildit", description="BuildIt: Git-native CI/CD. Pipelines live in .buildit.kdl."
+    )
+    parser.add_argument("--version", action="version", version=f"buildit {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    validate = sub.add_parser("validate", help="check pipeline files; errors as FILE:LINE:COL: message")
+    validate.add_argument("files", nargs="+", metavar="FILE", help="pipeline file(s) (.buildit.kdl)")
+    validate.add_argument("-q", "--quiet", action="store_true", help="print nothing for valid files")
+    validate.set_defaults(func=cmd_validate)
+
+    run = sub.add_parser("run", help="run a pipeline on this machine, no server needed")
+    run.add_argument("file", metavar="FILE", help="the pipeline file (or a directory holding .buildit.kdl)")
+    run.add_argument(
+        "--executor",
+        choices=("auto", "local", "docker"),
+        default="auto",
+        help="auto: stages with an image run in Docker, others as processes; "
+        "local: everything as processes; docker: like auto but Docker is required (default: auto)",
+    )
+    run.add_argument(
+        "--secret",
+        action="append",
+        default=[],
+        metavar="NAME[=VALUE]",
+        help="a secret for ${secrets.NAME}; without =VALUE it is read from the environment variable NAME",
+    )
+    run.add_argument("--jobs", "-j", type=_positive_int, default=4, help="stages run in parallel (default: 4)")
+    run.add_argument("--branch", help="override git.branch (also what 'when branch=' matches)")
+    run.add_argument(
+        "--network", default="bridge", help="Docker network mode for containers (default: bridge)"
+    )
+    run.add_argument(
+        "--pull",
+        choices=("missing", "always", "never"),
+        default="missing",
+        help="when to pull images (default: missing)",
+    )
+    run.add_argument("--keep-workspaces", action="store_true", help="keep stage workspaces for inspection")
+    run.set_defaults(func=cmd_run)
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `buildit` console script; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except UsageError as exc:
+        print(f"buildit: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

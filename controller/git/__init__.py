@@ -1,0 +1,1 @@
+"""Git access. The only package that imports dulwich."""

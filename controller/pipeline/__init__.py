@@ -1,0 +1,1 @@
+"""The pipeline engine: KDL text -> validated model -> DAG -> compiled stage specs. Pure, no I/O."""

@@ -1,0 +1,481 @@
+"""Validation: positioned KDL nodes -> a typed `Pipeline`, reporting every problem at once.
+
+Each problem becomes a `Diagnostic` (FILE:LINE:COL, message, hint). Validation never stops at the
+first problem: users fix a file in one pass, as with a compiler.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from controller.pipeline import interpolate
+from controller.pipeline.dag import find_cycle
+from controller.pipeline.kdl import RawNode, SourceMap, Value, parse
+from controller.pipeline.model import Diagnostic, Location, Pipeline, PipelineInvalid, Stage
+
+STAGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_./-]*=[^\s]*\Z")
+_DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m(?!s))?(?:(\d+)s)?(?:(\d+)ms)?\Z")
+MAX_TIMEOUT_S = 7 * 24 * 3600.0
+DEFAULT_TIMEOUT_S = 3600.0
+MAX_RETRIES = 10
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What a node accepts: argument count and types, properties, whether it may repeat."""
+
+    min_args: int
+    max_args: int | None
+    arg_types: tuple[type, ...] = (str,)
+    props: dict[str, tuple[type, ...]] = field(default_factory=dict)
+    repeatable: bool = False
+    example: str = ""
+
+
+TOP_LEVEL: dict[str, Rule] = {
+    "pipeline": Rule(1, 1, example='pipeline "my-app"'),
+    "stage": Rule(1, 1, props={"needs": (str,)}, repeatable=True, example='stage "test" { run "make test"; }'),
+    "env": Rule(2, 2, (str, int, float, bool), repeatable=True, example='env "LANG" "C.UTF-8"'),
+}
+
+STAGE_CHILDREN: dict[str, Rule] = {
+    "image": Rule(1, 1, example='image "python:3.12"'),
+    "run": Rule(1, None, repeatable=True, example='run "pytest -q"'),
+    "needs": Rule(1, None, repeatable=True, example='needs "build" "lint"'),
+    "env": Rule(2, 2, (str, int, float, bool), repeatable=True, example='env "GIT_SHA" "${git.sha}"'),
+    "artifacts": Rule(1, None, repeatable=True, example='artifacts "dist/*.whl"'),
+    "timeout": Rule(1, 1, (str, int), example='timeout "10m"'),
+    "retries": Rule(1, 1, (int,), example="retries 2"),
+    "labels": Rule(1, None, repeatable=True, example='labels "os=linux" "arch=amd64"'),
+    "workdir": Rule(1, 1, example='workdir "services/api"'),
+    "when": Rule(0, 0, props={"branch": (str,)}, example='when branch="main"'),
+}
+
+
+class _Collector:
+    """Accumulates diagnostics for one file."""
+
+    def __init__(self, filename: str, smap: SourceMap | None) -> None:
+        self.filename = filename
+        self.smap = smap
+        self.items: list[Diagnostic] = []
+
+    def at(self, line: int, col: int, message: str, hint: str = "") -> None:
+        self.items.append(Diagnostic(self.filename, line, col, message, hint))
+
+    def node(self, node: RawNode, message: str, hint: str = "", near: str | None = None) -> None:
+        line, col = node.line, node.col
+        if near is not None and self.smap is not None:
+            line, col = self.smap.find_on_line(node, near)
+        self.at(line, col, message, hint)
+
+
+def _did_you_mean(word: str, choices: Iterable[str], what: str) -> str:
+    options = sorted(choices)
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    if close:
+        return f"did you mean '{close[0]}'?"
+    return f"{what}: " + ", ".join(options)
+
+
+def _type_name(types: tuple[type, ...]) -> str:
+    names = {str: "a quoted string", int: "an integer", float: "a number", bool: "true/false"}
+    return " or ".join(names.get(t, t.__name__) for t in types)
+
+
+def _is_type(value: Value, types: tuple[type, ...]) -> bool:
+    if isinstance(value, bool) and bool not in types:
+        return False
+    return isinstance(value, types)
+
+
+def _check_shape(node: RawNode, rule: Rule, where: str, out: _Collector, allow_block: bool) -> bool:
+    """Check argument count/types and properties; True when the node is usable."""
+    ok = True
+    count = len(node.args)
+    if count < rule.min_args or (rule.max_args is not None and count > rule.max_args):
+        if rule.max_args is None:
+            want = f"at least {rule.min_args} value{'s' if rule.min_args != 1 else ''}"
+        elif rule.min_args == rule.max_args:
+            want = f"exactly {rule.min_args} value{'s' if rule.min_args != 1 else ''}"
+        else:
+            want = f"{rule.min_args} to {rule.max_args} values"
+        out.node(node, f"'{node.name}'{where} takes {want}, got {count}", f"example: {rule.example}")
+        ok = False
+    for value in node.args:
+        if not _is_type(value, rule.arg_types):
+            out.node(
+                node,
+                f"'{node.name}'{where} takes {_type_name(rule.arg_types)}, got {value!r}",
+                f"example: {rule.example}",
+            )
+            ok = False
+            break
+    for prop, value in node.props.items():
+        if prop not in rule.props:
+            hint = (
+                _did_you_mean(prop, rule.props, "allowed properties")
+                if rule.props
+                else f"'{node.name}' takes no properties; example: {rule.example}"
+            )
+            out.node(node, f"unknown property '{prop}' on '{node.name}'{where}", hint, near=f"{prop}=")
+            ok = False
+        elif not _is_type(value, rule.props[prop]):
+            out.node(
+                node,
+                f"property '{prop}' on '{node.name}'{where} takes {_type_name(rule.props[prop])}",
+                f"example: {rule.example}",
+                near=f"{prop}=",
+            )
+            ok = False
+    if node.children and not allow_block:
+        out.node(node, f"'{node.name}'{where} takes no block", f"example: {rule.example}", near="{")
+        ok = False
+    return ok
+
+
+def parse_duration(text: str | int) -> float | None:
+    """Seconds for '90s', '10m', '1h30m', '500ms' or a bare integer of seconds; None if malformed."""
+    if isinstance(text, int):
+        return float(text)
+    cleaned = text.strip().replace(" ", "")
+    if cleaned.isdigit():
+        return float(cleaned)
+    match = _DURATION.match(cleaned)
+    if not cleaned or match is None or not any(match.groups()):
+        return None
+    hours, minutes, seconds, millis = (int(g) if g else 0 for g in match.groups())
+    return hours * 3600 + minutes * 60 + seconds + millis / 1000
+
+
+def _check_variables(
+    node: RawNode,
+    text: str,
+    where: str,
+    out: _Collector,
+    env_names: set[str],
+    allow_secrets: bool = True,
+) -> None:
+    refs, problems = interpolate.scan(text)
+    for problem in problems:
+        snippet = text[problem.start :].split("}", 1)[0]
+        out.node(node, problem.message + where, problem.hint, near=snippet)
+    for ref in refs:
+        raw = text[ref.start : ref.end]
+        if ref.context == "env" and ref.name not in env_names:
+            hint = _did_you_mean(ref.name, env_names, "declared env") if env_names else ""
+            out.node(
+                node,
+                f"'{raw}'{where} names an env variable that is not declared",
+                hint or f'declare it with env "{ref.name}" "value" in the stage or at the top level',
+                near=raw,
+            )
+        if ref.context == "secrets" and not allow_secrets:
+            out.node(
+                node,
+                f"secrets cannot be used in '{node.name}'{where}: its value would appear in logs",
+                "pass secrets to commands through env or run",
+                near=raw,
+            )
+
+
+def _relative_path_problem(path: str) -> str | None:
+    if path.startswith("/"):
+        return "is absolute"
+    if ".." in re.split(r"[/\\]", path):
+        return "contains '..'"
+    return None
+
+
+def _build_stage(
+    node: RawNode,
+    index: int,
+    out: _Collector,
+    global_env: dict[str, str],
+) -> tuple[Stage | None, list[tuple[str, RawNode]]]:
+    """Validate one `stage` node; returns the stage and its needs (with their nodes for positions)."""
+    name = node.args[0] if node.args and isinstance(node.args[0], str) else ""
+    where = f" in stage '{name}'"
+    if name and not STAGE_NAME.match(name):
+        out.node(
+            node,
+            f"stage name '{name}' is not allowed",
+            "use letters, digits, '.', '_' and '-' (start with a letter or digit, at most 63 characters)",
+            near=f'"{name}"',
+        )
+    needs: list[tuple[str, RawNode]] = []
+    needs_prop = node.props.get("needs")
+    if isinstance(needs_prop, str):
+        for part in needs_prop.split(","):
+            if part.strip():
+                needs.append((part.strip(), node))
+    if not node.has_block:
+        out.node(
+            node, f"stage '{name}' has no block", 'give it commands: stage "test" { run "make test"; }'
+        )
+    seen: dict[str, RawNode] = {}
+    commands: list[tuple[str, RawNode]] = []
+    env: list[tuple[str, str]] = []
+    env_nodes: list[tuple[str, RawNode]] = []
+    artifacts: list[str] = []
+    labels: dict[str, str] = {}
+    image: str | None = None
+    timeout_s = DEFAULT_TIMEOUT_S
+    retries = 0
+    workdir = ""
+    when_branch: str | None = None
+    for child in node.children:
+        rule = STAGE_CHILDREN.get(child.name)
+        if rule is None:
+            out.node(
+                child,
+                f"unknown node '{child.name}'{where}",
+                _did_you_mean(child.name, STAGE_CHILDREN, "allowed in a stage"),
+            )
+            continue
+        if not rule.repeatable and child.name in seen:
+            first = seen[child.name]
+            out.node(
+                child,
+                f"'{child.name}' is given twice{where} (first on line {first.line})",
+                "keep one",
+            )
+            continue
+        seen[child.name] = child
+        if not _check_shape(child, rule, where, out, allow_block=False):
+            continue
+        args = child.args
+        if child.name == "image":
+            image = str(args[0]).strip()
+            if not image:
+                out.node(child, f"'image'{where} is empty", "example: image \"python:3.12\"")
+        elif child.name == "run":
+            for arg in args:
+                command = str(arg)
+                if not command.strip():
+                    out.node(child, f"empty 'run' command{where}", 'example: run "make test"')
+                commands.append((command, child))
+        elif child.name == "needs":
+            needs.extend((str(arg), child) for arg in args)
+        elif child.name == "env":
+            key, value = str(args[0]), _env_value(args[1])
+            if not ENV_NAME.match(key):
+                out.node(
+                    child,
+                    f"env name '{key}'{where} is not a valid variable name",
+                    "use letters, digits and '_', not starting with a digit",
+                )
+            elif key.startswith("BUILDIT_"):
+                out.node(child, f"env name '{key}'{where} is reserved", "BUILDIT_* names are set by BuildIt")
+            env.append((key, value))
+            env_nodes.append((value, child))
+        elif child.name == "artifacts":
+            for arg in args:
+                pattern = str(arg)
+                problem = _relative_path_problem(pattern)
+                if problem or not pattern.strip():
+                    out.node(
+                        child,
+                        f"artifact pattern '{pattern}'{where} {problem or 'is empty'}",
+                        "artifact globs are relative to the workspace, e.g. dist/*.whl",
+                        near=f'"{pattern}"',
+                    )
+                else:
+                    artifacts.append(pattern)
+        elif child.name == "timeout":
+            parsed = parse_duration(args[0])  # type: ignore[arg-type]
+            if parsed is None or parsed <= 0 or parsed > MAX_TIMEOUT_S:
+                out.node(
+                    child,
+                    f"bad duration {args[0]!r} for 'timeout'{where}",
+                    "use a positive duration up to 7 days such as \"90s\", \"10m\", \"1h30m\" or \"500ms\"",
+                )
+            else:
+                timeout_s = parsed
+        elif child.name == "retries":
+            value = int(args[0])  # type: ignore[arg-type]
+            if not 0 <= value <= MAX_RETRIES:
+                out.node(child, f"'retries'{where} must be between 0 and {MAX_RETRIES}, got {value}")
+            else:
+                retries = value
+        elif child.name == "labels":
+            for arg in args:
+                label = str(arg)
+                if not LABEL.match(label):
+                    out.node(
+                        child,
+                        f"label '{label}'{where} is not of the form key=value",
+                        'example: labels "os=linux"',
+                        near=f'"{label}"',
+                    )
+                else:
+                    key, _, value = label.partition("=")
+                    labels[key] = value
+        elif child.name == "workdir":
+            workdir = str(args[0]).strip().strip("/") if not str(args[0]).startswith("/") else str(args[0])
+            problem = _relative_path_problem(str(args[0]))
+            if problem:
+                out.node(
+                    child,
+                    f"workdir '{args[0]}'{where} {problem}",
+                    "workdir is relative to the workspace, e.g. workdir \"services/api\"",
+                )
+        elif child.name == "when":
+            branch = child.props.get("branch")
+            if branch is None:
+                out.node(child, f"'when'{where} needs a condition", 'example: when branch="main"')
+            else:
+                when_branch = str(branch)
+
+    if not commands and node.has_block:
+        out.node(node, f"stage '{name}' has no 'run' command", 'add one: run "make test"')
+
+    # Variables: env names visible to this stage are the global ones plus its own.
+    visible_env = set(global_env) | {k for k, _ in env}
+    for command, child in commands:
+        _check_variables(child, command, where, out, visible_env)
+    for value, child in env_nodes:
+        _check_variables(child, value, where, out, visible_env)
+    if image is not None and "image" in seen:
+        _check_variables(seen["image"], image, where, out, visible_env, allow_secrets=False)
+    if workdir and "workdir" in seen:
+        _check_variables(seen["workdir"], workdir, where, out, visible_env, allow_secrets=False)
+
+    if not name:
+        return None, needs
+    stage = Stage(
+        name=name,
+        index=index,
+        location=Location(node.line, node.col),
+        commands=tuple(c for c, _ in commands),
+        image=image or None,
+        needs=tuple(dict.fromkeys(n for n, _ in needs)),
+        env=tuple(env),
+        artifacts=tuple(artifacts),
+        timeout_s=timeout_s,
+        retries=retries,
+        labels=labels,
+        workdir=workdir,
+        when_branch=when_branch,
+    )
+    return stage, needs
+
+
+def _env_value(value: Value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else str(value)
+
+
+def _validate(source: str, filename: str) -> tuple[Pipeline | None, list[Diagnostic]]:
+    parsed = parse(source, filename)
+    if isinstance(parsed, Diagnostic):
+        return None, [parsed]
+    nodes, smap = parsed
+    out = _Collector(filename, smap)
+
+    pipeline_name: str | None = None
+    pipeline_node: RawNode | None = None
+    global_env: dict[str, str] = {}
+    stage_nodes: list[RawNode] = []
+    for node in nodes:
+        rule = TOP_LEVEL.get(node.name)
+        if rule is None:
+            hint = _did_you_mean(node.name, TOP_LEVEL, "allowed at the top level")
+            if node.name in STAGE_CHILDREN:
+                hint = f"'{node.name}' belongs inside a stage block: stage \"name\" {{ {node.name} ...; }}"
+            out.node(node, f"unknown top-level node '{node.name}'", hint)
+            continue
+        if node.name == "pipeline":
+            if pipeline_node is not None:
+                out.node(node, f"'pipeline' is given twice (first on line {pipeline_node.line})", "keep one")
+                continue
+            pipeline_node = node
+            if _check_shape(node, rule, "", out, allow_block=False):
+                pipeline_name = str(node.args[0])
+                if not pipeline_name.strip():
+                    out.node(node, "the pipeline name is empty", 'example: pipeline "my-app"')
+        elif node.name == "env":
+            if _check_shape(node, rule, " at the top level", out, allow_block=False):
+                key = str(node.args[0])
+                if not ENV_NAME.match(key):
+                    out.node(node, f"env name '{key}' is not a valid variable name")
+                elif key.startswith("BUILDIT_"):
+                    out.node(node, f"env name '{key}' is reserved", "BUILDIT_* names are set by BuildIt")
+                global_env[key] = _env_value(node.args[1])
+        else:
+            _check_shape(node, rule, "", out, allow_block=True)
+            stage_nodes.append(node)
+
+    if pipeline_node is None:
+        out.at(1, 1, "missing 'pipeline' node", 'start the file with: pipeline "my-app"')
+    for node in nodes:
+        if node.name == "env" and len(node.args) == 2:
+            _check_variables(node, _env_value(node.args[1]), " at the top level", out, set(global_env))
+
+    stages: list[Stage] = []
+    all_needs: dict[str, list[tuple[str, RawNode]]] = {}
+    first_seen: dict[str, RawNode] = {}
+    for index, node in enumerate(stage_nodes):
+        stage, needs = _build_stage(node, index, out, global_env)
+        if stage is None:
+            continue
+        if stage.name in first_seen:
+            out.node(
+                node,
+                f"duplicate stage name '{stage.name}' (first on line {first_seen[stage.name].line})",
+                "stage names must be unique; rename one",
+                near=f'"{stage.name}"',
+            )
+            continue
+        first_seen[stage.name] = node
+        stages.append(stage)
+        all_needs[stage.name] = needs
+    if pipeline_node is not None and not stage_nodes:
+        out.node(pipeline_node, "the pipeline has no stages", 'add one: stage "test" { run "make test"; }')
+
+    names = set(first_seen)
+    for stage_name, needs in all_needs.items():
+        for need, need_node in needs:
+            if need not in names:
+                out.node(
+                    need_node,
+                    f"stage '{stage_name}' needs unknown stage '{need}'",
+                    _did_you_mean(need, names - {stage_name}, "stages"),
+                    near=f'"{need}"' if need_node.name == "needs" else "needs=",
+                )
+    graph = {s.name: [n for n in s.needs if n in names] for s in stages}
+    cycle = find_cycle(graph)
+    if cycle:
+        node = first_seen[cycle[0]]
+        out.node(
+            node,
+            "dependency cycle: " + " -> ".join(cycle),
+            "a stage cannot need itself, directly or through others; remove one of these needs",
+        )
+
+    out.items.sort(key=lambda d: (d.line, d.col))
+    if out.items or pipeline_name is None:
+        return None, out.items
+    return Pipeline(name=pipeline_name, stages=tuple(stages), env=tuple(global_env.items()), file=filename), []
+
+
+def validate(source: str, filename: str = ".buildit.kdl") -> list[Diagnostic]:
+    """Every problem in a pipeline file; an empty list means it is valid."""
+    return _validate(source, filename)[1]
+
+
+def load(source: str, filename: str = ".buildit.kdl") -> Pipeline:
+    """Parse and validate, raising `PipelineInvalid` (with all diagnostics) when anything is wrong."""
+    pipeline, diagnostics = _validate(source, filename)
+    if pipeline is None:
+        raise PipelineInvalid(diagnostics, source)
+    return pipeline
+
+
+OnStage = Callable[[Stage], None]
