@@ -1,7 +1,9 @@
 """The local executor: each command as `sh -c` in its own process group, in the workspace.
 
 A stage's processes share one process group (a new session), so timeout and cancellation kill
-the whole tree, including background jobs a command left behind.
+the whole tree, including background jobs a command left behind. Output is read by a
+subprocess protocol rather than stream readers: the shell's exit is seen at once even while a
+stray background job still holds the output pipe open.
 """
 
 from __future__ import annotations
@@ -12,13 +14,58 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 from agent.contract.types import ExecutionResult, StageSpec, StageStatus
 from agent.executors.base import OutputCallback
 
-READ_CHUNK = 64 * 1024
 MAX_LINE = 64 * 1024
 KILL_GRACE_S = 0.5
+DRAIN_TIMEOUT_S = 2.0
+
+
+class LineSplitter:
+    """Turns byte chunks into text lines; over-long lines are cut at MAX_LINE bytes."""
+
+    def __init__(self, on_output: OutputCallback) -> None:
+        self.on_output = on_output
+        self.pending = b""
+
+    def feed(self, data: bytes) -> None:
+        """Emit every complete line in `data` (plus what was pending)."""
+        self.pending += data
+        if b"\n" in data:
+            *lines, self.pending = self.pending.split(b"\n")
+            for line in lines:
+                self.on_output(line.rstrip(b"\r").decode("utf-8", "replace"))
+        while len(self.pending) > MAX_LINE:
+            self.on_output(self.pending[:MAX_LINE].decode("utf-8", "replace"))
+            self.pending = self.pending[MAX_LINE:]
+
+    def flush(self) -> None:
+        """Emit a last line that had no newline."""
+        if self.pending:
+            self.on_output(self.pending.rstrip(b"\r").decode("utf-8", "replace"))
+            self.pending = b""
+
+
+class _CommandProtocol(asyncio.SubprocessProtocol):
+    def __init__(self, splitter: LineSplitter) -> None:
+        loop = asyncio.get_running_loop()
+        self.splitter = splitter
+        self.exited: asyncio.Future[None] = loop.create_future()
+        self.closed: asyncio.Future[None] = loop.create_future()
+
+    def pipe_data_received(self, fd: int, data: bytes | str) -> None:
+        self.splitter.feed(data if isinstance(data, bytes) else data.encode())
+
+    def process_exited(self) -> None:
+        if not self.exited.done():
+            self.exited.set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
 
 
 class LocalExecutor:
@@ -45,9 +92,14 @@ class LocalExecutor:
         cancel: asyncio.Event,
     ) -> ExecutionResult:
         """Run the commands in order in `workspace/workdir`; see `Executor.run`."""
-        cwd = workspace / spec.workdir if spec.workdir else workspace
-        if not cwd.is_dir():
-            return ExecutionResult(StageStatus.ERROR, message=f"workdir '{spec.workdir}' does not exist")
+        cwd = (workspace / spec.workdir) if spec.workdir else workspace
+        try:
+            cwd.mkdir(parents=True, exist_ok=True)  # like a container's working_dir
+            cwd.resolve().relative_to(workspace.resolve())
+        except ValueError:
+            return ExecutionResult(StageStatus.ERROR, message=f"workdir '{spec.workdir}' leaves the workspace")
+        except OSError as exc:
+            return ExecutionResult(StageStatus.ERROR, message=f"workdir '{spec.workdir}': {exc.strerror}")
         env = dict(os.environ) if self.inherit_env else {"PATH": os.defpath}
         env.update(spec.env)
         env.update(spec.secrets)
@@ -70,8 +122,11 @@ class LocalExecutor:
         timeout_s: float,
     ) -> ExecutionResult | None:
         """None when the command succeeded, else how the stage ended."""
+        loop = asyncio.get_running_loop()
+        splitter = LineSplitter(on_output)
         try:
-            proc = await asyncio.create_subprocess_exec(
+            transport, proto = await loop.subprocess_exec(
+                lambda: _CommandProtocol(splitter),
                 self.shell,
                 "-c",
                 command,
@@ -84,37 +139,38 @@ class LocalExecutor:
             )
         except OSError as exc:
             return ExecutionResult(StageStatus.ERROR, message=f"could not start {self.shell}: {exc}")
-        assert proc.stdout is not None
-        reader = asyncio.ensure_future(_pump(proc.stdout, on_output))
-        waiter = asyncio.ensure_future(proc.wait())
+        pgid = transport.get_pid()
         cancelled = asyncio.ensure_future(cancel.wait())
+        outcome: ExecutionResult | None = None
         try:
             remaining = max(deadline - time.monotonic(), 0.0)
-            done, _ = await asyncio.wait({waiter, cancelled}, timeout=remaining, return_when="FIRST_COMPLETED")
-            if waiter not in done:
-                await _kill_group(proc)
-                await _finish_reader(reader)
+            done, _ = await asyncio.wait(
+                {proto.exited, cancelled}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+            )
+            if proto.exited not in done:
+                await _kill_group(pgid, proto)
                 if cancelled in done:
-                    return ExecutionResult(StageStatus.CANCELLED, message="cancelled")
-                return ExecutionResult(
-                    StageStatus.TIMED_OUT, message=f"timed out after {_fmt_seconds(timeout_s)}"
-                )
-            # The shell is done; leftover background jobs of this command are killed too.
-            _signal_group(proc.pid, signal.SIGKILL)
-            await _finish_reader(reader)
+                    outcome = ExecutionResult(StageStatus.CANCELLED, message="cancelled")
+                else:
+                    outcome = ExecutionResult(
+                        StageStatus.TIMED_OUT, message=f"timed out after {timeout_s:g}s"
+                    )
+            # Leftover background jobs of this command die with it; then the pipe drains and closes.
+            _signal_group(pgid, signal.SIGKILL)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(proto.closed), DRAIN_TIMEOUT_S)
+            splitter.flush()
         finally:
             cancelled.cancel()
-            if proc.returncode is None:
-                await _kill_group(proc)
-            reader.cancel()
-        code = proc.returncode
+            if not proto.exited.done():
+                await _kill_group(pgid, proto)
+            transport.close()
+        if outcome is not None:
+            return outcome
+        code = transport.get_returncode()
         if code == 0:
             return None
         return ExecutionResult(StageStatus.FAILED, exit_code=code, message=f"exit code {code}")
-
-
-def _fmt_seconds(seconds: float) -> str:
-    return f"{seconds:g}s"
 
 
 def _signal_group(pgid: int, sig: int) -> None:
@@ -122,36 +178,10 @@ def _signal_group(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
 
 
-async def _kill_group(proc: asyncio.subprocess.Process) -> None:
-    """SIGTERM the group, SIGKILL it after a short grace; always reaps the shell."""
-    _signal_group(proc.pid, signal.SIGTERM)
-    try:
-        await asyncio.wait_for(proc.wait(), KILL_GRACE_S)
-    except TimeoutError:
-        pass
-    _signal_group(proc.pid, signal.SIGKILL)
-    await proc.wait()
-
-
-async def _finish_reader(reader: asyncio.Future[None]) -> None:
-    """Let the reader drain what is left in the pipe, but never hang on a stray writer."""
-    with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-        await asyncio.wait_for(asyncio.shield(reader), 2.0)
-
-
-async def _pump(stream: asyncio.StreamReader, on_output: OutputCallback) -> None:
-    """Split the byte stream into lines for `on_output`; over-long lines are split too."""
-    pending = b""
-    while True:
-        chunk = await stream.read(READ_CHUNK)
-        if not chunk:
-            break
-        pending += chunk
-        *lines, pending = pending.split(b"\n")
-        for line in lines:
-            on_output(line.rstrip(b"\r").decode("utf-8", "replace"))
-        while len(pending) > MAX_LINE:
-            on_output(pending[:MAX_LINE].decode("utf-8", "replace"))
-            pending = pending[MAX_LINE:]
-    if pending:
-        on_output(pending.rstrip(b"\r").decode("utf-8", "replace"))
+async def _kill_group(pgid: int, proto: Any) -> None:
+    """SIGTERM the group, SIGKILL it after a short grace; returns once the shell has exited."""
+    _signal_group(pgid, signal.SIGTERM)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.shield(proto.exited), KILL_GRACE_S)
+    _signal_group(pgid, signal.SIGKILL)
+    await proto.exited

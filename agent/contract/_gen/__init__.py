@@ -1,0 +1,1 @@
+"""Generated from buildit.proto by `make proto`; do not edit."""

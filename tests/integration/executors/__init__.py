@@ -1,0 +1,1 @@
+"""Executor integration tests: real processes and the real Docker engine."""
