@@ -6,7 +6,6 @@ in any log, however it was printed.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable
 
 MASK = "***"
@@ -15,8 +14,9 @@ MASK = "***"
 class Masker:
     """Replaces every occurrence of any secret value with `***`.
 
-    Multi-line secrets are masked line by line too, since output is handled a line at a time.
-    Longest values go first so a secret that contains another is masked whole.
+    Occurrences are found for each secret separately and merged, so overlapping or nested secrets
+    are masked whole (no part of any secret survives). Multi-line secrets are masked line by line
+    too, since output is handled a line at a time.
     """
 
     def __init__(self, secrets: Iterable[str]) -> None:
@@ -26,17 +26,34 @@ class Masker:
                 continue
             values.add(secret)
             values.update(part for part in secret.splitlines() if part.strip())
-        ordered = sorted(values, key=len, reverse=True)
-        self._pattern = re.compile("|".join(re.escape(v) for v in ordered)) if ordered else None
+        self._values = sorted(values, key=len, reverse=True)
 
     def __call__(self, line: str) -> str:
         """The line with every secret replaced by `***`."""
-        if self._pattern is None:
+        spans: list[tuple[int, int]] = []
+        for value in self._values:
+            start = line.find(value)
+            while start >= 0:
+                spans.append((start, start + len(value)))
+                start = line.find(value, start + 1)
+        if not spans:
             return line
-        return self._pattern.sub(MASK, line)
+        spans.sort()
+        out: list[str] = []
+        pos = 0
+        cur_start, cur_end = spans[0]
+        for start, end in spans[1:]:
+            if start < cur_end:
+                cur_end = max(cur_end, end)
+                continue
+            out.append(line[pos:cur_start] + MASK)
+            pos = cur_end
+            cur_start, cur_end = start, end
+        out.append(line[pos:cur_start] + MASK + line[cur_end:])
+        return "".join(out)
 
     def wrap(self, sink: Callable[[str], None]) -> Callable[[str], None]:
         """A line callback that masks before passing lines on."""
-        if self._pattern is None:
+        if not self._values:
             return sink
         return lambda line: sink(self(line))

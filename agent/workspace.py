@@ -92,6 +92,12 @@ def restore_artifacts(store: Path, workspace: Path) -> list[str]:
         if not _inside(target.parent, root):
             raise ArtifactError(f"artifact '{rel.as_posix()}' would be restored outside the workspace")
         target.parent.mkdir(parents=True, exist_ok=True)
+        if target.is_symlink() or (target.exists() and not target.is_file()):
+            # Never write through a link the workspace holds: replace it with the artifact.
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            else:
+                target.unlink()
         shutil.copy2(file, target)
         restored.append(rel.as_posix())
     return restored
@@ -115,6 +121,9 @@ def copy_source(source: Path, files: list[str] | None, workspace: Path) -> int:
             target_dir.mkdir(parents=True, exist_ok=True)
             for name in filenames:
                 shutil.copy2(base / name, target_dir / name, follow_symlinks=False)
+                count += 1
+            for name in [d for d in dirnames if (base / d).is_symlink()]:
+                os.symlink(os.readlink(base / name), target_dir / name)
                 count += 1
         return count
     for rel in files:

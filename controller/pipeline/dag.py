@@ -55,16 +55,17 @@ class Dag:
         self.order = self._topological()
 
     def _topological(self) -> list[str]:
-        remaining = {name: len(deps) for name, deps in self.needs.items()}
+        """Declaration order, except that a stage moves after everything it needs."""
         order: list[str] = []
-        ready = [name for name, count in remaining.items() if count == 0]
-        while ready:
-            name = ready.pop(0)
-            order.append(name)
-            for child in self.dependents[name]:
-                remaining[child] -= 1
-                if remaining[child] == 0:
-                    ready.append(child)
+        placed: set[str] = set()
+        remaining = list(self.needs)
+        while remaining:
+            for name in remaining:
+                if all(dep in placed for dep in self.needs[name]):
+                    order.append(name)
+                    placed.add(name)
+                    remaining.remove(name)
+                    break
         return order
 
     def ready(self, status: Mapping[str, StageStatus]) -> list[str]:

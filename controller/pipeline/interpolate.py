@@ -25,7 +25,9 @@ OPEN_CONTEXTS = ("env", "secrets")
 CONTEXTS = (*KNOWN, *OPEN_CONTEXTS)
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-_REF = re.compile(r"\$\{([^}]*)\}")
+# `${context.name}`; anything else in braces (`${HOME}`, `${VAR:-x}`) is ordinary shell syntax
+# and is left alone.
+_REF = re.compile(r"\$\{\s*([A-Za-z_][A-Za-z0-9_]*\.[^}]*?)\s*\}")
 
 
 @dataclass(frozen=True)
@@ -67,12 +69,12 @@ def scan(text: str) -> tuple[list[Reference], list[RefProblem]]:
     problems: list[RefProblem] = []
     for match in _REF.finditer(text):
         body = match.group(1).strip()
-        context, dot, name = body.partition(".")
-        if not dot or not name:
+        context, _, name = body.partition(".")
+        if not name:
             problems.append(
                 RefProblem(
                     match.start(),
-                    f"variable '${{{body}}}' needs the form ${{context.name}}",
+                    f"variable '${{{body}}}' has no name after '{context}.'",
                     "contexts: " + ", ".join(CONTEXTS),
                 )
             )

@@ -82,6 +82,8 @@ def plan(pipeline: Pipeline, ctx: RunContext, secrets: Mapping[str, str] | None 
         if stage.when_branch is not None and not fnmatch.fnmatchcase(ctx.git.branch, stage.when_branch):
             skipped.add(stage.name)
         spec, missing = _compile(pipeline, stage, ctx, secrets)
+        if stage.name in skipped:
+            missing = []  # a stage that will not run needs no secrets (e.g. deploy off main)
         for name in missing:
             problems.append(
                 Diagnostic(

@@ -160,6 +160,7 @@ def _check_variables(
     out: _Collector,
     env_names: set[str],
     allow_secrets: bool = True,
+    secret_env: frozenset[str] = frozenset(),
 ) -> None:
     refs, problems = interpolate.scan(text)
     for problem in problems:
@@ -175,13 +176,27 @@ def _check_variables(
                 hint or f'declare it with env "{ref.name}" "value" in the stage or at the top level',
                 near=raw,
             )
-        if ref.context == "secrets" and not allow_secrets:
+        carries_secret = ref.context == "secrets" or (ref.context == "env" and ref.name in secret_env)
+        if carries_secret and not allow_secrets:
+            via = f" (env '{ref.name}' holds a secret)" if ref.context == "env" else ""
             out.node(
                 node,
-                f"secrets cannot be used in '{node.name}'{where}: its value would appear in logs",
+                f"secrets cannot be used in '{node.name}'{where}{via}: its value would appear in logs",
                 "pass secrets to commands through env or run",
                 near=raw,
             )
+
+
+def secret_bearing(entries: Iterable[tuple[str, str]], initial: frozenset[str] = frozenset()) -> frozenset[str]:
+    """Env names whose value carries a secret, directly or through another env entry (in order)."""
+    found = set(initial)
+    for key, value in entries:
+        refs = interpolate.references(value)
+        if any(r.context == "secrets" or (r.context == "env" and r.name in found) for r in refs):
+            found.add(key)
+        else:
+            found.discard(key)
+    return frozenset(found)
 
 
 def _relative_path_problem(path: str) -> str | None:
@@ -197,14 +212,15 @@ def _build_stage(
     index: int,
     out: _Collector,
     global_env: dict[str, str],
+    global_secret_env: frozenset[str] = frozenset(),
 ) -> tuple[Stage | None, list[tuple[str, RawNode]]]:
     """Validate one `stage` node; returns the stage and its needs (with their nodes for positions)."""
     name = node.args[0] if node.args and isinstance(node.args[0], str) else ""
     where = f" in stage '{name}'"
-    if name and not STAGE_NAME.match(name):
+    if node.args and isinstance(node.args[0], str) and not STAGE_NAME.match(name):
         out.node(
             node,
-            f"stage name '{name}' is not allowed",
+            f"stage name '{name}' is not allowed" if name else "the stage name is empty",
             "use letters, digits, '.', '_' and '-' (start with a letter or digit, at most 63 characters)",
             near=f'"{name}"',
         )
@@ -335,16 +351,20 @@ def _build_stage(
     if not commands and node.has_block:
         out.node(node, f"stage '{name}' has no 'run' command", 'add one: run "make test"')
 
-    # Variables: env names visible to this stage are the global ones plus its own.
+    # Variables. Env values are resolved in order, so they may use env declared above them;
+    # commands, image and workdir see the global env plus all of the stage's own.
+    declared = set(global_env)
+    for (key, _), (value, child) in zip(env, env_nodes, strict=True):
+        _check_variables(child, value, where, out, declared)
+        declared.add(key)
     visible_env = set(global_env) | {k for k, _ in env}
+    secret_env = secret_bearing(env, global_secret_env)
     for command, child in commands:
         _check_variables(child, command, where, out, visible_env)
-    for value, child in env_nodes:
-        _check_variables(child, value, where, out, visible_env)
     if image is not None and "image" in seen:
-        _check_variables(seen["image"], image, where, out, visible_env, allow_secrets=False)
+        _check_variables(seen["image"], image, where, out, visible_env, False, secret_env)
     if workdir and "workdir" in seen:
-        _check_variables(seen["workdir"], workdir, where, out, visible_env, allow_secrets=False)
+        _check_variables(seen["workdir"], workdir, where, out, visible_env, False, secret_env)
 
     if not name:
         return None, needs
@@ -414,15 +434,18 @@ def _validate(source: str, filename: str) -> tuple[Pipeline | None, list[Diagnos
 
     if pipeline_node is None:
         out.at(1, 1, "missing 'pipeline' node", 'start the file with: pipeline "my-app"')
+    declared: set[str] = set()
     for node in nodes:
         if node.name == "env" and len(node.args) == 2:
-            _check_variables(node, _env_value(node.args[1]), " at the top level", out, set(global_env))
+            _check_variables(node, _env_value(node.args[1]), " at the top level", out, declared)
+            declared.add(str(node.args[0]))
+    global_secret_env = secret_bearing(global_env.items())
 
     stages: list[Stage] = []
     all_needs: dict[str, list[tuple[str, RawNode]]] = {}
     first_seen: dict[str, RawNode] = {}
     for index, node in enumerate(stage_nodes):
-        stage, needs = _build_stage(node, index, out, global_env)
+        stage, needs = _build_stage(node, index, out, global_env, global_secret_env)
         if stage is None:
             continue
         if stage.name in first_seen:

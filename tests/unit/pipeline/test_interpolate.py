@@ -59,11 +59,8 @@ def test_every_known_variable_scans_clean() -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("${git}", "variable '${git}' needs the form ${context.name}"),
-        ("${}", "variable '${}' needs the form ${context.name}"),
-        ("${git.}", "variable '${git.}' needs the form ${context.name}"),
+        ("${git.}", "variable '${git.}' has no name after 'git.'"),
         ("${foo.bar}", "unknown variable context 'foo' in '${foo.bar}'"),
-        ("${.x}", "unknown variable context '' in '${.x}'"),
         ("${run.nope}", "unknown variable '${run.nope}'"),
         ("${env.1X}", "'1X' in '${env.1X}' is not a valid name"),
         ("${secrets.A-B}", "'A-B' in '${secrets.A-B}' is not a valid name"),
@@ -92,10 +89,17 @@ def test_scan_reports_unclosed_reference() -> None:
     ]
 
 
+@pytest.mark.parametrize("text", ["${HOME}", "${}", "${git}", "${.x}", "${VAR:-a.b}", "${#PATH}"])
+def test_shell_braces_without_a_context_are_left_to_the_shell(text: str) -> None:
+    """Only `${context.name}` is ours; `${HOME}` and friends are ordinary shell syntax."""
+    assert scan("echo " + text) == ([], [])
+    assert to_shell("echo " + text) == "echo " + text
+
+
 def test_scan_reports_good_and_bad_together() -> None:
-    refs, problems = scan("${git.sha} ${bad} ${env.X} ${foo.y}")
+    refs, problems = scan("${git.sha} ${bad.x} ${env.X} ${foo.y}")
     assert [r.key for r in refs] == ["git.sha", "env.X"]
-    assert [p.start for p in problems] == [11, 27]
+    assert [p.start for p in problems] == [11, 29]
 
 
 def test_references_drops_problems() -> None:
