@@ -24,7 +24,7 @@ run: install
 test-deps:
 	@scripts/ensure-docker.sh
 
-test: install test-deps proto-check
+test: install test-deps proto-check lint
 	BUILDIT_TEST_DOCKER=required $(PY) -m pytest -q tests
 
 lint: install

@@ -22,7 +22,9 @@ def _check_pattern(pattern: str) -> None:
     if pattern.startswith("/") or PurePosixPath(pattern).is_absolute():
         raise ArtifactError(f"artifact pattern '{pattern}' is absolute; use a path relative to the workspace")
     if ".." in parts:
-        raise ArtifactError(f"artifact pattern '{pattern}' contains '..'; artifacts must stay in the workspace")
+        raise ArtifactError(
+            f"artifact pattern '{pattern}' contains '..'; artifacts must stay in the workspace"
+        )
 
 
 def _inside(path: Path, root: Path) -> bool:

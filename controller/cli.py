@@ -79,13 +79,13 @@ def _parse_secrets(items: Sequence[str]) -> dict[str, str]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Plan the pipeline in FILE and run it on this machine."""
-    from agent.contract.types import StageSpec
+    from agent.contract.types import StageSpec, StageStatus
     from agent.executors.base import Executor, ExecutorError
     from agent.executors.local import LocalExecutor
     from agent.workspace import copy_source
     from controller.git.local import find_repo_root, head_commit, tracked_files
     from controller.localrun.console import ConsoleReporter
-    from controller.localrun.engine import LocalRun
+    from controller.localrun.engine import LocalRun, StageOutcome
     from controller.pipeline.model import PipelineInvalid
     from controller.pipeline.plan import GitContext, RunContext, plan
     from controller.pipeline.validate import load
@@ -144,15 +144,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         copy_source(source_dir, files, workspace)
 
     git_note = (
-        f"{git.branch or 'detached'} @ {git.short_sha}" if git.sha else "not a git repository: git.* are empty"
+        f"{git.branch or 'detached'} @ {git.short_sha}"
+        if git.sha
+        else "not a git repository: git.* are empty"
     )
-    print(f"buildit: running pipeline '{pipeline.name}' ({len(compiled.specs)} stages; {git_note})", flush=True)
+    print(
+        f"buildit: running pipeline '{pipeline.name}' ({len(compiled.specs)} stages; {git_note})", flush=True
+    )
     run_dir = Path(tempfile.mkdtemp(prefix="buildit-run-"))
     reporter = ConsoleReporter(stage_names=[s.name for s in compiled.specs])
     runner = LocalRun(compiled, executor_for, fill, run_dir, reporter, jobs=args.jobs)
     interrupted = False
 
-    async def main() -> list[object]:
+    async def main() -> list[StageOutcome]:
         nonlocal interrupted
         cancel = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -183,15 +187,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"buildit: workspaces kept in {run_dir}", file=sys.stderr)
         else:
             shutil.rmtree(run_dir, ignore_errors=True)
-    reporter.summary(outcomes, time.monotonic() - started)  # type: ignore[arg-type]
+    reporter.summary(outcomes, time.monotonic() - started)
     if interrupted:
         return EXIT_INTERRUPTED
-    from agent.contract.types import StageStatus
-
     fine = {StageStatus.SUCCEEDED}
     ok = all(
-        o.status in fine or (o.status is StageStatus.SKIPPED and o.name in compiled.skipped)  # type: ignore[attr-defined]
-        for o in outcomes
+        o.status in fine or (o.status is StageStatus.SKIPPED and o.name in compiled.skipped) for o in outcomes
     )
     return EXIT_OK if ok else EXIT_FAILED
 
@@ -225,7 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME[=VALUE]",
         help="a secret for ${secrets.NAME}; without =VALUE it is read from the environment variable NAME",
     )
-    run.add_argument("--jobs", "-j", type=_positive_int, default=4, help="stages run in parallel (default: 4)")
+    run.add_argument(
+        "--jobs", "-j", type=_positive_int, default=4, help="stages run in parallel (default: 4)"
+    )
     run.add_argument("--branch", help="override git.branch (also what 'when branch=' matches)")
     run.add_argument(
         "--network", default="bridge", help="Docker network mode for containers (default: bridge)"

@@ -97,7 +97,9 @@ class LocalExecutor:
             cwd.mkdir(parents=True, exist_ok=True)  # like a container's working_dir
             cwd.resolve().relative_to(workspace.resolve())
         except ValueError:
-            return ExecutionResult(StageStatus.ERROR, message=f"workdir '{spec.workdir}' leaves the workspace")
+            return ExecutionResult(
+                StageStatus.ERROR, message=f"workdir '{spec.workdir}' leaves the workspace"
+            )
         except OSError as exc:
             return ExecutionResult(StageStatus.ERROR, message=f"workdir '{spec.workdir}': {exc.strerror}")
         env = dict(os.environ) if self.inherit_env else {"PATH": os.defpath}
@@ -144,9 +146,8 @@ class LocalExecutor:
         outcome: ExecutionResult | None = None
         try:
             remaining = max(deadline - time.monotonic(), 0.0)
-            done, _ = await asyncio.wait(
-                {proto.exited, cancelled}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
-            )
+            waiters: set[asyncio.Future[Any]] = {proto.exited, cancelled}
+            done, _ = await asyncio.wait(waiters, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
             if proto.exited not in done:
                 await _kill_group(pgid, proto)
                 if cancelled in done:

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dulwich.errors import NotGitRepository
+from dulwich.objects import Commit
+from dulwich.refs import HEADREF
 from dulwich.repo import Repo
 
 
@@ -48,7 +50,9 @@ def head_commit(path: Path) -> CommitInfo | None:
         except KeyError:
             return None
         commit = repo[sha]
-        refs, _ = repo.refs.follow(b"HEAD")
+        if not isinstance(commit, Commit):  # HEAD always names a commit in a sound repository
+            return None
+        refs, _ = repo.refs.follow(HEADREF)
         branch = ""
         if len(refs) > 1 and refs[-1].startswith(b"refs/heads/"):
             branch = refs[-1][len(b"refs/heads/") :].decode("utf-8", "replace")

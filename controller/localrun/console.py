@@ -126,7 +126,9 @@ class ConsoleReporter:
         """A stage ended (or was skipped/cancelled without running)."""
         self.running.pop(outcome.name, None)
         style, icon = STYLES[outcome.status]
-        detail = f" — {outcome.message}" if outcome.message and outcome.status is not StageStatus.SUCCEEDED else ""
+        detail = (
+            f" — {outcome.message}" if outcome.message and outcome.status is not StageStatus.SUCCEEDED else ""
+        )
         took = f" in {format_duration(outcome.duration_s)}" if outcome.attempts else ""
         self._write(outcome.name, f"{icon} {outcome.status.value}{took}{detail}", style=style)
 

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from agent.contract.types import ExecutionResult, StageSpec, StageStatus
 from agent.executors.base import Executor
@@ -95,14 +95,11 @@ class LocalRun:
                         running[task] = name
                 if not running:
                     break
-                done, _ = await asyncio.wait(
-                    {*running, cancel_wait}, return_when=asyncio.FIRST_COMPLETED
-                )
-                for task in done:
-                    if task is cancel_wait:
-                        continue
-                    name = running.pop(task)  # type: ignore[call-overload]
-                    outcome = task.result()  # type: ignore[union-attr]
+                waiters: set[asyncio.Future[Any]] = {*running, cancel_wait}
+                done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+                for task in [t for t in running if t in done]:
+                    name = running.pop(task)
+                    outcome = task.result()
                     status[name] = outcome.status
                     self.reporter.stage_finished(outcome)
                 if not cancel.is_set():
@@ -130,7 +127,9 @@ class LocalRun:
     def _skip_blocked(self, status: dict[str, StageStatus]) -> None:
         for name in self.dag.propagate(status):
             failed = [d for d in self.dag.needs[name] if status[d] is not StageStatus.SUCCEEDED]
-            self._finish(name, StageStatus.SKIPPED, f"skipped: needs {', '.join(failed)}, which did not succeed")
+            self._finish(
+                name, StageStatus.SKIPPED, f"skipped: needs {', '.join(failed)}, which did not succeed"
+            )
 
     async def _run_stage(self, spec: StageSpec, cancel: asyncio.Event) -> StageOutcome:
         outcome = self.outcomes[spec.name]
@@ -144,13 +143,16 @@ class LocalRun:
                 retryable = result.status in (StageStatus.FAILED, StageStatus.TIMED_OUT)
                 if result.ok or not retryable or cancel.is_set() or attempt > spec.retries:
                     break
+                reason = result.message or result.status
                 self.reporter.note(
-                    spec.name, f"{result.message or result.status}; retrying (attempt {attempt + 1} of {spec.retries + 1})"
+                    spec.name, f"{reason}; retrying (attempt {attempt + 1} of {spec.retries + 1})"
                 )
             if result.ok and spec.artifacts:
                 result = self._collect(spec, outcome)
         except Exception as exc:  # an executor bug must not take the whole run down silently
-            result = ExecutionResult(StageStatus.ERROR, message=f"internal error: {exc.__class__.__name__}: {exc}")
+            result = ExecutionResult(
+                StageStatus.ERROR, message=f"internal error: {exc.__class__.__name__}: {exc}"
+            )
         outcome.status = result.status
         outcome.exit_code = result.exit_code
         outcome.message = self.mask(result.message)

@@ -142,6 +142,4 @@ def _syntax_diagnostic(exc: Any, source: str, filename: str) -> Diagnostic:
         hint = 'every line is a node: a name followed by quoted values, e.g. run "make test"'
     if not message.endswith("."):
         message += "."
-    return Diagnostic(
-        filename, line, col, f"KDL syntax error: {message[0].lower()}{message[1:]}", hint
-    )
+    return Diagnostic(filename, line, col, f"KDL syntax error: {message[0].lower()}{message[1:]}", hint)

@@ -39,7 +39,9 @@ class Rule:
 
 TOP_LEVEL: dict[str, Rule] = {
     "pipeline": Rule(1, 1, example='pipeline "my-app"'),
-    "stage": Rule(1, 1, props={"needs": (str,)}, repeatable=True, example='stage "test" { run "make test"; }'),
+    "stage": Rule(
+        1, 1, props={"needs": (str,)}, repeatable=True, example='stage "test" { run "make test"; }'
+    ),
     "env": Rule(2, 2, (str, int, float, bool), repeatable=True, example='env "LANG" "C.UTF-8"'),
 }
 
@@ -187,7 +189,9 @@ def _check_variables(
             )
 
 
-def secret_bearing(entries: Iterable[tuple[str, str]], initial: frozenset[str] = frozenset()) -> frozenset[str]:
+def secret_bearing(
+    entries: Iterable[tuple[str, str]], initial: frozenset[str] = frozenset()
+) -> frozenset[str]:
     """Env names whose value carries a secret, directly or through another env entry (in order)."""
     found = set(initial)
     for key, value in entries:
@@ -231,9 +235,7 @@ def _build_stage(
             if part.strip():
                 needs.append((part.strip(), node))
     if not node.has_block:
-        out.node(
-            node, f"stage '{name}' has no block", 'give it commands: stage "test" { run "make test"; }'
-        )
+        out.node(node, f"stage '{name}' has no block", 'give it commands: stage "test" { run "make test"; }')
     seen: dict[str, RawNode] = {}
     commands: list[tuple[str, RawNode]] = []
     env: list[tuple[str, str]] = []
@@ -269,7 +271,7 @@ def _build_stage(
         if child.name == "image":
             image = str(args[0]).strip()
             if not image:
-                out.node(child, f"'image'{where} is empty", "example: image \"python:3.12\"")
+                out.node(child, f"'image'{where} is empty", 'example: image "python:3.12"')
         elif child.name == "run":
             for arg in args:
                 command = str(arg)
@@ -304,21 +306,22 @@ def _build_stage(
                 else:
                     artifacts.append(pattern)
         elif child.name == "timeout":
-            parsed = parse_duration(args[0])  # type: ignore[arg-type]
+            raw = args[0]  # _check_shape let through a string or an integer only
+            parsed = parse_duration(raw) if isinstance(raw, str | int) else None
             if parsed is None or parsed <= 0 or parsed > MAX_TIMEOUT_S:
                 out.node(
                     child,
                     f"bad duration {args[0]!r} for 'timeout'{where}",
-                    "use a positive duration up to 7 days such as \"90s\", \"10m\", \"1h30m\" or \"500ms\"",
+                    'use a positive duration up to 7 days such as "90s", "10m", "1h30m" or "500ms"',
                 )
             else:
                 timeout_s = parsed
         elif child.name == "retries":
-            value = int(args[0])  # type: ignore[arg-type]
-            if not 0 <= value <= MAX_RETRIES:
-                out.node(child, f"'retries'{where} must be between 0 and {MAX_RETRIES}, got {value}")
+            count = args[0]  # _check_shape let through an integer only
+            if not isinstance(count, int) or not 0 <= count <= MAX_RETRIES:
+                out.node(child, f"'retries'{where} must be between 0 and {MAX_RETRIES}, got {count}")
             else:
-                retries = value
+                retries = count
         elif child.name == "labels":
             for arg in args:
                 label = str(arg)
@@ -339,7 +342,7 @@ def _build_stage(
                 out.node(
                     child,
                     f"workdir '{args[0]}'{where} {problem}",
-                    "workdir is relative to the workspace, e.g. workdir \"services/api\"",
+                    'workdir is relative to the workspace, e.g. workdir "services/api"',
                 )
         elif child.name == "when":
             branch = child.props.get("branch")
@@ -485,7 +488,9 @@ def _validate(source: str, filename: str) -> tuple[Pipeline | None, list[Diagnos
     out.items.sort(key=lambda d: (d.line, d.col))
     if out.items or pipeline_name is None:
         return None, out.items
-    return Pipeline(name=pipeline_name, stages=tuple(stages), env=tuple(global_env.items()), file=filename), []
+    return Pipeline(
+        name=pipeline_name, stages=tuple(stages), env=tuple(global_env.items()), file=filename
+    ), []
 
 
 def validate(source: str, filename: str = ".buildit.kdl") -> list[Diagnostic]:

@@ -23,7 +23,7 @@ def stage_lines(output: str, stage: str) -> list[str]:
     lines = []
     for line in output.splitlines():
         if line.startswith(prefix):
-            text = line[len(prefix):].lstrip(" ")
+            text = line[len(prefix) :].lstrip(" ")
             if not text.startswith(("▶", "✔", "✘", "⊘", "–", "⏱", "!", "·", "$ ")):
                 lines.append(text)
     return lines
@@ -56,8 +56,14 @@ def test_runnable_examples_succeed(name: str) -> None:
 
 
 def test_variables_example_with_secret_is_masked() -> None:
-    done = buildit("run", str(ROOT / "examples" / "variables.kdl"), "--secret", "API_TOKEN=s3cr3t-value",
-                   "--branch", "main")
+    done = buildit(
+        "run",
+        str(ROOT / "examples" / "variables.kdl"),
+        "--secret",
+        "API_TOKEN=s3cr3t-value",
+        "--branch",
+        "main",
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "s3cr3t-value" not in done.stdout + done.stderr
     assert "token is ***; header is ***" in done.stdout
@@ -65,8 +71,14 @@ def test_variables_example_with_secret_is_masked() -> None:
 
 
 def test_when_branch_skips_without_failing_the_run() -> None:
-    done = buildit("run", str(ROOT / "examples" / "variables.kdl"), "--secret", "API_TOKEN=x1y2z3",
-                   "--branch", "feature/x")
+    done = buildit(
+        "run",
+        str(ROOT / "examples" / "variables.kdl"),
+        "--secret",
+        "API_TOKEN=x1y2z3",
+        "--branch",
+        "feature/x",
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert summary_row(done.stdout, "only-on-main")[1:3] == ["–", "skipped"]
 
@@ -87,7 +99,9 @@ def test_secret_from_environment(tmp_path: Path) -> None:
     assert buildit("run", str(f), "--secret", "NOPE_NOT_SET").returncode == 2
 
 
-@pytest.mark.parametrize("message", ['"; touch PWNED #', "$(touch PWNED)", "`touch PWNED`", "a' ; touch PWNED ; '"])
+@pytest.mark.parametrize(
+    "message", ['"; touch PWNED #', "$(touch PWNED)", "`touch PWNED`", "a' ; touch PWNED ; '"]
+)
 def test_commit_message_can_never_inject_a_command(make_repo, tmp_path: Path, message: str) -> None:  # type: ignore[no-untyped-def]
     pwned = tmp_path / "PWNED"
     pipeline = (
@@ -106,7 +120,9 @@ def test_commit_message_can_never_inject_a_command(make_repo, tmp_path: Path, me
 
 
 def test_git_variables_come_from_the_repository(make_repo, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    pipeline = 'pipeline "g"\nstage "s" { run "echo ${git.sha} ${git.short_sha} ${git.branch} ${git.author}"; }\n'
+    pipeline = (
+        'pipeline "g"\nstage "s" { run "echo ${git.sha} ${git.short_sha} ${git.branch} ${git.author}"; }\n'
+    )
     repo = make_repo(pipeline, message="feat: thing", branch="trunk")
     sha = git(repo, "rev-parse", "HEAD")
     done = buildit("run", str(repo / ".buildit.kdl"))
@@ -206,7 +222,9 @@ def test_artifact_escaping_the_workspace_is_refused(tmp_path: Path) -> None:
 def test_invalid_pipeline_is_reported_and_nothing_runs(tmp_path: Path) -> None:
     marker = tmp_path / "ran"
     f = tmp_path / "p.kdl"
-    f.write_text(f'pipeline "p"\nstage "a" {{ run "touch {marker}"; }}\nstage "b" needs="nope" {{ run "x"; }}\n')
+    f.write_text(
+        f'pipeline "p"\nstage "a" {{ run "touch {marker}"; }}\nstage "b" needs="nope" {{ run "x"; }}\n'
+    )
     done = buildit("run", str(f))
     assert done.returncode == 1
     assert f"{f}:3:11: error: stage 'b' needs unknown stage 'nope'" in done.stderr
@@ -214,8 +232,14 @@ def test_invalid_pipeline_is_reported_and_nothing_runs(tmp_path: Path) -> None:
 
 
 def _start(args: list[str], cwd: Path | None = None) -> subprocess.Popen[str]:
-    return subprocess.Popen([BUILDIT, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd,
-                            stdin=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [BUILDIT, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def _wait_for(predicate, timeout: float = 30) -> None:  # type: ignore[no-untyped-def]
@@ -248,8 +272,12 @@ def test_ctrl_c_cancels_cleanly_leaving_no_process(tmp_path: Path) -> None:
 
 
 def _buildit_containers() -> list[str]:
-    done = subprocess.run(["docker", "ps", "-aq", "--filter", "label=buildit.managed=true"],
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        ["docker", "ps", "-aq", "--filter", "label=buildit.managed=true"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return done.stdout.split()
 
 
@@ -297,12 +325,16 @@ def test_auto_without_docker_tells_to_use_local(tmp_path: Path) -> None:
     assert "no Docker engine reachable" in done.stderr
     assert "pass --executor local" in done.stderr
     assert "Traceback" not in done.stderr
-    local = buildit("run", str(f), "--executor", "local", env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
+    local = buildit(
+        "run", str(f), "--executor", "local", env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"}
+    )
     assert local.returncode == 0
     assert stage_lines(local.stdout, "c") == ["hi"]
 
 
 def test_python_module_entry_point_matches_script() -> None:
-    done = subprocess.run([sys.executable, "-m", "controller.cli", "--version"], capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "controller.cli", "--version"], capture_output=True, text=True
+    )
     assert done.returncode == 0 and done.stdout.startswith("buildit ")
     assert os.path.exists(BUILDIT)

@@ -1,0 +1,351 @@
+"""Benchmarks of `buildit run` as a user runs it; `make bench` (= `python -m tests.bench.run`).
+
+These measure what the unit tests cannot: the wall-clock cost BuildIt adds on top of the work a
+pipeline does. Each benchmark runs the real console script in a subprocess (interpreter start-up,
+imports, planning, workspaces, the executor and the terminal reporter all included) and compares it
+with the cheapest way to do the same work by hand, so the difference is BuildIt's own overhead:
+
+* `local_overhead`: a 50-stage chain of `true` with `--executor local`, against a shell loop that
+  spawns `sh -c true` 50 times. Target: at most 10 ms per stage.
+* `docker_overhead`: a 10-stage chain of `true` in the busybox test image, against 10 sequential
+  `docker run --rm`. Target: at most 1.2 times as slow.
+
+Output contract: exactly one JSON object per line on stdout (machine-readable, so CI can keep a
+history); progress goes to stderr. Exit 0 when every benchmark ran, 1 when one could not (the JSON
+line then carries an `error`). Targets are reported, not enforced: timings on shared CI machines are
+too noisy to fail a build on.
+
+Medians over several repeats (after one discarded warm-up run that fills the page and .pyc caches)
+keep a single slow run from skewing the figures; the two sides of each comparison are interleaved so
+that drifting machine load hits both alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+LOCAL_STAGES = 50
+LOCAL_TARGET_MS = 10.0
+DOCKER_STAGES = 10
+DOCKER_TARGET_RATIO = 1.2
+TEST_IMAGE = os.environ.get("BUILDIT_TEST_IMAGE", "buildit-test/busybox:1")
+RUN_TIMEOUT_S = 300.0  # one buildit run; far above normal so only a hang trips it
+BENCH_LABEL = "buildit.bench"  # on our own `docker run` containers, so cleanup finds exactly them
+
+
+class BenchError(Exception):
+    """A benchmark could not produce a figure; the message becomes the JSON line's `error`."""
+
+
+def log(message: str) -> None:
+    """Progress on stderr: stdout is reserved for the JSON lines."""
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+def emit(record: dict[str, Any]) -> None:
+    """Print one result as one JSON line, flushed so a consumer sees it even if a later bench hangs."""
+    print(json.dumps(record, sort_keys=False), flush=True)
+
+
+def context_fields() -> dict[str, Any]:
+    """Machine context for every line: figures are meaningless without knowing what ran them."""
+    try:
+        cpus = len(os.sched_getaffinity(0))  # what this process may use, not what the host has
+    except AttributeError:
+        cpus = os.cpu_count() or 0
+    return {
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "cpus": cpus,
+    }
+
+
+def buildit_script() -> Path:
+    """The `buildit` console script of this interpreter's environment (.venv/bin/buildit).
+
+    Taken from next to `sys.executable` (not resolved: the venv's python is a symlink) so the bench
+    runs the installed entry point exactly as a user's shell would, not whatever is first on PATH.
+    """
+    script = Path(sys.executable).parent / "buildit"
+    if not script.is_file():
+        raise BenchError(f"{script} not found; run `make install` first")
+    return script
+
+
+def chain_pipeline(stages: int, image: str | None = None) -> str:
+    """KDL for a strictly sequential chain s1 <- s2 <- ... each running `true`.
+
+    A chain (every stage `needs` the previous one) defeats `--jobs` parallelism, so the run is
+    directly comparable with a sequential shell loop.
+    """
+    image_node = f'image "{image}"; ' if image else ""
+    lines = ['pipeline "bench"']
+    for i in range(1, stages + 1):
+        needs = f' needs="s{i - 1}"' if i > 1 else ""
+        lines.append(f'stage "s{i}"{needs} {{ {image_node}run "true"; }}')
+    return "\n".join(lines) + "\n"
+
+
+def _inside_git_repo(path: Path) -> bool:
+    """Whether `path` or a parent holds `.git` (then buildit would copy that repo into every stage)."""
+    return any((p / ".git").exists() for p in (path, *path.parents))
+
+
+@contextmanager
+def pipeline_dir() -> Iterator[Path]:
+    """A fresh temporary directory outside any Git repository, removed afterwards.
+
+    Outside a repository buildit copies the pipeline's directory into each stage's workspace; here
+    that is one small file, so the bench measures BuildIt's overhead and not a source-tree copy.
+    """
+    path = Path(tempfile.mkdtemp(prefix="buildit-bench-")).resolve()
+    try:
+        if _inside_git_repo(path):
+            raise BenchError(f"temp dir {path} is inside a Git repository; set TMPDIR elsewhere")
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def timed(argv: Sequence[str], cwd: Path, on_start: Callable[[int], None] | None = None) -> float:
+    """Wall-clock seconds of one command run to completion, output discarded; BenchError on failure.
+
+    stdout goes to /dev/null as in CI logs piped away (and so buildit uses its plain, non-terminal
+    reporter); stderr is kept (small) so a failing run can say why. `on_start` gets the child's pid
+    (used to find the containers a buildit process created).
+    """
+    started = time.perf_counter()
+    with subprocess.Popen(
+        list(argv), cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    ) as proc:
+        if on_start is not None:
+            on_start(proc.pid)
+        try:
+            _, err = proc.communicate(timeout=RUN_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise BenchError(f"{' '.join(argv)} did not finish within {RUN_TIMEOUT_S:g}s") from None
+    elapsed = time.perf_counter() - started
+    if proc.returncode != 0:
+        tail = err.decode("utf-8", "replace").strip().splitlines()[-5:]
+        raise BenchError(f"{' '.join(argv)} exited {proc.returncode}: {' | '.join(tail)}")
+    return elapsed
+
+
+def medians(
+    runs: dict[str, Callable[[], float]], repeats: int, label: str
+) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """Run each named measurement once to warm up, then `repeats` times interleaved; medians + samples."""
+    for name, run in runs.items():
+        log(f"{label}: warm-up {name}")
+        run()
+    samples: dict[str, list[float]] = {name: [] for name in runs}
+    for i in range(repeats):
+        for name, run in runs.items():
+            samples[name].append(run())
+        log(
+            f"{label}: repeat {i + 1}/{repeats}: "
+            + ", ".join(f"{n}={s[-1]:.3f}s" for n, s in samples.items())
+        )
+    return {name: statistics.median(s) for name, s in samples.items()}, samples
+
+
+def _rounded(samples: dict[str, list[float]]) -> dict[str, list[float]]:
+    return {name: [round(v, 4) for v in values] for name, values in samples.items()}
+
+
+# --------------------------------------------------------------------------- local executor
+
+
+def bench_local(repeats: int) -> dict[str, Any]:
+    """BuildIt's per-stage cost with the local executor, against bare process spawns."""
+    buildit = str(buildit_script())
+    with pipeline_dir() as work:
+        chain = work / "chain.kdl"
+        chain.write_text(chain_pipeline(LOCAL_STAGES), encoding="utf-8")
+        single = work / "single.kdl"
+        single.write_text(chain_pipeline(1), encoding="utf-8")
+        # The same 50 processes with nothing around them: the floor a CI tool cannot beat.
+        loop = f"for i in $(seq {LOCAL_STAGES}); do sh -c true; done"
+        runs: dict[str, Callable[[], float]] = {
+            "buildit": lambda: timed([buildit, "run", str(chain), "--executor", "local"], work),
+            "shell": lambda: timed(["sh", "-c", loop], work),
+            "startup": lambda: timed([buildit, "run", str(single), "--executor", "local"], work),
+        }
+        median, samples = medians(runs, repeats, "local_overhead")
+    per_stage_ms = (median["buildit"] - median["shell"]) / LOCAL_STAGES * 1000
+    # The chain minus the 1-stage run is what 49 extra stages cost, with interpreter start-up,
+    # imports and the summary taken out: it tells a start-up problem from a per-stage one.
+    incremental_ms = (median["buildit"] - median["startup"]) / (LOCAL_STAGES - 1) * 1000
+    return {
+        "bench": "local_overhead",
+        "stages": LOCAL_STAGES,
+        "repeats": repeats,
+        "buildit_s": round(median["buildit"], 4),
+        "shell_s": round(median["shell"], 4),
+        "per_stage_overhead_ms": round(per_stage_ms, 2),
+        "target_ms": LOCAL_TARGET_MS,
+        "meets_target": per_stage_ms <= LOCAL_TARGET_MS,
+        "startup_s": round(median["startup"], 4),
+        "incremental_per_stage_ms": round(incremental_ms, 2),
+        "samples_s": _rounded(samples),
+        **context_fields(),
+    }
+
+
+# --------------------------------------------------------------------------- docker executor
+
+
+def docker_problem(image: str) -> str | None:
+    """Why the Docker bench cannot run (no engine, or the local test image missing), else None."""
+    try:
+        info = subprocess.run(["docker", "info"], capture_output=True, timeout=30)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"`docker info` failed ({exc.__class__.__name__}: {exc}); run scripts/ensure-docker.sh"
+    if info.returncode != 0:
+        reason = info.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no output"]
+        return f"`docker info` exited {info.returncode}: {reason[0]}; run scripts/ensure-docker.sh"
+    probe = subprocess.run(["docker", "image", "inspect", image], capture_output=True, timeout=30)
+    if probe.returncode != 0:
+        return f"image {image} not present on the engine; run scripts/ensure-docker.sh (no registry here)"
+    return None
+
+
+class ContainerJanitor:
+    """Removes the containers this bench caused, and only those: other sessions share the engine.
+
+    Ours are the `docker run` containers carrying our unique `buildit.bench` label, and the ones
+    buildit created, which its Docker executor labels with the pid of the buildit process (that we
+    started). `--rm` and buildit's own cleanup should leave nothing; this is the safety net for a
+    timeout or a bug, and what it finds is reported (a leak is itself a finding).
+    """
+
+    def __init__(self) -> None:
+        self.token = uuid.uuid4().hex[:12]
+        self.buildit_pids: list[int] = []
+        self.host = socket.gethostname()
+        self.label = f"{BENCH_LABEL}={self.token}"
+
+    def _filters(self) -> list[list[str]]:
+        sets = [[f"label={self.label}"]]
+        for pid in self.buildit_pids:
+            sets.append(
+                ["label=buildit.managed=true", f"label=buildit.pid={pid}", f"label=buildit.host={self.host}"]
+            )
+        return sets
+
+    def sweep(self) -> int:
+        """Force-remove every container of ours still present; return how many there were."""
+        ids: set[str] = set()
+        for filters in self._filters():
+            argv = ["docker", "ps", "-aq", "--no-trunc"]
+            for f in filters:
+                argv += ["--filter", f]
+            listed = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+            ids.update(listed.stdout.split())
+        if ids:
+            log(f"removing {len(ids)} leftover container(s)")
+            subprocess.run(["docker", "rm", "-f", *sorted(ids)], capture_output=True, timeout=120)
+        return len(ids)
+
+
+def bench_docker(repeats: int, image: str) -> dict[str, Any]:
+    """BuildIt's Docker executor against the docker CLI doing the same container runs."""
+    buildit = str(buildit_script())
+    janitor = ContainerJanitor()
+    leftovers = 0
+    with pipeline_dir() as work:
+        chain = work / "chain.kdl"
+        chain.write_text(chain_pipeline(DOCKER_STAGES, image=image), encoding="utf-8")
+        # --network none: no registry or network here; the label lets the janitor find strays.
+        docker_run = ["docker", "run", "--rm", "--network", "none", "--label", janitor.label]
+        flags = ["--executor", "docker", "--network", "none", "--pull", "never"]
+        buildit_argv = [buildit, "run", str(chain), *flags]
+
+        def run_buildit() -> float:
+            nonlocal leftovers
+            try:
+                return timed(buildit_argv, work, on_start=janitor.buildit_pids.append)
+            finally:
+                leftovers += janitor.sweep()  # after every run: a leak shows up per run, not at the end
+
+        def run_docker() -> float:
+            started = time.perf_counter()
+            for _ in range(DOCKER_STAGES):
+                timed([*docker_run, image, "true"], work)
+            return time.perf_counter() - started
+
+        try:
+            median, samples = medians(
+                {"buildit": run_buildit, "docker_run": run_docker}, repeats, "docker_overhead"
+            )
+        finally:
+            leftovers += janitor.sweep()
+    ratio = median["buildit"] / median["docker_run"]
+    return {
+        "bench": "docker_overhead",
+        "stages": DOCKER_STAGES,
+        "repeats": repeats,
+        "image": image,
+        "buildit_s": round(median["buildit"], 4),
+        "docker_run_s": round(median["docker_run"], 4),
+        "ratio": round(ratio, 3),
+        "target_ratio": DOCKER_TARGET_RATIO,
+        "meets_target": ratio <= DOCKER_TARGET_RATIO,
+        "per_stage_overhead_ms": round((median["buildit"] - median["docker_run"]) / DOCKER_STAGES * 1000, 2),
+        "leftover_containers_removed": leftovers,
+        "samples_s": _rounded(samples),
+        **context_fields(),
+    }
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmarks in order; each prints one JSON line (or an error line, then exit 1)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.bench.run", description="Benchmarks of `buildit run`; one JSON line each."
+    )
+    parser.add_argument("--local-repeats", type=int, default=5, help="timed runs per side (default: 5)")
+    parser.add_argument("--docker-repeats", type=int, default=3, help="timed runs per side (default: 3)")
+    parser.add_argument("--only", choices=("local", "docker"), help="run just one benchmark")
+    args = parser.parse_args(argv)
+
+    if args.only in (None, "local"):
+        try:
+            emit(bench_local(max(1, args.local_repeats)))
+        except BenchError as exc:
+            emit({"bench": "local_overhead", "error": str(exc), **context_fields()})
+            return 1
+
+    if args.only in (None, "docker"):
+        problem = docker_problem(TEST_IMAGE)
+        if problem is not None:
+            emit({"bench": "docker_overhead", "error": problem, **context_fields()})
+            return 1
+        try:
+            emit(bench_docker(max(1, args.docker_repeats), TEST_IMAGE))
+        except BenchError as exc:
+            emit({"bench": "docker_overhead", "error": str(exc), **context_fields()})
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
