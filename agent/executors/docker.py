@@ -33,6 +33,7 @@ from docker.utils import parse_repository_tag
 
 from agent.contract.types import ExecutionResult, StageSpec, StageStatus
 from agent.executors.base import ExecutorError, OutputCallback
+from agent.executors.lines import LineSplitter, decode
 
 __all__ = ["DockerExecutor", "PullPolicy", "container_workdir", "render_script"]
 
@@ -49,7 +50,6 @@ LABEL_PID_START: Final = "buildit.pid_start"
 LABEL_HOST: Final = "buildit.host"
 
 HEADER_MARKER: Final = b"\x1e\x1f"  # RS US: printed before each `$ command` header, never shown
-_MAX_LINE_BYTES: Final = 64 * 1024  # a longer run without a newline is cut into several lines
 _MAX_MESSAGE_CHARS: Final = 300
 _DRAIN_AFTER_KILL_S: Final = 10.0  # how long to wait for the output stream to end after a kill
 _DEFAULT_HOST: Final = "unix:///var/run/docker.sock"
@@ -161,46 +161,13 @@ def _process_is_alive(pid: int, start_time: str) -> bool:
     return True
 
 
-class _LineSplitter:
-    """Turns output chunks into lines, keeping a partial line across chunks.
-
-    Splitting happens on bytes, before decoding, so a UTF-8 character cut between two chunks is
-    decoded whole.
-    """
-
-    def __init__(self) -> None:
-        self._buffer = b""
-
-    def feed(self, chunk: bytes) -> list[str]:
-        """Add a chunk; return the lines it completed."""
-        self._buffer += chunk
-        *complete, self._buffer = self._buffer.split(b"\n")
-        lines = [line for raw in complete for line in _split_header(raw)]
-        while len(self._buffer) > _MAX_LINE_BYTES:
-            cut = _MAX_LINE_BYTES
-            while cut > _MAX_LINE_BYTES - 4 and self._buffer[cut] & 0xC0 == 0x80:
-                cut -= 1  # do not split a UTF-8 sequence
-            lines.append(_decode(self._buffer[:cut]))
-            self._buffer = self._buffer[cut:]
-        return lines
-
-    def flush(self) -> list[str]:
-        """Return the last line if the output did not end with a newline."""
-        rest, self._buffer = self._buffer, b""
-        return _split_header(rest) if rest else []
-
-
 def _split_header(raw: bytes) -> list[str]:
     """One output line, or the unterminated output before a command header plus the header."""
     at = raw.find(HEADER_MARKER)
     if at < 0:
-        return [_decode(raw)]
-    header = _decode(raw[at + len(HEADER_MARKER) :])
-    return [_decode(raw[:at]), header] if at else [header]
-
-
-def _decode(raw: bytes) -> str:
-    return raw.removesuffix(b"\r").decode("utf-8", errors="replace")
+        return [decode(raw)]
+    header = decode(raw[at + len(HEADER_MARKER) :])
+    return [decode(raw[:at]), header] if at else [header]
 
 
 # --------------------------------------------------------------------------- one stage's container
@@ -487,13 +454,13 @@ class DockerExecutor:
         exited: asyncio.Future[int],
     ) -> None:
         """Reader thread: forward output lines until the stream ends, then report the exit code."""
-        splitter = _LineSplitter()
+        splitter = LineSplitter()
         try:
             for chunk in stream:
-                lines = splitter.feed(chunk)
+                lines = [line for raw in splitter.feed(chunk) for line in _split_header(raw)]
                 if lines:
                     _post(loop, deliver, lines)
-            tail = splitter.flush()
+            tail = [line for raw in splitter.flush() for line in _split_header(raw)]
             if tail:
                 _post(loop, deliver, tail)
             status = self._client.api.wait(stage.name)

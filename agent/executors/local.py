@@ -18,39 +18,30 @@ from typing import Any
 
 from agent.contract.types import ExecutionResult, StageSpec, StageStatus
 from agent.executors.base import OutputCallback
+from agent.executors.lines import LineSplitter, decode
 
-MAX_LINE = 64 * 1024
 KILL_GRACE_S = 0.5
 DRAIN_TIMEOUT_S = 2.0
 
 
-class LineSplitter:
-    """Turns byte chunks into text lines; over-long lines are cut at MAX_LINE bytes."""
+class _Lines:
+    """Feeds raw chunks through the shared splitter and hands decoded lines to the callback."""
 
     def __init__(self, on_output: OutputCallback) -> None:
         self.on_output = on_output
-        self.pending = b""
+        self.splitter = LineSplitter()
 
     def feed(self, data: bytes) -> None:
-        """Emit every complete line in `data` (plus what was pending)."""
-        self.pending += data
-        if b"\n" in data:
-            *lines, self.pending = self.pending.split(b"\n")
-            for line in lines:
-                self.on_output(line.rstrip(b"\r").decode("utf-8", "replace"))
-        while len(self.pending) > MAX_LINE:
-            self.on_output(self.pending[:MAX_LINE].decode("utf-8", "replace"))
-            self.pending = self.pending[MAX_LINE:]
+        for raw in self.splitter.feed(data):
+            self.on_output(decode(raw))
 
     def flush(self) -> None:
-        """Emit a last line that had no newline."""
-        if self.pending:
-            self.on_output(self.pending.rstrip(b"\r").decode("utf-8", "replace"))
-            self.pending = b""
+        for raw in self.splitter.flush():
+            self.on_output(decode(raw))
 
 
 class _CommandProtocol(asyncio.SubprocessProtocol):
-    def __init__(self, splitter: LineSplitter) -> None:
+    def __init__(self, splitter: _Lines) -> None:
         loop = asyncio.get_running_loop()
         self.splitter = splitter
         self.exited: asyncio.Future[None] = loop.create_future()
@@ -125,7 +116,7 @@ class LocalExecutor:
     ) -> ExecutionResult | None:
         """None when the command succeeded, else how the stage ended."""
         loop = asyncio.get_running_loop()
-        splitter = LineSplitter(on_output)
+        splitter = _Lines(on_output)
         try:
             transport, proto = await loop.subprocess_exec(
                 lambda: _CommandProtocol(splitter),
