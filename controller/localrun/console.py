@@ -51,10 +51,17 @@ class ConsoleReporter:
     logs, pipes) a `still running` line appears every 30 s so long stages visibly progress.
     """
 
-    def __init__(self, out: TextIO | None = None, stage_names: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        out: TextIO | None = None,
+        stage_names: list[str] | None = None,
+        heartbeat_s: float = HEARTBEAT_S,
+        interactive: bool | None = None,
+    ) -> None:
         self.out = out or sys.stdout
         self.console = Console(file=self.out, highlight=False, soft_wrap=True)
-        self.interactive = self.console.is_terminal
+        self.interactive = self.console.is_terminal if interactive is None else interactive
+        self.heartbeat_s = heartbeat_s
         names = stage_names or []
         width = max((len(n) for n in names), default=0)
         self.prefix = {n: f"[{n}]".ljust(width + 2) + " " for n in names}
@@ -81,10 +88,10 @@ class ConsoleReporter:
     async def _tick(self) -> None:
         last_beat = time.monotonic()
         while True:
-            await asyncio.sleep(0.25 if self.interactive else 1.0)
+            await asyncio.sleep(0.25 if self.interactive else min(1.0, self.heartbeat_s))
             if self._live:
                 self._live.update(self._footer())
-            elif time.monotonic() - last_beat >= HEARTBEAT_S:
+            elif time.monotonic() - last_beat >= self.heartbeat_s:
                 last_beat = time.monotonic()
                 for name, started in self.running.items():
                     self._write(name, f"… still running ({format_duration(time.monotonic() - started)})")
