@@ -71,6 +71,9 @@ def context_fields() -> dict[str, Any]:
     return {
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "cpus": cpus,
+        # Inherited by buildit: with it set, modules without a .pyc yet (BuildIt's own, in an
+        # editable install) are compiled from source on every run, which inflates start-up.
+        "dont_write_bytecode": bool(sys.flags.dont_write_bytecode),
     }
 
 
@@ -121,29 +124,41 @@ def pipeline_dir() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def timed(argv: Sequence[str], cwd: Path, on_start: Callable[[int], None] | None = None) -> float:
-    """Wall-clock seconds of one command run to completion, output discarded; BenchError on failure.
+def _run(
+    argv: Sequence[str], cwd: Path, stdout: int, on_start: Callable[[int], None] | None
+) -> tuple[int, bytes, float]:
+    """Run `argv` to completion: (exit code, stderr plus any captured stdout, wall-clock seconds).
 
-    stdout goes to /dev/null as in CI logs piped away (and so buildit uses its plain, non-terminal
-    reporter); stderr is kept (small) so a failing run can say why. `on_start` gets the child's pid
-    (used to find the containers a buildit process created).
+    A run past RUN_TIMEOUT_S is killed (its pid is ours) and raises BenchError, so a hang cannot
+    stall `make bench` forever. `on_start` gets the child's pid before it is waited for.
     """
     started = time.perf_counter()
     with subprocess.Popen(
-        list(argv), cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        list(argv), cwd=cwd, stdin=subprocess.DEVNULL, stdout=stdout, stderr=subprocess.PIPE
     ) as proc:
         if on_start is not None:
             on_start(proc.pid)
         try:
-            _, err = proc.communicate(timeout=RUN_TIMEOUT_S)
+            out, err = proc.communicate(timeout=RUN_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.communicate()
             raise BenchError(f"{' '.join(argv)} did not finish within {RUN_TIMEOUT_S:g}s") from None
-    elapsed = time.perf_counter() - started
-    if proc.returncode != 0:
-        tail = err.decode("utf-8", "replace").strip().splitlines()[-5:]
-        raise BenchError(f"{' '.join(argv)} exited {proc.returncode}: {' | '.join(tail)}")
+    return proc.returncode, (out or b"") + err, time.perf_counter() - started
+
+
+def timed(argv: Sequence[str], cwd: Path, on_start: Callable[[int], None] | None = None) -> float:
+    """Wall-clock seconds of one successful run with stdout to /dev/null; BenchError if it fails.
+
+    /dev/null as in CI logs piped away: no terminal, so buildit uses its plain reporter, and no
+    reader on our side adds to the time. buildit reports stage failures on stdout, so a failed run
+    is repeated once with output captured to put the reason into the error.
+    """
+    code, _, elapsed = _run(argv, cwd, subprocess.DEVNULL, on_start)
+    if code != 0:
+        code, output, _ = _run(argv, cwd, subprocess.PIPE, on_start)
+        tail = output.decode("utf-8", "replace").strip().splitlines()[-6:]
+        raise BenchError(f"{' '.join(argv)} exited {code}: {' | '.join(line.strip() for line in tail)}")
     return elapsed
 
 
