@@ -13,6 +13,8 @@ $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	@# Editable installs get no bytecode when PYTHONDONTWRITEBYTECODE is set; compile it once.
+	$(PY) -m compileall -q controller agent >/dev/null
 	@touch $(STAMP)
 
 install: $(STAMP)

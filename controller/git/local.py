@@ -9,10 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from dulwich.errors import NotGitRepository
-from dulwich.objects import Commit
-from dulwich.refs import HEADREF
-from dulwich.repo import Repo
+# dulwich is imported inside the functions: `buildit run` outside a repository never pays for it.
 
 
 @dataclass(frozen=True)
@@ -28,6 +25,12 @@ class CommitInfo:
 
 def find_repo_root(path: Path) -> Path | None:
     """The working tree root of the repository holding `path`, or None outside any repository."""
+    from dulwich.errors import NotGitRepository
+    from dulwich.repo import Repo
+
+    resolved = path.resolve()
+    if not any((p / ".git").exists() for p in (resolved, *resolved.parents)):
+        return None
     try:
         repo = Repo.discover(str(path))
     except NotGitRepository:
@@ -43,6 +46,10 @@ def head_commit(path: Path) -> CommitInfo | None:
     root = find_repo_root(path)
     if root is None:
         return None
+    from dulwich.objects import Commit
+    from dulwich.refs import HEADREF
+    from dulwich.repo import Repo
+
     repo = Repo(str(root))
     try:
         try:
@@ -65,6 +72,8 @@ def head_commit(path: Path) -> CommitInfo | None:
 
 def tracked_files(root: Path) -> list[str]:
     """Paths (relative, '/'-separated) of files in the Git index of the repository at `root`."""
+    from dulwich.repo import Repo
+
     repo = Repo(str(root))
     try:
         index = repo.open_index()

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from rich.console import Console
-from rich.live import Live
-from rich.spinner import Spinner
-from rich.table import Table
 from rich.text import Text
+
+if TYPE_CHECKING:  # imported when needed: a non-interactive run never loads them
+    from rich.live import Live
+    from rich.spinner import Spinner
 
 from agent.contract.types import StageStatus
 from controller.localrun.engine import StageOutcome
@@ -73,6 +74,8 @@ class ConsoleReporter:
     def start(self) -> None:
         """Begin the progress display (call inside the event loop)."""
         if self.interactive:
+            from rich.live import Live
+
             self._live = Live(self._footer(), console=self.console, refresh_per_second=8, transient=True)
             self._live.start()
         self._ticker = asyncio.get_running_loop().create_task(self._tick())
@@ -99,6 +102,8 @@ class ConsoleReporter:
     def _footer(self) -> Spinner | Text:
         if not self.running:
             return Text("")
+        from rich.spinner import Spinner
+
         now = time.monotonic()
         parts = ", ".join(f"{n} {format_duration(now - t)}" for n, t in self.running.items())
         return Spinner("dots", text=Text(f"running: {parts}", style="cyan"))
@@ -141,6 +146,8 @@ class ConsoleReporter:
 
     def summary(self, outcomes: list[StageOutcome], total_s: float) -> None:
         """The closing table: stage, status, duration (and attempts/exit code when useful)."""
+        from rich.table import Table
+
         self.stop()
         table = Table(title=None, show_edge=False, pad_edge=False, box=None, header_style="bold")
         table.add_column("stage")
