@@ -270,14 +270,16 @@ class ExtendLeaseResponse(_message.Message):
     def __init__(self, deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cancel_requested: _Optional[bool] = ..., cancel_reason: _Optional[_Union[CancelReason, str]] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("agent_id", "running_lease_ids", "free_slots")
+    __slots__ = ("agent_id", "running_lease_ids", "free_slots", "draining")
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     RUNNING_LEASE_IDS_FIELD_NUMBER: _ClassVar[int]
     FREE_SLOTS_FIELD_NUMBER: _ClassVar[int]
+    DRAINING_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     running_lease_ids: _containers.RepeatedScalarFieldContainer[str]
     free_slots: int
-    def __init__(self, agent_id: _Optional[str] = ..., running_lease_ids: _Optional[_Iterable[str]] = ..., free_slots: _Optional[int] = ...) -> None: ...
+    draining: bool
+    def __init__(self, agent_id: _Optional[str] = ..., running_lease_ids: _Optional[_Iterable[str]] = ..., free_slots: _Optional[int] = ..., draining: _Optional[bool] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
     __slots__ = ("lost_lease_ids", "draining")

@@ -42,9 +42,11 @@ class AgentServiceStub:
     the stage is re-leased, the old holder's writes are rejected: unary calls fail with ABORTED and change
     nothing; log chunks are answered with LogAck.lease_lost. An agent that sees either stops the stage.
 
-    Liveness: the agent calls ExtendLease for each running lease and Heartbeat once, every
-    RegisterResponse.heartbeat_interval_ms. A lease not extended by its deadline expires: the stage is
-    requeued with attempt + 1 while attempts remain (StageSpec.retries), else it ends in ERROR.
+    Liveness: the agent calls Heartbeat every RegisterResponse.heartbeat_interval_ms, listing its running
+    leases; that extends every listed lease (ExtendLease does the same for one lease). A lease not
+    extended by its deadline expires: the stage is requeued with attempt + 1 on another agent while
+    infrastructure retries remain (2 by default), else it ends in ERROR. A non-zero exit is retried only
+    up to StageSpec.retries; a cancelled stage is never retried.
     """
 
     def __init__(self, channel):
@@ -107,9 +109,11 @@ class AgentServiceServicer:
     the stage is re-leased, the old holder's writes are rejected: unary calls fail with ABORTED and change
     nothing; log chunks are answered with LogAck.lease_lost. An agent that sees either stops the stage.
 
-    Liveness: the agent calls ExtendLease for each running lease and Heartbeat once, every
-    RegisterResponse.heartbeat_interval_ms. A lease not extended by its deadline expires: the stage is
-    requeued with attempt + 1 while attempts remain (StageSpec.retries), else it ends in ERROR.
+    Liveness: the agent calls Heartbeat every RegisterResponse.heartbeat_interval_ms, listing its running
+    leases; that extends every listed lease (ExtendLease does the same for one lease). A lease not
+    extended by its deadline expires: the stage is requeued with attempt + 1 on another agent while
+    infrastructure retries remain (2 by default), else it ends in ERROR. A non-zero exit is retried only
+    up to StageSpec.retries; a cancelled stage is never retried.
     """
 
     def Register(self, request, context):
@@ -249,9 +253,11 @@ class AgentService:
     the stage is re-leased, the old holder's writes are rejected: unary calls fail with ABORTED and change
     nothing; log chunks are answered with LogAck.lease_lost. An agent that sees either stops the stage.
 
-    Liveness: the agent calls ExtendLease for each running lease and Heartbeat once, every
-    RegisterResponse.heartbeat_interval_ms. A lease not extended by its deadline expires: the stage is
-    requeued with attempt + 1 while attempts remain (StageSpec.retries), else it ends in ERROR.
+    Liveness: the agent calls Heartbeat every RegisterResponse.heartbeat_interval_ms, listing its running
+    leases; that extends every listed lease (ExtendLease does the same for one lease). A lease not
+    extended by its deadline expires: the stage is requeued with attempt + 1 on another agent while
+    infrastructure retries remain (2 by default), else it ends in ERROR. A non-zero exit is retried only
+    up to StageSpec.retries; a cancelled stage is never retried.
     """
 
     @staticmethod
