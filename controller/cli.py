@@ -197,6 +197,182 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK if ok else EXIT_FAILED
 
 
+def _controller_settings(args: argparse.Namespace) -> object:
+    from controller.settings import ControllerSettings
+
+    try:
+        return ControllerSettings.from_env(
+            data_dir=args.data_dir,
+            database_url=args.database_url,
+            http_host=args.host,
+            grpc_host=args.host,
+            http_port=args.http_port,
+            grpc_port=args.grpc_port,
+            registration_token=args.registration_token,
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+
+
+async def _serve_until_signal(start: object, after_start: object = None) -> None:
+    """Run until SIGINT/SIGTERM, then stop cleanly."""
+    from controller.server import start as start_controller
+
+    settings = start
+    running = await start_controller(settings)  # type: ignore[arg-type]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        if after_start is not None:
+            await after_start(running, stop)  # type: ignore[operator]
+        await stop.wait()
+    finally:
+        await running.stop()
+
+
+def _print_banner(settings: object, running: object, extra: str = "") -> None:
+    s, r = settings, running
+    print(
+        f"buildit {__version__} controller ready\n"
+        f"  UI / API:            http://{s.http_host}:{r.http_port}/  (OpenAPI: /schema)\n"  # type: ignore[attr-defined]
+        f"  agents (gRPC):       {s.grpc_host}:{r.grpc_port}\n"  # type: ignore[attr-defined]
+        f"  registration token:  {s.registration_token}\n"  # type: ignore[attr-defined]
+        f"  database:            {_redact(s.database_url)}\n"  # type: ignore[attr-defined]
+        f"  join another agent:  buildit agent --controller HOST:{r.grpc_port} "  # type: ignore[attr-defined]
+        f"--registration-token {s.registration_token}"  # type: ignore[attr-defined]
+        + extra,
+        flush=True,
+    )
+
+
+def _redact(url: str) -> str:
+    from controller.db.engine import redact_url
+
+    return redact_url(url)
+
+
+def cmd_controller(args: argparse.Namespace) -> int:
+    """Run the controller (HTTP + gRPC) until SIGINT/SIGTERM."""
+    settings = _controller_settings(args)
+
+    async def announce(running: object, stop: asyncio.Event) -> None:
+        _print_banner(settings, running)
+
+    try:
+        asyncio.run(_serve_until_signal(settings, announce))
+    except OSError as exc:
+        print(f"buildit: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except Exception as exc:
+        if exc.__class__.__name__ == "DatabaseUnavailable":
+            print(f"buildit: error: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        raise
+    return EXIT_OK
+
+
+def _add_controller_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", help="state directory (env BUILDIT_DATA_DIR, default ./.buildit)")
+    parser.add_argument(
+        "--database-url",
+        help="sqlite:///PATH or postgresql://USER:PASS@HOST:PORT/DB "
+        "(env BUILDIT_DATABASE_URL, default SQLite under the data dir)",
+    )
+    parser.add_argument("--host", help="address to bind HTTP and gRPC to (default 127.0.0.1)")
+    parser.add_argument("--http-port", type=int, help="HTTP port (env BUILDIT_HTTP_PORT, default 8080)")
+    parser.add_argument("--grpc-port", type=int, help="gRPC port for agents (env BUILDIT_GRPC_PORT, default 9090)")
+    parser.add_argument(
+        "--registration-token",
+        help="secret agents join with (env BUILDIT_REGISTRATION_TOKEN; default: generated once, kept in the data dir)",
+    )
+
+
+def cmd_agent(args: argparse.Namespace) -> int:
+    """Run one agent (see agent/cli.py)."""
+    from agent.cli import run as run_agent
+
+    return run_agent(args)
+
+
+def _register_examples(paths: Sequence[str]) -> list[Path]:
+    files: list[Path] = []
+    for item in paths:
+        path = Path(item)
+        if path.is_dir():
+            files.extend(sorted(path.glob("*.kdl")))
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise UsageError(f"--pipelines {item}: no such file or directory")
+    return files
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    """Controller + one local agent in one process, on SQLite under ./.buildit: the embedded default."""
+    from agent.runner import Agent, build_executors
+    from agent.settings import AgentSettings
+    from controller.pipelines.services import PipelineConflict, PipelineRejected, create_pipeline, list_pipelines
+
+    settings = _controller_settings(args)
+    files = _register_examples(args.pipelines)
+    executors = build_executors(args.executor, args.network)
+
+    async def with_agent(running: object, stop: asyncio.Event) -> None:
+        svc = running.services  # type: ignore[attr-defined]
+        registered = []
+        for file in files:
+            try:
+                row = await create_pipeline(svc.org, svc.tenant, file.read_text(encoding="utf-8"), None)
+                registered.append(row["name"])
+            except PipelineConflict:
+                pass
+            except PipelineRejected as exc:
+                print(f"buildit: skipped {file}: {len(exc.diagnostics)} problem(s)", file=sys.stderr)
+        agent_settings = AgentSettings.from_sources(
+            controller=f"127.0.0.1:{running.grpc_port}",  # type: ignore[attr-defined]
+            registration_token=settings.registration_token,  # type: ignore[attr-defined]
+            name=args.agent_name,
+            capacity=str(args.capacity),
+            executor=args.executor,
+            state_dir=str(settings.data_dir / "agent"),  # type: ignore[attr-defined]
+        )
+        agent = Agent(agent_settings, executors)
+        agent_task = asyncio.create_task(agent.run(), name="embedded-agent")
+        extra = f"\n  embedded agent:      {agent_settings.name} ({', '.join(executors.advertised)})"
+        if registered:
+            extra += f"\n  pipelines added:     {', '.join(registered)}"
+        _print_banner(settings, running, extra)
+        if args.trigger:
+            rows = {r["name"]: r["id"] for r in await list_pipelines(svc.tenant)}
+            for name in args.trigger:
+                if name not in rows:
+                    print(f"buildit: --trigger {name}: no such pipeline", file=sys.stderr)
+                    continue
+                run = await svc.scheduler.trigger(rows[name], branch="main", trigger="manual")
+                print(
+                    f"  triggered:           {name} run {run.number} -> "
+                    f"http://{settings.http_host}:{running.http_port}/api/v1/pipelines/{rows[name]}/runs/{run.number}",  # type: ignore[attr-defined]
+                    flush=True,
+                )
+        await stop.wait()
+        agent.drain("the controller is stopping")
+        try:
+            await asyncio.wait_for(agent_task, 30)
+        except (TimeoutError, Exception):
+            agent_task.cancel()
+
+    try:
+        asyncio.run(_serve_until_signal(settings, with_agent))
+    except OSError as exc:
+        print(f"buildit: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        asyncio.run(executors.close())
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for the README's CLI reference test)."""
     parser = argparse.ArgumentParser(
@@ -241,6 +417,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--keep-workspaces", action="store_true", help="keep stage workspaces for inspection")
     run.set_defaults(func=cmd_run)
+
+    controller = sub.add_parser("controller", help="run the controller: REST API, UI and the agents' gRPC endpoint")
+    _add_controller_flags(controller)
+    controller.set_defaults(func=cmd_controller)
+
+    agent = sub.add_parser("agent", help="run an agent: registers with a controller and runs the stages it leases")
+    from agent.cli import add_arguments as add_agent_arguments
+
+    add_agent_arguments(agent)
+    agent.set_defaults(func=cmd_agent)
+
+    up = sub.add_parser("up", help="controller + one local agent in one process, on SQLite: BuildIt on a laptop")
+    _add_controller_flags(up)
+    up.add_argument("--pipelines", nargs="*", default=[], metavar="PATH",
+                    help="register these pipeline files (or every *.kdl in a directory) at start")
+    up.add_argument("--trigger", action="append", default=[], metavar="NAME",
+                    help="trigger a run of this pipeline once started (repeatable)")
+    up.add_argument("--executor", choices=("local", "docker", "auto"), default="auto",
+                    help="the embedded agent's executors (default auto: Docker when reachable, plus local)")
+    up.add_argument("--network", default="bridge", help="Docker network mode for stage containers")
+    up.add_argument("--capacity", type=_positive_int, default=4, help="stages the embedded agent runs at once")
+    up.add_argument("--agent-name", default="local", help="name of the embedded agent (default: local)")
+    up.set_defaults(func=cmd_up)
     return parser
 
 

@@ -9,17 +9,73 @@ types. Every conversion is total and loss-free for the values the dataclasses al
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Generic, TypeVar
 
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from agent.contract._gen import buildit_pb2 as pb
-from agent.contract.types import ExecutionResult, StageSpec, StageStatus, WorkspaceSource
+from agent.contract.types import (
+    CancelReason,
+    CancelStage,
+    Drain,
+    ExecutionResult,
+    ExtendLeaseResponse,
+    HeartbeatRequest,
+    HeartbeatResponse,
+    LeaseEvent,
+    LeaseRequest,
+    LogAck,
+    LogChunk,
+    LogLine,
+    LogStream,
+    Ping,
+    RegisterRequest,
+    RegisterResponse,
+    StageLease,
+    StageSpec,
+    StageStatus,
+    StageUpdate,
+    WorkspaceSource,
+)
 
 __all__ = [
     "DEFAULT_TIMEOUT_S",
+    "EXTEND_LEASE",
+    "HEARTBEAT",
+    "LEASE",
+    "REGISTER",
+    "STREAM_LOGS",
+    "UPDATE_STAGE",
+    "Method",
+    "cancel_reason_from_proto",
+    "cancel_reason_to_proto",
     "duration_from_seconds",
+    "extend_lease_response_from_proto",
+    "extend_lease_response_to_proto",
+    "heartbeat_request_from_proto",
+    "heartbeat_request_to_proto",
+    "heartbeat_response_from_proto",
+    "heartbeat_response_to_proto",
+    "lease_event_from_proto",
+    "lease_event_to_proto",
+    "lease_request_from_proto",
+    "lease_request_to_proto",
+    "log_ack_from_proto",
+    "log_ack_to_proto",
+    "log_chunk_from_proto",
+    "log_chunk_to_proto",
+    "log_line_from_proto",
+    "log_line_to_proto",
+    "log_stream_from_proto",
+    "log_stream_to_proto",
+    "register_request_from_proto",
+    "register_request_to_proto",
+    "register_response_from_proto",
+    "register_response_to_proto",
     "result_from_update",
     "result_to_update",
     "seconds_from_duration",
@@ -27,6 +83,8 @@ __all__ = [
     "source_to_proto",
     "spec_from_proto",
     "spec_to_proto",
+    "stage_update_from_proto",
+    "stage_update_to_proto",
     "status_from_proto",
     "status_to_proto",
     "timestamp_from_proto",
@@ -236,3 +294,357 @@ def result_from_update(update: pb.StageUpdate) -> ExecutionResult:
         exit_code=update.exit_code if update.HasField("exit_code") else None,
         message=update.message,
     )
+
+
+# --- AgentService messages -----------------------------------------------------------------------------
+#
+# The agent runtime never touches proto types: it calls the controller through grpc multi-callables
+# whose serializers are the `Method` codecs below, so requests go in and responses come out as the
+# dataclasses of types.py.
+
+_LOG_STREAM_TO_PROTO: dict[LogStream, pb.LogStream] = {
+    LogStream.STDOUT: pb.LOG_STREAM_STDOUT,
+    LogStream.STDERR: pb.LOG_STREAM_STDERR,
+    LogStream.SYSTEM: pb.LOG_STREAM_SYSTEM,
+}
+_LOG_STREAM_FROM_PROTO: dict[int, LogStream] = {value: kind for kind, value in _LOG_STREAM_TO_PROTO.items()}
+
+_CANCEL_REASON_TO_PROTO: dict[CancelReason, pb.CancelReason] = {
+    CancelReason.USER: pb.CANCEL_REASON_USER,
+    CancelReason.TIMEOUT: pb.CANCEL_REASON_TIMEOUT,
+    CancelReason.LEASE_LOST: pb.CANCEL_REASON_LEASE_LOST,
+}
+_CANCEL_REASON_FROM_PROTO: dict[int, CancelReason] = {
+    value: reason for reason, value in _CANCEL_REASON_TO_PROTO.items()
+}
+
+
+def log_stream_to_proto(stream: LogStream) -> pb.LogStream:
+    """The wire enum value of a log stream."""
+    return _LOG_STREAM_TO_PROTO[stream]
+
+
+def log_stream_from_proto(value: int) -> LogStream:
+    """The log stream of a wire value; unspecified or unknown values read as stdout (display only)."""
+    return _LOG_STREAM_FROM_PROTO.get(value, LogStream.STDOUT)
+
+
+def cancel_reason_to_proto(reason: CancelReason) -> pb.CancelReason:
+    """The wire enum value of a cancel reason."""
+    return _CANCEL_REASON_TO_PROTO[reason]
+
+
+def cancel_reason_from_proto(value: int) -> CancelReason:
+    """The cancel reason of a wire value.
+
+    An unspecified or unknown reason reads as USER: the stage must stop either way, and reporting it
+    CANCELLED (never retried) is what a plain "stop this" asks for.
+    """
+    return _CANCEL_REASON_FROM_PROTO.get(value, CancelReason.USER)
+
+
+def _set_time(field: Timestamp, moment: datetime | None) -> None:
+    stamp = timestamp_to_proto(moment)
+    if stamp is not None:
+        field.CopyFrom(stamp)
+
+
+def log_line_to_proto(line: LogLine) -> pb.LogLine:
+    """The wire form of one log line."""
+    message = pb.LogLine(text=line.text, stream=_LOG_STREAM_TO_PROTO[line.stream])
+    _set_time(message.timestamp, line.timestamp)
+    return message
+
+
+def log_line_from_proto(message: pb.LogLine) -> LogLine:
+    """The dataclass form of one log line (an unset timestamp reads as the Unix epoch)."""
+    moment = timestamp_from_proto(message.timestamp) if message.HasField("timestamp") else None
+    return LogLine(
+        text=message.text,
+        timestamp=moment or datetime.fromtimestamp(0, UTC),
+        stream=log_stream_from_proto(message.stream),
+    )
+
+
+def log_chunk_to_proto(chunk: LogChunk) -> pb.LogChunk:
+    """The wire form of a log chunk."""
+    return pb.LogChunk(
+        lease_id=chunk.lease_id, seq=chunk.seq, lines=[log_line_to_proto(line) for line in chunk.lines]
+    )
+
+
+def log_chunk_from_proto(message: pb.LogChunk) -> LogChunk:
+    """The dataclass form of a log chunk."""
+    return LogChunk(
+        lease_id=message.lease_id,
+        seq=message.seq,
+        lines=tuple(log_line_from_proto(line) for line in message.lines),
+    )
+
+
+def log_ack_to_proto(ack: LogAck) -> pb.LogAck:
+    """The wire form of a log acknowledgement."""
+    return pb.LogAck(lease_id=ack.lease_id, acked_seq=ack.acked_seq, lease_lost=ack.lease_lost)
+
+
+def log_ack_from_proto(message: pb.LogAck) -> LogAck:
+    """The dataclass form of a log acknowledgement."""
+    return LogAck(lease_id=message.lease_id, acked_seq=message.acked_seq, lease_lost=message.lease_lost)
+
+
+def register_request_to_proto(request: RegisterRequest) -> pb.RegisterRequest:
+    """The wire form of a registration."""
+    return pb.RegisterRequest(
+        registration_token=request.registration_token,
+        name=request.name,
+        labels=dict(request.labels),
+        executors=list(request.executors),
+        capacity=request.capacity,
+        version=request.version,
+    )
+
+
+def register_request_from_proto(message: pb.RegisterRequest) -> RegisterRequest:
+    """The dataclass form of a registration."""
+    return RegisterRequest(
+        registration_token=message.registration_token,
+        name=message.name,
+        labels=dict(message.labels),
+        executors=tuple(message.executors),
+        capacity=message.capacity,
+        version=message.version,
+    )
+
+
+def register_response_to_proto(response: RegisterResponse) -> pb.RegisterResponse:
+    """The wire form of a registration's answer."""
+    return pb.RegisterResponse(
+        agent_id=response.agent_id,
+        agent_token=response.agent_token,
+        controller_version=response.controller_version,
+        heartbeat_interval_ms=response.heartbeat_interval_ms,
+    )
+
+
+def register_response_from_proto(message: pb.RegisterResponse) -> RegisterResponse:
+    """The dataclass form of a registration's answer."""
+    return RegisterResponse(
+        agent_id=message.agent_id,
+        agent_token=message.agent_token,
+        controller_version=message.controller_version,
+        heartbeat_interval_ms=message.heartbeat_interval_ms,
+    )
+
+
+def lease_request_to_proto(request: LeaseRequest) -> pb.LeaseRequest:
+    """The wire form of the request that opens a lease stream."""
+    return pb.LeaseRequest(
+        agent_id=request.agent_id,
+        free_slots=request.free_slots,
+        running_lease_ids=list(request.running_lease_ids),
+    )
+
+
+def lease_request_from_proto(message: pb.LeaseRequest) -> LeaseRequest:
+    """The dataclass form of the request that opens a lease stream."""
+    return LeaseRequest(
+        agent_id=message.agent_id,
+        free_slots=message.free_slots,
+        running_lease_ids=tuple(message.running_lease_ids),
+    )
+
+
+def lease_event_to_proto(event: LeaseEvent) -> pb.LeaseEvent:
+    """The wire form of one lease stream event."""
+    if isinstance(event, StageLease):
+        lease = pb.StageLease(
+            lease_id=event.lease_id,
+            run_id=event.run_id,
+            stage_run_id=event.stage_run_id,
+            attempt=event.attempt,
+            spec=spec_to_proto(event.spec),
+        )
+        _set_time(lease.deadline, event.deadline)
+        return pb.LeaseEvent(lease=lease)
+    if isinstance(event, CancelStage):
+        return pb.LeaseEvent(
+            cancel=pb.CancelStage(
+                lease_id=event.lease_id,
+                reason=_CANCEL_REASON_TO_PROTO[event.reason],
+                message=event.message,
+            )
+        )
+    if isinstance(event, Ping):
+        ping = pb.Ping()
+        _set_time(ping.sent_at, event.sent_at)
+        return pb.LeaseEvent(ping=ping)
+    return pb.LeaseEvent(drain=pb.Drain(reason=event.reason))
+
+
+def lease_event_from_proto(message: pb.LeaseEvent) -> LeaseEvent | None:
+    """The dataclass form of one lease stream event; None for an event this build does not know."""
+    kind = message.WhichOneof("event")
+    if kind == "lease":
+        lease = message.lease
+        return StageLease(
+            lease_id=lease.lease_id,
+            run_id=lease.run_id,
+            stage_run_id=lease.stage_run_id,
+            attempt=lease.attempt,
+            deadline=timestamp_from_proto(lease.deadline) if lease.HasField("deadline") else None,
+            spec=spec_from_proto(lease.spec),
+        )
+    if kind == "cancel":
+        cancel = message.cancel
+        return CancelStage(
+            lease_id=cancel.lease_id,
+            reason=cancel_reason_from_proto(cancel.reason),
+            message=cancel.message,
+        )
+    if kind == "ping":
+        ping = message.ping
+        return Ping(sent_at=timestamp_from_proto(ping.sent_at) if ping.HasField("sent_at") else None)
+    if kind == "drain":
+        return Drain(reason=message.drain.reason)
+    return None
+
+
+def extend_lease_response_to_proto(response: ExtendLeaseResponse) -> pb.ExtendLeaseResponse:
+    """The wire form of a lease extension's answer."""
+    message = pb.ExtendLeaseResponse(cancel_requested=response.cancel_requested)
+    if response.cancel_reason is not None:
+        message.cancel_reason = _CANCEL_REASON_TO_PROTO[response.cancel_reason]
+    _set_time(message.deadline, response.deadline)
+    return message
+
+
+def extend_lease_response_from_proto(message: pb.ExtendLeaseResponse) -> ExtendLeaseResponse:
+    """The dataclass form of a lease extension's answer (a reason only when a cancel is requested)."""
+    return ExtendLeaseResponse(
+        deadline=timestamp_from_proto(message.deadline) if message.HasField("deadline") else None,
+        cancel_requested=message.cancel_requested,
+        cancel_reason=cancel_reason_from_proto(message.cancel_reason) if message.cancel_requested else None,
+    )
+
+
+def heartbeat_request_to_proto(request: HeartbeatRequest) -> pb.HeartbeatRequest:
+    """The wire form of a heartbeat."""
+    return pb.HeartbeatRequest(
+        agent_id=request.agent_id,
+        running_lease_ids=list(request.running_lease_ids),
+        free_slots=request.free_slots,
+        draining=request.draining,
+    )
+
+
+def heartbeat_request_from_proto(message: pb.HeartbeatRequest) -> HeartbeatRequest:
+    """The dataclass form of a heartbeat."""
+    return HeartbeatRequest(
+        agent_id=message.agent_id,
+        running_lease_ids=tuple(message.running_lease_ids),
+        free_slots=message.free_slots,
+        draining=message.draining,
+    )
+
+
+def heartbeat_response_to_proto(response: HeartbeatResponse) -> pb.HeartbeatResponse:
+    """The wire form of a heartbeat's answer."""
+    return pb.HeartbeatResponse(lost_lease_ids=list(response.lost_lease_ids), draining=response.draining)
+
+
+def heartbeat_response_from_proto(message: pb.HeartbeatResponse) -> HeartbeatResponse:
+    """The dataclass form of a heartbeat's answer."""
+    return HeartbeatResponse(lost_lease_ids=tuple(message.lost_lease_ids), draining=message.draining)
+
+
+def stage_update_to_proto(update: StageUpdate) -> pb.StageUpdate:
+    """The wire form of a stage status report."""
+    return result_to_update(
+        update.lease_id,
+        ExecutionResult(update.status, update.exit_code, update.message),
+        started_at=update.started_at,
+        finished_at=update.finished_at,
+    )
+
+
+def stage_update_from_proto(message: pb.StageUpdate) -> StageUpdate:
+    """The dataclass form of a stage status report; ValueError for an unspecified or unknown status."""
+    result = result_from_update(message)
+    return StageUpdate(
+        lease_id=message.lease_id,
+        status=result.status,
+        exit_code=result.exit_code,
+        message=result.message,
+        started_at=timestamp_from_proto(message.started_at) if message.HasField("started_at") else None,
+        finished_at=timestamp_from_proto(message.finished_at) if message.HasField("finished_at") else None,
+    )
+
+
+# --- AgentService codecs --------------------------------------------------------------------------------
+
+_Req = TypeVar("_Req")
+_Resp = TypeVar("_Resp")
+_AGENT_SERVICE: str = pb.DESCRIPTOR.services_by_name["AgentService"].full_name
+
+
+@dataclass(frozen=True)
+class Method(Generic[_Req, _Resp]):
+    """One AgentService RPC as a client needs it: its path and dataclass <-> bytes codecs.
+
+    Pass `serialize` and `deserialize` as a grpc multi-callable's request_serializer and
+    response_deserializer, and the call takes and returns dataclasses.
+    """
+
+    path: str
+    serialize: Callable[[_Req], bytes]
+    deserialize: Callable[[bytes], _Resp]
+
+
+def _method(
+    name: str, serialize: Callable[[_Req], bytes], deserialize: Callable[[bytes], _Resp]
+) -> Method[_Req, _Resp]:
+    if name not in pb.DESCRIPTOR.services_by_name["AgentService"].methods_by_name:
+        raise ImportError(f"buildit.proto AgentService has no method {name}")
+    return Method(f"/{_AGENT_SERVICE}/{name}", serialize, deserialize)
+
+
+def _decode_ack_status(data: bytes) -> StageStatus | None:
+    """The status a StageUpdateAck says the controller recorded (None when it left it unspecified)."""
+    value = pb.StageUpdateAck.FromString(data).status
+    return _STATUS_FROM_PROTO.get(value)
+
+
+def _decode_lease_event(data: bytes) -> LeaseEvent | None:
+    return lease_event_from_proto(pb.LeaseEvent.FromString(data))
+
+
+REGISTER: Method[RegisterRequest, RegisterResponse] = _method(
+    "Register",
+    lambda request: register_request_to_proto(request).SerializeToString(),
+    lambda data: register_response_from_proto(pb.RegisterResponse.FromString(data)),
+)
+LEASE: Method[LeaseRequest, LeaseEvent | None] = _method(
+    "Lease",
+    lambda request: lease_request_to_proto(request).SerializeToString(),
+    _decode_lease_event,
+)
+EXTEND_LEASE: Method[str, ExtendLeaseResponse] = _method(
+    "ExtendLease",
+    lambda lease_id: pb.ExtendLeaseRequest(lease_id=lease_id).SerializeToString(),
+    lambda data: extend_lease_response_from_proto(pb.ExtendLeaseResponse.FromString(data)),
+)
+HEARTBEAT: Method[HeartbeatRequest, HeartbeatResponse] = _method(
+    "Heartbeat",
+    lambda request: heartbeat_request_to_proto(request).SerializeToString(),
+    lambda data: heartbeat_response_from_proto(pb.HeartbeatResponse.FromString(data)),
+)
+UPDATE_STAGE: Method[StageUpdate, StageStatus | None] = _method(
+    "UpdateStage",
+    lambda update: stage_update_to_proto(update).SerializeToString(),
+    _decode_ack_status,
+)
+STREAM_LOGS: Method[LogChunk, LogAck] = _method(
+    "StreamLogs",
+    lambda chunk: log_chunk_to_proto(chunk).SerializeToString(),
+    lambda data: log_ack_from_proto(pb.LogAck.FromString(data)),
+)

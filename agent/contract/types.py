@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from datetime import datetime
 
 
 class StageStatus(enum.StrEnum):
@@ -93,3 +94,166 @@ class ExecutionResult:
     def ok(self) -> bool:
         """True when the stage succeeded."""
         return self.status is StageStatus.SUCCEEDED
+
+
+# --- AgentService messages ------------------------------------------------------------------------------
+#
+# The agent runtime and the controller's AgentService talk in these dataclasses; `convert.py` maps them
+# to and from the wire messages of the same names in buildit.proto (see there for the full semantics).
+
+
+class LogStream(enum.StrEnum):
+    """Which output stream a log line came from."""
+
+    STDOUT = "stdout"
+    STDERR = "stderr"
+    #: Lines written by BuildIt itself (e.g. "N lines dropped").
+    SYSTEM = "system"
+
+
+@dataclass(frozen=True, slots=True)
+class LogLine:
+    """One line of stage output, secret values already masked by the agent."""
+
+    text: str
+    timestamp: datetime
+    stream: LogStream = LogStream.STDOUT
+
+
+@dataclass(frozen=True)
+class LogChunk:
+    """A batch of log lines of one lease; `seq` is 1-based and consecutive per lease."""
+
+    lease_id: str
+    seq: int
+    lines: tuple[LogLine, ...]
+
+
+@dataclass(frozen=True)
+class LogAck:
+    """The controller stored every chunk of `lease_id` up to `acked_seq` (or the lease is gone)."""
+
+    lease_id: str
+    acked_seq: int
+    lease_lost: bool = False
+
+
+@dataclass(frozen=True)
+class RegisterRequest:
+    """An agent asking to join the fleet, authenticated by the controller's enrolment secret."""
+
+    registration_token: str
+    name: str
+    labels: dict[str, str]
+    executors: tuple[str, ...]
+    capacity: int
+    version: str
+
+
+@dataclass(frozen=True)
+class RegisterResponse:
+    """The agent's identity and long-lived token (sent as `authorization: Bearer <token>`)."""
+
+    agent_id: str
+    agent_token: str
+    controller_version: str = ""
+    #: 0 means the controller left it to the agent's default.
+    heartbeat_interval_ms: int = 0
+
+
+@dataclass(frozen=True)
+class LeaseRequest:
+    """Opens the lease stream: the agent's free slots and the leases it still runs."""
+
+    agent_id: str
+    free_slots: int
+    running_lease_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class StageLease:
+    """A stage leased to an agent; `lease_id` is the fencing token for every write about it."""
+
+    lease_id: str
+    run_id: str
+    stage_run_id: str
+    attempt: int
+    deadline: datetime | None
+    spec: StageSpec
+
+
+class CancelReason(enum.StrEnum):
+    """Why a stage must stop, which decides what the agent reports."""
+
+    #: A user or integration cancelled it: report CANCELLED.
+    USER = "user"
+    #: It exceeded its timeout: report TIMED_OUT.
+    TIMEOUT = "timeout"
+    #: The lease is no longer this agent's: stop, report nothing, drop buffered logs.
+    LEASE_LOST = "lease_lost"
+
+
+@dataclass(frozen=True)
+class CancelStage:
+    """Stop the stage held under `lease_id` within a second."""
+
+    lease_id: str
+    reason: CancelReason
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Ping:
+    """Keep-alive on an idle lease stream."""
+
+    sent_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Drain:
+    """Take no new leases."""
+
+    reason: str = ""
+
+
+LeaseEvent = StageLease | CancelStage | Ping | Drain
+"""One message of the lease stream."""
+
+
+@dataclass(frozen=True)
+class ExtendLeaseResponse:
+    """A lease's new deadline, and whether the controller wants the stage stopped."""
+
+    deadline: datetime | None
+    cancel_requested: bool = False
+    cancel_reason: CancelReason | None = None
+
+
+@dataclass(frozen=True)
+class HeartbeatRequest:
+    """Agent-level liveness; extends every listed lease."""
+
+    agent_id: str
+    running_lease_ids: tuple[str, ...]
+    free_slots: int
+    draining: bool = False
+
+
+@dataclass(frozen=True)
+class HeartbeatResponse:
+    """Leases the controller no longer honours, and whether the agent is being drained."""
+
+    lost_lease_ids: tuple[str, ...] = ()
+    draining: bool = False
+
+
+@dataclass(frozen=True)
+class StageUpdate:
+    """A status report for the stage held under `lease_id` (RUNNING, then one terminal status)."""
+
+    lease_id: str
+    status: StageStatus
+    exit_code: int | None = None
+    message: str = ""
+    started_at: datetime | None = None
+    finished_at: datetime | None = None

@@ -1,0 +1,155 @@
+"""`buildit agent`: the flags, and running one agent process until it is drained.
+
+`controller.cli` (the `buildit` command) adds these flags to its `agent` subcommand and calls `run`;
+`python -m agent.cli` does the same without the controller package, which is how the agent's own
+tests start it and how a minimal agent image can run it.
+
+Exit status: 0 after a clean drain (SIGTERM/SIGINT, or the controller's Drain), 2 for bad input (a
+malformed flag or environment variable, a missing registration token, an unusable state file), 1 when
+the agent cannot work (registration refused, token revoked, Docker required but absent, stopped by a
+second signal). Every failure is reported as one line on stderr, prefixed with `buildit agent:`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from typing import TYPE_CHECKING
+
+from agent.settings import ENV, AgentSettings
+
+if TYPE_CHECKING:  # the runner (grpc) is imported only when an agent actually runs
+    from agent.runner import Executors
+
+__all__ = ["add_arguments", "main", "run"]
+
+PROG = "buildit agent"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the agent's flags to `parser` (each falls back to its BUILDIT_* environment variable)."""
+    parser.add_argument(
+        "--controller",
+        metavar="HOST:PORT",
+        help=f"the controller's gRPC address (env {ENV['controller']})",
+    )
+    parser.add_argument(
+        "--registration-token",
+        metavar="TOKEN",
+        help=f"the controller's enrolment secret, needed to register once (env {ENV['registration_token']})",
+    )
+    parser.add_argument(
+        "--name", help=f"agent name, unique in the fleet (env {ENV['name']}; default: the host name)"
+    )
+    parser.add_argument(
+        "--labels",
+        metavar="K=V,...",
+        help=f"labels stages can select on, e.g. arch=amd64,gpu=true (env {ENV['labels']})",
+    )
+    parser.add_argument(
+        "--capacity",
+        metavar="N",
+        help=f"how many stages run at the same time (env {ENV['capacity']}; default 2)",
+    )
+    parser.add_argument(
+        "--executor",
+        choices=("local", "docker", "auto"),
+        help=f"local processes, Docker containers (plus local), or docker when an engine answers "
+        f"(env {ENV['executor']}; default auto)",
+    )
+    parser.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help=f"where the agent keeps its token and stage workspaces (env {ENV['state_dir']}; "
+        "default ./.buildit-agent)",
+    )
+    parser.add_argument(
+        "--network",
+        metavar="MODE",
+        help=f"Docker network mode for stage containers (env {ENV['network']}; default bridge)",
+    )
+
+
+def _fail(message: str) -> None:
+    print(f"{PROG}: {' '.join(message.split())}", file=sys.stderr, flush=True)
+
+
+def _configure_logging() -> None:
+    """Timestamped lines on stderr, unless the embedding program configured logging already."""
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(
+            level=logging.INFO,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+            stream=sys.stderr,
+        )
+    # grpc's own chatter about reconnects repeats what the agent already says once.
+    logging.getLogger("grpc").setLevel(logging.WARNING)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run one agent with the parsed flags until it is drained; returns the process exit status."""
+    try:
+        settings = AgentSettings.from_sources(
+            controller=getattr(args, "controller", None),
+            registration_token=getattr(args, "registration_token", None),
+            name=getattr(args, "name", None),
+            labels=getattr(args, "labels", None),
+            capacity=getattr(args, "capacity", None),
+            executor=getattr(args, "executor", None),
+            state_dir=getattr(args, "state_dir", None),
+            network=getattr(args, "network", None),
+        )
+    except ValueError as exc:
+        _fail(f"error: {exc}")
+        return 2
+    _configure_logging()
+    from agent.executors.base import ExecutorError
+    from agent.runner import AgentExit, build_executors
+
+    try:
+        executors = build_executors(settings.executor, settings.network)
+    except ExecutorError as exc:
+        _fail(f"error: {exc}")
+        return 1
+    try:
+        return asyncio.run(_serve(settings, executors))
+    except AgentExit as exc:
+        _fail(exc.message)
+        return exc.code
+    except KeyboardInterrupt:  # Ctrl-C before the signal handlers were installed
+        _fail("interrupted")
+        return 130
+
+
+async def _serve(settings: AgentSettings, executors: Executors) -> int:
+    """Run the agent with SIGTERM/SIGINT wired to drain (first) and stop (second)."""
+    from agent.runner import Agent
+
+    agent = Agent(settings, executors)
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGTERM, signal.SIGINT)
+    for sig in signals:
+        loop.add_signal_handler(sig, agent.on_signal)
+    try:
+        return await agent.run()
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+        await executors.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m agent.cli [flags]`: the agent without the `buildit` command around it."""
+    parser = argparse.ArgumentParser(prog=PROG, description="Run a BuildIt agent.")
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

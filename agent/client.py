@@ -1,0 +1,228 @@
+"""The agent's connection to the controller: AgentService over one grpc.aio channel, in dataclasses.
+
+Why a wrapper: the runner should reason about the protocol (leases, acks, fencing), not about grpc
+call objects, metadata tuples or proto classes. Requests and responses are the dataclasses of
+`agent.contract.types` (the codecs come from `agent.contract.convert`, the only agent module that
+touches proto types), every call but Register carries `authorization: Bearer <agent token>`, and every
+gRPC failure surfaces as one exception type, `RpcFailure`, carrying the status code name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator
+from typing import Any, Final, cast
+
+import grpc
+
+from agent.contract import convert
+from agent.contract.types import (
+    ExtendLeaseResponse,
+    HeartbeatRequest,
+    HeartbeatResponse,
+    LeaseEvent,
+    LeaseRequest,
+    LogAck,
+    LogChunk,
+    RegisterRequest,
+    RegisterResponse,
+    StageStatus,
+    StageUpdate,
+)
+
+__all__ = [
+    "ABORTED",
+    "CANCELLED",
+    "DEADLINE_EXCEEDED",
+    "FAILED_PRECONDITION",
+    "NOT_FOUND",
+    "PERMISSION_DENIED",
+    "UNAUTHENTICATED",
+    "UNAVAILABLE",
+    "ControllerClient",
+    "LeaseStream",
+    "LogStreamCall",
+    "RpcFailure",
+]
+
+# gRPC status code names, as carried by RpcFailure.code.
+ABORTED: Final = "ABORTED"
+CANCELLED: Final = "CANCELLED"
+DEADLINE_EXCEEDED: Final = "DEADLINE_EXCEEDED"
+FAILED_PRECONDITION: Final = "FAILED_PRECONDITION"
+NOT_FOUND: Final = "NOT_FOUND"
+PERMISSION_DENIED: Final = "PERMISSION_DENIED"
+UNAUTHENTICATED: Final = "UNAUTHENTICATED"
+UNAVAILABLE: Final = "UNAVAILABLE"
+
+#: Unary calls give up after this long; the caller decides whether to retry.
+CALL_TIMEOUT_S: Final = 10.0
+
+# The channel's own reconnect backoff defaults to 1 s growing to 120 s, which would keep an agent
+# away for minutes after a controller restart; keep it as short as the runner's own backoff.
+_CHANNEL_OPTIONS: Final = (
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 5000),
+    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+)
+
+
+class RpcFailure(Exception):
+    """A call to the controller failed; `code` is the gRPC status code name (e.g. "UNAVAILABLE")."""
+
+    def __init__(self, code: str, details: str) -> None:
+        super().__init__(f"{code}: {details}" if details else code)
+        self.code = code
+        self.details = details
+
+
+def _cancelled_by_us(cancelled: bool) -> bool:
+    """Whether a CancelledError comes from our own `cancel()` of the call, not of the running task.
+
+    grpc.aio reports a locally cancelled call as asyncio.CancelledError; turned into
+    RpcFailure(CANCELLED) the caller's loop sees an ended call instead of dying as a cancelled task.
+    """
+    task = asyncio.current_task()
+    return cancelled and (task is None or task.cancelling() == 0)
+
+
+def _failure(exc: grpc.aio.AioRpcError) -> RpcFailure:
+    code = exc.code()
+    return RpcFailure(code.name if code is not None else "UNKNOWN", str(exc.details() or ""))
+
+
+class LeaseStream:
+    """One open Lease call: iterate `events()` (None for an event this build does not know)."""
+
+    def __init__(self, call: Any) -> None:
+        self._call = call
+        self._cancelled = False
+
+    async def events(self) -> AsyncGenerator[LeaseEvent | None, None]:
+        """The pushed events until the stream ends; RpcFailure when it breaks or is cancelled."""
+        try:
+            async for event in self._call:
+                yield cast("LeaseEvent | None", event)
+        except grpc.aio.AioRpcError as exc:
+            raise _failure(exc) from None
+        except asyncio.CancelledError:
+            if _cancelled_by_us(self._cancelled):
+                raise RpcFailure(CANCELLED, "closed by the agent") from None
+            raise
+
+    def cancel(self) -> None:
+        """Close the stream (the controller stops pushing on it)."""
+        self._cancelled = True
+        self._call.cancel()
+
+
+class LogStreamCall:
+    """One open StreamLogs call: write chunks, read acks, independently."""
+
+    def __init__(self, call: Any) -> None:
+        self._call = call
+        self._cancelled = False
+
+    async def send(self, chunk: LogChunk) -> None:
+        """Write one chunk (waits for flow control)."""
+        try:
+            await self._call.write(chunk)
+        except grpc.aio.AioRpcError as exc:
+            raise _failure(exc) from None
+        except (grpc.aio.UsageError, RuntimeError) as exc:  # written after the call ended
+            raise RpcFailure(CANCELLED, str(exc)) from None
+        except asyncio.CancelledError:
+            if _cancelled_by_us(self._cancelled):
+                raise RpcFailure(CANCELLED, "closed by the agent") from None
+            raise
+
+    async def receive(self) -> LogAck | None:
+        """The next ack, or None when the controller ended the stream."""
+        try:
+            ack = await self._call.read()
+        except grpc.aio.AioRpcError as exc:
+            raise _failure(exc) from None
+        except asyncio.CancelledError:
+            if _cancelled_by_us(self._cancelled):
+                raise RpcFailure(CANCELLED, "closed by the agent") from None
+            raise
+        if ack is grpc.aio.EOF:
+            return None
+        return cast(LogAck, ack)
+
+    def cancel(self) -> None:
+        """Abandon the stream."""
+        self._cancelled = True
+        self._call.cancel()
+
+
+class ControllerClient:
+    """AgentService calls on one channel; set `token` once registered."""
+
+    def __init__(self, target: str, *, call_timeout_s: float = CALL_TIMEOUT_S) -> None:
+        """Open a (lazy) channel to `target` (HOST:PORT); nothing is sent until the first call."""
+        self.target = target
+        self.call_timeout_s = call_timeout_s
+        self.token = ""
+        self._channel = grpc.aio.insecure_channel(target, options=list(_CHANNEL_OPTIONS))
+        self._register = self._unary(convert.REGISTER)
+        self._heartbeat = self._unary(convert.HEARTBEAT)
+        self._extend = self._unary(convert.EXTEND_LEASE)
+        self._update = self._unary(convert.UPDATE_STAGE)
+        self._lease = self._channel.unary_stream(
+            convert.LEASE.path,
+            request_serializer=convert.LEASE.serialize,
+            response_deserializer=convert.LEASE.deserialize,
+        )
+        self._logs = self._channel.stream_stream(
+            convert.STREAM_LOGS.path,
+            request_serializer=convert.STREAM_LOGS.serialize,
+            response_deserializer=convert.STREAM_LOGS.deserialize,
+        )
+
+    def _unary(self, method: convert.Method[Any, Any]) -> Any:
+        return self._channel.unary_unary(
+            method.path, request_serializer=method.serialize, response_deserializer=method.deserialize
+        )
+
+    def _metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {self.token}"),)
+
+    async def _call(self, callable_: Any, request: object, *, auth: bool = True) -> Any:
+        try:
+            return await callable_(
+                request,
+                timeout=self.call_timeout_s,
+                metadata=self._metadata() if auth else None,
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise _failure(exc) from None
+
+    async def register(self, request: RegisterRequest) -> RegisterResponse:
+        """Join the fleet (authenticated by the registration token inside the request)."""
+        return cast(RegisterResponse, await self._call(self._register, request, auth=False))
+
+    async def heartbeat(self, request: HeartbeatRequest) -> HeartbeatResponse:
+        """Agent liveness; extends the listed leases."""
+        return cast(HeartbeatResponse, await self._call(self._heartbeat, request))
+
+    async def extend_lease(self, lease_id: str) -> ExtendLeaseResponse:
+        """Extend one lease; RpcFailure(ABORTED) when it is no longer ours."""
+        return cast(ExtendLeaseResponse, await self._call(self._extend, lease_id))
+
+    async def update_stage(self, update: StageUpdate) -> StageStatus | None:
+        """Report a stage's status; returns the status the controller recorded."""
+        return cast("StageStatus | None", await self._call(self._update, update))
+
+    def open_lease_stream(self, request: LeaseRequest) -> LeaseStream:
+        """Open the Lease server stream (no timeout: it lives as long as the connection)."""
+        return LeaseStream(self._lease(request, metadata=self._metadata()))
+
+    def open_log_stream(self) -> LogStreamCall:
+        """Open the StreamLogs bidirectional stream."""
+        return LogStreamCall(self._logs(metadata=self._metadata()))
+
+    async def close(self) -> None:
+        """Close the channel, ending every open call."""
+        await self._channel.close(grace=None)

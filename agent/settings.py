@@ -1,0 +1,186 @@
+"""Typed settings of one `buildit agent`, from command-line flags with environment fallbacks.
+
+Every setting can come from a flag or from a `BUILDIT_*` variable, so the same agent image works with
+a command line (a developer's shell) or with env only (a Kubernetes DaemonSet, a systemd unit). A flag
+always wins over the environment. Everything is validated here, at start-up, with a one-line
+`ValueError` naming the setting and how to fix it, so a mistyped value never surfaces later as a
+confusing connection or scheduling problem.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final, Literal, cast, get_args
+
+__all__ = [
+    "DEFAULT_CAPACITY",
+    "DEFAULT_STATE_DIR",
+    "ENV",
+    "AgentSettings",
+    "ExecutorChoice",
+    "parse_controller",
+    "parse_labels",
+]
+
+ExecutorChoice = Literal["local", "docker", "auto"]
+_EXECUTOR_CHOICES: Final = get_args(ExecutorChoice)
+
+DEFAULT_CAPACITY: Final = 2
+DEFAULT_STATE_DIR: Final = Path(".buildit-agent")
+DEFAULT_NETWORK: Final = "bridge"
+
+#: Setting name -> environment variable consulted when the flag is not given.
+ENV: Final[Mapping[str, str]] = {
+    "controller": "BUILDIT_CONTROLLER",
+    "registration_token": "BUILDIT_REGISTRATION_TOKEN",
+    "name": "BUILDIT_AGENT_NAME",
+    "labels": "BUILDIT_AGENT_LABELS",
+    "capacity": "BUILDIT_AGENT_CAPACITY",
+    "executor": "BUILDIT_AGENT_EXECUTOR",
+    "state_dir": "BUILDIT_AGENT_STATE_DIR",
+    "network": "BUILDIT_AGENT_NETWORK",
+}
+
+# Label keys and values travel to the controller and are matched against stage labels; keep them to a
+# conservative alphabet (Kubernetes-like) so they survive URLs, KDL and shell quoting unchanged.
+_LABEL_KEY = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._/-]*[A-Za-z0-9])?")
+_LABEL_VALUE = re.compile(r"[A-Za-z0-9._/:+-]*")
+_MAX_CAPACITY: Final = 1024
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    """What one agent process needs to know; build it with `from_sources` to get validation."""
+
+    #: The controller's gRPC address, HOST:PORT.
+    controller: str
+    #: The controller's enrolment secret; needed only while the state dir holds no agent token.
+    registration_token: str = ""
+    name: str = field(default_factory=socket.gethostname)
+    labels: dict[str, str] = field(default_factory=dict)
+    #: How many stages run at the same time.
+    capacity: int = DEFAULT_CAPACITY
+    executor: ExecutorChoice = "auto"
+    #: Holds agent.json (the agent token) and work/ (stage workspaces).
+    state_dir: Path = DEFAULT_STATE_DIR
+    #: Docker network mode for stage containers.
+    network: str = DEFAULT_NETWORK
+
+    @classmethod
+    def from_sources(
+        cls,
+        *,
+        controller: str | None = None,
+        registration_token: str | None = None,
+        name: str | None = None,
+        labels: str | None = None,
+        capacity: int | str | None = None,
+        executor: str | None = None,
+        state_dir: str | Path | None = None,
+        network: str | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> AgentSettings:
+        """Settings from flag values (None = not given) falling back to `env` (default: os.environ).
+
+        Raises ValueError with a one-line message for anything missing or malformed.
+        """
+        environ = os.environ if env is None else env
+
+        def pick(setting: str, flag: object) -> str | None:
+            if flag is not None:
+                return str(flag)
+            value = environ.get(ENV[setting])
+            return value if value not in (None, "") else None
+
+        raw_controller = pick("controller", controller)
+        if raw_controller is None:
+            raise ValueError(
+                f"the controller address is required: pass --controller HOST:PORT or set {ENV['controller']}"
+            )
+        raw_name = pick("name", name)
+        if raw_name is not None and not raw_name.strip():
+            raise ValueError("--name must not be blank")
+        return cls(
+            controller=parse_controller(raw_controller),
+            registration_token=pick("registration_token", registration_token) or "",
+            name=raw_name.strip() if raw_name is not None else socket.gethostname(),
+            labels=parse_labels(pick("labels", labels) or ""),
+            capacity=_parse_capacity(pick("capacity", capacity)),
+            executor=_parse_executor(pick("executor", executor)),
+            state_dir=Path(pick("state_dir", state_dir) or DEFAULT_STATE_DIR),
+            network=(pick("network", network) or DEFAULT_NETWORK).strip() or DEFAULT_NETWORK,
+        )
+
+
+def parse_controller(value: str) -> str:
+    """Validate a HOST:PORT address ("[::1]:9090" for IPv6); returns it stripped.
+
+    gRPC would accept more (dns:///..., unix:...), but an agent is pointed at a controller by people
+    copying an address, and a clear error for "controller:" or "http://x" beats a retry loop that can
+    never connect.
+    """
+    text = value.strip()
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or "/" in text:
+        raise ValueError(f"controller address {value!r} must be HOST:PORT, e.g. ci.example.com:9090")
+    if host.startswith("[") != host.endswith("]") or (":" in host and not host.startswith("[")):
+        raise ValueError(f"controller address {value!r}: write an IPv6 host in brackets, e.g. [::1]:9090")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"controller address {value!r}: port must be a number from 1 to 65535")
+    return text
+
+
+def parse_labels(value: str) -> dict[str, str]:
+    """Parse "k=v,k2=v2" into a dict; empty text means no labels.
+
+    Whitespace around keys and values is ignored. Raises ValueError for an item without '=', an empty
+    or malformed key, a malformed value, or a key given twice (which would silently drop one value).
+    """
+    labels: dict[str, str] = {}
+    for item in value.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        key, sep, label_value = item.partition("=")
+        key, label_value = key.strip(), label_value.strip()
+        if not sep:
+            raise ValueError(f"label {item!r} must be KEY=VALUE (labels are written k=v,k2=v2)")
+        if not _LABEL_KEY.fullmatch(key):
+            raise ValueError(
+                f"label key {key!r} in {item!r} must start and end with a letter or digit and contain "
+                "only letters, digits, '.', '_', '-' and '/'"
+            )
+        if not _LABEL_VALUE.fullmatch(label_value):
+            raise ValueError(
+                f"label value {label_value!r} of {key!r} may contain only letters, digits and . _ - / : +"
+            )
+        if key in labels:
+            raise ValueError(f"label {key!r} is given twice")
+        labels[key] = label_value
+    return labels
+
+
+def _parse_capacity(value: str | None) -> int:
+    if value is None:
+        return DEFAULT_CAPACITY
+    try:
+        capacity = int(value.strip())
+    except ValueError:
+        raise ValueError(f"capacity {value!r} must be a whole number of stages, e.g. 2") from None
+    if not 1 <= capacity <= _MAX_CAPACITY:
+        raise ValueError(f"capacity {capacity} must be between 1 and {_MAX_CAPACITY}")
+    return capacity
+
+
+def _parse_executor(value: str | None) -> ExecutorChoice:
+    if value is None:
+        return "auto"
+    choice = value.strip().lower()
+    if choice not in _EXECUTOR_CHOICES:
+        raise ValueError(f"executor {value!r} must be one of {', '.join(_EXECUTOR_CHOICES)}")
+    return cast(ExecutorChoice, choice)

@@ -1,0 +1,1 @@
+"""The agent fleet: registration, tokens, listing."""

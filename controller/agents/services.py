@@ -1,0 +1,143 @@
+"""Agent registration and token authentication.
+
+Agents join with the controller's registration token and receive their own long-lived token,
+which is stored only as a SHA-256 hash. Authentication of every later call is a hash lookup,
+cached in memory (agents call several times a second).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import uuid
+from datetime import UTC, datetime
+from uuid import UUID
+
+import grpc
+
+from controller.agents.tables import Agent
+from controller.scheduling.scheduler import AgentConn, Scheduler
+
+MAX_CAPACITY = 256
+
+
+class RegistrationError(Exception):
+    """Registration refused; `status` is the gRPC status to answer with."""
+
+    def __init__(self, status: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def hash_token(token: str) -> str:
+    """How agent tokens are stored (never in clear)."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def compatible(agent_version: str, controller_version: str) -> bool:
+    """Same major.minor: the protocol is stable within a minor series."""
+    return agent_version.split(".")[:2] == controller_version.split(".")[:2]
+
+
+class AgentRegistry:
+    """See the module docstring."""
+
+    def __init__(
+        self, scheduler: Scheduler, registration_token: str, version: str, org: UUID, tenant: UUID
+    ) -> None:
+        self.scheduler = scheduler
+        self.registration_token = registration_token
+        self.version = version
+        self.org = org
+        self.tenant = tenant
+        self._by_hash: dict[str, UUID] = {}
+
+    async def register(
+        self,
+        registration_token: str,
+        name: str,
+        labels: dict[str, str],
+        executors: list[str],
+        capacity: int,
+        version: str,
+    ) -> tuple[UUID, str]:
+        """Enrol an agent (or re-enrol one that lost its token); returns (agent id, agent token)."""
+        if not hmac.compare_digest(registration_token.encode(), self.registration_token.encode()):
+            raise RegistrationError(grpc.StatusCode.UNAUTHENTICATED, "wrong registration token")
+        if not compatible(version, self.version):
+            raise RegistrationError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"agent version {version or '(none)'} is not compatible with controller version {self.version}; "
+                "run an agent of the same major.minor version",
+            )
+        name = name.strip()
+        if not name or len(name) > 128:
+            raise RegistrationError(grpc.StatusCode.INVALID_ARGUMENT, "agent name must be 1-128 characters")
+        if not 1 <= capacity <= MAX_CAPACITY:
+            raise RegistrationError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"capacity must be between 1 and {MAX_CAPACITY}, got {capacity}",
+            )
+        if not executors:
+            raise RegistrationError(
+                grpc.StatusCode.INVALID_ARGUMENT, "an agent must offer at least one executor"
+            )
+        token = secrets.token_urlsafe(32)
+        token_hash = hash_token(token)
+        existing = (
+            await Agent.select(Agent.id).where((Agent.tenant == self.tenant) & (Agent.name == name)).first()
+        )
+        if existing is not None:
+            agent_id = existing["id"]
+            conn = self.scheduler.agent_by_id(agent_id)
+            if conn is not None and conn.online:
+                raise RegistrationError(
+                    grpc.StatusCode.ALREADY_EXISTS,
+                    f"an agent named '{name}' is connected right now; give this agent another --name",
+                )
+            self._by_hash = {h: a for h, a in self._by_hash.items() if a != agent_id}
+            await Agent.update(
+                {
+                    Agent.token_hash: token_hash,
+                    Agent.labels: labels,
+                    Agent.executors: executors,
+                    Agent.capacity: capacity,
+                    Agent.version: version,
+                }
+            ).where(Agent.id == agent_id)
+        else:
+            agent_id = uuid.uuid4()
+            await Agent.insert(
+                Agent(
+                    id=agent_id,
+                    org=self.org,
+                    tenant=self.tenant,
+                    name=name,
+                    token_hash=token_hash,
+                    labels=labels,
+                    executors=executors,
+                    capacity=capacity,
+                    version=version,
+                    status="offline",
+                    registered_at=datetime.now(UTC),
+                )
+            )
+        self._by_hash[token_hash] = agent_id
+        await self.scheduler.agent_registered(
+            AgentConn(agent_id, name, dict(labels), tuple(executors), capacity, version)
+        )
+        return agent_id, token
+
+    async def authenticate(self, token: str) -> UUID | None:
+        """The agent a token belongs to, or None."""
+        token_hash = hash_token(token)
+        cached = self._by_hash.get(token_hash)
+        if cached is not None:
+            return cached
+        row = await Agent.select(Agent.id).where(Agent.token_hash == token_hash).first()
+        if row is None:
+            return None
+        self._by_hash[token_hash] = row["id"]
+        return UUID(str(row["id"]))

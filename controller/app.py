@@ -1,0 +1,47 @@
+"""create_app(): the Litestar application, assembled in one place."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Litestar, get
+from litestar.datastructures import State
+from litestar.exceptions import ValidationException
+from litestar.openapi import OpenAPIConfig
+
+from controller import __version__
+from controller.agents.api import AgentsController
+from controller.api_errors import error, validation_handler
+from controller.pipelines.api import PipelinesController
+from controller.runs.api import RunsController
+from controller.services import Services
+
+
+@get("/health", tags=["health"])
+async def health() -> dict[str, str]:
+    """Liveness: the process serves HTTP."""
+    return {"status": "ok"}
+
+
+@get("/ready", tags=["health"])
+async def ready(state: State) -> dict[str, str]:
+    """Readiness: the database answers."""
+    from controller.pipelines.tables import Pipeline
+
+    try:
+        await Pipeline.count()
+    except Exception as exc:
+        raise error(503, f"database not reachable: {exc.__class__.__name__}") from None
+    return {"status": "ok", "database": "ok"}
+
+
+def create_app(services: Services, max_body_bytes: int = 1024 * 1024) -> Litestar:
+    """The HTTP application: REST API, OpenAPI at /schema, health checks."""
+    handlers: list[Any] = [health, ready, PipelinesController, RunsController, AgentsController]
+    return Litestar(
+        route_handlers=handlers,
+        state=State({"services": services}),
+        openapi_config=OpenAPIConfig(title="BuildIt", version=__version__, path="/schema"),
+        exception_handlers={ValidationException: validation_handler},
+        request_max_body_size=max_body_bytes,
+    )

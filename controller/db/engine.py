@@ -1,0 +1,160 @@
+"""Turning a database URL into a Piccolo engine, and opening / closing the database.
+
+Accepted URLs (the `BUILDIT_DATABASE_URL` forms):
+
+- `sqlite:///relative/path.db` or `sqlite:////absolute/path.db` (the SQLAlchemy convention:
+  the path is what follows `sqlite:///`, so `f"sqlite:///{path}"` works for either kind). Parent
+  directories are created. The file is switched to WAL journal mode and every connection waits
+  up to `SQLITE_BUSY_TIMEOUT_S` for a lock, so concurrent readers and writers in one process (each
+  query or transaction has a connection of its own) or several processes do not fail with
+  "database is locked". Connections are reused between queries (controller.db.sqlite).
+- `postgresql://user:password@host:port/database` (`postgres://` works too; query parameters such
+  as `sslmode` are passed to asyncpg).
+
+Constructing an engine does no network I/O; `open_database()` connects, migrates and starts the
+PostgreSQL connection pool.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import asyncpg
+from piccolo.engine.postgres import PostgresEngine
+from piccolo.engine.sqlite import SQLiteEngine
+
+from controller.db.binding import AnyEngine
+from controller.db.migrate import migrate
+from controller.db.sqlite import ReusingSQLiteEngine
+
+SQLITE_BUSY_TIMEOUT_S = 30.0
+POOL_MIN_SIZE = 1
+POOL_MAX_SIZE = 10
+
+ACCEPTED_FORMS = (
+    "sqlite:///relative/path.db, sqlite:////absolute/path.db, "
+    "or postgresql://user:password@host:port/database (postgres:// works too)"
+)
+
+
+class DatabaseUnavailable(RuntimeError):
+    """The database server cannot be reached or refuses us (message names the URL, never a password)."""
+
+
+class _PostgresEngine(PostgresEngine):
+    """A PostgresEngine whose constructor stays off the network.
+
+    Piccolo's `Engine.__init__` runs `check_version()` and `prep_database()` synchronously: for
+    PostgreSQL that is a blocking connection (in a helper thread when an event loop is running),
+    and an unreachable server only prints a warning. BuildIt connects in `open_database()`
+    instead, where failing is an exception. No extensions are needed (UUIDs come from
+    `gen_random_uuid()`, built into PostgreSQL 13+), so `prep_database` has nothing to do.
+    """
+
+    async def check_version(self) -> None:
+        """Skipped at construction; `open_database()` is where the server is first reached."""
+
+    async def prep_database(self) -> None:
+        """Nothing to prepare: BuildIt needs no PostgreSQL extension."""
+
+
+def redact_url(url: str) -> str:
+    """`url` with any password replaced by `***`, for messages and logs.
+
+    Matches up to the last `@`, so a password that itself contains `@` is hidden whole (the URL
+    may be malformed: this must not rely on parsing it).
+    """
+    return re.sub(r"(://[^:/@]*:).*@", r"\1***@", url)
+
+
+def _bad_url(url: str, problem: str) -> ValueError:
+    return ValueError(f"invalid database URL {redact_url(url)!r}: {problem}; use {ACCEPTED_FORMS}")
+
+
+def engine_from_url(url: str) -> AnyEngine:
+    """A Piccolo engine for `url` (see the module docstring); ValueError names the accepted forms."""
+    url = url.strip()
+    scheme = url.partition("://")[0].lower() if "://" in url else ""
+    if scheme == "sqlite":
+        return _sqlite_engine(url)
+    if scheme in ("postgresql", "postgres"):
+        return _postgres_engine(url)
+    raise _bad_url(url, f"unsupported scheme {scheme!r}" if scheme else "not a URL")
+
+
+def _sqlite_engine(url: str) -> SQLiteEngine:
+    parts = urlsplit(url)
+    if parts.netloc:
+        raise _bad_url(url, "a SQLite URL has no host: write three slashes before the path")
+    if parts.query or parts.fragment:
+        raise _bad_url(url, "a SQLite URL takes no ?query or #fragment")
+    path = unquote(parts.path[1:])  # the one "/" after "sqlite://" separates, the rest is the path
+    if not path:
+        raise _bad_url(url, "the SQLite file path is missing")
+    if path == ":memory:":
+        # Piccolo opens a connection per query: each would see its own, empty, in-memory database.
+        raise _bad_url(url, "in-memory SQLite is not supported, give a file path")
+    file = Path(path)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    _enable_wal(file)
+    return ReusingSQLiteEngine(path=str(file), timeout=SQLITE_BUSY_TIMEOUT_S)
+
+
+def _enable_wal(file: Path) -> None:
+    """Switch the database file to WAL: readers no longer block the writer, nor it them.
+
+    WAL is a property of the file (it persists), so doing it once per engine is enough; it also
+    creates the file, which is what a new SQLite database should be.
+    """
+    connection = sqlite3.connect(file, timeout=SQLITE_BUSY_TIMEOUT_S)
+    try:
+        connection.execute("PRAGMA journal_mode=WAL")
+    finally:
+        connection.close()
+
+
+def _postgres_engine(url: str) -> PostgresEngine:
+    parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 - parsing the port is the check
+    except ValueError:
+        raise _bad_url(url, "the port is not a number between 0 and 65535") from None
+    if not parts.hostname:
+        raise _bad_url(url, "the PostgreSQL host is missing")
+    database = unquote(parts.path.lstrip("/"))
+    if not database or "/" in database:
+        raise _bad_url(url, "name one database after the host, as in /buildit")
+    dsn = "postgresql://" + url.partition("://")[2]
+    # "database" is redundant for asyncpg but names Piccolo's per-engine transaction context var.
+    return _PostgresEngine(config={"dsn": dsn, "database": database})
+
+
+async def open_database(url: str) -> AnyEngine:
+    """Open the database at `url` for this process: bind the tables, migrate, start the pool.
+
+    Safe on every start and from concurrently starting processes (see `migrate`). Raises
+    ValueError for a malformed URL and DatabaseUnavailable when the server cannot be reached.
+    """
+    engine = engine_from_url(url)
+    if isinstance(engine, PostgresEngine):
+        try:
+            await engine.start_connection_pool(min_size=POOL_MIN_SIZE, max_size=POOL_MAX_SIZE)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise DatabaseUnavailable(f"cannot open {redact_url(url)}: {exc}") from exc
+    try:
+        await migrate(engine)  # binds the tables to `engine`
+    except BaseException:
+        await close_database(engine)
+        raise
+    return engine
+
+
+async def close_database(engine: AnyEngine) -> None:
+    """Release what the engine holds open: the PostgreSQL pool, the idle SQLite connections."""
+    if isinstance(engine, PostgresEngine) and engine.pool is not None:
+        await engine.close_connection_pool()
+    elif isinstance(engine, ReusingSQLiteEngine):
+        await engine.close_idle_connections()

@@ -1,0 +1,25 @@
+"""The Piccolo app "buildit": every BuildIt table, and where their migrations live.
+
+Piccolo's auto migrations diff `table_classes` against the migration files in `migrations/`, so a
+new table must be listed here (and its module must be a `controller/<domain>/tables.py`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from piccolo.conf.apps import AppConfig
+
+from controller.agents.tables import Agent
+from controller.orgs.tables import Organization, Tenant
+from controller.pipelines.tables import Pipeline
+from controller.runs.tables import Run, StageRun
+
+APP_NAME = "buildit"
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+APP_CONFIG = AppConfig(
+    app_name=APP_NAME,
+    migrations_folder_path=str(MIGRATIONS_DIR),
+    table_classes=[Organization, Tenant, Pipeline, Agent, Run, StageRun],
+)

@@ -1,0 +1,77 @@
+"""In-process publish/subscribe for live updates (gRPC watchers now, the web UI later).
+
+Publishing never blocks the scheduler: each subscriber has a bounded queue, and one that falls
+behind gets an `Overflow` marker instead of more events (it should re-read the state).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+QUEUE_LIMIT = 10_000
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something changed: `kind` is run | stage | agent | log; `subject` the changed object."""
+
+    kind: str
+    run_id: UUID | None
+    subject: Any
+    data: bytes = b""
+
+
+@dataclass(frozen=True)
+class Overflow:
+    """The subscriber fell behind and missed events."""
+
+
+class EventBus:
+    """Fan-out of events to subscribers, optionally filtered by run."""
+
+    def __init__(self) -> None:
+        self._subscribers: dict[int, tuple[UUID | None, asyncio.Queue[Event | Overflow]]] = {}
+        self._next = 0
+
+    def _publish(self, event: Event) -> None:
+        for run_filter, queue in self._subscribers.values():
+            if run_filter is not None and run_filter != event.run_id:
+                continue
+            if queue.qsize() >= QUEUE_LIMIT - 1:
+                if queue.qsize() < QUEUE_LIMIT:
+                    queue.put_nowait(Overflow())
+                continue
+            queue.put_nowait(event)
+
+    def publish_run(self, run: Any) -> None:
+        """A run's status changed (or it was created)."""
+        self._publish(Event("run", run.id, run))
+
+    def publish_stage(self, stage: Any) -> None:
+        """A stage changed."""
+        self._publish(Event("stage", stage.run_id, stage))
+
+    def publish_agent(self, agent: Any) -> None:
+        """An agent connected, disconnected or changed mode."""
+        self._publish(Event("agent", None, agent))
+
+    def publish_log(self, stage: Any, data: bytes) -> None:
+        """Log bytes were appended to a stage's log."""
+        self._publish(Event("log", stage.run_id, stage, data))
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self, run_id: UUID | None = None) -> AsyncIterator[asyncio.Queue[Event | Overflow]]:
+        """A queue receiving events (for one run, or all) while the context is open."""
+        self._next += 1
+        key = self._next
+        queue: asyncio.Queue[Event | Overflow] = asyncio.Queue()
+        self._subscribers[key] = (run_id, queue)
+        try:
+            yield queue
+        finally:
+            self._subscribers.pop(key, None)

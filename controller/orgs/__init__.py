@@ -1,0 +1,1 @@
+"""Organizations and tenants (workspaces): every other row belongs to one of each."""

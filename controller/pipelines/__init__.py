@@ -1,0 +1,1 @@
+"""Pipelines: a named `.buildit.kdl` configuration that runs are started from."""

@@ -1,0 +1,96 @@
+"""Pipelines: store validated `.buildit.kdl` sources under a unique name."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from controller.pipeline.model import Diagnostic
+from controller.pipeline.validate import load, validate
+from controller.pipelines.tables import Pipeline
+
+MAX_NAME = 200
+
+
+class PipelineRejected(Exception):
+    """The configuration is invalid; nothing was stored."""
+
+    def __init__(self, diagnostics: list[Diagnostic]) -> None:
+        super().__init__(f"{len(diagnostics)} problem(s) in the pipeline configuration")
+        self.diagnostics = diagnostics
+
+
+class PipelineConflict(Exception):
+    """A pipeline with that name exists in the tenant."""
+
+
+def diagnostic_json(d: Diagnostic) -> dict[str, Any]:
+    """A diagnostic for API responses."""
+    return {
+        "line": d.line,
+        "col": d.col,
+        "severity": d.severity,
+        "message": d.message,
+        "hint": d.hint,
+        "text": d.format(),
+    }
+
+
+def pipeline_json(row: dict[str, Any], with_config: bool = True) -> dict[str, Any]:
+    """A pipeline row for API responses."""
+    out = {
+        "id": str(row["id"]),
+        "name": row["name"],
+        "created_at": row["created_at"].isoformat() if row.get("created_at") else None,
+        "updated_at": row["updated_at"].isoformat() if row.get("updated_at") else None,
+        "runs": row.get("next_run_number", 0),
+    }
+    if with_config:
+        out["config"] = row["config"]
+    return out
+
+
+async def create_pipeline(org: UUID, tenant: UUID, config: str, name: str | None) -> dict[str, Any]:
+    """Validate and store a pipeline; its name defaults to the file's `pipeline "name"`."""
+    diagnostics = validate(config, ".buildit.kdl")
+    if diagnostics:
+        raise PipelineRejected(diagnostics)
+    pipeline = load(config, ".buildit.kdl")
+    final = (name if name is not None else pipeline.name).strip()
+    if not final or len(final) > MAX_NAME:
+        raise ValueError(f"pipeline name must be 1-{MAX_NAME} characters")
+    existing = (
+        await Pipeline.select(Pipeline.id)
+        .where((Pipeline.tenant == tenant) & (Pipeline.name == final))
+        .first()
+    )
+    if existing is not None:
+        raise PipelineConflict(f"a pipeline named '{final}' already exists (id {existing['id']})")
+    now = datetime.now(UTC)
+    pipeline_id = uuid.uuid4()
+    await Pipeline.insert(
+        Pipeline(
+            id=pipeline_id, org=org, tenant=tenant, name=final, config=config, created_at=now, updated_at=now
+        )
+    )
+    row = await get_pipeline(tenant, pipeline_id)
+    assert row is not None
+    return row
+
+
+async def get_pipeline(tenant: UUID, pipeline_id: UUID) -> dict[str, Any] | None:
+    """One pipeline row, or None."""
+    row: dict[str, Any] | None = (
+        await Pipeline.select().where((Pipeline.tenant == tenant) & (Pipeline.id == pipeline_id)).first()
+    )
+    return row
+
+
+async def list_pipelines(tenant: UUID) -> list[dict[str, Any]]:
+    """All pipelines of a tenant, by name."""
+    rows: list[dict[str, Any]] = (
+        await Pipeline.select().where(Pipeline.tenant == tenant).order_by(Pipeline.name)
+    )
+    return rows

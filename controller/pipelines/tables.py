@@ -1,0 +1,35 @@
+"""The Pipeline table: a named pipeline configuration (the `.buildit.kdl` source) in a tenant."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from piccolo.columns import UUID, ForeignKey, Integer, OnDelete, Text, Timestamptz, Varchar
+from piccolo.table import Table
+
+from controller.orgs.tables import Organization, Tenant
+
+
+def _utc_now() -> datetime:
+    """`updated_at` must be tz-aware like every BuildIt timestamp (`datetime.now` is naive)."""
+    return datetime.now(UTC)
+
+
+class Pipeline(Table):
+    """One pipeline. `next_run_number` is the counter runs take their `number` from.
+
+    The counter lives on the row (not `MAX(number) + 1`) so that taking a number is one atomic
+    `UPDATE ... SET next_run_number = next_run_number + 1 RETURNING`, on SQLite and PostgreSQL.
+    """
+
+    id = UUID(primary_key=True)
+    org = ForeignKey(references=Organization, null=False, on_delete=OnDelete.cascade)
+    tenant = ForeignKey(references=Tenant, null=False, on_delete=OnDelete.cascade)
+    name = Varchar(length=200)
+    config = Text()
+    next_run_number = Integer(default=0)
+    created_at = Timestamptz()
+    updated_at = Timestamptz(auto_update=_utc_now)
+
+    # Unique (tenant, name): index pipeline_tenant_name_unique, made by a hand-written migration (Piccolo's
+    # Unique() constraint is an ALTER TABLE ... ADD CONSTRAINT, which SQLite does not have).

@@ -1,0 +1,1 @@
+"""gRPC: the only controller code touching generated stubs (servicers, auth, the server)."""

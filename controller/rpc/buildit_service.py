@@ -1,0 +1,241 @@
+"""BuildItService: the gRPC API for integrations (trigger, inspect, watch, logs, cancel, agents)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+from uuid import UUID
+
+import grpc
+from grpc import aio
+
+from agent.contract import convert
+from agent.contract._gen import buildit_pb2 as pb
+from agent.contract._gen import buildit_pb2_grpc as pb_grpc
+from agent.contract.types import StageStatus
+from controller.agents.tables import Agent
+from controller.events import Overflow
+from controller.pipeline.validate import validate
+from controller.pipelines.tables import Pipeline
+from controller.runs.tables import Run, StageRun
+from controller.scheduling.scheduler import SchedulingError
+from controller.services import Services
+
+MAX_PAGE = 200
+LOG_CHUNK = 256 * 1024
+
+
+def _uuid(text: str) -> UUID | None:
+    try:
+        return UUID(text)
+    except ValueError:
+        return None
+
+
+def _run_proto(row: dict[str, Any], pipeline: str, stages: list[dict[str, Any]], names: dict[Any, str]) -> pb.Run:
+    return pb.Run(
+        id=str(row["id"]),
+        repository="",
+        number=row["number"],
+        pipeline=pipeline,
+        status=convert.status_to_proto(StageStatus(row["status"])),
+        ref=row["branch"],
+        commit_sha=row["sha"],
+        commit_message=row["commit_message"],
+        author=row["author"],
+        trigger=pb.RUN_TRIGGER_API if row["trigger"] == "api" else pb.RUN_TRIGGER_UNSPECIFIED,
+        created_at=convert.timestamp_to_proto(row["created_at"]),
+        started_at=convert.timestamp_to_proto(row["started_at"]),
+        finished_at=convert.timestamp_to_proto(row["finished_at"]),
+        message=row["error"],
+        stages=[_stage_proto(s, names) for s in stages],
+    )
+
+
+def _stage_proto(row: dict[str, Any], names: dict[Any, str]) -> pb.Stage:
+    needs = row["needs"]
+    stage = pb.Stage(
+        id=str(row["id"]),
+        name=row["name"],
+        index=row["index"],
+        status=convert.status_to_proto(StageStatus(row["status"])),
+        attempt=row["attempt"],
+        needs=json.loads(needs) if isinstance(needs, str) else needs,
+        agent_id=str(row["agent"]) if row["agent"] else "",
+        agent_name=names.get(row["agent"], "") if row["agent"] else "",
+        message=row["message"],
+        queued_at=convert.timestamp_to_proto(row["queued_at"]),
+        started_at=convert.timestamp_to_proto(row["started_at"]),
+        finished_at=convert.timestamp_to_proto(row["finished_at"]),
+        log_size=row["log_size"],
+    )
+    if row["exit_code"] is not None:
+        stage.exit_code = row["exit_code"]
+    return stage
+
+
+class BuildItServicer(pb_grpc.BuildItServiceServicer):
+    """See the module docstring. Runs are addressed by their id (a UUID)."""
+
+    def __init__(self, services: Services) -> None:
+        self.svc = services
+
+    async def _load_run(self, run_id: str, context: aio.ServicerContext) -> pb.Run:
+        key = _uuid(run_id)
+        row = await Run.select().where(Run.id == key).first() if key else None
+        if row is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"run {run_id!r} not found")
+            raise AssertionError("unreachable")
+        return await self._run_message(row)
+
+    async def _run_message(self, row: dict[str, Any]) -> pb.Run:
+        pipeline = await Pipeline.select(Pipeline.name).where(Pipeline.id == row["pipeline"]).first()
+        stages = await StageRun.select().where(StageRun.run == row["id"]).order_by(StageRun.index)
+        agent_ids = [s["agent"] for s in stages if s["agent"]]
+        names: dict[Any, str] = {}
+        if agent_ids:
+            for agent in await Agent.select(Agent.id, Agent.name).where(Agent.id.is_in(agent_ids)):
+                names[agent["id"]] = agent["name"]
+        return _run_proto(row, pipeline["name"] if pipeline else "", stages, names)
+
+    async def TriggerRun(self, request: pb.TriggerRunRequest, context: aio.ServicerContext) -> pb.TriggerRunResponse:
+        # `repository` names the pipeline (by id or name) until repositories arrive with Git triggers.
+        key = _uuid(request.repository)
+        query = Pipeline.select(Pipeline.id).where(Pipeline.tenant == self.svc.tenant)
+        row = await (query.where(Pipeline.id == key) if key else query.where(Pipeline.name == request.repository)).first()
+        if row is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"pipeline {request.repository!r} not found")
+        try:
+            run = await self.svc.scheduler.trigger(
+                row["id"], branch=request.ref or "main", sha=request.commit_sha, trigger="api"
+            )
+        except SchedulingError as exc:
+            await context.abort(grpc.StatusCode.NOT_FOUND, exc.message)
+            raise
+        return pb.TriggerRunResponse(run=await self._load_run(str(run.id), context))
+
+    async def GetRun(self, request: pb.GetRunRequest, context: aio.ServicerContext) -> pb.GetRunResponse:
+        return pb.GetRunResponse(run=await self._load_run(request.run_id, context))
+
+    async def ListRuns(self, request: pb.ListRunsRequest, context: aio.ServicerContext) -> pb.ListRunsResponse:
+        size = request.page_size or 50
+        if not 1 <= size <= MAX_PAGE:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"page_size must be 1-{MAX_PAGE}")
+        query = Run.select().where(Run.tenant == self.svc.tenant)
+        if request.page_token:
+            try:
+                before = float(request.page_token)
+            except ValueError:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "page_token is not one this server gave out")
+                raise
+            from datetime import UTC, datetime
+
+            query = query.where(Run.created_at < datetime.fromtimestamp(before, UTC))
+        if request.ref:
+            query = query.where(Run.branch == request.ref)
+        if request.statuses:
+            query = query.where(Run.status.is_in([convert.status_from_proto(s).value for s in request.statuses]))
+        rows = await query.order_by(Run.created_at, ascending=False).limit(size)
+        runs = [await self._run_message(r) for r in rows]
+        token = str(rows[-1]["created_at"].timestamp()) if len(rows) == size else ""
+        return pb.ListRunsResponse(runs=runs, next_page_token=token)
+
+    async def WatchRun(self, request: pb.WatchRunRequest, context: aio.ServicerContext) -> AsyncIterator[pb.RunEvent]:
+        key = _uuid(request.run_id)
+        async with self.svc.events.subscribe(key) as queue:
+            snapshot = await self._load_run(request.run_id, context)
+            yield pb.RunEvent(snapshot=snapshot)
+            if snapshot.status in _FINISHED:
+                return
+            while True:
+                event = await queue.get()
+                if isinstance(event, Overflow) or event.kind == "run":
+                    run = await self._load_run(request.run_id, context)
+                    yield pb.RunEvent(run_updated=run)
+                    if run.status in _FINISHED:
+                        return
+                elif event.kind == "stage":
+                    run = await self._load_run(request.run_id, context)
+                    for stage in run.stages:
+                        if stage.name == event.subject.name:
+                            yield pb.RunEvent(stage_updated=stage)
+
+    async def StreamLogs(
+        self, request: pb.StreamLogsRequest, context: aio.ServicerContext
+    ) -> AsyncIterator[pb.StreamLogsResponse]:
+        key = _uuid(request.run_id)
+        stage = await StageRun.select().where((StageRun.run == key) & (StageRun.name == request.stage)).first() if key else None
+        if stage is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"run {request.run_id!r} has no stage {request.stage!r}")
+            raise AssertionError("unreachable")
+        attempt = request.attempt or stage["attempt"]
+        path = self.svc.logs.path(stage["run"], stage["name"], attempt)
+        offset = request.offset
+        async with self.svc.events.subscribe(stage["run"]) as queue:
+            while True:
+                row = await StageRun.select().where(StageRun.id == stage["id"]).first()
+                size = row["log_size"] if attempt == row["attempt"] else (path.stat().st_size if path.exists() else 0)
+                while offset < size:
+                    data = await asyncio.to_thread(self.svc.logs.read, path, offset, size, LOG_CHUNK)
+                    cut = data.rfind(b"\n") + 1 or len(data)
+                    lines = data[:cut].decode("utf-8", "replace").splitlines()
+                    offset += cut
+                    yield pb.StreamLogsResponse(lines=[pb.LogLine(text=t) for t in lines], next_offset=offset)
+                finished = StageStatus(row["status"]).finished or attempt != row["attempt"]
+                if not request.follow or finished:
+                    return
+                await queue.get()
+
+    async def CancelRun(self, request: pb.CancelRunRequest, context: aio.ServicerContext) -> pb.CancelRunResponse:
+        run = await self._load_run(request.run_id, context)
+        if run.status not in _FINISHED:
+            await self.svc.scheduler.cancel_run(UUID(run.id))
+        return pb.CancelRunResponse(run=await self._load_run(request.run_id, context))
+
+    async def ListAgents(self, request: pb.ListAgentsRequest, context: aio.ServicerContext) -> pb.ListAgentsResponse:
+        rows = await Agent.select().where(Agent.tenant == self.svc.tenant).order_by(Agent.name)
+        agents = []
+        for row in rows:
+            live = self.svc.scheduler.agent_by_id(row["id"])
+            online = live is not None and live.online
+            status = pb.AGENT_STATUS_OFFLINE
+            if online and live is not None:
+                status = pb.AGENT_STATUS_DRAINING if live.draining else pb.AGENT_STATUS_ONLINE
+            if request.status and request.status != status:
+                continue
+            labels, executors = row["labels"], row["executors"]
+            agents.append(
+                pb.Agent(
+                    id=str(row["id"]),
+                    name=row["name"],
+                    status=status,
+                    labels=json.loads(labels) if isinstance(labels, str) else labels,
+                    executors=json.loads(executors) if isinstance(executors, str) else executors,
+                    capacity=row["capacity"],
+                    running=len(live.running) if live is not None else 0,
+                    last_seen=convert.timestamp_to_proto(
+                        live.last_seen if live is not None and live.last_seen else row["last_seen"]
+                    ),
+                    version=row["version"],
+                    registered_at=convert.timestamp_to_proto(row["registered_at"]),
+                )
+            )
+        return pb.ListAgentsResponse(agents=agents)
+
+    async def ValidatePipeline(
+        self, request: pb.ValidatePipelineRequest, context: aio.ServicerContext
+    ) -> pb.ValidatePipelineResponse:
+        diagnostics = validate(request.source, request.filename or ".buildit.kdl")
+        return pb.ValidatePipelineResponse(
+            valid=not diagnostics,
+            diagnostics=[
+                pb.Diagnostic(file=d.file, line=d.line, col=d.col, severity=pb.SEVERITY_ERROR, message=d.message,
+                              hint=d.hint)
+                for d in diagnostics
+            ],
+        )
+
+
+_FINISHED = {convert.status_to_proto(s) for s in StageStatus if s.finished}

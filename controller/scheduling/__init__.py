@@ -1,0 +1,1 @@
+"""Runs and stages as state machines, durable leases, retries, timeouts and cancellation."""

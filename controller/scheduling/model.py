@@ -1,0 +1,105 @@
+"""In-memory state of active runs, mirrored to the database by the scheduler.
+
+The database is the source of truth across restarts; these objects are the working copy the
+scheduler mutates under its lock, so the hot paths (lease, log, heartbeat) need no reads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from uuid import UUID
+
+from agent.contract.types import StageSpec, StageStatus
+
+DEFAULT_INFRA_RETRIES = 2
+
+
+@dataclass
+class StageState:
+    """One stage of an active run."""
+
+    id: UUID
+    run_id: UUID
+    name: str
+    index: int
+    status: StageStatus
+    spec: StageSpec
+    needs: tuple[str, ...]
+    executor: str
+    labels: dict[str, str]
+    attempt: int = 1
+    infra_failures: int = 0
+    user_retries_used: int = 0
+    agent_id: UUID | None = None
+    lease_id: str | None = None
+    lease_deadline: datetime | None = None
+    timeout_deadline: datetime | None = None
+    cancel_deadline: datetime | None = None
+    exit_code: int | None = None
+    message: str = ""
+    queued_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    log_seq: int = 0
+    log_size: int = 0
+    log_verified: bool = False
+
+    @property
+    def leased(self) -> bool:
+        """Held by an agent right now."""
+        return self.lease_id is not None
+
+
+@dataclass
+class RunState:
+    """An active run and its stages (by name, in file order)."""
+
+    id: UUID
+    pipeline_id: UUID
+    number: int
+    status: StageStatus
+    stages: dict[str, StageState] = field(default_factory=dict)
+    cancel_requested: bool = False
+    when_skipped: frozenset[str] = frozenset()
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+def run_status(run: RunState) -> StageStatus:
+    """A run's status follows its stages.
+
+    Unfinished: running once any stage started, else queued/pending. Finished: cancelled when a
+    cancel was requested and something was cancelled; failed when any stage failed or timed out;
+    error when any stage could not run; otherwise succeeded (skips by `when` are fine).
+    """
+    states = [s.status for s in run.stages.values()]
+    if not all(s.finished for s in states):
+        if any(s is StageStatus.RUNNING for s in states) or any(
+            s.finished and s is not StageStatus.SKIPPED for s in states
+        ):
+            return StageStatus.RUNNING
+        if any(s is StageStatus.QUEUED for s in states):
+            return StageStatus.QUEUED
+        return StageStatus.PENDING
+    if run.cancel_requested and StageStatus.CANCELLED in states:
+        return StageStatus.CANCELLED
+    if StageStatus.FAILED in states or StageStatus.TIMED_OUT in states:
+        return StageStatus.FAILED
+    if StageStatus.ERROR in states:
+        return StageStatus.ERROR
+    if StageStatus.CANCELLED in states:
+        return StageStatus.CANCELLED
+    return StageStatus.SUCCEEDED
+
+
+def agent_can_run(
+    stage_labels: dict[str, str],
+    executor: str,
+    agent_labels: dict[str, str],
+    agent_executors: list[str] | tuple[str, ...],
+) -> bool:
+    """An agent may take a stage when it has every label the stage asks for and its executor."""
+    if executor not in agent_executors:
+        return False
+    return all(agent_labels.get(key) == value for key, value in stage_labels.items())

@@ -1,0 +1,650 @@
+"""The scheduler: plans runs, queues ready stages, leases them to agents, and follows them to the end.
+
+One instance per controller process. Every mutation happens under one asyncio lock, is written to
+the database (through `Store`) and only then announced (to agents, to watchers), so nothing a
+user or an agent was told is lost when the controller dies. Nothing polls: a stage that becomes
+ready is matched against the agents' open lease streams at once, and a single timer task sleeps
+until the earliest lease, timeout or cancel deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets as pysecrets
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+from uuid import UUID
+
+from agent.contract.types import StageSpec, StageStatus
+from controller.events import EventBus
+from controller.pipeline.dag import Dag
+from controller.pipeline.model import PipelineInvalid
+from controller.pipeline.plan import GitContext, RunContext, plan
+from controller.pipeline.validate import load
+from controller.runs.logs import LogStore
+from controller.scheduling.model import (
+    DEFAULT_INFRA_RETRIES,
+    RunState,
+    StageState,
+    agent_can_run,
+    run_status,
+)
+
+log = logging.getLogger(__name__)
+
+CANCEL_GRACE_S = 10.0
+TIMEOUT_GRACE_S = 5.0
+
+
+def now() -> datetime:
+    """Timezone-aware UTC now (what the database stores)."""
+    return datetime.now(UTC)
+
+
+class SchedulingError(Exception):
+    """A request the scheduler refuses; `code` says which kind (for HTTP/gRPC mapping)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code  # "not_found" | "invalid" | "conflict" | "lease_lost" | "unauthenticated"
+        self.message = message
+
+
+@dataclass(frozen=True)
+class LeaseOffer:
+    """A stage pushed to an agent."""
+
+    lease_id: str
+    run_id: UUID
+    stage_id: UUID
+    attempt: int
+    deadline: datetime
+    spec: StageSpec
+
+
+@dataclass(frozen=True)
+class CancelOrder:
+    """Tell an agent to stop a leased stage."""
+
+    lease_id: str
+    reason: str  # "user" | "timeout" | "lease_lost"
+    message: str = ""
+
+
+AgentEvent = LeaseOffer | CancelOrder
+
+
+@dataclass
+class AgentConn:
+    """A registered agent as the scheduler sees it."""
+
+    id: UUID
+    name: str
+    labels: dict[str, str]
+    executors: tuple[str, ...]
+    capacity: int
+    version: str
+    running: set[str] = field(default_factory=set)
+    events: asyncio.Queue[AgentEvent] | None = None
+    stream_id: int = 0
+    draining: bool = False
+    last_seen: datetime | None = None
+
+    @property
+    def online(self) -> bool:
+        """Has an open lease stream."""
+        return self.events is not None
+
+    @property
+    def free(self) -> int:
+        """Slots free for new leases (none while draining or disconnected)."""
+        if not self.online or self.draining:
+            return 0
+        return self.capacity - len(self.running)
+
+
+@dataclass(frozen=True)
+class NewRun:
+    """What the store needs to insert a run and its stages."""
+
+    run: RunState
+    pipeline_id: UUID
+    branch: str
+    sha: str
+    message: str
+    author: str
+    trigger: str
+    error: str = ""
+
+
+class Store(Protocol):
+    """Persistence used by the scheduler (implemented with Piccolo in controller/scheduling/store.py)."""
+
+    async def next_run_number(self, pipeline_id: UUID) -> int: ...
+
+    async def pipeline_config(self, pipeline_id: UUID) -> tuple[str, str] | None: ...
+
+    async def insert_run(self, new: NewRun) -> None: ...
+
+    async def save_stage(self, stage: StageState) -> None: ...
+
+    async def save_run(self, run: RunState) -> None: ...
+
+    async def load_active_runs(self) -> list[RunState]: ...
+
+    async def load_agents(self) -> list[AgentConn]: ...
+
+    async def save_agent_status(self, agent: AgentConn) -> None: ...
+
+
+class Scheduler:
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        store: Store,
+        logs: LogStore,
+        events: EventBus,
+        lease_ttl_s: float = 15.0,
+        heartbeat_interval_s: float = 3.0,
+        infra_retries: int = DEFAULT_INFRA_RETRIES,
+    ) -> None:
+        self.store = store
+        self.logs = logs
+        self.events = events
+        self.lease_ttl = timedelta(seconds=lease_ttl_s)
+        self.heartbeat_interval_s = heartbeat_interval_s
+        self.infra_retries = infra_retries
+        self.runs: dict[UUID, RunState] = {}
+        self.by_lease: dict[str, StageState] = {}
+        self.agents: dict[UUID, AgentConn] = {}
+        self.queue: list[StageState] = []
+        self._lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self._timer: asyncio.Task[None] | None = None
+        self._streams = 0
+        self.lease_listeners: list[Callable[[StageState], None]] = []
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Load active runs and agents, reconcile leases that expired while we were down."""
+        async with self._lock:
+            for agent in await self.store.load_agents():
+                self.agents[agent.id] = agent
+            for run in await self.store.load_active_runs():
+                self.runs[run.id] = run
+                for stage in run.stages.values():
+                    if stage.lease_id is not None:
+                        self.by_lease[stage.lease_id] = stage
+                        if stage.agent_id in self.agents:
+                            self.agents[stage.agent_id].running.add(stage.lease_id)
+                    elif stage.status is StageStatus.QUEUED:
+                        self.queue.append(stage)
+            self.queue.sort(key=lambda s: (s.queued_at or now(), s.index))
+            for agent in self.agents.values():
+                await self.store.save_agent_status(agent)
+            await self._expire_due()
+            for run in list(self.runs.values()):
+                await self._advance(run)
+        self._timer = asyncio.create_task(self._timer_loop(), name="scheduler-timer")
+
+    async def stop(self) -> None:
+        """Stop the timer and close agent streams (agents reconnect to the next controller)."""
+        if self._timer:
+            self._timer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._timer
+        for agent in self.agents.values():
+            if agent.events is not None:
+                agent.events.put_nowait(_CLOSE)  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------------ runs
+
+    async def trigger(
+        self,
+        pipeline_id: UUID,
+        branch: str = "main",
+        sha: str = "",
+        message: str = "",
+        author: str = "",
+        trigger: str = "api",
+    ) -> RunState:
+        """Create a run of a pipeline: plan it, persist it, queue what is ready."""
+        config = await self.store.pipeline_config(pipeline_id)
+        if config is None:
+            raise SchedulingError("not_found", f"pipeline {pipeline_id} not found")
+        name, source = config
+        async with self._lock:
+            number = await self.store.next_run_number(pipeline_id)
+            run_id = uuid.uuid4()
+            run = RunState(id=run_id, pipeline_id=pipeline_id, number=number, status=StageStatus.PENDING)
+            error = ""
+            try:
+                pipeline = load(source, ".buildit.kdl")
+                ctx = RunContext(
+                    git=GitContext(sha=sha, branch=branch, message=message, author=author),
+                    pipeline_id=str(pipeline_id),
+                    run_id=str(run_id),
+                    run_number=number,
+                )
+                compiled = plan(pipeline, ctx, {})
+            except PipelineInvalid as exc:
+                error = "\n".join(d.format() for d in exc.diagnostics)
+                compiled = None
+            if compiled is not None:
+                run.when_skipped = compiled.skipped
+                for spec in compiled.specs:
+                    stage = StageState(
+                        id=uuid.uuid4(),
+                        run_id=run_id,
+                        name=spec.name,
+                        index=spec.index,
+                        status=StageStatus.PENDING,
+                        spec=spec,
+                        needs=spec.needs,
+                        executor="docker" if spec.image else "local",
+                        labels=dict(spec.labels),
+                    )
+                    if spec.name in compiled.skipped:
+                        stage.status = StageStatus.SKIPPED
+                        stage.message = "skipped: its 'when' condition does not match"
+                        stage.finished_at = now()
+                    run.stages[spec.name] = stage
+            else:
+                run.status = StageStatus.ERROR
+                run.finished_at = now()
+            await self.store.insert_run(
+                NewRun(run, pipeline_id, branch, sha, message, author, trigger, error)
+            )
+            if compiled is not None:
+                self.runs[run_id] = run
+                await self._advance(run)
+            self.events.publish_run(run)
+            return run
+
+    async def cancel_run(self, run_id: UUID) -> RunState | None:
+        """Cancel a run: unstarted stages end now, running ones are told to stop (within 1 s)."""
+        async with self._lock:
+            run = self.runs.get(run_id)
+            if run is None:
+                return None
+            run.cancel_requested = True
+            deadline = now() + timedelta(seconds=CANCEL_GRACE_S)
+            for stage in run.stages.values():
+                if stage.status.finished:
+                    continue
+                if stage.lease_id is not None:
+                    stage.cancel_deadline = deadline
+                    self._tell(stage, CancelOrder(stage.lease_id, "user", "the run was cancelled"))
+                    await self.store.save_stage(stage)
+                else:
+                    await self._finish_stage(stage, StageStatus.CANCELLED, "cancelled before it started")
+            self._wake.set()
+            await self._advance(run)
+            return run
+
+    # ------------------------------------------------------------------ agents
+
+    def agent_by_id(self, agent_id: UUID) -> AgentConn | None:
+        """The agent, if registered."""
+        return self.agents.get(agent_id)
+
+    async def agent_registered(self, agent: AgentConn) -> None:
+        """Register or refresh an agent (registration itself is done by the agents service)."""
+        async with self._lock:
+            known = self.agents.get(agent.id)
+            if known is not None:
+                known.labels, known.executors = agent.labels, agent.executors
+                known.capacity, known.version, known.name = agent.capacity, agent.version, agent.name
+            else:
+                self.agents[agent.id] = agent
+
+    async def open_stream(
+        self, agent_id: UUID, running_lease_ids: list[str], idle_s: float = 15.0
+    ) -> AsyncIterator[AgentEvent | None]:
+        """The agent's lease stream: yields events until the agent goes away or a newer stream opens.
+
+        Yields None after `idle_s` without events, so the caller can send a keep-alive ping.
+        """
+        agent = self.agents.get(agent_id)
+        if agent is None:
+            raise SchedulingError("unauthenticated", "unknown agent")
+        queue: asyncio.Queue[AgentEvent] = asyncio.Queue()
+        async with self._lock:
+            if agent.events is not None:
+                agent.events.put_nowait(_CLOSE)  # type: ignore[arg-type]
+            self._streams += 1
+            stream_id = self._streams
+            agent.events, agent.stream_id = queue, stream_id
+            agent.last_seen = now()
+            reported = set(running_lease_ids)
+            for lease_id in reported - agent.running:
+                queue.put_nowait(CancelOrder(lease_id, "lease_lost", "the controller no longer holds this lease"))
+            for lease_id in list(agent.running - reported):
+                # Leased to this agent but it does not have it: it restarted or never got it.
+                stage = self.by_lease.get(lease_id)
+                if stage is not None:
+                    await self._lease_failed(stage, "the agent did not have the stage after reconnecting")
+            # Re-send cancels that may have been missed while the stream was down.
+            for lease_id in agent.running:
+                stage = self.by_lease.get(lease_id)
+                if stage is not None and stage.cancel_deadline is not None:
+                    queue.put_nowait(CancelOrder(lease_id, "user", "the run was cancelled"))
+            await self.store.save_agent_status(agent)
+            await self._dispatch()
+        try:
+            while True:
+                try:
+                    event = await asyncio.wait_for(queue.get(), idle_s)
+                except TimeoutError:
+                    yield None
+                    continue
+                if event is _CLOSE:
+                    return
+                yield event
+        finally:
+            async with self._lock:
+                if agent.stream_id == stream_id:
+                    agent.events = None
+                    agent.last_seen = now()
+                    await self.store.save_agent_status(agent)
+                    # Offers still queued were never delivered: put their stages back.
+                    while not queue.empty():
+                        pending = queue.get_nowait()
+                        if isinstance(pending, LeaseOffer):
+                            stage = self.by_lease.get(pending.lease_id)
+                            if stage is not None:
+                                await self._lease_failed(stage, "the agent disconnected before it got the stage",
+                                                         count=False)
+                    self.events.publish_agent(agent)
+
+    async def heartbeat(
+        self, agent_id: UUID, running_lease_ids: list[str], free_slots: int, draining: bool
+    ) -> list[str]:
+        """Extend the listed leases; returns those the controller no longer honours."""
+        lost: list[str] = []
+        async with self._lock:
+            agent = self.agents.get(agent_id)
+            if agent is None:
+                raise SchedulingError("unauthenticated", "unknown agent")
+            agent.last_seen = now()
+            if agent.draining != draining:
+                agent.draining = draining
+                await self.store.save_agent_status(agent)
+                self.events.publish_agent(agent)
+            for lease_id in running_lease_ids:
+                stage = self.by_lease.get(lease_id)
+                if stage is None or stage.agent_id != agent_id:
+                    lost.append(lease_id)
+                    continue
+                await self._extend(stage)
+        return lost
+
+    async def extend(self, agent_id: UUID, lease_id: str) -> StageState:
+        """Extend one lease (fenced)."""
+        async with self._lock:
+            stage = self._current(agent_id, lease_id)
+            await self._extend(stage)
+            return stage
+
+    async def _extend(self, stage: StageState) -> None:
+        deadline = now() + self.lease_ttl
+        previous = stage.lease_deadline
+        stage.lease_deadline = deadline
+        # Persist only when the stored deadline has less than half a TTL left: the database sees one
+        # write per half-TTL per lease, not one per heartbeat.
+        if previous is None or previous - now() < self.lease_ttl / 2:
+            await self.store.save_stage(stage)
+
+    def _current(self, agent_id: UUID, lease_id: str) -> StageState:
+        stage = self.by_lease.get(lease_id)
+        if stage is None or stage.agent_id != agent_id or stage.status.finished:
+            raise SchedulingError("lease_lost", f"lease {lease_id} is not held by this agent any more")
+        return stage
+
+    async def stage_started(self, agent_id: UUID, lease_id: str, started_at: datetime | None) -> StageState:
+        """The agent began running the stage."""
+        async with self._lock:
+            stage = self._current(agent_id, lease_id)
+            if stage.status is not StageStatus.RUNNING:
+                stage.status = StageStatus.RUNNING
+                stage.started_at = started_at or now()
+                stage.timeout_deadline = now() + timedelta(seconds=stage.spec.timeout_s + TIMEOUT_GRACE_S)
+                await self._extend(stage)
+                await self.store.save_stage(stage)
+                self._wake.set()
+                run = self.runs[stage.run_id]
+                await self._advance(run)
+            return stage
+
+    async def stage_finished(
+        self,
+        agent_id: UUID,
+        lease_id: str,
+        status: StageStatus,
+        exit_code: int | None,
+        message: str,
+    ) -> StageState:
+        """The agent reports how the stage ended; retries happen here."""
+        async with self._lock:
+            stage = self._current(agent_id, lease_id)
+            run = self.runs[stage.run_id]
+            stage.exit_code = exit_code
+            self._release(stage)
+            retryable = status in (StageStatus.FAILED, StageStatus.TIMED_OUT)
+            if retryable and not run.cancel_requested and stage.user_retries_used < stage.spec.retries:
+                stage.user_retries_used += 1
+                reason = message or status.value
+                await self._requeue(stage, f"attempt {stage.attempt} {reason}; retrying")
+            else:
+                await self._finish_stage(stage, status, message)
+            await self._advance(run)
+            await self._dispatch()
+            return stage
+
+    async def append_logs(self, agent_id: UUID, lease_id: str, seq: int, data: bytes) -> tuple[int, bool]:
+        """Store a log chunk exactly once. Returns (highest stored seq, lease lost?)."""
+        async with self._lock:
+            stage = self.by_lease.get(lease_id)
+            if stage is None or stage.agent_id != agent_id:
+                return 0, True
+            if seq != stage.log_seq + 1:
+                return stage.log_seq, False  # duplicate (already stored) or gap (agent resends)
+            path = self.logs.path(stage.run_id, stage.name, stage.attempt)
+            stage.log_size = await asyncio.to_thread(
+                self.logs.append, path, stage.log_size, data, not stage.log_verified
+            )
+            stage.log_verified = True
+            stage.log_seq = seq
+            await self.store.save_stage(stage)
+            self.events.publish_log(stage, data)
+            return seq, False
+
+    # ------------------------------------------------------------------ internals
+
+    def _tell(self, stage: StageState, event: AgentEvent) -> None:
+        agent = self.agents.get(stage.agent_id) if stage.agent_id else None
+        if agent is not None and agent.events is not None:
+            agent.events.put_nowait(event)
+
+    def _release(self, stage: StageState) -> None:
+        if stage.lease_id is not None:
+            self.by_lease.pop(stage.lease_id, None)
+            agent = self.agents.get(stage.agent_id) if stage.agent_id else None
+            if agent is not None:
+                agent.running.discard(stage.lease_id)
+        stage.lease_id = None
+        stage.lease_deadline = None
+        stage.timeout_deadline = None
+        stage.cancel_deadline = None
+
+    async def _finish_stage(self, stage: StageState, status: StageStatus, message: str) -> None:
+        self._release(stage)
+        stage.status = status
+        stage.message = message
+        stage.finished_at = now()
+        if stage in self.queue:
+            self.queue.remove(stage)
+        await self.store.save_stage(stage)
+        self.events.publish_stage(stage)
+
+    async def _requeue(self, stage: StageState, message: str) -> None:
+        self._release(stage)
+        stage.attempt += 1
+        stage.status = StageStatus.QUEUED
+        stage.agent_id = None
+        stage.exit_code = None
+        stage.started_at = None
+        stage.queued_at = now()
+        stage.log_seq = 0
+        stage.log_size = 0
+        stage.log_verified = False
+        stage.message = message
+        self.queue.append(stage)
+        await self.store.save_stage(stage)
+        self.events.publish_stage(stage)
+
+    async def _lease_failed(self, stage: StageState, reason: str, count: bool = True) -> None:
+        """An infrastructure failure (agent lost): requeue while infra retries remain."""
+        old = stage.lease_id
+        if old is not None:
+            self._tell(stage, CancelOrder(old, "lease_lost", reason))
+        run = self.runs[stage.run_id]
+        if run.cancel_requested:
+            await self._finish_stage(stage, StageStatus.CANCELLED, "cancelled")
+        elif count and stage.infra_failures >= self.infra_retries:
+            stage.infra_failures += 1
+            await self._finish_stage(
+                stage, StageStatus.ERROR, f"{reason} (agent lost {stage.infra_failures} times; giving up)"
+            )
+        else:
+            if count:
+                stage.infra_failures += 1
+            await self._requeue(stage, f"attempt {stage.attempt}: {reason}; requeued")
+        await self._advance(run)
+
+    async def _advance(self, run: RunState) -> None:
+        """Queue ready stages, skip blocked ones, update the run's status; dispatch."""
+        statuses = {name: s.status for name, s in run.stages.items()}
+        dag = Dag({name: s.needs for name, s in run.stages.items()})
+        if not run.cancel_requested:
+            for name in dag.blocked(statuses):
+                stage = run.stages[name]
+                failed = [d for d in stage.needs if run.stages[d].status is not StageStatus.SUCCEEDED]
+                await self._finish_stage(stage, StageStatus.SKIPPED, f"skipped: needs {', '.join(failed)}")
+            statuses = {name: s.status for name, s in run.stages.items()}
+            for name in dag.ready(statuses):
+                stage = run.stages[name]
+                stage.status = StageStatus.QUEUED
+                stage.queued_at = now()
+                self.queue.append(stage)
+                await self.store.save_stage(stage)
+                self.events.publish_stage(stage)
+        else:
+            for stage in run.stages.values():
+                if stage.status is StageStatus.PENDING:
+                    await self._finish_stage(stage, StageStatus.CANCELLED, "cancelled before it started")
+        status = run_status(run)
+        if status is not run.status:
+            run.status = status
+            if status is StageStatus.RUNNING and run.started_at is None:
+                run.started_at = now()
+            if status.finished:
+                run.finished_at = now()
+            await self.store.save_run(run)
+            self.events.publish_run(run)
+        if status.finished:
+            self.runs.pop(run.id, None)
+        await self._dispatch()
+
+    async def _dispatch(self) -> None:
+        """Lease queued stages to agents with free slots, oldest stage first."""
+        if not self.queue:
+            return
+        agents = [a for a in self.agents.values() if a.free > 0]
+        if not agents:
+            return
+        for stage in list(self.queue):
+            candidates = [
+                a for a in agents if a.free > 0 and agent_can_run(stage.labels, stage.executor, a.labels, a.executors)
+            ]
+            if not candidates:
+                continue
+            agent = max(candidates, key=lambda a: (a.free, -len(a.running)))
+            await self._lease(stage, agent)
+            if not any(a.free > 0 for a in agents):
+                return
+
+    async def _lease(self, stage: StageState, agent: AgentConn) -> None:
+        self.queue.remove(stage)
+        lease_id = pysecrets.token_hex(16)
+        stage.lease_id = lease_id
+        stage.agent_id = agent.id
+        stage.lease_deadline = now() + self.lease_ttl
+        stage.log_seq = 0
+        stage.log_size = 0
+        stage.log_verified = False
+        agent.running.add(lease_id)
+        self.by_lease[lease_id] = stage
+        await self.store.save_stage(stage)  # durable before the agent hears of it
+        assert agent.events is not None
+        spec = replace(stage.spec, labels=dict(stage.spec.labels))
+        agent.events.put_nowait(
+            LeaseOffer(lease_id, stage.run_id, stage.id, stage.attempt, stage.lease_deadline, spec)
+        )
+        self.events.publish_stage(stage)
+        for listener in self.lease_listeners:
+            listener(stage)
+        self._wake.set()
+
+    async def _expire_due(self) -> datetime | None:
+        """Handle every deadline that passed; return the next one (None when there is none)."""
+        current = now()
+        upcoming: datetime | None = None
+        for stage in list(self.by_lease.values()):
+            if stage.lease_id is None:
+                continue
+            run = self.runs.get(stage.run_id)
+            if run is None:
+                continue
+            if stage.cancel_deadline is not None and stage.cancel_deadline <= current:
+                await self._finish_stage(stage, StageStatus.CANCELLED, "cancelled (the agent did not confirm)")
+                await self._advance(run)
+                continue
+            if stage.timeout_deadline is not None and stage.timeout_deadline <= current:
+                self._tell(stage, CancelOrder(stage.lease_id, "timeout", "the stage timed out"))
+                await self._finish_stage(
+                    stage, StageStatus.TIMED_OUT, f"timed out after {stage.spec.timeout_s:g}s (agent did not report)"
+                )
+                await self._advance(run)
+                continue
+            if stage.lease_deadline is not None and stage.lease_deadline <= current:
+                await self._lease_failed(stage, "the agent stopped renewing its lease")
+                continue
+            for deadline in (stage.cancel_deadline, stage.timeout_deadline, stage.lease_deadline):
+                if deadline is not None and (upcoming is None or deadline < upcoming):
+                    upcoming = deadline
+        return upcoming
+
+    async def _timer_loop(self) -> None:
+        """Sleep until the earliest deadline (or until woken by a new one); never polls."""
+        while True:
+            self._wake.clear()
+            async with self._lock:
+                upcoming = await self._expire_due()
+            timeout = None if upcoming is None else max((upcoming - now()).total_seconds(), 0.0) + 0.01
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+
+class _Close:
+    """Sentinel that ends a lease stream."""
+
+
+_CLOSE = _Close()

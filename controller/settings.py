@@ -1,0 +1,89 @@
+"""Controller settings: flags win over environment variables, which win over defaults."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ControllerSettings:
+    """Everything `buildit controller` / `buildit up` can be told (see the README's table)."""
+
+    data_dir: Path
+    database_url: str
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    grpc_host: str = "127.0.0.1"
+    grpc_port: int = 9090
+    registration_token: str = ""
+    lease_ttl_s: float = 15.0
+    heartbeat_s: float = 3.0
+    max_body_bytes: int = 1024 * 1024
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> ControllerSettings:
+        """Read BUILDIT_* variables; `overrides` (from flags; None = not given) take precedence."""
+        given = {k: v for k, v in overrides.items() if v is not None}
+        env = os.environ
+        data_dir = Path(str(given.get("data_dir") or env.get("BUILDIT_DATA_DIR", ".buildit"))).resolve()
+        database_url = str(
+            given.get("database_url") or env.get("BUILDIT_DATABASE_URL") or f"sqlite:///{data_dir / 'buildit.db'}"
+        )
+        token = str(given.get("registration_token") or env.get("BUILDIT_REGISTRATION_TOKEN") or "")
+        if not token:
+            token = _stored_token(data_dir)
+        return cls(
+            data_dir=data_dir,
+            database_url=database_url,
+            http_host=str(given.get("http_host") or env.get("BUILDIT_HTTP_HOST", "127.0.0.1")),
+            http_port=_int(given.get("http_port"), env.get("BUILDIT_HTTP_PORT"), 8080, "BUILDIT_HTTP_PORT"),
+            grpc_host=str(given.get("grpc_host") or env.get("BUILDIT_GRPC_HOST", "127.0.0.1")),
+            grpc_port=_int(given.get("grpc_port"), env.get("BUILDIT_GRPC_PORT"), 9090, "BUILDIT_GRPC_PORT"),
+            registration_token=token,
+            lease_ttl_s=_float(env.get("BUILDIT_LEASE_TTL"), 15.0, "BUILDIT_LEASE_TTL"),
+            heartbeat_s=_float(env.get("BUILDIT_HEARTBEAT_INTERVAL"), 3.0, "BUILDIT_HEARTBEAT_INTERVAL"),
+        )
+
+
+def _int(flag: object, env: str | None, default: int, name: str) -> int:
+    if flag is not None:
+        return int(str(flag))
+    if env is None or env == "":
+        return default
+    try:
+        value = int(env)
+    except ValueError:
+        raise ValueError(f"{name} must be a port number, got {env!r}") from None
+    if not 0 <= value <= 65535:
+        raise ValueError(f"{name} must be between 0 and 65535, got {value}")
+    return value
+
+
+def _float(env: str | None, default: float, name: str) -> float:
+    if env is None or env == "":
+        return default
+    try:
+        value = float(env)
+    except ValueError:
+        raise ValueError(f"{name} must be a number of seconds, got {env!r}") from None
+    if value <= 0:
+        raise ValueError(f"{name} must be positive, got {value}")
+    return value
+
+
+def _stored_token(data_dir: Path) -> str:
+    """A registration token generated once and kept in the data dir (mode 0600)."""
+    path = data_dir / "registration-token"
+    if path.exists():
+        return path.read_text().strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(24)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(token + "\n")
+    os.replace(tmp, path)
+    return token

@@ -1,0 +1,603 @@
+"""The agent runtime against a fake controller over real gRPC on 127.0.0.1, with real processes.
+
+Most tests run `Agent` in the test's event loop (fast, and the fake's records can be inspected
+at any moment); the process tests run `python -m agent.cli` as a child process to check what only a
+process shows: signals, exit statuses, the one-line errors, and which modules an idle agent loads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import stat
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.contract.types import CancelReason, StageSpec, StageStatus, WorkspaceSource
+from agent.runner import SOURCES_UNSUPPORTED, Agent, AgentExit, Executors, build_executors
+from agent.settings import AgentSettings
+from tests.integration.agent.fake_controller import FakeController
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def spec(*commands: str, **kw: Any) -> StageSpec:
+    return StageSpec(name=kw.pop("name", "stage"), index=0, commands=commands, **kw)
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeController]:
+    controller = FakeController()
+    await controller.start()
+    try:
+        yield controller
+    finally:
+        await controller.stop()
+
+
+@contextlib.asynccontextmanager
+async def running_agent(
+    fake: FakeController, state_dir: Path, executors: Executors | None = None, **kw: Any
+) -> AsyncIterator[tuple[Agent, asyncio.Task[int]]]:
+    """An Agent serving `fake`; stopped (not drained) on exit unless the test ended it."""
+    settings = AgentSettings(
+        controller=fake.address,
+        registration_token=kw.pop("registration_token", "enrol"),
+        name=kw.pop("name", "test-agent"),
+        state_dir=state_dir,
+        **kw,
+    )
+    agent = Agent(settings, executors or build_executors("local"))
+    task = asyncio.create_task(agent.run())
+    try:
+        yield agent, task
+    finally:
+        if not task.done():
+            agent.stop()
+        with contextlib.suppress(AgentExit):
+            await asyncio.wait_for(task, 15)
+
+
+async def serving(fake: FakeController, count: int = 1) -> None:
+    await fake.wait_for(
+        lambda: fake.lease_stream_open and fake.lease_streams_opened >= count, what="the lease stream"
+    )
+
+
+def assert_log_stream_clean(fake: FakeController, lease_id: str) -> None:
+    """Contiguous seqs 1..n were stored (the fake stores only seq == last + 1)."""
+    sent = sorted({seq for lease, seq in fake.chunks_received if lease == lease_id})
+    assert sent == list(range(1, len(sent) + 1))
+    assert fake.stored_seq.get(lease_id, 0) == len(sent)
+
+
+# --- registration and identity -------------------------------------------------------------------------
+
+
+async def test_registers_once_stores_token_0600_and_reuses_it(fake: FakeController, tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    async with running_agent(fake, state_dir, labels={"arch": "amd64"}, capacity=3) as (agent, task):
+        await serving(fake)
+        agent.drain("test")
+        assert await asyncio.wait_for(task, 10) == 0
+    [registration] = fake.registrations
+    assert registration.name == "test-agent"
+    assert dict(registration.labels) == {"arch": "amd64"}
+    assert list(registration.executors) == ["local"]
+    assert registration.capacity == 3
+    assert registration.version == "0.1.0"
+    state_file = state_dir / "agent.json"
+    assert stat.S_IMODE(state_file.stat().st_mode) == 0o600
+    saved = json.loads(state_file.read_text())
+    assert saved["agent_id"] == "agent-1"
+    assert saved["controller"] == fake.address
+    assert fake.tokens[saved["agent_token"]] == "agent-1"
+    # No temporary file left behind (agent.lock is the one-agent-per-state-dir lock).
+    assert sorted(p.name for p in state_dir.iterdir()) == ["agent.json", "agent.lock"]
+
+    # A restart reuses the stored identity: no second Register, same agent id and token.
+    async with running_agent(fake, state_dir) as (agent, task):
+        await serving(fake, 2)
+        agent.drain("test")
+        assert await asyncio.wait_for(task, 10) == 0
+    assert len(fake.registrations) == 1
+    assert [r.agent_id for r in fake.lease_requests] == ["agent-1", "agent-1"]
+    assert fake.lease_metadata[-1] == f"Bearer {saved['agent_token']}"
+    assert fake.heartbeats[-1].draining  # a drained agent says so
+
+
+async def test_unknown_token_reregisters_once_with_the_registration_token(
+    fake: FakeController, tmp_path: Path
+) -> None:
+    async with running_agent(fake, tmp_path) as (agent, task):
+        await serving(fake)
+        fake.forget_tokens()
+        await fake.wait_for(lambda: len(fake.registrations) == 2, what="a second registration")
+        await serving(fake, 2)
+        assert fake.lease_requests[-1].agent_id == "agent-2"
+        lease = fake.push_lease(spec("echo after re-registration"))
+        await fake.wait_for(lambda: fake.final_update(lease))
+        assert json.loads((tmp_path / "agent.json").read_text())["agent_id"] == "agent-2"
+        agent.drain("test")
+        assert await asyncio.wait_for(task, 10) == 0
+
+
+async def test_unknown_token_without_registration_token_exits_1(fake: FakeController, tmp_path: Path) -> None:
+    async with running_agent(fake, tmp_path) as (_agent, _task):
+        await serving(fake)
+    fake.forget_tokens()
+    async with running_agent(fake, tmp_path, registration_token="") as (_agent, task):
+        with pytest.raises(AgentExit) as refused:
+            await asyncio.wait_for(task, 10)
+    assert refused.value.code == 1
+    assert "does not accept the agent token" in refused.value.message
+    assert "--registration-token" in refused.value.message
+
+
+async def test_no_token_and_no_registration_token_is_bad_input(fake: FakeController, tmp_path: Path) -> None:
+    async with running_agent(fake, tmp_path, registration_token="") as (_agent, task):
+        with pytest.raises(AgentExit) as refused:
+            await asyncio.wait_for(task, 10)
+    assert refused.value.code == 2
+    assert fake.registrations == []
+
+
+async def test_one_agent_per_state_dir_and_stale_workspaces_are_removed(
+    fake: FakeController, tmp_path: Path
+) -> None:
+    stale = tmp_path / "work" / "lease-from-a-crashed-agent"
+    stale.mkdir(parents=True)
+    (stale / "file").write_text("left behind")
+    async with running_agent(fake, tmp_path) as (_agent, _task):
+        await serving(fake)
+        assert not stale.exists()
+        async with running_agent(fake, tmp_path) as (_second, second_task):
+            with pytest.raises(AgentExit) as refused:
+                await asyncio.wait_for(second_task, 5)
+    assert refused.value.code == 2
+    assert "in use by another agent" in refused.value.message
+    assert len(fake.registrations) == 1
+
+
+async def test_version_mismatch_is_refused_with_both_versions(fake: FakeController, tmp_path: Path) -> None:
+    fake.accepted_versions = {"9.9.9"}
+    async with running_agent(fake, tmp_path) as (_agent, task):
+        with pytest.raises(AgentExit) as refused:
+            await asyncio.wait_for(task, 10)
+    assert refused.value.code == 1
+    assert "0.1.0" in refused.value.message and "refused agent version" in refused.value.message
+
+
+# --- running stages ------------------------------------------------------------------------------------
+
+
+async def test_stage_runs_logs_arrive_in_order_and_final_update_follows_the_acks(
+    fake: FakeController, tmp_path: Path
+) -> None:
+    fake.ack_delay_s = 0.02
+    async with running_agent(fake, tmp_path) as (_agent, _task):
+        await serving(fake)
+        lease = fake.push_lease(
+            spec("for i in $(seq 1 2500); do echo line $i; done", "echo last; echo to-stderr >&2")
+        )
+        await fake.wait_for(lambda: fake.final_update(lease), what="the final update")
+
+    expected = [
+        "$ for i in $(seq 1 2500); do echo line $i; done",
+        *(f"line {i}" for i in range(1, 2501)),
+        "$ echo last; echo to-stderr >&2",
+        "last",
+        "to-stderr",
+    ]
+    assert fake.lines(lease) == expected
+    assert_log_stream_clean(fake, lease)
+    assert max(fake.stored_chunk_sizes[lease]) <= 1000 and len(fake.stored_chunk_sizes[lease]) >= 3
+    assert fake.updates_for(lease) == [StageStatus.RUNNING, StageStatus.SUCCEEDED]
+    running, final = [u for u in fake.updates if u.lease_id == lease]
+    assert running.has_started_at and not running.has_finished_at
+    assert final.exit_code == 0 and final.has_started_at and final.has_finished_at
+    # RUNNING before any chunk; the terminal update only after the last chunk was acknowledged.
+    events = [(kind, seq) for kind, lid, seq in fake.timeline if lid == lease]
+    last_seq = fake.stored_seq[lease]
+    assert events[0] == ("update", StageStatus.RUNNING)
+    assert events.index(("update", StageStatus.SUCCEEDED)) > events.index(("ack", last_seq))
+    assert not (tmp_path / "work" / lease).exists()  # the workspace is removed afterwards
+
+
+async def test_failing_command_reports_failed_with_its_exit_code(
+    fake: FakeController, tmp_path: Path
+) -> None:
+    async with running_agent(fake, tmp_path) as (_agent, _task):
+        await serving(fake)
+        lease = fake.push_lease(spec("echo before", "exit 3", "echo never"))
+        await fake.wait_for(lambda: fake.final_update(lease))
+    final = fake.final_update(lease)
+    assert final is not None
+    assert (final.status, final.exit_code) == (StageStatus.FAILED, 3)
+    assert fake.lines(lease) == ["$ echo before", "before", "$ exit 3"]
+
+
+async def test_stage_runs_in_a_fresh_workspace_under_the_state_dir(
+    fake: FakeController, tmp_path: Path
+) -> None:
+    async with running_agent(fake, tmp_path) as (_agent, _task):
+        await serving(fake)
+        lease = fake.push_lease(spec("pwd", "ls -A | wc -l", "mkdir -p sub && touch sub/x"))
+        await fake.wait_for(lambda: fake.final_update(lease))
+    assert fake.lines(lease)[1] == str((tmp_path / "work" / lease).resolve())
+    assert fake.lines(lease)[3].strip() == "0"
+    assert not (tmp_path / "work" / lease).exists()
+
+
+async def test_capacity_is_respected(fake: FakeController, tmp_path: Path) -> None:
+    async with running_agent(fake, tmp_path, capacity=1) as (agent, _task):
+        await serving(fake)
+        assert fake.lease_requests[-1].free_slots == 1
+        first = fake.push_lease(spec("sleep 0.4", "echo first done"))
+        second = fake.push_lease(spec("echo second"))
+        await fake.wait_for(lambda: fake.final_update(second), what="both stages")
+        assert agent.free_slots == 1
+    order = [(lid, status) for kind, lid, status in fake.timeline if kind == "update"]
+    assert order == [
+        (first, StageStatus.RUNNING),
+        (first, StageStatus.SUCCEEDED),
+        (second, StageStatus.RUNNING),
+        (second, StageStatus.SUCCEEDED),
+    ]
+    # While the first ran, the heartbeat said the agent was full and listed both leases.
+    assert any(h.free_slots == 0 and set(h.running_lease_ids) == {first, second} for h in fake.heartbeats)
+
+
+async def test_cancel_kills_a_running_stage_within_a_second(fake: FakeController, tmp_path: Path) -> None:
+    async with running_agent(fake, tmp_path) as (_agent, _task):
+        await serving(fake)
+        lease = fake.push_lease(spec("echo started", "sleep 30"))
+        await fake.wait_for(lambda: "$ sleep 30" in fake.lines(lease), what="sleep to start")
+        cancelled_at = time.monotonic()
+        fake.push_cancel(lease, CancelReason.USER, "cancelled by ada")
+        await fake.wait_for(lambda: fake.final_update(lease), timeout=5)
+        took = time.monotonic() - cancelled_at
+    final = fake.final_update(lease)
+    assert final is not None
+    assert final.status is StageStatus.CANCELLED
+    assert final.message == "cancelled by ada"
+    assert took < 1.0, f"cancel took {took:.2f}s"
+
+
+async def test_timeout_cancel_reports_timed_out(fake: FakeController, tmp_path: Path) -> None:
+    async with running_agent(fake, tmp_path) as (_agent, _task):
+        await serving(fake)
+        lease = fake.push_lease(spec("sleep 30"))
+        await fake.wait_for(lambda: fake.lines(lease))
+        fake.push_cancel(lease, CancelReason.TIMEOUT, "timed out after 60s")
+        await fake.wait_for(lambda: fake.final_update(lease), timeout=5)
+    final = fake.final_update(lease)
+    assert final is not None and (final.status, final.message) == (
+        StageStatus.TIMED_OUT,
+        "timed out after 60s",
+    )
+
+
+async def test_cancel_requested_through_extend_lease(fake: FakeController, tmp_path: Path) -> None:
+    async with running_agent(fake, tmp_path) as (_agent, _task):
+        await serving(fake)
+        lease = fake.push_lease(spec("sleep 30"))
+        await fake.wait_for(lambda: fake.lines(lease))
+        fake.cancel_on_extend[lease] = CancelReason.USER
+        await fake.wait_for(lambda: fake.final_update(lease), timeout=5)
+    final = fake.final_update(lease)
+    assert final is not None and final.status is StageStatus.CANCELLED
+
+
+async def test_secrets_are_masked_in_shipped_logs(fake: FakeController, tmp_path: Path) -> None:
+    async with running_agent(fake, tmp_path) as (_agent, _task):
+        await serving(fake)
+        lease = fake.push_lease(
+            spec('echo "token is $TOKEN"', 'echo "$TOKEN$TOKEN"', secrets={"TOKEN": "s3cr3t-value"})
+        )
+        await fake.wait_for(lambda: fake.final_update(lease))
+    lines = fake.lines(lease)
+    assert lines == ['$ echo "token is $TOKEN"', "token is ***", '$ echo "$TOKEN$TOKEN"', "******"]
+    assert not any("s3cr3t" in line for line in lines)
+
+
+async def test_a_stage_with_workspace_source_fails_with_error(fake: FakeController, tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    async with running_agent(fake, tmp_path) as (_agent, _task):
+        await serving(fake)
+        lease = fake.push_lease(
+            spec(
+                f"touch {marker}", source=WorkspaceSource("file:///srv/repo.git", "a" * 40, "refs/heads/main")
+            )
+        )
+        await fake.wait_for(lambda: fake.final_update(lease))
+    final = fake.final_update(lease)
+    assert final is not None
+    assert (final.status, final.message) == (StageStatus.ERROR, SOURCES_UNSUPPORTED)
+    assert not marker.exists()
+
+
+@pytest.mark.docker
+async def test_a_stage_with_an_image_runs_in_docker(
+    fake: FakeController, tmp_path: Path, docker_image: str
+) -> None:
+    executors = build_executors("docker", network="none")
+    try:
+        async with running_agent(fake, tmp_path, executors=executors) as (_agent, _task):
+            await serving(fake)
+            lease = fake.push_lease(spec("echo in $(pwd)", image=docker_image, timeout_s=60))
+            await fake.wait_for(lambda: fake.final_update(lease), timeout=30)
+    finally:
+        await executors.close()
+    assert list(fake.registrations[0].executors) == ["docker", "local"]
+    assert fake.lines(lease) == ["$ echo in $(pwd)", "in /workspace"]
+
+
+# --- logs across reconnects ------------------------------------------------------------------------
+
+
+async def test_log_stream_closed_mid_stage_resends_unacked_chunks_exactly_once(
+    fake: FakeController, tmp_path: Path
+) -> None:
+    fake.close_log_stream_after = 2  # the 2nd chunk is stored but its ack is lost with the stream
+    async with running_agent(fake, tmp_path) as (_agent, _task):
+        await serving(fake)
+        lease = fake.push_lease(spec("for i in $(seq 1 40); do echo n$i; sleep 0.01; done"))
+        await fake.wait_for(lambda: fake.final_update(lease))
+    assert fake.log_streams_opened >= 2
+    assert fake.lines(lease) == ["$ for i in $(seq 1 40); do echo n$i; sleep 0.01; done"] + [
+        f"n{i}" for i in range(1, 41)
+    ]
+    assert_log_stream_clean(fake, lease)
+    # The chunk whose ack was lost went out twice; the fake stored it once.
+    seqs = [seq for lid, seq in fake.chunks_received if lid == lease]
+    assert len(seqs) == len(set(seqs)) + 1
+
+
+async def test_controller_restart_mid_stage_loses_nothing(fake: FakeController, tmp_path: Path) -> None:
+    async with running_agent(fake, tmp_path) as (_agent, _task):
+        await serving(fake)
+        lease = fake.push_lease(spec("for i in $(seq 1 60); do echo r$i; sleep 0.04; done"))
+        await fake.wait_for(lambda: len(fake.lines(lease)) > 5)
+        await fake.stop()
+        await asyncio.sleep(0.3)  # the stage keeps running while the controller is away
+        await fake.start()
+        await serving(fake, 2)
+        # The reopened lease stream tells the controller which lease is still running.
+        assert fake.final_update(lease) is None
+        assert list(fake.lease_requests[-1].running_lease_ids) == [lease]
+        await fake.wait_for(lambda: fake.final_update(lease), timeout=15)
+    assert fake.lines(lease)[1:] == [f"r{i}" for i in range(1, 61)]
+    assert_log_stream_clean(fake, lease)
+    assert fake.updates_for(lease)[-1] is StageStatus.SUCCEEDED
+
+
+# --- lost leases ----------------------------------------------------------------------------------------
+
+
+async def test_aborted_running_update_never_starts_the_stage(fake: FakeController, tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    fake.abort_updates.add("lease-zombie")
+    async with running_agent(fake, tmp_path) as (agent, _task):
+        await serving(fake)
+        fake.push_lease(spec(f"touch {marker}", "sleep 30"), lease_id="lease-zombie")
+        await fake.wait_for(lambda: ("UpdateStage", "lease-zombie") in fake.aborted)
+        await fake.wait_for(lambda: not agent.running_lease_ids, what="the lease to be dropped")
+        await asyncio.sleep(0.3)
+    assert not marker.exists()
+    assert fake.aborted == [("UpdateStage", "lease-zombie")]  # refused once, never retried
+    assert fake.updates == [] and fake.extends == [] and fake.chunks_received == []
+
+
+TICKING = "while true; do echo tick; sleep 0.02; done"
+
+
+@pytest.mark.parametrize("how", ["extend_aborted", "heartbeat", "log_ack", "cancel_lease_lost"])
+async def test_a_lost_lease_kills_its_stage_and_reports_nothing(
+    how: str, fake: FakeController, tmp_path: Path
+) -> None:
+    async with running_agent(fake, tmp_path) as (agent, _task):
+        await serving(fake)
+        lease = fake.push_lease(spec(TICKING))
+        await fake.wait_for(lambda: "tick" in fake.lines(lease))
+        lost_at = time.monotonic()
+        if how == "extend_aborted":
+            fake.abort_extends.add(lease)
+        elif how == "heartbeat":
+            fake.lost_in_heartbeat.add(lease)
+        elif how == "log_ack":
+            fake.lost_in_log_acks.add(lease)
+        else:
+            fake.push_cancel(lease, CancelReason.LEASE_LOST)
+        await fake.wait_for(lambda: lease not in agent.running_lease_ids, timeout=5, what="the stage to stop")
+        took = time.monotonic() - lost_at
+        chunks = len(fake.chunks_received)
+        await asyncio.sleep(0.3)
+        assert len(fake.chunks_received) == chunks  # its buffered output was dropped, not sent
+    assert took < 1.5
+    assert fake.updates_for(lease) == [StageStatus.RUNNING]
+
+
+async def test_aborted_final_update_is_not_retried(fake: FakeController, tmp_path: Path) -> None:
+    async with running_agent(fake, tmp_path) as (agent, _task):
+        await serving(fake)
+        lease = fake.push_lease(spec("sleep 0.3", "echo hi"))
+        await fake.wait_for(lambda: fake.updates_for(lease))
+        fake.abort_updates.add(lease)
+        await fake.wait_for(lambda: ("UpdateStage", lease) in fake.aborted)
+        await fake.wait_for(lambda: not agent.running_lease_ids)
+        await asyncio.sleep(0.3)
+    assert fake.aborted == [("UpdateStage", lease)]
+    assert fake.updates_for(lease) == [StageStatus.RUNNING]
+
+
+# --- drain and processes ---------------------------------------------------------------------------
+
+
+async def test_controller_drain_finishes_running_stage_then_returns_0(
+    fake: FakeController, tmp_path: Path
+) -> None:
+    async with running_agent(fake, tmp_path) as (agent, task):
+        await serving(fake)
+        lease = fake.push_lease(spec("sleep 0.3", "echo finished"))
+        await fake.wait_for(lambda: fake.updates_for(lease))
+        fake.push_drain()
+        assert await asyncio.wait_for(task, 10) == 0
+        assert agent.draining
+    assert fake.updates_for(lease) == [StageStatus.RUNNING, StageStatus.SUCCEEDED]
+    assert fake.lines(lease)[-1] == "finished"
+    assert fake.lease_streams_opened == 1
+
+
+def agent_command(fake: FakeController, state_dir: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "agent.cli",
+        "--controller",
+        fake.address,
+        "--state-dir",
+        str(state_dir),
+        "--executor",
+        "local",
+        "--name",
+        "proc-agent",
+        *extra,
+    ]
+
+
+def clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("BUILDIT_")}
+
+
+async def spawn(*args: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        *args,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=clean_env(),
+    )
+
+
+async def test_process_sigterm_drains_running_stage_and_exits_0(fake: FakeController, tmp_path: Path) -> None:
+    proc = await spawn(*agent_command(fake, tmp_path, "--registration-token", "enrol"))
+    try:
+        await serving(fake)
+        lease = fake.push_lease(spec("sleep 0.6", "echo done"))
+        await fake.wait_for(lambda: "$ sleep 0.6" in fake.lines(lease))
+        proc.send_signal(signal.SIGTERM)
+        await fake.wait_for(lambda: any(h.draining for h in fake.heartbeats), what="a draining heartbeat")
+        await fake.wait_for(lambda: not fake.lease_stream_open, what="the lease stream to close")
+        assert fake.final_update(lease) is None  # still running
+        extra = fake.push_lease(spec("echo should-not-run"))
+        _, stderr = await asyncio.wait_for(proc.communicate(), 10)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0, stderr.decode()
+    assert fake.updates_for(lease) == [StageStatus.RUNNING, StageStatus.SUCCEEDED]
+    assert fake.lines(lease)[-1] == "done"
+    assert fake.updates_for(extra) == []
+    assert fake.lease_streams_opened == 1
+
+
+async def test_process_second_signal_kills_running_stage(fake: FakeController, tmp_path: Path) -> None:
+    proc = await spawn(*agent_command(fake, tmp_path, "--registration-token", "enrol"))
+    try:
+        await serving(fake)
+        lease = fake.push_lease(spec("sleep 30"))
+        await fake.wait_for(lambda: fake.lines(lease))
+        proc.send_signal(signal.SIGINT)
+        await fake.wait_for(lambda: not fake.lease_stream_open)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        _, stderr = await asyncio.wait_for(proc.communicate(), 10)
+        took = time.monotonic() - started
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 1
+    assert took < 3
+    assert stderr.decode().strip().splitlines()[-1].startswith("buildit agent: stopped before")
+    assert fake.updates_for(lease) == [StageStatus.RUNNING]
+
+
+async def test_process_wrong_registration_token_exits_1_with_one_line(
+    fake: FakeController, tmp_path: Path
+) -> None:
+    proc = await spawn(*agent_command(fake, tmp_path, "--registration-token", "wrong"))
+    _, stderr = await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode == 1
+    last = stderr.decode().strip().splitlines()[-1]
+    assert last.startswith("buildit agent: registration refused by 127.0.0.1:")
+    assert "invalid registration token" in last
+    assert not (tmp_path / "agent.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--labels", "arch"], "must be KEY=VALUE"),
+        (["--capacity", "zero"], "whole number"),
+        (["--controller", "nohost"], "HOST:PORT"),
+    ],
+)
+async def test_process_bad_input_exits_2(
+    fake: FakeController, tmp_path: Path, flags: list[str], message: str
+) -> None:
+    proc = await spawn(*agent_command(fake, tmp_path), *flags)
+    _, stderr = await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode == 2
+    lines = stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("buildit agent: error: ") and message in lines[0]
+
+
+# An idle agent in a real process: registered, lease stream open, nothing running. On SIGUSR1 it
+# prints the loaded top-level packages and its RSS, then the test drains it.
+_IDLE_PROBE = """
+import json, signal, sys
+from agent.cli import main
+
+def report(*_):
+    rss = next(l.split()[1] for l in open("/proc/self/status") if l.startswith("VmRSS:"))
+    modules = sorted({m.split(".")[0] for m in sys.modules})
+    print(json.dumps({"modules": modules, "rss_kib": int(rss)}), flush=True)
+
+signal.signal(signal.SIGUSR1, report)
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+async def test_idle_agent_process_loads_neither_litestar_nor_piccolo(
+    fake: FakeController, tmp_path: Path
+) -> None:
+    args = agent_command(fake, tmp_path, "--registration-token", "enrol")[3:]
+    proc = await spawn(sys.executable, "-c", _IDLE_PROBE, *args)
+    try:
+        await serving(fake)
+        await fake.wait_for(lambda: fake.heartbeats, what="a heartbeat")
+        proc.send_signal(signal.SIGUSR1)
+        assert proc.stdout is not None
+        report = json.loads(await asyncio.wait_for(proc.stdout.readline(), 10))
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.wait(), 10)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0
+    modules = set(report["modules"])
+    assert {"agent", "grpc"} <= modules
+    assert not modules & {"litestar", "piccolo", "controller", "docker", "dulwich", "kdl", "rich"}
+    print(f"idle agent RSS: {report['rss_kib'] / 1024:.1f} MiB")

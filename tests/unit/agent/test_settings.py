@@ -1,0 +1,187 @@
+"""AgentSettings: flags win over BUILDIT_* variables, defaults, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import argparse
+import socket
+from pathlib import Path
+
+import pytest
+
+from agent.cli import add_arguments
+from agent.settings import AgentSettings, parse_controller, parse_labels
+
+ENV = {
+    "BUILDIT_CONTROLLER": "env-host:9090",
+    "BUILDIT_REGISTRATION_TOKEN": "env-token",
+    "BUILDIT_AGENT_NAME": "env-name",
+    "BUILDIT_AGENT_LABELS": "arch=arm64",
+    "BUILDIT_AGENT_CAPACITY": "4",
+    "BUILDIT_AGENT_EXECUTOR": "docker",
+    "BUILDIT_AGENT_STATE_DIR": "/var/lib/agent",
+    "BUILDIT_AGENT_NETWORK": "none",
+}
+
+
+def test_defaults() -> None:
+    settings = AgentSettings.from_sources(controller="ci:9090", env={})
+    assert settings == AgentSettings(
+        controller="ci:9090",
+        registration_token="",
+        name=socket.gethostname(),
+        labels={},
+        capacity=2,
+        executor="auto",
+        state_dir=Path(".buildit-agent"),
+        network="bridge",
+    )
+
+
+def test_environment_fallbacks() -> None:
+    settings = AgentSettings.from_sources(env=ENV)
+    assert settings == AgentSettings(
+        controller="env-host:9090",
+        registration_token="env-token",
+        name="env-name",
+        labels={"arch": "arm64"},
+        capacity=4,
+        executor="docker",
+        state_dir=Path("/var/lib/agent"),
+        network="none",
+    )
+
+
+def test_flags_win_over_the_environment() -> None:
+    settings = AgentSettings.from_sources(
+        controller="flag-host:1",
+        registration_token="flag-token",
+        name="flag-name",
+        labels="gpu=true",
+        capacity="1",
+        executor="local",
+        state_dir="/tmp/s",
+        network="host",
+        env=ENV,
+    )
+    assert settings == AgentSettings(
+        controller="flag-host:1",
+        registration_token="flag-token",
+        name="flag-name",
+        labels={"gpu": "true"},
+        capacity=1,
+        executor="local",
+        state_dir=Path("/tmp/s"),
+        network="host",
+    )
+
+
+def test_empty_environment_values_count_as_unset() -> None:
+    settings = AgentSettings.from_sources(controller="c:1", env={"BUILDIT_AGENT_CAPACITY": ""})
+    assert settings.capacity == 2
+
+
+def test_cli_flags_reach_the_settings() -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(
+        [
+            "--controller",
+            "h:2",
+            "--labels",
+            "a=b",
+            "--capacity",
+            "3",
+            "--executor",
+            "local",
+            "--network",
+            "none",
+        ]
+    )
+    assert (args.controller, args.labels, args.capacity, args.executor, args.network) == (
+        "h:2",
+        "a=b",
+        "3",
+        "local",
+        "none",
+    )
+    assert args.registration_token is None and args.state_dir is None and args.name is None
+
+
+@pytest.mark.parametrize(
+    ("text", "labels"),
+    [
+        ("", {}),
+        ("a=1", {"a": "1"}),
+        (" arch = amd64 , gpu=true,", {"arch": "amd64", "gpu": "true"}),
+        ("kubernetes.io/arch=amd64", {"kubernetes.io/arch": "amd64"}),
+        ("empty=", {"empty": ""}),
+    ],
+)
+def test_parse_labels(text: str, labels: dict[str, str]) -> None:
+    assert parse_labels(text) == labels
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("arch", "must be KEY=VALUE"),
+        ("=x", "label key ''"),
+        ("-a=1", "must start and end with a letter or digit"),
+        ("a b=1", "label key 'a b'"),
+        ("a=has space", "may contain only"),
+        ("a=1,a=2", "given twice"),
+    ],
+)
+def test_bad_labels(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message) as error:
+        parse_labels(text)
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("address", ["ci.example.com:9090", "127.0.0.1:1", "[::1]:9090", " host:65535 "])
+def test_good_controller_addresses(address: str) -> None:
+    assert parse_controller(address) == address.strip()
+
+
+@pytest.mark.parametrize(
+    ("address", "message"),
+    [
+        ("host", "must be HOST:PORT"),
+        (":9090", "must be HOST:PORT"),
+        ("host:", "port must be a number"),
+        ("host:0", "port must be a number"),
+        ("host:70000", "port must be a number"),
+        ("http://host:9090", "must be HOST:PORT"),
+        ("::1:9090", "IPv6 host in brackets"),
+    ],
+)
+def test_bad_controller_addresses(address: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_controller(address)
+
+
+def test_missing_controller_names_flag_and_variable() -> None:
+    with pytest.raises(ValueError, match="--controller HOST:PORT or set BUILDIT_CONTROLLER"):
+        AgentSettings.from_sources(env={})
+
+
+@pytest.mark.parametrize(
+    ("capacity", "message"), [("two", "whole number"), ("0", "between 1 and"), ("-1", "between 1 and")]
+)
+def test_bad_capacity(capacity: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        AgentSettings.from_sources(controller="c:1", capacity=capacity, env={})
+
+
+def test_bad_executor_from_the_environment() -> None:
+    with pytest.raises(ValueError, match="must be one of local, docker, auto"):
+        AgentSettings.from_sources(controller="c:1", env={"BUILDIT_AGENT_EXECUTOR": "kubernetes"})
+
+
+def test_executor_is_case_insensitive() -> None:
+    assert AgentSettings.from_sources(controller="c:1", executor="Local", env={}).executor == "local"
+
+
+def test_blank_name_is_refused() -> None:
+    with pytest.raises(ValueError, match="--name must not be blank"):
+        AgentSettings.from_sources(controller="c:1", name="  ", env={})
