@@ -6,17 +6,25 @@ or per test), so `bind()` points every table at the engine directly and makes
 `controller.db.piccolo_conf` hand out that same engine: Piccolo's migration runner, and the
 throw-away table classes it builds, still look the engine up through `piccolo_conf`.
 
+Piccolo imports the module named by the PICCOLO_CONF environment variable, else `piccolo_conf`.
+`bind()` registers BuildIt's module under the name `piccolo_conf` in this process rather than
+setting the variable: the environment is inherited by every process the controller starts,
+including the local executor's build commands, and a Piccolo project built by BuildIt must find
+its own `piccolo_conf`, not ours.
+
 One process talks to one database at a time: binding is process-wide.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
+import sys
 from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeAlias
 
 from piccolo.apps.migrations.tables import Migration
-from piccolo.conf.apps import ENVIRONMENT_VARIABLE
+from piccolo.conf.apps import DEFAULT_MODULE_NAME, ENVIRONMENT_VARIABLE
 from piccolo.engine.base import Engine
 from piccolo.engine.sqlite import SQLiteEngine, TransactionType
 from piccolo.table import Table
@@ -39,8 +47,11 @@ def all_tables() -> list[type[Table]]:
 def bind(engine: AnyEngine) -> None:
     """Point every BuildIt table (and Piccolo's own lookups) at `engine`, for this process."""
     global _bound
-    # Piccolo's MigrationManager calls engine_finder(), which imports the module named here.
-    os.environ[ENVIRONMENT_VARIABLE] = PICCOLO_CONF_MODULE
+    # Piccolo's MigrationManager calls engine_finder(), which imports `piccolo_conf` by name.
+    sys.modules[DEFAULT_MODULE_NAME] = importlib.import_module(PICCOLO_CONF_MODULE)
+    if os.environ.get(ENVIRONMENT_VARIABLE, PICCOLO_CONF_MODULE) != PICCOLO_CONF_MODULE:
+        # Some other configuration was named for this process; BuildIt's tables need ours.
+        os.environ[ENVIRONMENT_VARIABLE] = PICCOLO_CONF_MODULE
     for table in all_tables():
         table._meta.db = engine
     _bound = engine

@@ -24,8 +24,10 @@ Adding a migration
            --desc="what changed"
 
    Write `--desc="..."` with the `=`: Piccolo's CLI turns `--desc "..."` into the description
-   "True". With the default SQLite URL it warns that auto migrations are not fully supported by
-   SQLite: that is about altering columns in place, generating the file is unaffected.
+   "True". It warns that auto migrations are not fully supported by SQLite: adding, dropping and
+   renaming columns and tables works on both engines, but SQLite has no ALTER COLUMN, so a
+   changed column type, nullability or default needs a hand-written migration for SQLite
+   (rebuild the table). The storage tests apply every migration to both engines.
 3. Read the new file under `controller/db/migrations/` and commit it (the folder is excluded
    from ruff and mypy as generated code). It is applied on the next start of the controller (or
    by `migrate()` in the tests); `test_migrations_match_the_tables` fails until it exists.
@@ -39,8 +41,8 @@ Raw steps run before the migration's table operations, so they go in a migration
 when they need its tables. Keep every migration transactional (no `CREATE INDEX CONCURRENTLY`):
 the runner commits a migration together with its record.
 
-`piccolo_conf.py` reads `BUILDIT_DATABASE_URL` (default: the SQLite file `.buildit/buildit.db`)
-for the commands that need a database, such as `piccolo migrations check buildit`.
+`piccolo_conf.py` reads `BUILDIT_DATABASE_URL` (default: `buildit.db` in `BUILDIT_DATA_DIR`, else
+in `.buildit`) for the commands that need a database, such as `piccolo migrations check buildit`.
 """
 
 from __future__ import annotations

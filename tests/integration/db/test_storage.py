@@ -281,6 +281,23 @@ async def test_timestamps_are_timezone_aware_everywhere(db: AnyEngine) -> None:
     assert stage is not None and stage["queued_at"] == now
 
 
+async def test_timestamps_compare_in_time_order(db: AnyEngine) -> None:
+    """`lease_deadline < now` finds exactly the expired leases (SQLite compares the stored text)."""
+    ids = await _scaffold()
+    base = datetime(2030, 1, 1, 12, 0, 0, tzinfo=UTC)
+    offsets = [-1.5, -1, -0.000001, 0, 0.000001, 0.5, 1, 3600]
+    for i, seconds in enumerate(offsets):
+        # Half of them given in another zone: the instant is what counts.
+        deadline = base + timedelta(seconds=seconds)
+        if i % 2:
+            deadline = deadline.astimezone(timezone(timedelta(hours=-5)))
+        await _stage(ids, f"s{i}", lease_deadline=deadline).save()
+    expired = await StageRun.select(StageRun.name).where(StageRun.lease_deadline < base)
+    assert sorted(row["name"] for row in expired) == ["s0", "s1", "s2"]
+    latest = await StageRun.select(StageRun.name).order_by(StageRun.lease_deadline, ascending=False).first()
+    assert latest == {"name": "s7"}
+
+
 # --- rules ----------------------------------------------------------------------------------------
 
 
@@ -507,13 +524,19 @@ async def test_an_unreachable_postgres_is_a_clear_error_without_the_password() -
     assert "s3cret" not in str(info.value)
 
 
-def test_piccolo_conf_hands_out_the_bound_engine(tmp_path: Path) -> None:
-    """Piccolo's own lookups (migrations, the CLI) see the engine BuildIt bound at run time."""
+def test_piccolo_conf_hands_out_the_bound_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Piccolo's own lookups (migrations, the CLI) see the engine BuildIt bound at run time ..."""
     from piccolo.engine import engine_finder
 
+    monkeypatch.delenv("PICCOLO_CONF", raising=False)
     engine = engine_from_url(f"sqlite:///{tmp_path}/bound.db")
     bind(engine)
     assert bound_engine() is engine
-    assert os.environ["PICCOLO_CONF"] == "controller.db.piccolo_conf"
     assert engine_finder() is engine
     assert StageRun._meta.db is engine
+    # ... without telling the processes BuildIt starts (a Piccolo project's build has its own).
+    assert "PICCOLO_CONF" not in os.environ
+
+    monkeypatch.setenv("PICCOLO_CONF", "someone_elses.piccolo_conf")
+    bind(engine)
+    assert engine_finder() is engine
