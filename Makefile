@@ -19,15 +19,18 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# The embedded default: controller + one local agent on SQLite under ./.buildit, with the examples
+# registered and a run of "hello" triggered. Ctrl-C stops it.
 run: install
-	$(VENV)/bin/buildit run examples/hello.kdl --executor local
+	$(VENV)/bin/buildit up --pipelines examples --trigger hello
 
-# Tests need a real Docker engine and the local busybox test image.
+# Tests need a real Docker engine with the local busybox test image, and a real PostgreSQL.
 test-deps:
 	@scripts/ensure-docker.sh
+	@scripts/ensure-postgres.sh >/dev/null
 
 test: install test-deps proto-check lint
-	BUILDIT_TEST_DOCKER=required $(PY) -m pytest -q tests
+	BUILDIT_TEST_DOCKER=required BUILDIT_TEST_POSTGRES=required $(PY) -m pytest -q tests
 
 lint: install
 	$(VENV)/bin/ruff check controller agent tests

@@ -18,7 +18,6 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
-
 from typing import TYPE_CHECKING
 
 from agent.settings import ENV, AgentSettings

@@ -17,8 +17,17 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from controller import __version__
+
+if TYPE_CHECKING:  # the server stack is imported only by the commands that run it
+    from collections.abc import Awaitable, Callable
+
+    from controller.server import Running
+    from controller.settings import ControllerSettings
+
+    AfterStart = Callable[[Running, asyncio.Event], Awaitable[None]]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -197,7 +206,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK if ok else EXIT_FAILED
 
 
-def _controller_settings(args: argparse.Namespace) -> object:
+def _controller_settings(args: argparse.Namespace) -> ControllerSettings:
     from controller.settings import ControllerSettings
 
     try:
@@ -214,35 +223,33 @@ def _controller_settings(args: argparse.Namespace) -> object:
         raise UsageError(str(exc)) from exc
 
 
-async def _serve_until_signal(start: object, after_start: object = None) -> None:
+async def _serve_until_signal(settings: ControllerSettings, after_start: AfterStart | None = None) -> None:
     """Run until SIGINT/SIGTERM, then stop cleanly."""
     from controller.server import start as start_controller
 
-    settings = start
-    running = await start_controller(settings)  # type: ignore[arg-type]
+    running = await start_controller(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
         if after_start is not None:
-            await after_start(running, stop)  # type: ignore[operator]
+            await after_start(running, stop)
         await stop.wait()
     finally:
         await running.stop()
 
 
-def _print_banner(settings: object, running: object, extra: str = "") -> None:
+def _print_banner(settings: ControllerSettings, running: Running, extra: str = "") -> None:
     s, r = settings, running
     print(
         f"buildit {__version__} controller ready\n"
-        f"  UI / API:            http://{s.http_host}:{r.http_port}/  (OpenAPI: /schema)\n"  # type: ignore[attr-defined]
-        f"  agents (gRPC):       {s.grpc_host}:{r.grpc_port}\n"  # type: ignore[attr-defined]
-        f"  registration token:  {s.registration_token}\n"  # type: ignore[attr-defined]
-        f"  database:            {_redact(s.database_url)}\n"  # type: ignore[attr-defined]
-        f"  join another agent:  buildit agent --controller HOST:{r.grpc_port} "  # type: ignore[attr-defined]
-        f"--registration-token {s.registration_token}"  # type: ignore[attr-defined]
-        + extra,
+        f"  UI / API:            http://{s.http_host}:{r.http_port}/  (OpenAPI: /schema)\n"
+        f"  agents (gRPC):       {s.grpc_host}:{r.grpc_port}\n"
+        f"  registration token:  {s.registration_token}\n"
+        f"  database:            {_redact(s.database_url)}\n"
+        f"  join another agent:  buildit agent --controller HOST:{r.grpc_port} "
+        f"--registration-token {s.registration_token}" + extra,
         flush=True,
     )
 
@@ -257,7 +264,7 @@ def cmd_controller(args: argparse.Namespace) -> int:
     """Run the controller (HTTP + gRPC) until SIGINT/SIGTERM."""
     settings = _controller_settings(args)
 
-    async def announce(running: object, stop: asyncio.Event) -> None:
+    async def announce(running: Running, stop: asyncio.Event) -> None:
         _print_banner(settings, running)
 
     try:
@@ -282,10 +289,13 @@ def _add_controller_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--host", help="address to bind HTTP and gRPC to (default 127.0.0.1)")
     parser.add_argument("--http-port", type=int, help="HTTP port (env BUILDIT_HTTP_PORT, default 8080)")
-    parser.add_argument("--grpc-port", type=int, help="gRPC port for agents (env BUILDIT_GRPC_PORT, default 9090)")
+    parser.add_argument(
+        "--grpc-port", type=int, help="gRPC port for agents (env BUILDIT_GRPC_PORT, default 9090)"
+    )
     parser.add_argument(
         "--registration-token",
-        help="secret agents join with (env BUILDIT_REGISTRATION_TOKEN; default: generated once, kept in the data dir)",
+        help="secret agents join with (env BUILDIT_REGISTRATION_TOKEN; "
+        "default: generated once, kept in the data dir)",
     )
 
 
@@ -313,14 +323,19 @@ def cmd_up(args: argparse.Namespace) -> int:
     """Controller + one local agent in one process, on SQLite under ./.buildit: the embedded default."""
     from agent.runner import Agent, build_executors
     from agent.settings import AgentSettings
-    from controller.pipelines.services import PipelineConflict, PipelineRejected, create_pipeline, list_pipelines
+    from controller.pipelines.services import (
+        PipelineConflict,
+        PipelineRejected,
+        create_pipeline,
+        list_pipelines,
+    )
 
     settings = _controller_settings(args)
     files = _register_examples(args.pipelines)
     executors = build_executors(args.executor, args.network)
 
-    async def with_agent(running: object, stop: asyncio.Event) -> None:
-        svc = running.services  # type: ignore[attr-defined]
+    async def with_agent(running: Running, stop: asyncio.Event) -> None:
+        svc = running.services
         registered = []
         for file in files:
             try:
@@ -331,12 +346,12 @@ def cmd_up(args: argparse.Namespace) -> int:
             except PipelineRejected as exc:
                 print(f"buildit: skipped {file}: {len(exc.diagnostics)} problem(s)", file=sys.stderr)
         agent_settings = AgentSettings.from_sources(
-            controller=f"127.0.0.1:{running.grpc_port}",  # type: ignore[attr-defined]
-            registration_token=settings.registration_token,  # type: ignore[attr-defined]
+            controller=f"127.0.0.1:{running.grpc_port}",
+            registration_token=settings.registration_token,
             name=args.agent_name,
             capacity=str(args.capacity),
             executor=args.executor,
-            state_dir=str(settings.data_dir / "agent"),  # type: ignore[attr-defined]
+            state_dir=str(settings.data_dir / "agent"),
         )
         agent = Agent(agent_settings, executors)
         agent_task = asyncio.create_task(agent.run(), name="embedded-agent")
@@ -353,7 +368,7 @@ def cmd_up(args: argparse.Namespace) -> int:
                 run = await svc.scheduler.trigger(rows[name], branch="main", trigger="manual")
                 print(
                     f"  triggered:           {name} run {run.number} -> "
-                    f"http://{settings.http_host}:{running.http_port}/api/v1/pipelines/{rows[name]}/runs/{run.number}",  # type: ignore[attr-defined]
+                    f"http://{settings.http_host}:{running.http_port}/api/v1/pipelines/{rows[name]}/runs/{run.number}",
                     flush=True,
                 )
         await stop.wait()
@@ -418,26 +433,48 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--keep-workspaces", action="store_true", help="keep stage workspaces for inspection")
     run.set_defaults(func=cmd_run)
 
-    controller = sub.add_parser("controller", help="run the controller: REST API, UI and the agents' gRPC endpoint")
+    controller = sub.add_parser(
+        "controller", help="run the controller: REST API, UI and the agents' gRPC endpoint"
+    )
     _add_controller_flags(controller)
     controller.set_defaults(func=cmd_controller)
 
-    agent = sub.add_parser("agent", help="run an agent: registers with a controller and runs the stages it leases")
+    agent = sub.add_parser(
+        "agent", help="run an agent: registers with a controller and runs the stages it leases"
+    )
     from agent.cli import add_arguments as add_agent_arguments
 
     add_agent_arguments(agent)
     agent.set_defaults(func=cmd_agent)
 
-    up = sub.add_parser("up", help="controller + one local agent in one process, on SQLite: BuildIt on a laptop")
+    up = sub.add_parser(
+        "up", help="controller + one local agent in one process, on SQLite: BuildIt on a laptop"
+    )
     _add_controller_flags(up)
-    up.add_argument("--pipelines", nargs="*", default=[], metavar="PATH",
-                    help="register these pipeline files (or every *.kdl in a directory) at start")
-    up.add_argument("--trigger", action="append", default=[], metavar="NAME",
-                    help="trigger a run of this pipeline once started (repeatable)")
-    up.add_argument("--executor", choices=("local", "docker", "auto"), default="auto",
-                    help="the embedded agent's executors (default auto: Docker when reachable, plus local)")
+    up.add_argument(
+        "--pipelines",
+        nargs="*",
+        default=[],
+        metavar="PATH",
+        help="register these pipeline files (or every *.kdl in a directory) at start",
+    )
+    up.add_argument(
+        "--trigger",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="trigger a run of this pipeline once started (repeatable)",
+    )
+    up.add_argument(
+        "--executor",
+        choices=("local", "docker", "auto"),
+        default="auto",
+        help="the embedded agent's executors (default auto: Docker when reachable, plus local)",
+    )
     up.add_argument("--network", default="bridge", help="Docker network mode for stage containers")
-    up.add_argument("--capacity", type=_positive_int, default=4, help="stages the embedded agent runs at once")
+    up.add_argument(
+        "--capacity", type=_positive_int, default=4, help="stages the embedded agent runs at once"
+    )
     up.add_argument("--agent-name", default="local", help="name of the embedded agent (default: local)")
     up.set_defaults(func=cmd_up)
     return parser

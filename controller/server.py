@@ -55,8 +55,11 @@ async def start(settings: ControllerSettings) -> Running:
     events = EventBus()
     logs = LogStore(settings.data_dir / "logs")
     scheduler = Scheduler(
-        PiccoloStore(org, tenant), logs, events,
-        lease_ttl_s=settings.lease_ttl_s, heartbeat_interval_s=settings.heartbeat_s,
+        PiccoloStore(org, tenant),
+        logs,
+        events,
+        lease_ttl_s=settings.lease_ttl_s,
+        heartbeat_interval_s=settings.heartbeat_s,
     )
     await scheduler.start()
     registry = AgentRegistry(scheduler, settings.registration_token, __version__, org, tenant)
@@ -83,12 +86,16 @@ async def start(settings: ControllerSettings) -> Running:
 
     app = create_app(services, settings.max_body_bytes)
     config = uvicorn.Config(
-        app, host=settings.http_host, port=settings.http_port, log_level="warning", lifespan="off",
+        app,
+        host=settings.http_host,
+        port=settings.http_port,
+        log_level="warning",
+        lifespan="off",
         access_log=False,
     )
     http = uvicorn.Server(config)
-    http.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-    http_task = asyncio.create_task(http.serve(), name="http")
+    # Not `serve()`: it captures SIGINT/SIGTERM, which belong to the process (see controller.cli).
+    http_task = asyncio.create_task(http._serve(), name="http")
     while not http.started:
         if http_task.done():
             await http_task

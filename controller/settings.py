@@ -30,7 +30,9 @@ class ControllerSettings:
         env = os.environ
         data_dir = Path(str(given.get("data_dir") or env.get("BUILDIT_DATA_DIR", ".buildit"))).resolve()
         database_url = str(
-            given.get("database_url") or env.get("BUILDIT_DATABASE_URL") or f"sqlite:///{data_dir / 'buildit.db'}"
+            given.get("database_url")
+            or env.get("BUILDIT_DATABASE_URL")
+            or f"sqlite:///{data_dir / 'buildit.db'}"
         )
         token = str(given.get("registration_token") or env.get("BUILDIT_REGISTRATION_TOKEN") or "")
         if not token:

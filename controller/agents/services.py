@@ -69,7 +69,8 @@ class AgentRegistry:
         if not compatible(version, self.version):
             raise RegistrationError(
                 grpc.StatusCode.FAILED_PRECONDITION,
-                f"agent version {version or '(none)'} is not compatible with controller version {self.version}; "
+                f"agent version {version or '(none)'} is not compatible with "
+                f"controller version {self.version}; "
                 "run an agent of the same major.minor version",
             )
         name = name.strip()

@@ -46,7 +46,8 @@ class PipelinesController(Controller):
         except services.PipelineRejected as exc:
             raise error(
                 422,
-                f"the pipeline configuration is invalid ({len(exc.diagnostics)} problem(s)); fix them and retry",
+                f"the pipeline configuration is invalid ({len(exc.diagnostics)} problem(s)); "
+                "fix them and retry",
                 diagnostics=[services.diagnostic_json(d) for d in exc.diagnostics],
             ) from None
         except services.PipelineConflict as exc:

@@ -38,14 +38,16 @@ async def _fail(context: aio.ServicerContext, exc: SchedulingError) -> None:
     await context.abort(code, exc.message)
 
 
-class AgentServicer(pb_grpc.AgentServiceServicer):
+class AgentServicer(pb_grpc.AgentServiceServicer):  # type: ignore[misc]
     """See the module docstring."""
 
     def __init__(self, scheduler: Scheduler, registry: AgentRegistry) -> None:
         self.scheduler = scheduler
         self.registry = registry
 
-    async def Register(self, request: pb.RegisterRequest, context: aio.ServicerContext) -> pb.RegisterResponse:
+    async def Register(
+        self, request: pb.RegisterRequest, context: aio.ServicerContext
+    ) -> pb.RegisterResponse:
         try:
             agent_id, token = await self.registry.register(
                 registration_token=request.registration_token,
@@ -65,7 +67,9 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
             heartbeat_interval_ms=int(self.scheduler.heartbeat_interval_s * 1000),
         )
 
-    async def Lease(self, request: pb.LeaseRequest, context: aio.ServicerContext) -> AsyncIterator[pb.LeaseEvent]:
+    async def Lease(
+        self, request: pb.LeaseRequest, context: aio.ServicerContext
+    ) -> AsyncIterator[pb.LeaseEvent]:
         agent_id = current_agent.get()
         stream = self.scheduler.open_stream(agent_id, list(request.running_lease_ids), PING_INTERVAL_S)
         try:
@@ -77,9 +81,11 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         except SchedulingError as exc:
             await _fail(context, exc)
         finally:
-            await stream.aclose()
+            await stream.aclose()  # type: ignore[attr-defined]
 
-    async def Heartbeat(self, request: pb.HeartbeatRequest, context: aio.ServicerContext) -> pb.HeartbeatResponse:
+    async def Heartbeat(
+        self, request: pb.HeartbeatRequest, context: aio.ServicerContext
+    ) -> pb.HeartbeatResponse:
         try:
             lost = await self.scheduler.heartbeat(
                 current_agent.get(), list(request.running_lease_ids), request.free_slots, request.draining
@@ -101,7 +107,9 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         return pb.ExtendLeaseResponse(
             deadline=convert.timestamp_to_proto(stage.lease_deadline),
             cancel_requested=stage.cancel_deadline is not None,
-            cancel_reason=pb.CANCEL_REASON_USER if stage.cancel_deadline is not None else 0,
+            cancel_reason=pb.CANCEL_REASON_USER
+            if stage.cancel_deadline is not None
+            else pb.CANCEL_REASON_UNSPECIFIED,
         )
 
     async def UpdateStage(self, request: pb.StageUpdate, context: aio.ServicerContext) -> pb.StageUpdateAck:
@@ -114,8 +122,11 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         try:
             if status is StageStatus.RUNNING:
                 stage = await self.scheduler.stage_started(
-                    agent_id, request.lease_id, convert.timestamp_from_proto(request.started_at)
-                    if request.HasField("started_at") else None,
+                    agent_id,
+                    request.lease_id,
+                    convert.timestamp_from_proto(request.started_at)
+                    if request.HasField("started_at")
+                    else None,
                 )
             elif status.finished:
                 exit_code = request.exit_code if request.HasField("exit_code") else None
@@ -124,7 +135,8 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
                 )
             else:
                 await context.abort(
-                    grpc.StatusCode.INVALID_ARGUMENT, f"agents report running or a final status, not {status.value}"
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"agents report running or a final status, not {status.value}",
                 )
                 raise AssertionError("unreachable")
         except SchedulingError as exc:
@@ -145,7 +157,8 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         self, request_iterator: AsyncIterator[pb.ArtifactChunk], context: aio.ServicerContext
     ) -> pb.ArtifactAck:
         await context.abort(
-            grpc.StatusCode.UNIMPLEMENTED, "artifact upload arrives with Git-native workspaces (not in this version)"
+            grpc.StatusCode.UNIMPLEMENTED,
+            "artifact upload arrives with Git-native workspaces (not in this version)",
         )
         raise AssertionError("unreachable")
 
@@ -164,6 +177,8 @@ def _event_to_proto(event: LeaseOffer | CancelOrder) -> pb.LeaseEvent:
         )
     return pb.LeaseEvent(
         cancel=pb.CancelStage(
-            lease_id=event.lease_id, reason=_CANCEL_REASONS.get(event.reason, 0), message=event.message
+            lease_id=event.lease_id,
+            reason=_CANCEL_REASONS.get(event.reason, pb.CANCEL_REASON_UNSPECIFIED),
+            message=event.message,
         )
     )

@@ -34,7 +34,9 @@ def _uuid(text: str) -> UUID | None:
         return None
 
 
-def _run_proto(row: dict[str, Any], pipeline: str, stages: list[dict[str, Any]], names: dict[Any, str]) -> pb.Run:
+def _run_proto(
+    row: dict[str, Any], pipeline: str, stages: list[dict[str, Any]], names: dict[Any, str]
+) -> pb.Run:
     return pb.Run(
         id=str(row["id"]),
         repository="",
@@ -76,7 +78,7 @@ def _stage_proto(row: dict[str, Any], names: dict[Any, str]) -> pb.Stage:
     return stage
 
 
-class BuildItServicer(pb_grpc.BuildItServiceServicer):
+class BuildItServicer(pb_grpc.BuildItServiceServicer):  # type: ignore[misc]
     """See the module docstring. Runs are addressed by their id (a UUID)."""
 
     def __init__(self, services: Services) -> None:
@@ -100,13 +102,18 @@ class BuildItServicer(pb_grpc.BuildItServiceServicer):
                 names[agent["id"]] = agent["name"]
         return _run_proto(row, pipeline["name"] if pipeline else "", stages, names)
 
-    async def TriggerRun(self, request: pb.TriggerRunRequest, context: aio.ServicerContext) -> pb.TriggerRunResponse:
+    async def TriggerRun(
+        self, request: pb.TriggerRunRequest, context: aio.ServicerContext
+    ) -> pb.TriggerRunResponse:
         # `repository` names the pipeline (by id or name) until repositories arrive with Git triggers.
         key = _uuid(request.repository)
         query = Pipeline.select(Pipeline.id).where(Pipeline.tenant == self.svc.tenant)
-        row = await (query.where(Pipeline.id == key) if key else query.where(Pipeline.name == request.repository)).first()
+        row = await (
+            query.where(Pipeline.id == key) if key else query.where(Pipeline.name == request.repository)
+        ).first()
         if row is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"pipeline {request.repository!r} not found")
+            raise AssertionError("unreachable")
         try:
             run = await self.svc.scheduler.trigger(
                 row["id"], branch=request.ref or "main", sha=request.commit_sha, trigger="api"
@@ -119,7 +126,9 @@ class BuildItServicer(pb_grpc.BuildItServiceServicer):
     async def GetRun(self, request: pb.GetRunRequest, context: aio.ServicerContext) -> pb.GetRunResponse:
         return pb.GetRunResponse(run=await self._load_run(request.run_id, context))
 
-    async def ListRuns(self, request: pb.ListRunsRequest, context: aio.ServicerContext) -> pb.ListRunsResponse:
+    async def ListRuns(
+        self, request: pb.ListRunsRequest, context: aio.ServicerContext
+    ) -> pb.ListRunsResponse:
         size = request.page_size or 50
         if not 1 <= size <= MAX_PAGE:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"page_size must be 1-{MAX_PAGE}")
@@ -128,7 +137,9 @@ class BuildItServicer(pb_grpc.BuildItServiceServicer):
             try:
                 before = float(request.page_token)
             except ValueError:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "page_token is not one this server gave out")
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT, "page_token is not one this server gave out"
+                )
                 raise
             from datetime import UTC, datetime
 
@@ -136,13 +147,17 @@ class BuildItServicer(pb_grpc.BuildItServiceServicer):
         if request.ref:
             query = query.where(Run.branch == request.ref)
         if request.statuses:
-            query = query.where(Run.status.is_in([convert.status_from_proto(s).value for s in request.statuses]))
+            query = query.where(
+                Run.status.is_in([convert.status_from_proto(s).value for s in request.statuses])
+            )
         rows = await query.order_by(Run.created_at, ascending=False).limit(size)
         runs = [await self._run_message(r) for r in rows]
         token = str(rows[-1]["created_at"].timestamp()) if len(rows) == size else ""
         return pb.ListRunsResponse(runs=runs, next_page_token=token)
 
-    async def WatchRun(self, request: pb.WatchRunRequest, context: aio.ServicerContext) -> AsyncIterator[pb.RunEvent]:
+    async def WatchRun(
+        self, request: pb.WatchRunRequest, context: aio.ServicerContext
+    ) -> AsyncIterator[pb.RunEvent]:
         key = _uuid(request.run_id)
         async with self.svc.events.subscribe(key) as queue:
             snapshot = await self._load_run(request.run_id, context)
@@ -166,9 +181,15 @@ class BuildItServicer(pb_grpc.BuildItServiceServicer):
         self, request: pb.StreamLogsRequest, context: aio.ServicerContext
     ) -> AsyncIterator[pb.StreamLogsResponse]:
         key = _uuid(request.run_id)
-        stage = await StageRun.select().where((StageRun.run == key) & (StageRun.name == request.stage)).first() if key else None
+        stage = (
+            await StageRun.select().where((StageRun.run == key) & (StageRun.name == request.stage)).first()
+            if key
+            else None
+        )
         if stage is None:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"run {request.run_id!r} has no stage {request.stage!r}")
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND, f"run {request.run_id!r} has no stage {request.stage!r}"
+            )
             raise AssertionError("unreachable")
         attempt = request.attempt or stage["attempt"]
         path = self.svc.logs.path(stage["run"], stage["name"], attempt)
@@ -176,7 +197,13 @@ class BuildItServicer(pb_grpc.BuildItServiceServicer):
         async with self.svc.events.subscribe(stage["run"]) as queue:
             while True:
                 row = await StageRun.select().where(StageRun.id == stage["id"]).first()
-                size = row["log_size"] if attempt == row["attempt"] else (path.stat().st_size if path.exists() else 0)
+                if row is None:  # the run was deleted while we streamed
+                    return
+                size = (
+                    row["log_size"]
+                    if attempt == row["attempt"]
+                    else (path.stat().st_size if path.exists() else 0)
+                )
                 while offset < size:
                     data = await asyncio.to_thread(self.svc.logs.read, path, offset, size, LOG_CHUNK)
                     cut = data.rfind(b"\n") + 1 or len(data)
@@ -188,13 +215,17 @@ class BuildItServicer(pb_grpc.BuildItServiceServicer):
                     return
                 await queue.get()
 
-    async def CancelRun(self, request: pb.CancelRunRequest, context: aio.ServicerContext) -> pb.CancelRunResponse:
+    async def CancelRun(
+        self, request: pb.CancelRunRequest, context: aio.ServicerContext
+    ) -> pb.CancelRunResponse:
         run = await self._load_run(request.run_id, context)
         if run.status not in _FINISHED:
             await self.svc.scheduler.cancel_run(UUID(run.id))
         return pb.CancelRunResponse(run=await self._load_run(request.run_id, context))
 
-    async def ListAgents(self, request: pb.ListAgentsRequest, context: aio.ServicerContext) -> pb.ListAgentsResponse:
+    async def ListAgents(
+        self, request: pb.ListAgentsRequest, context: aio.ServicerContext
+    ) -> pb.ListAgentsResponse:
         rows = await Agent.select().where(Agent.tenant == self.svc.tenant).order_by(Agent.name)
         agents = []
         for row in rows:
@@ -231,8 +262,14 @@ class BuildItServicer(pb_grpc.BuildItServiceServicer):
         return pb.ValidatePipelineResponse(
             valid=not diagnostics,
             diagnostics=[
-                pb.Diagnostic(file=d.file, line=d.line, col=d.col, severity=pb.SEVERITY_ERROR, message=d.message,
-                              hint=d.hint)
+                pb.Diagnostic(
+                    file=d.file,
+                    line=d.line,
+                    col=d.col,
+                    severity=pb.SEVERITY_ERROR,
+                    message=d.message,
+                    hint=d.hint,
+                )
                 for d in diagnostics
             ],
         )

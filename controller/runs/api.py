@@ -59,8 +59,12 @@ class RunsController(Controller):
         if data.sha is not None and not _SHA.match(data.sha):
             raise error(400, f"'sha' must be a hexadecimal commit id, got {data.sha!r}")
         run = await svc.scheduler.trigger(
-            pipeline_id, branch=branch, sha=data.sha or "", message=data.message[:10_000],
-            author=data.author[:255], trigger="api",
+            pipeline_id,
+            branch=branch,
+            sha=data.sha or "",
+            message=data.message[:10_000],
+            author=data.author[:255],
+            trigger="api",
         )
         row = await services.find_run(pipeline_id, run.number)
         assert row is not None
@@ -97,7 +101,13 @@ class RunsController(Controller):
 
     @get("/{number:int}/stages/{name:str}/log", media_type="text/plain")
     async def stage_log(
-        self, state: State, pipeline_id: UUID, number: int, name: str, offset: int = 0, attempt: int | None = None
+        self,
+        state: State,
+        pipeline_id: UUID,
+        number: int,
+        name: str,
+        offset: int = 0,
+        attempt: int | None = None,
     ) -> Response[bytes]:
         """Plain-text log from byte `offset`; `X-Log-Size` and `X-Next-Offset` tell where to continue."""
         svc: Services = state.services

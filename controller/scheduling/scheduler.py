@@ -219,7 +219,7 @@ class Scheduler:
         config = await self.store.pipeline_config(pipeline_id)
         if config is None:
             raise SchedulingError("not_found", f"pipeline {pipeline_id} not found")
-        name, source = config
+        _, source = config
         async with self._lock:
             number = await self.store.next_run_number(pipeline_id)
             run_id = uuid.uuid4()
@@ -325,7 +325,9 @@ class Scheduler:
             agent.last_seen = now()
             reported = set(running_lease_ids)
             for lease_id in reported - agent.running:
-                queue.put_nowait(CancelOrder(lease_id, "lease_lost", "the controller no longer holds this lease"))
+                queue.put_nowait(
+                    CancelOrder(lease_id, "lease_lost", "the controller no longer holds this lease")
+                )
             for lease_id in list(agent.running - reported):
                 # Leased to this agent but it does not have it: it restarted or never got it.
                 stage = self.by_lease.get(lease_id)
@@ -345,7 +347,7 @@ class Scheduler:
                 except TimeoutError:
                     yield None
                     continue
-                if event is _CLOSE:
+                if isinstance(event, _Close):
                     return
                 yield event
         finally:
@@ -360,8 +362,9 @@ class Scheduler:
                         if isinstance(pending, LeaseOffer):
                             stage = self.by_lease.get(pending.lease_id)
                             if stage is not None:
-                                await self._lease_failed(stage, "the agent disconnected before it got the stage",
-                                                         count=False)
+                                await self._lease_failed(
+                                    stage, "the agent disconnected before it got the stage", count=False
+                                )
                     self.events.publish_agent(agent)
 
     async def heartbeat(
@@ -572,7 +575,9 @@ class Scheduler:
             return
         for stage in list(self.queue):
             candidates = [
-                a for a in agents if a.free > 0 and agent_can_run(stage.labels, stage.executor, a.labels, a.executors)
+                a
+                for a in agents
+                if a.free > 0 and agent_can_run(stage.labels, stage.executor, a.labels, a.executors)
             ]
             if not candidates:
                 continue
@@ -614,13 +619,17 @@ class Scheduler:
             if run is None:
                 continue
             if stage.cancel_deadline is not None and stage.cancel_deadline <= current:
-                await self._finish_stage(stage, StageStatus.CANCELLED, "cancelled (the agent did not confirm)")
+                await self._finish_stage(
+                    stage, StageStatus.CANCELLED, "cancelled (the agent did not confirm)"
+                )
                 await self._advance(run)
                 continue
             if stage.timeout_deadline is not None and stage.timeout_deadline <= current:
                 self._tell(stage, CancelOrder(stage.lease_id, "timeout", "the stage timed out"))
                 await self._finish_stage(
-                    stage, StageStatus.TIMED_OUT, f"timed out after {stage.spec.timeout_s:g}s (agent did not report)"
+                    stage,
+                    StageStatus.TIMED_OUT,
+                    f"timed out after {stage.spec.timeout_s:g}s (agent did not report)",
                 )
                 await self._advance(run)
                 continue

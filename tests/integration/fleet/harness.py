@@ -44,7 +44,12 @@ class Proc:
         self.args = args
         self.lines: list[str] = []
         self.proc = subprocess.Popen(
-            args, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            args,
+            env=env,
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
             stdin=subprocess.DEVNULL,
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -85,7 +90,12 @@ class Controller:
     def __init__(self, workdir: Path, database_url: str, env: dict[str, str] | None = None) -> None:
         self.workdir = workdir
         self.database_url = database_url
-        self.env = {**os.environ, **FAST, **(env or {}), "BUILDIT_REGISTRATION_TOKEN": "test-registration-token"}
+        self.env = {
+            **os.environ,
+            **FAST,
+            **(env or {}),
+            "BUILDIT_REGISTRATION_TOKEN": "test-registration-token",
+        }
         self.token = "test-registration-token"
         self.http_port = 0
         self.grpc_port = 0
@@ -93,8 +103,16 @@ class Controller:
 
     def start(self) -> Controller:
         args = [
-            BUILDIT, "controller", "--data-dir", str(self.workdir / "data"), "--database-url", self.database_url,
-            "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port),
+            BUILDIT,
+            "controller",
+            "--data-dir",
+            str(self.workdir / "data"),
+            "--database-url",
+            self.database_url,
+            "--http-port",
+            str(self.http_port),
+            "--grpc-port",
+            str(self.grpc_port),
         ]
         self.proc = Proc(args, self.env, self.workdir)
         proc = self.proc
@@ -127,12 +145,22 @@ class Controller:
 
     # -- HTTP ----------------------------------------------------------------------------------
 
-    def request(self, method: str, path: str, body: Any = None, raw: bytes | None = None,
-                headers: dict[str, str] | None = None) -> tuple[int, Any, dict[str, str]]:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        raw: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, Any, dict[str, str]]:
         """(status, parsed JSON or text, headers) for one HTTP request."""
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-        req = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}", data=data, method=method,
-                                     headers={"Content-Type": "application/json", **(headers or {})})
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{self.http_port}{path}",
+            data=data,
+            method=method,
+            headers={"Content-Type": "application/json", **(headers or {})},
+        )
         try:
             with urllib.request.urlopen(req, timeout=30) as resp:
                 payload = resp.read()
@@ -176,9 +204,13 @@ class Controller:
         result: dict[str, Any] = wait_for(done, timeout, f"run {number} to finish")
         return result
 
-    def log(self, pipeline_id: str, number: int, stage: str, offset: int = 0, attempt: int | None = None) -> str:
+    def log(
+        self, pipeline_id: str, number: int, stage: str, offset: int = 0, attempt: int | None = None
+    ) -> str:
         query = f"?offset={offset}" + (f"&attempt={attempt}" if attempt else "")
-        status, body, _ = self.request("GET", f"/api/v1/pipelines/{pipeline_id}/runs/{number}/stages/{stage}/log{query}")
+        status, body, _ = self.request(
+            "GET", f"/api/v1/pipelines/{pipeline_id}/runs/{number}/stages/{stage}/log{query}"
+        )
         assert status == 200, body
         return body if isinstance(body, str) else json.dumps(body)
 
@@ -191,13 +223,32 @@ class Controller:
 class Agent:
     """`buildit agent` with its own state dir."""
 
-    def __init__(self, workdir: Path, controller: Controller, name: str, capacity: int = 1,
-                 labels: str = "", env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        controller: Controller,
+        name: str,
+        capacity: int = 1,
+        labels: str = "",
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.name = name
         self.state_dir = workdir / f"agent-{name}"
         args = [
-            BUILDIT, "agent", "--controller", controller.grpc_address, "--registration-token", controller.token,
-            "--name", name, "--capacity", str(capacity), "--executor", "local", "--state-dir", str(self.state_dir),
+            BUILDIT,
+            "agent",
+            "--controller",
+            controller.grpc_address,
+            "--registration-token",
+            controller.token,
+            "--name",
+            name,
+            "--capacity",
+            str(capacity),
+            "--executor",
+            "local",
+            "--state-dir",
+            str(self.state_dir),
         ]
         if labels:
             args += ["--labels", labels]

@@ -35,7 +35,9 @@ def fleet(tmp_path: Path, database_url: str) -> Iterator[tuple[Controller, list[
         controller.stop()
 
 
-def start_agents(controller: Controller, agents: list[Agent], tmp_path: Path, *names: str, **kw: object) -> None:
+def start_agents(
+    controller: Controller, agents: list[Agent], tmp_path: Path, *names: str, **kw: object
+) -> None:
     for name in names:
         agents.append(Agent(tmp_path, controller, name, **kw))  # type: ignore[arg-type]
     wait_for(
@@ -53,7 +55,9 @@ def test_dag_runs_to_success_across_two_agents(fleet: tuple[Controller, list[Age
     assert [s["status"] for s in run["stages"]] == ["succeeded"] * 4
     assert all(s["agent"] in {"alpha", "beta"} for s in run["stages"])
     assert all(s["attempt"] == 1 and s["exit_code"] == 0 for s in run["stages"])
-    assert controller.log(pipeline, number, "setup") == "$ echo setup on $BUILDIT_STAGE_NAME\nsetup on setup\n"
+    assert (
+        controller.log(pipeline, number, "setup") == "$ echo setup on $BUILDIT_STAGE_NAME\nsetup on setup\n"
+    )
     assert controller.log(pipeline, number, "join").splitlines()[-1] == "joined"
     # Offsets: reading from the middle returns the rest.
     full = controller.log(pipeline, number, "setup")
@@ -92,8 +96,7 @@ def test_agent_killed_mid_stage_reruns_on_the_other_agent(
     start_agents(controller, agents, tmp_path, "first")
     marker = tmp_path / "started"
     pipeline = controller.create_pipeline(
-        'pipeline "survive"\n'
-        f'stage "long" {{ run "echo attempt; touch {marker}; sleep 4; echo done"; }}\n'
+        f'pipeline "survive"\nstage "long" {{ run "echo attempt; touch {marker}; sleep 4; echo done"; }}\n'
     )
     number = controller.trigger(pipeline)
     wait_for(marker.exists, 30, "the stage to start on the first agent")
@@ -106,12 +109,16 @@ def test_agent_killed_mid_stage_reruns_on_the_other_agent(
     assert stage["agent"] == "second"
     assert stage["attempt"] == 2
     assert controller.log(pipeline, number, "long").splitlines() == [
-        f"$ echo attempt; touch {marker}; sleep 4; echo done", "attempt", "done",
+        f"$ echo attempt; touch {marker}; sleep 4; echo done",
+        "attempt",
+        "done",
     ]
 
 
 @pytest.mark.parametrize("ttl", ["10"])
-def test_controller_killed_mid_run_loses_and_repeats_no_log_line(tmp_path: Path, database_url: str, ttl: str) -> None:
+def test_controller_killed_mid_run_loses_and_repeats_no_log_line(
+    tmp_path: Path, database_url: str, ttl: str
+) -> None:
     # A lease TTL longer than the restart: the running stage survives on its agent.
     controller = Controller(tmp_path, database_url, env={"BUILDIT_LEASE_TTL": ttl}).start()
     agents: list[Agent] = []
@@ -149,11 +156,15 @@ def test_cancel_reaches_a_running_stage_within_a_second(
     start_agents(controller, agents, tmp_path, "worker")
     marker = tmp_path / "running"
     pipeline = controller.create_pipeline(
-        f'pipeline "cancel"\nstage "sleepy" {{ run "touch {marker}; sleep 60"; }}\nstage "later" needs="sleepy" {{ run "true"; }}\n'
+        'pipeline "cancel"\n'
+        f'stage "sleepy" {{ run "touch {marker}; sleep 60"; }}\n'
+        'stage "later" needs="sleepy" { run "true"; }\n'
     )
     number = controller.trigger(pipeline)
     wait_for(marker.exists, 30, "the stage to start")
-    wait_for(lambda: controller.stage(pipeline, number, "sleepy")["status"] == "running", 10, "running status")
+    wait_for(
+        lambda: controller.stage(pipeline, number, "sleepy")["status"] == "running", 10, "running status"
+    )
     started = time.monotonic()
     status, body, _ = controller.request("POST", f"/api/v1/pipelines/{pipeline}/runs/{number}/cancel")
     assert status == 200, body
@@ -198,7 +209,9 @@ def test_timeout_marked_by_the_controller_when_the_agent_vanished(tmp_path: Path
         controller.stop()
 
 
-def test_labels_route_stages_to_matching_agents(fleet: tuple[Controller, list[Agent]], tmp_path: Path) -> None:
+def test_labels_route_stages_to_matching_agents(
+    fleet: tuple[Controller, list[Agent]], tmp_path: Path
+) -> None:
     controller, agents = fleet
     start_agents(controller, agents, tmp_path, "plain")
     agents.append(Agent(tmp_path, controller, "gpu-box", labels="gpu=true"))
