@@ -1,0 +1,76 @@
+"""`buildit up`: controller + embedded agent in one process, as `make run` starts it."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from tests.integration.fleet.harness import BUILDIT, Proc, wait_for
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def get(port: int, path: str) -> Any:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def test_up_registers_examples_runs_hello_and_stops_cleanly(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BUILDIT_")}
+    proc = Proc(
+        [
+            BUILDIT,
+            "up",
+            "--http-port",
+            "0",
+            "--grpc-port",
+            "0",
+            "--pipelines",
+            str(ROOT / "examples"),
+            "--trigger",
+            "hello",
+            "--executor",
+            "local",
+        ],
+        env,
+        tmp_path,
+    )
+    try:
+        wait_for(lambda: "triggered:" in proc.output, 60, "the banner")
+        port = int(re.search(r"http://127\.0\.0\.1:(\d+)/", proc.output).group(1))  # type: ignore[union-attr]
+        token = re.search(r"registration token:\s+(\S+)", proc.output).group(1)  # type: ignore[union-attr]
+        assert (tmp_path / ".buildit" / "buildit.db").exists()
+        assert (tmp_path / ".buildit" / "registration-token").read_text().strip() == token
+        pipelines = {p["name"]: p["id"] for p in get(port, "/api/v1/pipelines")["pipelines"]}
+        assert {"hello", "dag", "variables", "artifacts", "docker"} <= set(pipelines)
+        hello = pipelines["hello"]
+        run = wait_for(
+            lambda: (r := get(port, f"/api/v1/pipelines/{hello}/runs/1"))["status"] == "succeeded" and r,
+            30,
+            "the hello run",
+        )
+        assert [s["agent"] for s in run["stages"]] == ["local", "local"]
+        agents = get(port, "/api/v1/agents")["agents"]
+        assert [(a["name"], a["status"]) for a in agents] == [("local", "online")]
+    finally:
+        proc.signal(signal.SIGTERM)
+        code = proc.wait(30)
+    assert code == 0, proc.output
+    # A second start reuses the same data: the token and the pipelines persist, nothing is re-added.
+    again = Proc(
+        [BUILDIT, "up", "--http-port", "0", "--grpc-port", "0", "--executor", "local"], env, tmp_path
+    )
+    try:
+        wait_for(lambda: "embedded agent" in again.output, 60, "the second banner")
+        assert f"registration token:  {token}" in again.output
+        port = int(re.search(r"http://127\.0\.0\.1:(\d+)/", again.output).group(1))  # type: ignore[union-attr]
+        assert len(get(port, "/api/v1/pipelines")["pipelines"]) == 5
+        assert get(port, f"/api/v1/pipelines/{hello}/runs/1")["status"] == "succeeded"
+    finally:
+        again.signal(signal.SIGTERM)
+        assert again.wait(30) == 0, again.output
