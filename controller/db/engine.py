@@ -95,7 +95,7 @@ def _sqlite_engine(url: str) -> SQLiteEngine:
     if not path:
         raise _bad_url(url, "the SQLite file path is missing")
     if path == ":memory:":
-        # Piccolo opens a connection per query: each would see its own, empty, in-memory database.
+        # Queries and transactions use several connections: each would see its own empty database.
         raise _bad_url(url, "in-memory SQLite is not supported, give a file path")
     file = Path(path)
     file.parent.mkdir(parents=True, exist_ok=True)

@@ -173,7 +173,13 @@ class Scheduler:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        """Load active runs and agents, reconcile leases that expired while we were down."""
+        """Load active runs and agents; give held leases one TTL for their agents to come back.
+
+        While the controller was down no agent could heartbeat, so a stored deadline says little.
+        Every held lease gets a fresh deadline of one TTL from now: an agent that reconnects and
+        heartbeats keeps its stage running; a lease nobody claims expires then and is requeued.
+        """
+        grace = now() + self.lease_ttl
         async with self._lock:
             for agent in await self.store.load_agents():
                 self.agents[agent.id] = agent
@@ -182,6 +188,8 @@ class Scheduler:
                 for stage in run.stages.values():
                     if stage.lease_id is not None:
                         self.by_lease[stage.lease_id] = stage
+                        if stage.lease_deadline is None or stage.lease_deadline < grace:
+                            stage.lease_deadline = grace
                         if stage.agent_id in self.agents:
                             self.agents[stage.agent_id].running.add(stage.lease_id)
                     elif stage.status is StageStatus.QUEUED:

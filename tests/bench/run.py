@@ -1,19 +1,23 @@
-"""Benchmarks of `buildit run` as a user runs it; `make bench` (= `python -m tests.bench.run`).
+"""BuildIt's benchmarks; `make bench` (= `python -m tests.bench.run`), `--only NAME` for some of them.
 
-These measure what the unit tests cannot: the wall-clock cost BuildIt adds on top of the work a
-pipeline does. Each benchmark runs the real console script in a subprocess (interpreter start-up,
-imports, planning, workspaces, the executor and the terminal reporter all included) and compares it
-with the cheapest way to do the same work by hand, so the difference is BuildIt's own overhead:
+The first two (in this module) measure `buildit run` as a user runs it, which the unit tests cannot:
+the wall-clock cost BuildIt adds on top of the work a pipeline does. Each runs the real console
+script in a subprocess (interpreter start-up, imports, planning, workspaces, the executor and the
+terminal reporter all included) and compares it with the cheapest way to do the same work by hand,
+so the difference is BuildIt's own overhead:
 
 * `local_overhead`: a 50-stage chain of `true` with `--executor local`, against a shell loop that
   spawns `sh -c true` 50 times. Target: at most 10 ms per stage.
 * `docker_overhead`: a 10-stage chain of `true` in the busybox test image, against 10 sequential
   `docker run --rm`. Target: at most 1.2 times as slow.
 
+The other four (`tests.bench.controller_bench`) measure the controller and agents as deployed:
+`lease_latency`, `throughput`, `fleet` and `agent_rss` (targets and method in that module).
+
 Output contract: exactly one JSON object per line on stdout (machine-readable, so CI can keep a
-history); progress goes to stderr. Exit 0 when every benchmark ran, 1 when one could not (the JSON
-line then carries an `error`). Targets are reported, not enforced: timings on shared CI machines are
-too noisy to fail a build on.
+history); progress goes to stderr. Exit 0 when every benchmark ran, 1 when one could not (its JSON
+line then carries an `error`; the others still run). Targets are reported, not enforced: timings on
+shared CI machines are too noisy to fail a build on.
 
 Medians over several repeats (after one discarded warm-up run that fills the page and .pyc caches)
 keep a single slow run from skewing the figures; the two sides of each comparison are interleaved so
@@ -23,9 +27,7 @@ that drifting machine load hits both alike.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import shutil
 import socket
 import statistics
@@ -39,6 +41,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from tests.bench import controller_bench
+from tests.bench.common import BenchError, context_fields, emit, log
+
 LOCAL_STAGES = 50
 LOCAL_TARGET_MS = 10.0
 DOCKER_STAGES = 10
@@ -46,35 +51,6 @@ DOCKER_TARGET_RATIO = 1.2
 TEST_IMAGE = os.environ.get("BUILDIT_TEST_IMAGE", "buildit-test/busybox:1")
 RUN_TIMEOUT_S = 300.0  # one buildit run; far above normal so only a hang trips it
 BENCH_LABEL = "buildit.bench"  # on our own `docker run` containers, so cleanup finds exactly them
-
-
-class BenchError(Exception):
-    """A benchmark could not produce a figure; the message becomes the JSON line's `error`."""
-
-
-def log(message: str) -> None:
-    """Progress on stderr: stdout is reserved for the JSON lines."""
-    print(f"bench: {message}", file=sys.stderr, flush=True)
-
-
-def emit(record: dict[str, Any]) -> None:
-    """Print one result as one JSON line, flushed so a consumer sees it even if a later bench hangs."""
-    print(json.dumps(record, sort_keys=False), flush=True)
-
-
-def context_fields() -> dict[str, Any]:
-    """Machine context for every line: figures are meaningless without knowing what ran them."""
-    try:
-        cpus = len(os.sched_getaffinity(0))  # what this process may use, not what the host has
-    except AttributeError:
-        cpus = os.cpu_count() or 0
-    return {
-        "python": f"{platform.python_implementation()} {platform.python_version()}",
-        "cpus": cpus,
-        # Inherited by buildit: with it set, modules without a .pyc yet (BuildIt's own, in an
-        # editable install) are compiled from source on every run, which inflates start-up.
-        "dont_write_bytecode": bool(sys.flags.dont_write_bytecode),
-    }
 
 
 def buildit_script() -> Path:
@@ -332,34 +308,99 @@ def bench_docker(repeats: int, image: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------- entry point
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the benchmarks in order; each prints one JSON line (or an error line, then exit 1)."""
+BENCHES = ("local", "docker", "lease", "throughput", "fleet", "agent_rss")
+#: `--only` name -> the `bench` field of its JSON line (for the error line when it fails).
+BENCH_NAMES = {
+    "local": "local_overhead",
+    "docker": "docker_overhead",
+    "lease": "lease_latency",
+    "throughput": "throughput",
+    "fleet": "fleet",
+    "agent_rss": "agent_rss",
+}
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line; every size has a flag so a quick run (`--fleet-agents 50`) is possible."""
     parser = argparse.ArgumentParser(
-        prog="python -m tests.bench.run", description="Benchmarks of `buildit run`; one JSON line each."
+        prog="python -m tests.bench.run", description="BuildIt benchmarks; one JSON line each."
     )
-    parser.add_argument("--local-repeats", type=int, default=5, help="timed runs per side (default: 5)")
-    parser.add_argument("--docker-repeats", type=int, default=3, help="timed runs per side (default: 3)")
-    parser.add_argument("--only", choices=("local", "docker"), help="run just one benchmark")
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=BENCHES,
+        help="run just this benchmark (repeatable; default: all, in the order listed)",
+    )
+    parser.add_argument("--local-repeats", type=_positive, default=5, help="timed runs per side (default: 5)")
+    parser.add_argument(
+        "--docker-repeats", type=_positive, default=3, help="timed runs per side (default: 3)"
+    )
+    parser.add_argument("--lease-samples", type=_positive, default=200, help="sequential runs (default: 200)")
+    parser.add_argument("--throughput-stages", type=_positive, default=200, help="runs (default: 200)")
+    parser.add_argument("--throughput-agents", type=_positive, default=4, help="agent processes (default: 4)")
+    parser.add_argument("--throughput-capacity", type=_positive, default=4, help="slots each (default: 4)")
+    parser.add_argument(
+        "--throughput-clients", type=_positive, default=4, help="concurrent REST triggers (default: 4)"
+    )
+    parser.add_argument(
+        "--fleet-agents", type=_positive, default=1000, help="simulated agents (default: 1000)"
+    )
+    parser.add_argument(
+        "--fleet-connections",
+        type=_positive,
+        help="TCP connections the simulated agents spread over (default: one per agent)",
+    )
+    parser.add_argument("--fleet-stages", type=_positive, default=200, help="runs (default: 200)")
+    parser.add_argument(
+        "--fleet-rate", type=float, default=20.0, help="runs triggered per second (default: 20)"
+    )
+    return parser
 
-    if args.only in (None, "local"):
-        try:
-            emit(bench_local(max(1, args.local_repeats)))
-        except BenchError as exc:
-            emit({"bench": "local_overhead", "error": str(exc), **context_fields()})
-            return 1
 
-    if args.only in (None, "docker"):
+def run_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Run the benchmark `name`; its JSON record (BenchError when it cannot produce one)."""
+    if name == "local":
+        return bench_local(args.local_repeats)
+    if name == "docker":
         problem = docker_problem(TEST_IMAGE)
         if problem is not None:
-            emit({"bench": "docker_overhead", "error": problem, **context_fields()})
-            return 1
+            raise BenchError(problem)
+        return bench_docker(args.docker_repeats, TEST_IMAGE)
+    if name == "lease":
+        return controller_bench.bench_lease_latency(args.lease_samples)
+    if name == "throughput":
+        return controller_bench.bench_throughput(
+            args.throughput_stages, args.throughput_agents, args.throughput_capacity, args.throughput_clients
+        )
+    if name == "fleet":
+        connections = args.fleet_connections or args.fleet_agents
+        return controller_bench.bench_fleet(
+            args.fleet_agents, connections, args.fleet_stages, max(args.fleet_rate, 0.1)
+        )
+    if name == "agent_rss":
+        return controller_bench.bench_agent_rss()
+    raise BenchError(f"unknown benchmark {name}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the selected benchmarks in order; each prints one JSON line (an error line if it failed)."""
+    args = build_parser().parse_args(argv)
+    selected = [name for name in BENCHES if args.only is None or name in args.only]
+    failed = False
+    for name in selected:
         try:
-            emit(bench_docker(max(1, args.docker_repeats), TEST_IMAGE))
+            emit(run_one(name, args))
         except BenchError as exc:
-            emit({"bench": "docker_overhead", "error": str(exc), **context_fields()})
-            return 1
-    return 0
+            emit({"bench": BENCH_NAMES[name], "error": str(exc), **context_fields()})
+            failed = True
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
