@@ -65,18 +65,24 @@ def scratch_dir(prefix: str) -> Iterator[Path]:
 # --------------------------------------------------------------------------- /proc figures
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process has used so far (all its threads), in seconds.
+def cpu_times(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds a process has used so far, all its threads included.
 
     Read from /proc/<pid>/stat rather than psutil (not a dependency) or getrusage (children only
     once they are reaped). Fields 14 and 15 count clock ticks (usually 10 ms), so windows of a
-    few seconds are needed for a figure to mean something.
+    few seconds are needed for a figure to mean something. The split matters for diagnosis:
+    system time is mostly syscalls (socket I/O, fsync), user time the interpreter.
     """
     text = Path(f"/proc/{pid}/stat").read_text()
     # The command name (field 2) is in parentheses and may hold spaces: split after its last ')'.
     fields = text[text.rindex(")") + 2 :].split()
     utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15, counted from field 3
-    return (utime + stime) / _CLOCK_TICKS
+    return utime / _CLOCK_TICKS, stime / _CLOCK_TICKS
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (see `cpu_times`)."""
+    return sum(cpu_times(pid))
 
 
 def memory_mib(pid: int, field: str = "VmRSS") -> float:

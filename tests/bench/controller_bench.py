@@ -24,6 +24,7 @@ received, including gRPC and the receiving event loop).
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import re
 import time
@@ -32,12 +33,14 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec
 
+from agent.client import RpcFailure
 from tests.bench.common import (
     BenchError,
     context_fields,
     cpu_seconds,
+    cpu_times,
     epoch,
     latency_summary,
     log,
@@ -54,7 +57,6 @@ HEARTBEAT_S = 3.0
 #: test settings (0.3 s heartbeats), ten times the heartbeat traffic of a real fleet.
 CONTROLLER_ENV = {"BUILDIT_LEASE_TTL": f"{LEASE_TTL_S:g}", "BUILDIT_HEARTBEAT_INTERVAL": f"{HEARTBEAT_S:g}"}
 ONE_STAGE = 'pipeline "bench"\nstage "s" { run "true"; }\n'
-FINISHED = frozenset({"succeeded", "failed", "cancelled", "error", "timed_out", "skipped"})
 
 LEASE_TARGET_P99_MS = 20.0
 THROUGHPUT_TARGET_PER_S = 100.0
@@ -63,7 +65,10 @@ FLEET_TARGET_RSS_MIB = 300.0
 AGENT_TARGET_RSS_MIB = 60.0
 
 STAGE_TIMEOUT_S = 10.0  # one stage of the sequential lease bench; far above normal
-FLOW_TIMEOUT_S = 120.0  # all stages of a throughput or fleet bench
+FLOW_TIMEOUT_S = 120.0  # all stages of the throughput bench
+#: The fleet bench's whole life (bring-up, idle, flow, drain), before its trigger time is added:
+#: 1,000 agents come up in about 6 s here, the idle measurement takes 6 s.
+FLEET_BUDGET_S = 40.0
 ONLINE_TIMEOUT_S = 60.0  # agents reaching "online"
 #: How long a simulated stage runs in the fleet bench: at 20 runs/s about 20 overlap, so leases go to
 #: many agents and the controller holds that many leases, heartbeats listing them, at once.
@@ -72,6 +77,22 @@ _SUCCEEDED_LINE = re.compile(r"lease \S+: succeeded$")  # what agent.runner logs
 
 
 # --------------------------------------------------------------------------- plumbing
+
+_P = ParamSpec("_P")
+
+
+def reported(bench: Callable[_P, dict[str, Any]]) -> Callable[_P, dict[str, Any]]:
+    """Turn the ways a bench can break (a refused RPC, a dead process, a harness assertion) into
+    BenchError, so the entry point prints an error line and goes on with the next bench."""
+
+    @functools.wraps(bench)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> dict[str, Any]:
+        try:
+            return bench(*args, **kwargs)
+        except (RpcFailure, OSError, AssertionError) as exc:
+            raise BenchError(f"{exc.__class__.__name__}: {str(exc)[-2000:]}") from exc
+
+    return wrapper
 
 
 def until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
@@ -146,7 +167,9 @@ def online_agents(controller: Controller) -> int:
     return sum(1 for agent in body["agents"] if agent["status"] == "online")
 
 
-def wait_online(controller: Controller, count: int, procs: list[Proc] | None = None) -> None:
+def wait_online(
+    controller: Controller, count: int, procs: list[Proc] | None = None, timeout: float = ONLINE_TIMEOUT_S
+) -> None:
     """Wait until `count` agents are online; fail early, with its output, if an agent process died."""
 
     def ready() -> bool:
@@ -155,7 +178,7 @@ def wait_online(controller: Controller, count: int, procs: list[Proc] | None = N
                 raise BenchError(f"agent exited {proc.proc.returncode}: {proc.output[-2000:]}")
         return online_agents(controller) >= count
 
-    until(ready, ONLINE_TIMEOUT_S, f"{count} agent(s) online", interval=0.2)
+    until(ready, timeout, f"{count} agent(s) online", interval=0.2)
 
 
 @dataclass(frozen=True)
@@ -201,17 +224,11 @@ async def _lease_samples(
 ) -> tuple[list[Latency], list[float]]:
     """Trigger runs one after another through one SimAgent; latencies and trigger -> lease times."""
     arrivals: dict[str, LeaseArrival] = {}
-    arrived = asyncio.Event()
-
-    def on_lease(arrival: LeaseArrival) -> None:
-        arrivals[arrival.run_id] = arrival
-        arrived.set()
-
     agent = SimAgent(
         controller.grpc_address,
         "bench-lease",
         controller.token,
-        on_lease=on_lease,
+        on_lease=lambda arrival: arrivals.__setitem__(arrival.run_id, arrival),
         lifetime_s=STAGE_TIMEOUT_S * (samples + warmup),
     )
     await agent.start()
@@ -220,18 +237,17 @@ async def _lease_samples(
     try:
         await asyncio.to_thread(wait_online, controller, 1)
         for i in range(warmup + samples):
-            arrived.clear()
             sent = time.time()
             run = await asyncio.to_thread(trigger, controller, pipeline_id)
             async with asyncio.timeout(STAGE_TIMEOUT_S):
-                while run["id"] not in arrivals:
-                    await arrived.wait()
-                    arrived.clear()
                 while agent.completed < i + 1 and not agent.errors:  # the run finished: next one
-                    await asyncio.sleep(0.001)
+                    await agent.progress.wait()
+                    agent.progress.clear()
             if agent.errors:
                 raise BenchError("; ".join(agent.errors[:5]))
-            arrival = arrivals[run["id"]]
+            arrival = arrivals.get(run["id"])
+            if arrival is None:
+                raise BenchError(f"run {run['number']} finished without its lease being seen")
             if arrival.attempt != 1:
                 raise BenchError(f"run {run['number']} was leased as attempt {arrival.attempt}")
             if i >= warmup:
@@ -246,6 +262,7 @@ async def _lease_samples(
     return latencies, trigger_to_lease
 
 
+@reported
 def bench_lease_latency(samples: int, warmup: int = 10) -> dict[str, Any]:
     """Stage ready -> agent holds the lease, measured one stage at a time (nothing else queued)."""
     with scratch_dir("buildit-bench-lease-") as work, controller_process(work) as controller:
@@ -273,9 +290,11 @@ def bench_lease_latency(samples: int, warmup: int = 10) -> dict[str, Any]:
 
 
 def _succeeded_lines(agents: list[Agent]) -> int:
+    """Stages the agents reported succeeded (and the controller acknowledged), from their logs."""
     return sum(1 for agent in agents for line in list(agent.proc.lines) if _SUCCEEDED_LINE.search(line))
 
 
+@reported
 def bench_throughput(stages: int, agents: int, capacity: int, clients: int) -> dict[str, Any]:
     """One-stage runs of `true` pushed through real agent processes as fast as REST accepts them.
 
@@ -296,9 +315,10 @@ def bench_throughput(stages: int, agents: int, capacity: int, clients: int) -> d
             until(lambda: _succeeded_lines(procs) >= warm, FLOW_TIMEOUT_S, "warm-up runs")
             time.sleep(0.5)  # let the last warm-up writes settle before the CPU window opens
 
-            pids = {"controller": controller_pid(controller), "bench": os.getpid()}
-            pids |= {a.name: a.proc.proc.pid for a in procs}
+            agent_pids = {a.name: a.proc.proc.pid for a in procs}
+            pids = {"controller": controller_pid(controller), "client": os.getpid(), **agent_pids}
             cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+            split_before = cpu_times(pids["controller"])
             done_before = _succeeded_lines(procs)
             log(f"throughput: {stages} runs, {clients} REST clients, {agents} agents x {capacity} slots")
             started = time.time()
@@ -308,11 +328,13 @@ def bench_throughput(stages: int, agents: int, capacity: int, clients: int) -> d
             until(
                 lambda: _succeeded_lines(procs) - done_before >= stages,
                 FLOW_TIMEOUT_S,
-                f"{stages} stages to succeed",
+                f"{stages} stages to succeed (counted in the agents' 'lease …: succeeded' lines)",
                 interval=0.01,
             )
             seen = time.time()
             cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
+            user, system = cpu_times(pids["controller"])
+            split = (user - split_before[0], system - split_before[1])
         finally:
             for agent in procs:
                 agent.stop()
@@ -325,8 +347,8 @@ def bench_throughput(stages: int, agents: int, capacity: int, clients: int) -> d
     window = finished - started
     rate = stages / window
     controller_ms = cpu.pop("controller") / stages * 1000
-    agents_ms = sum(v for k, v in cpu.items() if k.startswith("bench-")) / stages * 1000
-    bench_ms = cpu["bench"] / stages * 1000
+    agents_ms = sum(cpu[name] for name in agent_pids) / stages * 1000
+    bench_ms = cpu["client"] / stages * 1000
     cpus = context_fields()["cpus"]
     busy = (controller_ms + agents_ms + bench_ms) / 1000 * stages / ((seen - started) * max(cpus, 1))
     return {
@@ -342,6 +364,8 @@ def bench_throughput(stages: int, agents: int, capacity: int, clients: int) -> d
         "meets_cpu_target": controller_ms <= CPU_TARGET_MS_PER_STAGE,
         "capacity_per_agent": capacity,
         "rest_clients": clients,
+        "controller_cpu_user_ms_per_stage": round(split[0] / stages * 1000, 2),
+        "controller_cpu_system_ms_per_stage": round(split[1] / stages * 1000, 2),
         "window_s": round(window, 3),
         "trigger_s": round(triggered - started, 3),
         "agents_cpu_ms_per_stage": round(agents_ms, 2),
@@ -359,9 +383,11 @@ def bench_throughput(stages: int, agents: int, capacity: int, clients: int) -> d
 async def _fleet(
     controller: Controller, pipeline_id: str, agents: int, connections: int, stages: int, rate: float
 ) -> dict[str, Any]:
-    """Start the simulated fleet, measure it idle, flow stages through it at `rate`, measure again."""
-    pid = controller_pid(controller)
-    loop = asyncio.get_running_loop()
+    """Start the simulated fleet, measure it idle, flow stages through it at `rate`, measure again.
+
+    Everything, the simulated agents' heartbeats included, ends within `budget` seconds.
+    """
+    budget = FLEET_BUDGET_S + stages / rate
     arrivals: dict[str, LeaseArrival] = {}
     fleet = [
         SimAgent(
@@ -369,13 +395,40 @@ async def _fleet(
             f"sim-{i:04d}",
             controller.token,
             on_lease=lambda arrival: arrivals.__setitem__(arrival.run_id, arrival),
-            lifetime_s=FLOW_TIMEOUT_S * 2,
+            lifetime_s=budget,
             connection=i % connections,
             jitter_first_heartbeat=True,
             stage_s=FLEET_STAGE_S,
         )
         for i in range(agents)
     ]
+    started = time.monotonic()
+    try:
+        async with asyncio.timeout(budget):
+            return await _fleet_phases(controller, pipeline_id, fleet, arrivals, stages, rate, budget)
+    except TimeoutError:
+        done = sum(agent.completed for agent in fleet)
+        raise BenchError(
+            f"the fleet bench ran out of its {budget:g}s budget ({done}/{stages} stages finished, "
+            f"{time.monotonic() - started:.1f}s in)"
+        ) from None
+    finally:
+        await asyncio.gather(*(agent.stop() for agent in fleet))
+
+
+async def _fleet_phases(
+    controller: Controller,
+    pipeline_id: str,
+    fleet: list[SimAgent],
+    arrivals: dict[str, LeaseArrival],
+    stages: int,
+    rate: float,
+    budget: float,
+) -> dict[str, Any]:
+    """The phases of `_fleet` (see there): bring-up, idle, flow; returns the figures."""
+    pid = controller_pid(controller)
+    loop = asyncio.get_running_loop()
+    agents = len(fleet)
     rss_idle_controller = memory_mib(pid)
     gate = asyncio.Semaphore(50)  # registrations in flight: a fleet coming up, not a stampede
 
@@ -384,45 +437,45 @@ async def _fleet(
             await agent.start()
 
     started = time.monotonic()
-    try:
-        await asyncio.gather(*(bring_up(agent) for agent in fleet))
-        await asyncio.to_thread(wait_online, controller, agents)
-        connect_s = time.monotonic() - started
-        log(f"fleet: {agents} agents online in {connect_s:.1f}s; measuring the idle fleet")
-        # Two heartbeat intervals with nothing but heartbeats (and pings) going on.
-        cpu0 = cpu_seconds(pid)
-        await asyncio.sleep(2 * HEARTBEAT_S)
-        idle_cpu_pct = (cpu_seconds(pid) - cpu0) / (2 * HEARTBEAT_S) * 100
-        rss_connected = memory_mib(pid)
+    await asyncio.gather(*(bring_up(agent) for agent in fleet))
+    await asyncio.to_thread(wait_online, controller, agents, None, budget)
+    connect_s = time.monotonic() - started
+    log(f"fleet: {agents} agents online in {connect_s:.1f}s; measuring the idle fleet")
+    # Two heartbeat intervals with nothing but heartbeats (and pings) going on.
+    cpu0, own0 = cpu_seconds(pid), time.process_time()
+    await asyncio.sleep(2 * HEARTBEAT_S)
+    idle_cpu_pct = (cpu_seconds(pid) - cpu0) / (2 * HEARTBEAT_S) * 100
+    sim_idle_cpu_pct = (time.process_time() - own0) / (2 * HEARTBEAT_S) * 100
+    rss_connected = memory_mib(pid)
 
-        log(f"fleet: {stages} runs at {rate:g}/s across the fleet")
-        cpu0 = cpu_seconds(pid)
-        flow_started = time.monotonic()
-        with ThreadPoolExecutor(8) as pool:
-            pending = []
-            for i in range(stages):  # open loop: a slow answer does not delay the next trigger
-                await asyncio.sleep(max(0.0, flow_started + i / rate - time.monotonic()))
-                pending.append(loop.run_in_executor(pool, trigger, controller, pipeline_id))
-            runs = await asyncio.gather(*pending)
-        async with asyncio.timeout(FLOW_TIMEOUT_S):
-            while sum(agent.completed for agent in fleet) < stages:
-                errors = [e for agent in fleet for e in agent.errors]
-                if errors:
-                    raise BenchError("; ".join(errors[:5]))
-                await asyncio.sleep(0.05)
-        flow_s = time.monotonic() - flow_started
-        flow_cpu_ms = (cpu_seconds(pid) - cpu0) * 1000
-        rss_after = memory_mib(pid)
-        rss_peak = memory_mib(pid, "VmHWM")
-        heartbeats = sum(agent.heartbeats for agent in fleet)
-        lost_reports = sum(agent.lost_reports for agent in fleet)
+    log(f"fleet: {stages} runs at {rate:g}/s across the fleet")
+    cpu0, own0 = cpu_seconds(pid), time.process_time()
+    flow_started = time.monotonic()
+    flowing = asyncio.Event()
+    lags: list[float] = []
+    monitor = asyncio.create_task(_loop_lag(flowing, lags, budget))
+    with ThreadPoolExecutor(8) as pool:
+        pending = []
+        for i in range(stages):  # open loop: a slow answer does not delay the next trigger
+            await asyncio.sleep(max(0.0, flow_started + i / rate - time.monotonic()))
+            pending.append(loop.run_in_executor(pool, trigger, controller, pipeline_id))
+        runs = await asyncio.gather(*pending)
+    while sum(agent.completed for agent in fleet) < stages:  # bounded by the caller's budget
         errors = [e for agent in fleet for e in agent.errors]
-        used = sum(1 for agent in fleet if agent.completed)
-    except TimeoutError:
-        done = sum(agent.completed for agent in fleet)
-        raise BenchError(f"only {done}/{stages} stages finished within {FLOW_TIMEOUT_S:g}s") from None
-    finally:
-        await asyncio.gather(*(agent.stop() for agent in fleet))
+        if errors:
+            raise BenchError("; ".join(errors[:5]))
+        await asyncio.sleep(0.05)
+    flow_s = time.monotonic() - flow_started
+    flowing.set()
+    await monitor
+    flow_cpu_ms = (cpu_seconds(pid) - cpu0) * 1000
+    sim_flow_cpu_pct = (time.process_time() - own0) / flow_s * 100
+    rss_after = memory_mib(pid)
+    rss_peak = memory_mib(pid, "VmHWM")
+    heartbeats = sum(agent.heartbeats for agent in fleet)
+    lost_reports = sum(agent.lost_reports for agent in fleet)
+    errors = [e for agent in fleet for e in agent.errors]
+    used = sum(1 for agent in fleet if agent.completed)
     if errors:
         raise BenchError("; ".join(errors[:5]))
     missing = [run["number"] for run in runs if run["id"] not in arrivals]
@@ -441,6 +494,11 @@ async def _fleet(
         "idle_controller_cpu_pct": round(idle_cpu_pct, 1),
         "flow_s": round(flow_s, 2),
         "flow_controller_cpu_ms_per_stage": round(flow_cpu_ms / stages, 2),
+        # The simulated fleet shares this machine's cores with the controller: its load is context
+        # for the latencies (a busy simulator delays its own receipt of leases too).
+        "sim_idle_cpu_pct": round(sim_idle_cpu_pct, 1),
+        "sim_flow_cpu_pct": round(sim_flow_cpu_pct, 1),
+        "sim_loop_lag_p99_ms": round(percentile(lags, 99) * 1000, 2) if lags else None,
         "agents_used": used,
         "heartbeats": heartbeats,
         "heartbeat_lost_reports": lost_reports,
@@ -448,6 +506,20 @@ async def _fleet(
     }
 
 
+async def _loop_lag(done: asyncio.Event, lags: list[float], limit_s: float) -> None:
+    """How late this event loop wakes from a 10 ms sleep, until `done` (or `limit_s`).
+
+    The simulated fleet's loop also receives the leases: its lateness is part of each measured
+    `delivery`, and this tells how much of it is the simulator rather than the controller.
+    """
+    end = time.monotonic() + limit_s
+    while not done.is_set() and time.monotonic() < end:
+        before = time.monotonic()
+        await asyncio.sleep(0.01)
+        lags.append(max(0.0, time.monotonic() - before - 0.01))
+
+
+@reported
 def bench_fleet(agents: int, connections: int, stages: int, rate: float) -> dict[str, Any]:
     """1,000 simulated agents against one controller process while stages flow through them."""
     connections = max(1, min(connections, agents))
@@ -483,6 +555,7 @@ def _docker_configured() -> bool:
     return bool(os.environ.get("DOCKER_HOST")) or os.path.exists("/var/run/docker.sock")
 
 
+@reported
 def bench_agent_rss(idle_s: float = 3.0) -> dict[str, Any]:
     """Resident memory of a registered agent with nothing to do, after `idle_s` of heartbeats.
 

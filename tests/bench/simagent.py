@@ -106,6 +106,8 @@ class SimAgent:
         self.heartbeats = 0
         self.lost_reports = 0
         self.errors: list[str] = []
+        #: Set whenever a stage completes or an error is recorded; a waiter clears it, then waits.
+        self.progress = asyncio.Event()
         self._deadline = time.monotonic() + lifetime_s
         self._stopping = asyncio.Event()
         self._running: set[str] = set()
@@ -153,9 +155,10 @@ class SimAgent:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _error(self, what: str, exc: BaseException) -> None:
+    def _error(self, what: str, exc: BaseException | str) -> None:
         if not self._stopping.is_set():
             self.errors.append(f"{self.name}: {what}: {exc}")
+            self.progress.set()
 
     async def _lease_loop(self) -> None:
         """Take leases off the one Lease stream until it ends (no reconnect: a bench must not hide that)."""
@@ -174,11 +177,8 @@ class SimAgent:
                         self._running.add(event.lease_id)
                         self._spawn(self._run_stage(event.lease_id))
                     elif isinstance(event, CancelStage):
-                        self.errors.append(
-                            f"{self.name}: unexpected cancel of {event.lease_id}: {event.reason}"
-                        )
-            if not self._stopping.is_set():
-                self.errors.append(f"{self.name}: the controller closed the lease stream")
+                        self._error(f"unexpected cancel of {event.lease_id}", event.reason)
+            self._error("lease stream", "closed by the controller")
         except RpcFailure as exc:
             self._error("lease stream", exc)
         finally:
@@ -234,6 +234,7 @@ class SimAgent:
                 )
             )
             self.completed += 1
+            self.progress.set()
         except RpcFailure as exc:
             self._error(f"stage {lease_id}", exc)
         finally:

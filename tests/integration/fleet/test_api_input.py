@@ -132,9 +132,9 @@ def test_malformed_and_mistyped_bodies_are_refused_with_what_to_fix(controller: 
     checks.refused("POST", create, 400, ("config",), raw=b"", label="empty body")
     checks.refused("POST", create, 400, ("config",), body={}, label="missing config")
     checks.refused("POST", create, 400, ("config",), body={"name": "x"}, label="only a name")
-    for value in (5, None, ["a"], {"k": "v"}, True):
+    for config in (5, None, ["a"], {"k": "v"}, True):
         checks.refused(
-            "POST", create, 400, ("config", "str"), body={"config": value}, label=f"config {value!r}"
+            "POST", create, 400, ("config", "str"), body={"config": config}, label=f"config {config!r}"
         )
     checks.refused("POST", create, 400, ("name",), body={"config": VALID, "name": 5}, label="name 5")
     checks.refused("POST", trigger, 400, ("branch",), body={"branch": 7}, label="branch 7")
