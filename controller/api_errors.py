@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Request, Response
-from litestar.exceptions import HTTPException, ValidationException
+from litestar.exceptions import ClientException, HTTPException, ValidationException
 
 
 def error(status: int, detail: str, **extra: Any) -> HTTPException:
@@ -17,12 +17,40 @@ def error(status: int, detail: str, **extra: Any) -> HTTPException:
     return HTTPException(status_code=status, detail=detail, extra=extra or None)
 
 
+BODY_EXAMPLE = 'e.g. {"config": "<kdl source>"} to create a pipeline, {"branch": "main"} to trigger a run'
+
+
+def _field_problem(item: Any) -> str:
+    """One msgspec/Litestar validation item as "'field': what is wrong"."""
+    if not isinstance(item, dict):
+        return str(item)
+    key = item.get("key")
+    message = str(item.get("message", "invalid value")).split(" - at ")[0]
+    if key in (None, "", "data"):
+        return f"the request body must be a JSON object ({BODY_EXAMPLE}): {message}"
+    return f"'{key}': {message}"
+
+
 def validation_handler(request: Request[Any, Any, Any], exc: ValidationException) -> Response[dict[str, Any]]:
-    """Malformed JSON and wrong field types: 400 with where and what."""
-    detail = exc.detail or "invalid request"
-    if "JSON" in detail or "decode" in detail.lower():
-        detail = f"malformed JSON body: {detail}. Send a JSON object with Content-Type: application/json"
+    """Wrong body shape or field types: 400 naming each field and what it must be."""
+    items = exc.extra if isinstance(exc.extra, list) else ([exc.extra] if exc.extra else [])
+    problems = [_field_problem(item) for item in items]
+    detail = "; ".join(problems) if problems else (exc.detail or "invalid request")
+    if "missing" in detail.lower() and "data" in str(exc.extra):
+        detail = f"the request body is empty or not a JSON object ({BODY_EXAMPLE})"
     body: dict[str, Any] = {"status_code": 400, "detail": detail}
     if exc.extra:
         body["extra"] = exc.extra
     return Response(body, status_code=400)
+
+
+def client_error_handler(request: Request[Any, Any, Any], exc: ClientException) -> Response[dict[str, Any]]:
+    """Framework 4xx errors; a body that is not valid JSON gets a message saying so."""
+    status = exc.status_code
+    detail = exc.detail or "bad request"
+    if status == 400:
+        detail = f"malformed JSON body: {detail}; send a JSON object ({BODY_EXAMPLE})"
+    body: dict[str, Any] = {"status_code": status, "detail": detail}
+    if exc.extra:
+        body["extra"] = exc.extra
+    return Response(body, status_code=status, headers=exc.headers)

@@ -6,12 +6,12 @@ from typing import Any
 
 from litestar import Litestar, get
 from litestar.datastructures import State
-from litestar.exceptions import ValidationException
+from litestar.exceptions import ClientException, ValidationException
 from litestar.openapi import OpenAPIConfig
 
 from controller import __version__
 from controller.agents.api import AgentsController
-from controller.api_errors import error, validation_handler
+from controller.api_errors import client_error_handler, error, validation_handler
 from controller.pipelines.api import PipelinesController
 from controller.runs.api import RunsController
 from controller.services import Services
@@ -42,6 +42,6 @@ def create_app(services: Services, max_body_bytes: int = 1024 * 1024) -> Litesta
         route_handlers=handlers,
         state=State({"services": services}),
         openapi_config=OpenAPIConfig(title="BuildIt", version=__version__, path="/schema"),
-        exception_handlers={ValidationException: validation_handler},
+        exception_handlers={ValidationException: validation_handler, ClientException: client_error_handler},
         request_max_body_size=max_body_bytes,
     )

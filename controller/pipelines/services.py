@@ -54,6 +54,8 @@ def pipeline_json(row: dict[str, Any], with_config: bool = True) -> dict[str, An
 
 async def create_pipeline(org: UUID, tenant: UUID, config: str, name: str | None) -> dict[str, Any]:
     """Validate and store a pipeline; its name defaults to the file's `pipeline "name"`."""
+    if "\0" in config or (name is not None and "\0" in name):
+        raise ValueError("'config' and 'name' must not contain NUL characters")
     diagnostics = validate(config, ".buildit.kdl")
     if diagnostics:
         raise PipelineRejected(diagnostics)

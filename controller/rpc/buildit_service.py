@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -17,7 +19,7 @@ from agent.contract._gen import buildit_pb2_grpc as pb_grpc
 from agent.contract.types import StageStatus
 from controller.agents.tables import Agent
 from controller.events import Overflow
-from controller.pipeline.validate import validate
+from controller.pipeline.validate import load, validate
 from controller.pipelines.tables import Pipeline
 from controller.runs.tables import Run, StageRun
 from controller.scheduling.scheduler import SchedulingError
@@ -102,24 +104,29 @@ class BuildItServicer(pb_grpc.BuildItServiceServicer):  # type: ignore[misc]
                 names[agent["id"]] = agent["name"]
         return _run_proto(row, pipeline["name"] if pipeline else "", stages, names)
 
+    async def _pipeline_id(self, name_or_id: str) -> UUID | None:
+        """`repository` names a pipeline (by id or name) until repositories arrive with Git triggers."""
+        key = _uuid(name_or_id)
+        query = Pipeline.select(Pipeline.id).where(Pipeline.tenant == self.svc.tenant)
+        row = await (
+            query.where(Pipeline.id == key) if key else query.where(Pipeline.name == name_or_id)
+        ).first()
+        return None if row is None else UUID(str(row["id"]))
+
     async def TriggerRun(
         self, request: pb.TriggerRunRequest, context: aio.ServicerContext
     ) -> pb.TriggerRunResponse:
-        # `repository` names the pipeline (by id or name) until repositories arrive with Git triggers.
-        key = _uuid(request.repository)
-        query = Pipeline.select(Pipeline.id).where(Pipeline.tenant == self.svc.tenant)
-        row = await (
-            query.where(Pipeline.id == key) if key else query.where(Pipeline.name == request.repository)
-        ).first()
-        if row is None:
+        pipeline_id = await self._pipeline_id(request.repository)
+        if pipeline_id is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"pipeline {request.repository!r} not found")
             raise AssertionError("unreachable")
         try:
             run = await self.svc.scheduler.trigger(
-                row["id"], branch=request.ref or "main", sha=request.commit_sha, trigger="api"
+                pipeline_id, branch=request.ref or "main", sha=request.commit_sha, trigger="api"
             )
         except SchedulingError as exc:
-            await context.abort(grpc.StatusCode.NOT_FOUND, exc.message)
+            code = grpc.StatusCode.INVALID_ARGUMENT if exc.code == "invalid" else grpc.StatusCode.NOT_FOUND
+            await context.abort(code, exc.message)
             raise
         return pb.TriggerRunResponse(run=await self._load_run(str(run.id), context))
 
@@ -136,14 +143,20 @@ class BuildItServicer(pb_grpc.BuildItServiceServicer):  # type: ignore[misc]
         if request.page_token:
             try:
                 before = float(request.page_token)
-            except ValueError:
+                if not math.isfinite(before):
+                    raise ValueError(before)
+                cutoff = datetime.fromtimestamp(before, UTC)
+            except (ValueError, OverflowError, OSError):
                 await context.abort(
                     grpc.StatusCode.INVALID_ARGUMENT, "page_token is not one this server gave out"
                 )
                 raise
-            from datetime import UTC, datetime
-
-            query = query.where(Run.created_at < datetime.fromtimestamp(before, UTC))
+            query = query.where(Run.created_at < cutoff)
+        if request.repository:
+            pipeline_id = await self._pipeline_id(request.repository)
+            if pipeline_id is None:
+                await context.abort(grpc.StatusCode.NOT_FOUND, f"pipeline {request.repository!r} not found")
+            query = query.where(Run.pipeline == pipeline_id)
         if request.ref:
             query = query.where(Run.branch == request.ref)
         if request.statuses:
@@ -258,9 +271,12 @@ class BuildItServicer(pb_grpc.BuildItServiceServicer):  # type: ignore[misc]
     async def ValidatePipeline(
         self, request: pb.ValidatePipelineRequest, context: aio.ServicerContext
     ) -> pb.ValidatePipelineResponse:
-        diagnostics = validate(request.source, request.filename or ".buildit.kdl")
+        filename = request.filename or ".buildit.kdl"
+        diagnostics = validate(request.source, filename)
+        stages = [] if diagnostics else [stage.name for stage in load(request.source, filename).stages]
         return pb.ValidatePipelineResponse(
             valid=not diagnostics,
+            stages=stages,
             diagnostics=[
                 pb.Diagnostic(
                     file=d.file,

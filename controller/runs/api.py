@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -13,9 +12,11 @@ from litestar.datastructures import State
 from controller.api_errors import error
 from controller.pipelines.services import get_pipeline
 from controller.runs import services
+from controller.scheduling.scheduler import SchedulingError
 from controller.services import Services
 
-_SHA = re.compile(r"[0-9a-fA-F]{4,64}\Z")
+MAX_NUMBER = 2**31 - 1
+
 MAX_PAGE = 200
 
 
@@ -43,7 +44,7 @@ class RunsController(Controller):
 
     async def _run(self, svc: Services, pipeline_id: UUID, number: int) -> dict[str, Any]:
         await self._pipeline(svc, pipeline_id)
-        row = await services.find_run(pipeline_id, number)
+        row = await services.find_run(pipeline_id, number) if 1 <= number <= MAX_NUMBER else None
         if row is None:
             raise error(404, f"run {number} of pipeline {pipeline_id} not found")
         return row
@@ -53,19 +54,17 @@ class RunsController(Controller):
         """Start a run; returns it with its `number`."""
         svc: Services = state.services
         await self._pipeline(svc, pipeline_id)
-        branch = data.branch.strip() if isinstance(data.branch, str) else ""
-        if not branch or len(branch) > 255 or any(c in branch for c in "\0\n\r"):
-            raise error(400, "'branch' must be a branch name (1-255 characters, one line), e.g. \"main\"")
-        if data.sha is not None and not _SHA.match(data.sha):
-            raise error(400, f"'sha' must be a hexadecimal commit id, got {data.sha!r}")
-        run = await svc.scheduler.trigger(
-            pipeline_id,
-            branch=branch,
-            sha=data.sha or "",
-            message=data.message[:10_000],
-            author=data.author[:255],
-            trigger="api",
-        )
+        try:
+            run = await svc.scheduler.trigger(
+                pipeline_id,
+                branch=data.branch.strip() if isinstance(data.branch, str) else data.branch,
+                sha=data.sha or "",
+                message=data.message,
+                author=data.author,
+                trigger="api",
+            )
+        except SchedulingError as exc:
+            raise error(400 if exc.code == "invalid" else 404, exc.message) from None
         row = await services.find_run(pipeline_id, run.number)
         assert row is not None
         return await services.run_with_stages(row)
@@ -79,6 +78,10 @@ class RunsController(Controller):
         await self._pipeline(svc, pipeline_id)
         if not 1 <= limit <= MAX_PAGE:
             raise error(400, f"'limit' must be between 1 and {MAX_PAGE}")
+        if before is not None and before < 1:
+            raise error(400, "'before' must be a run number (>= 1)")
+        if before is not None and before > MAX_NUMBER:
+            before = None  # every run number is below it
         return {"runs": await services.list_runs(pipeline_id, limit, before)}
 
     @get("/{number:int}")

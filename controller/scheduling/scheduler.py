@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import secrets as pysecrets
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -53,6 +54,29 @@ class SchedulingError(Exception):
         super().__init__(message)
         self.code = code  # "not_found" | "invalid" | "conflict" | "lease_lost" | "unauthenticated"
         self.message = message
+
+
+_SHA = re.compile(r"[0-9a-fA-F]{4,64}\Z")
+
+
+def check_trigger(branch: str, sha: str, message: str, author: str) -> None:
+    """Refuse trigger input that could not be stored or shown faithfully (same rules for REST and gRPC)."""
+    if (
+        not isinstance(branch, str)
+        or not branch.strip()
+        or len(branch) > 255
+        or any(c in branch for c in "\0\n\r")
+    ):
+        raise SchedulingError(
+            "invalid", "'branch' must be a branch name (1-255 characters, one line), e.g. \"main\""
+        )
+    if sha and (not isinstance(sha, str) or not _SHA.match(sha)):
+        raise SchedulingError("invalid", f"'sha' must be a hexadecimal commit id (4-64 digits), got {sha!r}")
+    for field_name, value, limit in (("message", message, 10_000), ("author", author, 255)):
+        if not isinstance(value, str) or "\0" in value or len(value) > limit:
+            raise SchedulingError(
+                "invalid", f"'{field_name}' must be text of at most {limit} characters without NUL characters"
+            )
 
 
 @dataclass(frozen=True)
@@ -224,6 +248,7 @@ class Scheduler:
         trigger: str = "api",
     ) -> RunState:
         """Create a run of a pipeline: plan it, persist it, queue what is ready."""
+        check_trigger(branch, sha, message, author)
         config = await self.store.pipeline_config(pipeline_id)
         if config is None:
             raise SchedulingError("not_found", f"pipeline {pipeline_id} not found")
