@@ -31,6 +31,18 @@ IDLE_CONNECTIONS = 4
 _MIN_VERSION_FOR_REUSE = 3.35
 
 
+async def _configure(connection: aiosqlite.Connection) -> None:
+    """Per-connection settings.
+
+    `synchronous=NORMAL` in WAL mode: a commit survives any crash or kill of the controller process
+    (the WAL is in the OS page cache before COMMIT returns) but skips the fsync per commit; only an
+    operating-system crash or power loss can lose the last transactions. That is the embedded,
+    single-machine default; PostgreSQL is the engine for durability against machine failure.
+    """
+    await connection.execute("PRAGMA foreign_keys = 1")
+    await connection.execute("PRAGMA synchronous = NORMAL")
+
+
 class ReusingSQLiteEngine(SQLiteEngine):
     """SQLiteEngine with a small set of idle connections reused across queries (see module docstring)."""
 
@@ -45,7 +57,14 @@ class ReusingSQLiteEngine(SQLiteEngine):
         connection._thread.daemon = True
         await connection
         connection.row_factory = dict_factory  # type: ignore[assignment]  # aiosqlite types it too narrowly
-        await connection.execute("PRAGMA foreign_keys = 1")
+        await _configure(connection)
+        return connection
+
+    async def get_connection(self) -> aiosqlite.Connection:
+        """Connections for transactions: configured like the pooled ones."""
+        connection = await aiosqlite.connect(**self.connection_kwargs)
+        connection.row_factory = dict_factory  # type: ignore[assignment]
+        await _configure(connection)
         return connection
 
     async def _run_in_new_connection(

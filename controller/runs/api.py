@@ -53,21 +53,23 @@ class RunsController(Controller):
     async def trigger(self, state: State, pipeline_id: UUID, data: TriggerRun) -> dict[str, Any]:
         """Start a run; returns it with its `number`."""
         svc: Services = state.services
-        await self._pipeline(svc, pipeline_id)
+        branch = data.branch.strip() if isinstance(data.branch, str) else data.branch
         try:
             run = await svc.scheduler.trigger(
                 pipeline_id,
-                branch=data.branch.strip() if isinstance(data.branch, str) else data.branch,
+                branch=branch,
                 sha=data.sha or "",
                 message=data.message,
                 author=data.author,
                 trigger="api",
             )
         except SchedulingError as exc:
-            raise error(400 if exc.code == "invalid" else 404, exc.message) from None
-        row = await services.find_run(pipeline_id, run.number)
-        assert row is not None
-        return await services.run_with_stages(row)
+            if exc.code == "not_found":
+                raise error(
+                    404, f"pipeline {pipeline_id} not found; list pipelines with GET /api/v1/pipelines"
+                ) from None
+            raise error(400, exc.message) from None
+        return services.new_run_json(run, branch, data.sha or "", data.message, data.author, "api")
 
     @get("/")
     async def list_runs(

@@ -58,6 +58,45 @@ def stage_json(row: dict[str, Any], agent_names: dict[Any, str]) -> dict[str, An
     }
 
 
+def new_run_json(run: Any, branch: str, sha: str, message: str, author: str, trigger: str) -> dict[str, Any]:
+    """A just-triggered run from the scheduler's in-memory state (no database round trip)."""
+    stages = [
+        {
+            "name": s.name,
+            "index": s.index,
+            "status": s.status.value,
+            "attempt": s.attempt,
+            "agent": None,
+            "exit_code": s.exit_code,
+            "message": s.message,
+            "needs": list(s.needs),
+            "executor": s.executor,
+            "queued_at": _iso(s.queued_at),
+            "started_at": _iso(s.started_at),
+            "finished_at": _iso(s.finished_at),
+            "log_size": s.log_size,
+        }
+        for s in run.stages.values()
+    ]
+    return {
+        "id": str(run.id),
+        "pipeline_id": str(run.pipeline_id),
+        "number": run.number,
+        "status": run.status.value,
+        "branch": branch,
+        "sha": sha,
+        "commit_message": message,
+        "author": author,
+        "trigger": trigger,
+        "error": run.error,
+        "cancel_requested": run.cancel_requested,
+        "created_at": _iso(run.created_at),
+        "started_at": _iso(run.started_at),
+        "finished_at": _iso(run.finished_at),
+        "stages": stages,
+    }
+
+
 async def find_run(pipeline_id: UUID, number: int) -> dict[str, Any] | None:
     """The run `number` of a pipeline."""
     row: dict[str, Any] | None = (

@@ -64,6 +64,8 @@ class RunState:
     when_skipped: frozenset[str] = frozenset()
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    created_at: datetime | None = None
+    error: str = ""
 
 
 def run_status(run: RunState) -> StageStatus:

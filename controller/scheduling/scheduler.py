@@ -256,7 +256,13 @@ class Scheduler:
         async with self._lock:
             number = await self.store.next_run_number(pipeline_id)
             run_id = uuid.uuid4()
-            run = RunState(id=run_id, pipeline_id=pipeline_id, number=number, status=StageStatus.PENDING)
+            run = RunState(
+                id=run_id,
+                pipeline_id=pipeline_id,
+                number=number,
+                status=StageStatus.PENDING,
+                created_at=now(),
+            )
             error = ""
             try:
                 pipeline = load(source, ".buildit.kdl")
@@ -291,6 +297,7 @@ class Scheduler:
                     run.stages[spec.name] = stage
             else:
                 run.status = StageStatus.ERROR
+                run.error = error
                 run.finished_at = now()
             await self.store.insert_run(
                 NewRun(run, pipeline_id, branch, sha, message, author, trigger, error)
@@ -569,6 +576,7 @@ class Scheduler:
         """Queue ready stages, skip blocked ones, update the run's status; dispatch."""
         statuses = {name: s.status for name, s in run.stages.items()}
         dag = Dag({name: s.needs for name, s in run.stages.items()})
+        newly_queued: list[StageState] = []
         if not run.cancel_requested:
             for name in dag.blocked(statuses):
                 stage = run.stages[name]
@@ -580,8 +588,7 @@ class Scheduler:
                 stage.status = StageStatus.QUEUED
                 stage.queued_at = now()
                 self.queue.append(stage)
-                await self.store.save_stage(stage)
-                self.events.publish_stage(stage)
+                newly_queued.append(stage)
         else:
             for stage in run.stages.values():
                 if stage.status is StageStatus.PENDING:
@@ -598,6 +605,11 @@ class Scheduler:
         if status.finished:
             self.runs.pop(run.id, None)
         await self._dispatch()
+        # Stages leased right away were written by `_lease`; only the others still need their row.
+        for stage in newly_queued:
+            if stage.lease_id is None:
+                await self.store.save_stage(stage)
+                self.events.publish_stage(stage)
 
     async def _dispatch(self) -> None:
         """Lease queued stages to agents with free slots, oldest stage first."""

@@ -74,12 +74,16 @@ class PiccoloStore:
         return int(rows[0]["next_run_number"])
 
     async def pipeline_config(self, pipeline_id: UUID) -> tuple[str, str] | None:
-        row = await Pipeline.select(Pipeline.name, Pipeline.config).where(Pipeline.id == pipeline_id).first()
+        row = (
+            await Pipeline.select(Pipeline.name, Pipeline.config)
+            .where((Pipeline.id == pipeline_id) & (Pipeline.tenant == self.tenant))
+            .first()
+        )
         return None if row is None else (row["name"], row["config"])
 
     async def insert_run(self, new: NewRun) -> None:
         run = new.run
-        created = datetime.now(UTC)
+        created = run.created_at or datetime.now(UTC)
         async with Run._meta.db.transaction():
             await Run.insert(
                 Run(
