@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from litestar import Controller, get
 from litestar.datastructures import State
 
-from controller.agents.tables import Agent
+from controller.agents.services import list_agent_views
 from controller.services import Services
 
 
@@ -22,26 +21,21 @@ class AgentsController(Controller):
     async def list_agents(self, state: State) -> dict[str, Any]:
         """Every registered agent: status, labels, executors, capacity, running stages, last seen."""
         svc: Services = state.services
-        rows = await Agent.select().where(Agent.tenant == svc.tenant).order_by(Agent.name)
-        out = []
-        for row in rows:
-            live = svc.scheduler.agent_by_id(row["id"])
-            online = live is not None and live.online
-            draining = live.draining if live is not None else row["draining"]
-            last_seen = live.last_seen if live is not None and live.last_seen else row["last_seen"]
-            labels, executors = row["labels"], row["executors"]
-            out.append(
+        views = await list_agent_views(svc.scheduler, svc.tenant)
+        return {
+            "agents": [
                 {
-                    "id": str(row["id"]),
-                    "name": row["name"],
-                    "status": ("draining" if draining else "online") if online else "offline",
-                    "labels": json.loads(labels) if isinstance(labels, str) else labels,
-                    "executors": json.loads(executors) if isinstance(executors, str) else executors,
-                    "capacity": row["capacity"],
-                    "running": len(live.running) if live is not None else 0,
-                    "last_seen": last_seen.isoformat() if last_seen else None,
-                    "version": row["version"],
-                    "registered_at": row["registered_at"].isoformat() if row["registered_at"] else None,
+                    "id": str(v.id),
+                    "name": v.name,
+                    "status": v.status,
+                    "labels": v.labels,
+                    "executors": v.executors,
+                    "capacity": v.capacity,
+                    "running": v.running,
+                    "last_seen": v.last_seen.isoformat() if v.last_seen else None,
+                    "version": v.version,
+                    "registered_at": v.registered_at.isoformat() if v.registered_at else None,
                 }
-            )
-        return {"agents": out}
+                for v in views
+            ]
+        }

@@ -11,15 +11,58 @@ import hashlib
 import hmac
 import secrets
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from uuid import UUID
 
 import grpc
 
 from controller.agents.tables import Agent
+from controller.db.columns import loaded
 from controller.scheduling.scheduler import AgentConn, Scheduler
 
 MAX_CAPACITY = 256
+
+
+@dataclass(frozen=True)
+class AgentView:
+    """An agent as APIs show it: the stored row merged with the scheduler's live view."""
+
+    id: UUID
+    name: str
+    status: str  # online | offline | draining
+    labels: dict[str, str]
+    executors: list[str]
+    capacity: int
+    running: int
+    last_seen: datetime | None
+    version: str
+    registered_at: datetime | None
+
+
+async def list_agent_views(scheduler: Scheduler, tenant: UUID) -> list[AgentView]:
+    """Every registered agent of a tenant, by name, with its live status (REST and gRPC share this)."""
+    rows = await Agent.select().where(Agent.tenant == tenant).order_by(Agent.name)
+    views = []
+    for row in rows:
+        live = scheduler.agent_by_id(row["id"])
+        online = live is not None and live.online
+        draining = live.draining if live is not None else row["draining"]
+        views.append(
+            AgentView(
+                id=row["id"],
+                name=row["name"],
+                status=("draining" if draining else "online") if online else "offline",
+                labels=dict(loaded(row["labels"])),
+                executors=list(loaded(row["executors"])),
+                capacity=row["capacity"],
+                running=len(live.running) if live is not None else 0,
+                last_seen=live.last_seen if live is not None and live.last_seen else row["last_seen"],
+                version=row["version"],
+                registered_at=row["registered_at"],
+            )
+        )
+    return views
 
 
 class RegistrationError(Exception):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -17,7 +16,9 @@ from agent.contract import convert
 from agent.contract._gen import buildit_pb2 as pb
 from agent.contract._gen import buildit_pb2_grpc as pb_grpc
 from agent.contract.types import StageStatus
+from controller.agents.services import list_agent_views
 from controller.agents.tables import Agent
+from controller.db.columns import loaded
 from controller.events import Overflow
 from controller.pipeline.validate import load, validate
 from controller.pipelines.tables import Pipeline
@@ -66,7 +67,7 @@ def _stage_proto(row: dict[str, Any], names: dict[Any, str]) -> pb.Stage:
         index=row["index"],
         status=convert.status_to_proto(StageStatus(row["status"])),
         attempt=row["attempt"],
-        needs=json.loads(needs) if isinstance(needs, str) else needs,
+        needs=loaded(needs),
         agent_id=str(row["agent"]) if row["agent"] else "",
         agent_name=names.get(row["agent"], "") if row["agent"] else "",
         message=row["message"],
@@ -239,33 +240,27 @@ class BuildItServicer(pb_grpc.BuildItServiceServicer):  # type: ignore[misc]
     async def ListAgents(
         self, request: pb.ListAgentsRequest, context: aio.ServicerContext
     ) -> pb.ListAgentsResponse:
-        rows = await Agent.select().where(Agent.tenant == self.svc.tenant).order_by(Agent.name)
-        agents = []
-        for row in rows:
-            live = self.svc.scheduler.agent_by_id(row["id"])
-            online = live is not None and live.online
-            status = pb.AGENT_STATUS_OFFLINE
-            if online and live is not None:
-                status = pb.AGENT_STATUS_DRAINING if live.draining else pb.AGENT_STATUS_ONLINE
-            if request.status and request.status != status:
-                continue
-            labels, executors = row["labels"], row["executors"]
-            agents.append(
-                pb.Agent(
-                    id=str(row["id"]),
-                    name=row["name"],
-                    status=status,
-                    labels=json.loads(labels) if isinstance(labels, str) else labels,
-                    executors=json.loads(executors) if isinstance(executors, str) else executors,
-                    capacity=row["capacity"],
-                    running=len(live.running) if live is not None else 0,
-                    last_seen=convert.timestamp_to_proto(
-                        live.last_seen if live is not None and live.last_seen else row["last_seen"]
-                    ),
-                    version=row["version"],
-                    registered_at=convert.timestamp_to_proto(row["registered_at"]),
-                )
+        statuses = {
+            "online": pb.AGENT_STATUS_ONLINE,
+            "draining": pb.AGENT_STATUS_DRAINING,
+            "offline": pb.AGENT_STATUS_OFFLINE,
+        }
+        agents = [
+            pb.Agent(
+                id=str(v.id),
+                name=v.name,
+                status=statuses[v.status],
+                labels=v.labels,
+                executors=v.executors,
+                capacity=v.capacity,
+                running=v.running,
+                last_seen=convert.timestamp_to_proto(v.last_seen),
+                version=v.version,
+                registered_at=convert.timestamp_to_proto(v.registered_at),
             )
+            for v in await list_agent_views(self.svc.scheduler, self.svc.tenant)
+            if not request.status or request.status == statuses[v.status]
+        ]
         return pb.ListAgentsResponse(agents=agents)
 
     async def ValidatePipeline(

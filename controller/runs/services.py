@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 from controller.agents.tables import Agent
+from controller.db.columns import loaded
 from controller.runs.tables import Run, StageRun
 
 
@@ -49,7 +49,7 @@ def stage_json(row: dict[str, Any], agent_names: dict[Any, str]) -> dict[str, An
         "agent": agent_names.get(row["agent"]) if row["agent"] else None,
         "exit_code": row["exit_code"],
         "message": row["message"],
-        "needs": json.loads(needs) if isinstance(needs, str) else needs,
+        "needs": loaded(needs),
         "executor": row["executor"],
         "queued_at": _iso(row["queued_at"]),
         "started_at": _iso(row["started_at"]),

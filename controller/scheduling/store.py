@@ -10,6 +10,7 @@ from uuid import UUID
 
 from agent.contract.types import StageSpec, StageStatus, WorkspaceSource
 from controller.agents.tables import Agent
+from controller.db.columns import loaded
 from controller.pipelines.tables import Pipeline
 from controller.runs.tables import Run, StageRun
 from controller.scheduling.model import RunState, StageState
@@ -18,14 +19,14 @@ from controller.scheduling.scheduler import CANCEL_GRACE_S, AgentConn, NewRun
 ACTIVE = [s.value for s in StageStatus if not s.finished]
 
 
-def spec_to_json(spec: StageSpec) -> dict[str, Any]:
+def spec_toloaded(spec: StageSpec) -> dict[str, Any]:
     """A stage spec as stored (secrets are never written to the database)."""
     data = asdict(spec)
     data["secrets"] = {}
     return data
 
 
-def spec_from_json(data: dict[str, Any] | str) -> StageSpec:
+def spec_fromloaded(data: dict[str, Any] | str) -> StageSpec:
     """The inverse of `spec_to_json`."""
     if isinstance(data, str):
         data = json.loads(data)
@@ -46,10 +47,6 @@ def spec_from_json(data: dict[str, Any] | str) -> StageSpec:
         workdir=data.get("workdir", ""),
         source=WorkspaceSource(**source) if source else None,
     )
-
-
-def _json(value: Any) -> Any:
-    return json.loads(value) if isinstance(value, str) else value
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -116,7 +113,7 @@ class PiccoloStore:
             index=stage.index,
             status=stage.status.value,
             needs=list(stage.needs),
-            spec=spec_to_json(stage.spec),
+            spec=spec_toloaded(stage.spec),
             labels=stage.labels,
             executor=stage.executor,
             message=stage.message,
@@ -177,10 +174,10 @@ class PiccoloStore:
                 name=row["name"],
                 index=row["index"],
                 status=StageStatus(row["status"]),
-                spec=spec_from_json(row["spec"]),
-                needs=tuple(_json(row["needs"])),
+                spec=spec_fromloaded(row["spec"]),
+                needs=tuple(loaded(row["needs"])),
                 executor=row["executor"],
-                labels=dict(_json(row["labels"])),
+                labels=dict(loaded(row["labels"])),
                 attempt=row["attempt"],
                 infra_failures=row["infra_failures"],
                 user_retries_used=row["user_retries_used"],
@@ -207,8 +204,8 @@ class PiccoloStore:
             AgentConn(
                 id=row["id"],
                 name=row["name"],
-                labels=dict(_json(row["labels"])),
-                executors=tuple(_json(row["executors"])),
+                labels=dict(loaded(row["labels"])),
+                executors=tuple(loaded(row["executors"])),
                 capacity=row["capacity"],
                 version=row["version"],
                 draining=row["draining"],
