@@ -226,7 +226,8 @@ class LogShipper:
                 return False
             lease.progress.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(lease.progress.wait(), remaining)
+                async with asyncio.timeout(remaining):
+                    await lease.progress.wait()
 
     def discard(self, lease_id: str) -> None:
         """Forget a lease: after its final update, or with everything unsent when the lease is lost."""

@@ -651,7 +651,9 @@ class Agent:
         assert self._client is not None
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._heartbeat_now.wait(), self.heartbeat_interval_s)
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel.
+                async with asyncio.timeout(self.heartbeat_interval_s):
+                    await self._heartbeat_now.wait()
             self._heartbeat_now.clear()
             try:
                 await self._heartbeat()
@@ -668,7 +670,8 @@ class Agent:
             if timeout is None:
                 response = await self._client.heartbeat(request)
             else:
-                response = await asyncio.wait_for(self._client.heartbeat(request), timeout)
+                async with asyncio.timeout(timeout):
+                    response = await self._client.heartbeat(request)
         except TimeoutError:
             return
         except RpcFailure as exc:

@@ -150,7 +150,8 @@ class LocalExecutor:
             # Leftover background jobs of this command die with it; then the pipe drains and closes.
             _signal_group(pgid, signal.SIGKILL)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(proto.closed), DRAIN_TIMEOUT_S)
+                async with asyncio.timeout(DRAIN_TIMEOUT_S):
+                    await asyncio.shield(proto.closed)
             splitter.flush()
         finally:
             cancelled.cancel()
@@ -174,6 +175,7 @@ async def _kill_group(pgid: int, proto: Any) -> None:
     """SIGTERM the group, SIGKILL it after a short grace; returns once the shell has exited."""
     _signal_group(pgid, signal.SIGTERM)
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(asyncio.shield(proto.exited), KILL_GRACE_S)
+        async with asyncio.timeout(KILL_GRACE_S):
+            await asyncio.shield(proto.exited)
     _signal_group(pgid, signal.SIGKILL)
     await proto.exited

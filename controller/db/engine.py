@@ -4,10 +4,10 @@ Accepted URLs (the `BUILDIT_DATABASE_URL` forms):
 
 - `sqlite:///relative/path.db` or `sqlite:////absolute/path.db` (the SQLAlchemy convention:
   the path is what follows `sqlite:///`, so `f"sqlite:///{path}"` works for either kind). Parent
-  directories are created. The file is switched to WAL journal mode and every connection waits
-  up to `SQLITE_BUSY_TIMEOUT_S` for a lock, so concurrent readers and writers in one process (each
-  query or transaction has a connection of its own) or several processes do not fail with
-  "database is locked". Connections are reused between queries (controller.db.sqlite).
+  directories are created. The file is switched to WAL journal mode and the connection waits up
+  to `SQLITE_BUSY_TIMEOUT_S` for a lock another process holds (concurrently starting processes
+  migrating), instead of failing with "database is locked". One process uses one connection and
+  runs statements inline on its event loop (controller.db.sqlite).
 - `postgresql://user:password@host:port/database` (`postgres://` works too; query parameters such
   as `sslmode` are passed to asyncpg).
 
@@ -28,7 +28,7 @@ from piccolo.engine.sqlite import SQLiteEngine
 
 from controller.db.binding import AnyEngine
 from controller.db.migrate import migrate
-from controller.db.sqlite import ReusingSQLiteEngine
+from controller.db.sqlite import InlineSQLiteEngine
 
 SQLITE_BUSY_TIMEOUT_S = 30.0
 POOL_MIN_SIZE = 1
@@ -100,7 +100,7 @@ def _sqlite_engine(url: str) -> SQLiteEngine:
     file = Path(path)
     file.parent.mkdir(parents=True, exist_ok=True)
     _enable_wal(file)
-    return ReusingSQLiteEngine(path=str(file), timeout=SQLITE_BUSY_TIMEOUT_S)
+    return InlineSQLiteEngine(path=str(file), timeout=SQLITE_BUSY_TIMEOUT_S)
 
 
 def _enable_wal(file: Path) -> None:
@@ -153,8 +153,8 @@ async def open_database(url: str) -> AnyEngine:
 
 
 async def close_database(engine: AnyEngine) -> None:
-    """Release what the engine holds open: the PostgreSQL pool, the idle SQLite connections."""
+    """Release what the engine holds open: the PostgreSQL pool or the SQLite connection."""
     if isinstance(engine, PostgresEngine) and engine.pool is not None:
         await engine.close_connection_pool()
-    elif isinstance(engine, ReusingSQLiteEngine):
-        await engine.close_idle_connections()
+    elif isinstance(engine, InlineSQLiteEngine):
+        await engine.shutdown()

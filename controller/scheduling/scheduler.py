@@ -383,7 +383,10 @@ class Scheduler:
         try:
             while True:
                 try:
-                    event = await asyncio.wait_for(queue.get(), idle_s)
+                    # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that
+                    # arrives with the event, and the stream would outlive its agent.
+                    async with asyncio.timeout(idle_s):
+                        event = await queue.get()
                 except TimeoutError:
                     yield None
                     continue
@@ -694,7 +697,8 @@ class Scheduler:
                 upcoming = await self._expire_due()
             timeout = None if upcoming is None else max((upcoming - now()).total_seconds(), 0.0) + 0.01
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                async with asyncio.timeout(timeout):  # not wait_for: it can swallow stop()'s cancel
+                    await self._wake.wait()
 
 
 class _Close:

@@ -412,8 +412,37 @@ async def test_write_transactions_serialise_read_modify_write(db: AnyEngine) -> 
     assert sorted(numbers) == list(range(1, 21))
 
 
+async def test_a_rolled_back_transaction_keeps_writes_made_outside_it_meanwhile(db: AnyEngine) -> None:
+    """Other tasks' statements never join an open transaction (SQLite shares one connection).
+
+    While one task's transaction is open and waiting, another task writes outside any transaction;
+    the first then rolls back. Only the transaction's own row may disappear.
+    """
+    ids = await _scaffold()
+    inside_open = asyncio.Event()
+    outside_done = asyncio.Event()
+
+    async def rolled_back() -> None:
+        with pytest.raises(RuntimeError, match="roll back"):
+            async with write_transaction():
+                await _stage(ids, "inside", index=0).save()
+                inside_open.set()
+                await asyncio.sleep(0.05)  # the other task tries its write now
+                raise RuntimeError("roll back")
+
+    async def outside() -> None:
+        await inside_open.wait()
+        await _stage(ids, "outside", index=1).save()
+        outside_done.set()
+
+    await asyncio.gather(rolled_back(), outside())
+    assert outside_done.is_set()
+    names = await StageRun.select(StageRun.name).output(as_list=True)
+    assert names == ["outside"]
+
+
 async def test_many_concurrent_queries(db: AnyEngine) -> None:
-    """Queries in flight at once each get a connection (SQLite reuses a few; PostgreSQL pools)."""
+    """Many queries in flight at once all complete (SQLite runs them in turn; PostgreSQL pools)."""
     ids = await _scaffold()
 
     async def write_and_read(i: int) -> int:
@@ -441,7 +470,7 @@ _QUERY_AND_EXIT_WITHOUT_CLOSING = textwrap.dedent(
 
 
 def test_a_process_that_never_closes_the_database_still_exits(tmp_path: Path) -> None:
-    """Kept SQLite connections must not keep the interpreter alive (their threads are daemons)."""
+    """A SQLite connection left open must not keep the interpreter from exiting."""
     url = f"sqlite:///{tmp_path}/buildit.db"
     result = subprocess.run(
         [sys.executable, "-c", _QUERY_AND_EXIT_WITHOUT_CLOSING, url],
@@ -453,15 +482,15 @@ def test_a_process_that_never_closes_the_database_still_exits(tmp_path: Path) ->
     assert "UUID(" in result.stdout
 
 
-async def test_close_database_releases_sqlite_connections_and_the_engine_stays_usable(tmp_path: Path) -> None:
-    from controller.db.sqlite import ReusingSQLiteEngine
+async def test_close_database_closes_the_sqlite_connection_and_the_engine_still_works(tmp_path: Path) -> None:
+    from controller.db.sqlite import InlineSQLiteEngine
 
     engine = await open_database(f"sqlite:///{tmp_path}/buildit.db")
-    assert isinstance(engine, ReusingSQLiteEngine)
+    assert isinstance(engine, InlineSQLiteEngine)
     await asyncio.gather(*(Organization.count() for _ in range(10)))
-    assert engine._idle  # kept for the next queries
+    assert engine._connection is not None  # kept for the next queries
     await close_database(engine)
-    assert engine._idle == []
+    assert engine._connection is None
     assert await Organization.count() == 0  # opens a new connection as needed
     await close_database(engine)
 
