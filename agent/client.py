@@ -65,6 +65,9 @@ _CHANNEL_OPTIONS: Final = (
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 5000),
     ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+    # No bandwidth-delay probing: it pings with every burst of data frames, CPU on both ends for
+    # a window size that stays at its default for the small messages of this protocol anyway.
+    ("grpc.http2.bdp_probe", 0),
 )
 
 

@@ -65,7 +65,9 @@ async def start(settings: ControllerSettings) -> Running:
     registry = AgentRegistry(scheduler, settings.registration_token, __version__, org, tenant)
     services = Services(scheduler, registry, logs, events, org, tenant)
 
-    grpc_server = aio.server(interceptors=[AgentAuthInterceptor(registry.authenticate)])
+    grpc_server = aio.server(
+        interceptors=[AgentAuthInterceptor(registry.authenticate)], options=[("grpc.http2.bdp_probe", 0)]
+    )
     pb_grpc.add_AgentServiceServicer_to_server(AgentServicer(scheduler, registry), grpc_server)
     pb_grpc.add_BuildItServiceServicer_to_server(BuildItServicer(services), grpc_server)
     health_servicer = health.aio.HealthServicer()

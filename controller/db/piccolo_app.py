@@ -11,8 +11,10 @@ from pathlib import Path
 from piccolo.conf.apps import AppConfig
 
 from controller.agents.tables import Agent
+from controller.artifacts.tables import Artifact
 from controller.orgs.tables import Organization, Tenant
 from controller.pipelines.tables import Pipeline
+from controller.repos.tables import BranchHead, CommitTrigger, Repository
 from controller.runs.tables import Run, StageRun
 
 APP_NAME = "buildit"
@@ -21,5 +23,16 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 APP_CONFIG = AppConfig(
     app_name=APP_NAME,
     migrations_folder_path=str(MIGRATIONS_DIR),
-    table_classes=[Organization, Tenant, Pipeline, Agent, Run, StageRun],
+    table_classes=[
+        Organization,
+        Tenant,
+        Repository,
+        BranchHead,
+        Pipeline,
+        Agent,
+        Run,
+        StageRun,
+        CommitTrigger,
+        Artifact,
+    ],
 )

@@ -226,6 +226,17 @@ class InlineSQLiteEngine(SQLiteEngine):
     ) -> Any:
         return self.connection().run(query, args or ()).rows
 
+    async def run_sql(self, sql: str, args: Sequence[Any]) -> list[dict[str, Any]]:
+        """Run one SQLite statement (`?` placeholders) without Piccolo's query building.
+
+        For `controller.db.statements`: inside a transaction it joins it, otherwise it waits for
+        another task's open transaction as every other statement does.
+        """
+        if self.current_transaction.get() is not None:
+            return self.connection().run(sql, args).rows
+        rows: list[dict[str, Any]] = await self._run_in_new_connection(sql, args)
+        return rows
+
     async def shutdown(self) -> None:
         """Close the connection (the engine stays usable: the next statement opens a new one)."""
         connection, self._connection = self._connection, None

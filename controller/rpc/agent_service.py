@@ -131,7 +131,14 @@ class AgentServicer(pb_grpc.AgentServiceServicer):  # type: ignore[misc]
             elif status.finished:
                 exit_code = request.exit_code if request.HasField("exit_code") else None
                 stage = await self.scheduler.stage_finished(
-                    agent_id, request.lease_id, status, exit_code, request.message
+                    agent_id,
+                    request.lease_id,
+                    status,
+                    exit_code,
+                    request.message,
+                    convert.timestamp_from_proto(request.started_at)
+                    if request.HasField("started_at")
+                    else None,
                 )
             else:
                 await context.abort(

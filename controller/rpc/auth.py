@@ -36,17 +36,24 @@ class AgentAuthInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
 
     def __init__(self, authenticate: Authenticate) -> None:
         self.authenticate = authenticate
+        # Wrapped handlers by method: wrapping builds closures and a handler object, the same
+        # for every call of a method, so it is done once per method, not once per call.
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
     async def intercept_service(
         self,
         continuation: Callable[[Any], Awaitable[grpc.RpcMethodHandler]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
         method = handler_call_details.method
+        wrapped = self._wrapped.get(method)
+        if wrapped is not None:
+            return wrapped
+        handler = await continuation(handler_call_details)
         if handler is None or not method.startswith(AGENT_PREFIX) or method in OPEN_METHODS:
             return handler
-        return _wrap(handler, self.authenticate)
+        wrapped = self._wrapped[method] = _wrap(handler, self.authenticate)
+        return wrapped
 
 
 def _wrap(handler: grpc.RpcMethodHandler, authenticate: Authenticate) -> grpc.RpcMethodHandler:

@@ -206,7 +206,7 @@ class BuildItServicer(pb_grpc.BuildItServiceServicer):  # type: ignore[misc]
             )
             raise AssertionError("unreachable")
         attempt = request.attempt or stage["attempt"]
-        path = self.svc.logs.path(stage["run"], stage["name"], attempt)
+        path = self.svc.logs.find(stage["run"], stage["name"], attempt)
         offset = request.offset
         async with self.svc.events.subscribe(stage["run"]) as queue:
             while True:

@@ -126,7 +126,7 @@ class RunsController(Controller):
         chosen = current if attempt is None else attempt
         if not 1 <= chosen <= current:
             raise error(404, f"stage '{name}' has attempts 1 to {current}")
-        path = svc.logs.path(run["id"], name, chosen)
+        path = svc.logs.find(run["id"], name, chosen)
         size = stage["log_size"] if chosen == current else (path.stat().st_size if path.exists() else 0)
         data = svc.logs.read(path, offset, size)
         next_offset = offset + len(data) if offset < size else size

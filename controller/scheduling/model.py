@@ -15,9 +15,9 @@ from agent.contract.types import StageSpec, StageStatus
 DEFAULT_INFRA_RETRIES = 2
 
 
-@dataclass
+@dataclass(eq=False)
 class StageState:
-    """One stage of an active run."""
+    """One stage of an active run. Compared by identity: the queue finds and removes stages by it."""
 
     id: UUID
     run_id: UUID
@@ -51,9 +51,9 @@ class StageState:
         return self.lease_id is not None
 
 
-@dataclass
+@dataclass(eq=False)
 class RunState:
-    """An active run and its stages (by name, in file order)."""
+    """An active run and its stages (by name, in file order). Compared by identity."""
 
     id: UUID
     pipeline_id: UUID

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import re
 import secrets as pysecrets
@@ -24,7 +25,7 @@ from uuid import UUID
 from agent.contract.types import StageSpec, StageStatus
 from controller.events import EventBus
 from controller.pipeline.dag import Dag
-from controller.pipeline.model import PipelineInvalid
+from controller.pipeline.model import Pipeline, PipelineInvalid
 from controller.pipeline.plan import GitContext, RunContext, plan
 from controller.pipeline.validate import load
 from controller.runs.logs import LogStore
@@ -103,7 +104,7 @@ class CancelOrder:
 AgentEvent = LeaseOffer | CancelOrder
 
 
-@dataclass
+@dataclass(eq=False)
 class AgentConn:
     """A registered agent as the scheduler sees it."""
 
@@ -165,6 +166,20 @@ class Store(Protocol):
 
     async def save_agent_status(self, agent: AgentConn) -> None: ...
 
+    def transaction(self) -> contextlib.AbstractAsyncContextManager[object]:
+        """One database transaction: the writes of one scheduler operation commit together."""
+        ...
+
+
+@functools.lru_cache(maxsize=64)
+def _load(source: str) -> Pipeline:
+    """Parsed pipelines by source: runs of one pipeline share it (a Pipeline is immutable).
+
+    A PipelineInvalid is not cached (lru_cache does not keep exceptions): a broken pipeline is
+    rare and its run ends at once.
+    """
+    return load(source, ".buildit.kdl")
+
 
 class Scheduler:
     """See the module docstring."""
@@ -194,6 +209,16 @@ class Scheduler:
         self._streams = 0
         self.lease_listeners: list[Callable[[StageState], None]] = []
 
+    @contextlib.asynccontextmanager
+    async def _operation(self) -> AsyncIterator[None]:
+        """One scheduler operation: exclusive (the lock) and one database transaction.
+
+        A stage transition writes several rows (the stage, its run, the next stage's lease); one
+        commit for them all costs less than a commit each, and no reader sees half of it.
+        """
+        async with self._lock, self.store.transaction():
+            yield
+
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
@@ -204,7 +229,7 @@ class Scheduler:
         heartbeats keeps its stage running; a lease nobody claims expires then and is requeued.
         """
         grace = now() + self.lease_ttl
-        async with self._lock:
+        async with self._operation():
             for agent in await self.store.load_agents():
                 self.agents[agent.id] = agent
             for run in await self.store.load_active_runs():
@@ -253,7 +278,7 @@ class Scheduler:
         if config is None:
             raise SchedulingError("not_found", f"pipeline {pipeline_id} not found")
         _, source = config
-        async with self._lock:
+        async with self._operation():
             number = await self.store.next_run_number(pipeline_id)
             run_id = uuid.uuid4()
             run = RunState(
@@ -265,7 +290,7 @@ class Scheduler:
             )
             error = ""
             try:
-                pipeline = load(source, ".buildit.kdl")
+                pipeline = _load(source)
                 ctx = RunContext(
                     git=GitContext(sha=sha, branch=branch, message=message, author=author),
                     pipeline_id=str(pipeline_id),
@@ -310,7 +335,7 @@ class Scheduler:
 
     async def cancel_run(self, run_id: UUID) -> RunState | None:
         """Cancel a run: unstarted stages end now, running ones are told to stop (within 1 s)."""
-        async with self._lock:
+        async with self._operation():
             run = self.runs.get(run_id)
             if run is None:
                 return None
@@ -337,7 +362,7 @@ class Scheduler:
 
     async def agent_registered(self, agent: AgentConn) -> None:
         """Register or refresh an agent (registration itself is done by the agents service)."""
-        async with self._lock:
+        async with self._operation():
             known = self.agents.get(agent.id)
             if known is not None:
                 known.labels, known.executors = agent.labels, agent.executors
@@ -356,7 +381,7 @@ class Scheduler:
         if agent is None:
             raise SchedulingError("unauthenticated", "unknown agent")
         queue: asyncio.Queue[AgentEvent] = asyncio.Queue()
-        async with self._lock:
+        async with self._operation():
             if agent.events is not None:
                 agent.events.put_nowait(_CLOSE)  # type: ignore[arg-type]
             self._streams += 1
@@ -394,7 +419,7 @@ class Scheduler:
                     return
                 yield event
         finally:
-            async with self._lock:
+            async with self._operation():
                 if agent.stream_id == stream_id:
                     agent.events = None
                     agent.last_seen = now()
@@ -415,7 +440,7 @@ class Scheduler:
     ) -> list[str]:
         """Extend the listed leases; returns those the controller no longer honours."""
         lost: list[str] = []
-        async with self._lock:
+        async with self._operation():
             agent = self.agents.get(agent_id)
             if agent is None:
                 raise SchedulingError("unauthenticated", "unknown agent")
@@ -434,7 +459,7 @@ class Scheduler:
 
     async def extend(self, agent_id: UUID, lease_id: str) -> StageState:
         """Extend one lease (fenced)."""
-        async with self._lock:
+        async with self._operation():
             stage = self._current(agent_id, lease_id)
             await self._extend(stage)
             return stage
@@ -456,7 +481,7 @@ class Scheduler:
 
     async def stage_started(self, agent_id: UUID, lease_id: str, started_at: datetime | None) -> StageState:
         """The agent began running the stage."""
-        async with self._lock:
+        async with self._operation():
             stage = self._current(agent_id, lease_id)
             if stage.status is not StageStatus.RUNNING:
                 stage.status = StageStatus.RUNNING
@@ -476,11 +501,18 @@ class Scheduler:
         status: StageStatus,
         exit_code: int | None,
         message: str,
+        started_at: datetime | None = None,
     ) -> StageState:
-        """The agent reports how the stage ended; retries happen here."""
-        async with self._lock:
+        """The agent reports how the stage ended; retries happen here.
+
+        A stage that ended quickly may never have been reported running: `started_at` comes with
+        the final status then.
+        """
+        async with self._operation():
             stage = self._current(agent_id, lease_id)
             run = self.runs[stage.run_id]
+            if stage.started_at is None and started_at is not None:
+                stage.started_at = started_at
             stage.exit_code = exit_code
             self._release(stage)
             retryable = status in (StageStatus.FAILED, StageStatus.TIMED_OUT)
@@ -496,16 +528,15 @@ class Scheduler:
 
     async def append_logs(self, agent_id: UUID, lease_id: str, seq: int, data: bytes) -> tuple[int, bool]:
         """Store a log chunk exactly once. Returns (highest stored seq, lease lost?)."""
-        async with self._lock:
+        async with self._operation():
             stage = self.by_lease.get(lease_id)
             if stage is None or stage.agent_id != agent_id:
                 return 0, True
             if seq != stage.log_seq + 1:
                 return stage.log_seq, False  # duplicate (already stored) or gap (agent resends)
             path = self.logs.path(stage.run_id, stage.name, stage.attempt)
-            stage.log_size = await asyncio.to_thread(
-                self.logs.append, path, stage.log_size, data, not stage.log_verified
-            )
+            # Inline: a chunk lands in the page cache in microseconds, less than a thread hop costs.
+            stage.log_size = self.logs.append(path, stage.log_size, data, not stage.log_verified)
             stage.log_verified = True
             stage.log_seq = seq
             await self.store.save_stage(stage)
@@ -599,8 +630,10 @@ class Scheduler:
         status = run_status(run)
         if status is not run.status:
             run.status = status
-            if status is StageStatus.RUNNING and run.started_at is None:
-                run.started_at = now()
+            if run.started_at is None and (status is StageStatus.RUNNING or status.finished):
+                # A run whose stages all ended before any was reported running starts with its first.
+                starts = [s.started_at for s in run.stages.values() if s.started_at is not None]
+                run.started_at = min(starts) if starts else (now() if status is StageStatus.RUNNING else None)
             if status.finished:
                 run.finished_at = now()
             await self.store.save_run(run)
@@ -693,7 +726,7 @@ class Scheduler:
         """Sleep until the earliest deadline (or until woken by a new one); never polls."""
         while True:
             self._wake.clear()
-            async with self._lock:
+            async with self._operation():
                 upcoming = await self._expire_due()
             timeout = None if upcoming is None else max((upcoming - now()).total_seconds(), 0.0) + 0.01
             with contextlib.suppress(TimeoutError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from contextlib import AbstractAsyncContextManager
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -10,7 +11,8 @@ from uuid import UUID
 
 from agent.contract.types import StageSpec, StageStatus, WorkspaceSource
 from controller.agents.tables import Agent
-from controller.db.columns import loaded
+from controller.db.binding import write_transaction
+from controller.db.columns import Statement, insert_row, loaded, update_by_id
 from controller.pipelines.tables import Pipeline
 from controller.runs.tables import Run, StageRun
 from controller.scheduling.model import RunState, StageState
@@ -55,101 +57,195 @@ def _aware(value: datetime | None) -> datetime | None:
     return value
 
 
+# The two statements of every stage transition (see `update_by_id`); the order of the columns is
+# the order of `save_stage`'s arguments.
+_SAVE_STAGE = update_by_id(
+    StageRun,
+    [
+        StageRun.status,
+        StageRun.attempt,
+        StageRun.infra_failures,
+        StageRun.user_retries_used,
+        StageRun.agent,
+        StageRun.lease_id,
+        StageRun.lease_deadline,
+        StageRun.timeout_deadline,
+        StageRun.exit_code,
+        StageRun.message,
+        StageRun.queued_at,
+        StageRun.started_at,
+        StageRun.finished_at,
+        StageRun.log_seq,
+        StageRun.log_size,
+    ],
+)
+_SAVE_RUN = update_by_id(Run, [Run.status, Run.cancel_requested, Run.started_at, Run.finished_at])
+# Every column, in the order of `insert_run`'s arguments.
+_INSERT_RUN = insert_row(
+    Run,
+    [
+        Run.id,
+        Run.org,
+        Run.tenant,
+        Run.pipeline,
+        Run.number,
+        Run.status,
+        Run.branch,
+        Run.sha,
+        Run.commit_message,
+        Run.author,
+        Run.trigger,
+        Run.error,
+        Run.cancel_requested,
+        Run.created_at,
+        Run.started_at,
+        Run.finished_at,
+    ],
+)
+_INSERT_STAGE = insert_row(
+    StageRun,
+    [
+        StageRun.id,
+        StageRun.org,
+        StageRun.tenant,
+        StageRun.run,
+        StageRun.name,
+        StageRun.index,
+        StageRun.status,
+        StageRun.needs,
+        StageRun.spec,
+        StageRun.labels,
+        StageRun.executor,
+        StageRun.attempt,
+        StageRun.infra_failures,
+        StageRun.user_retries_used,
+        StageRun.agent,
+        StageRun.lease_id,
+        StageRun.lease_deadline,
+        StageRun.timeout_deadline,
+        StageRun.exit_code,
+        StageRun.message,
+        StageRun.queued_at,
+        StageRun.started_at,
+        StageRun.finished_at,
+        StageRun.log_seq,
+        StageRun.log_size,
+    ],
+)
+_NEXT_RUN_NUMBER = Statement(
+    Pipeline,
+    f'UPDATE "{Pipeline._meta.tablename}" SET "next_run_number" = "next_run_number" + 1 '
+    'WHERE "id" = {} RETURNING "next_run_number"',
+)
+
+#: Pipelines are immutable once stored, so their sources are cached (bounded, oldest dropped).
+CONFIG_CACHE_SIZE = 1024
+
+
 class PiccoloStore:
     """Implements `controller.scheduling.scheduler.Store`."""
 
     def __init__(self, org: UUID, tenant: UUID) -> None:
         self.org = org
         self.tenant = tenant
+        self._configs: dict[UUID, tuple[str, str]] = {}
+
+    def transaction(self) -> AbstractAsyncContextManager[object]:
+        return write_transaction()
 
     async def next_run_number(self, pipeline_id: UUID) -> int:
-        rows = await (
-            Pipeline.update({Pipeline.next_run_number: Pipeline.next_run_number + 1})
-            .where(Pipeline.id == pipeline_id)
-            .returning(Pipeline.next_run_number)
-        )
+        rows = await _NEXT_RUN_NUMBER.run(pipeline_id)
         return int(rows[0]["next_run_number"])
 
     async def pipeline_config(self, pipeline_id: UUID) -> tuple[str, str] | None:
+        cached = self._configs.get(pipeline_id)
+        if cached is not None:
+            return cached
         row = (
             await Pipeline.select(Pipeline.name, Pipeline.config)
             .where((Pipeline.id == pipeline_id) & (Pipeline.tenant == self.tenant))
             .first()
         )
-        return None if row is None else (row["name"], row["config"])
+        if row is None:
+            return None
+        if len(self._configs) >= CONFIG_CACHE_SIZE:
+            del self._configs[next(iter(self._configs))]
+        self._configs[pipeline_id] = (row["name"], row["config"])
+        return self._configs[pipeline_id]
 
     async def insert_run(self, new: NewRun) -> None:
         run = new.run
         created = run.created_at or datetime.now(UTC)
-        async with Run._meta.db.transaction():
-            await Run.insert(
-                Run(
-                    id=run.id,
-                    org=self.org,
-                    tenant=self.tenant,
-                    pipeline=new.pipeline_id,
-                    number=run.number,
-                    status=run.status.value,
-                    branch=new.branch,
-                    sha=new.sha,
-                    commit_message=new.message,
-                    author=new.author,
-                    trigger=new.trigger,
-                    error=new.error,
-                    created_at=created,
-                    finished_at=run.finished_at,
-                )
+        async with write_transaction():
+            await _INSERT_RUN.run(
+                run.id,
+                self.org,
+                self.tenant,
+                new.pipeline_id,
+                run.number,
+                run.status.value,
+                new.branch,
+                new.sha,
+                new.message,
+                new.author,
+                new.trigger,
+                new.error,
+                run.cancel_requested,
+                created,
+                run.started_at,
+                run.finished_at,
             )
-            if run.stages:
-                await StageRun.insert(*[self._stage_row(stage) for stage in run.stages.values()])
-
-    def _stage_row(self, stage: StageState) -> StageRun:
-        return StageRun(
-            id=stage.id,
-            org=self.org,
-            tenant=self.tenant,
-            run=stage.run_id,
-            name=stage.name,
-            index=stage.index,
-            status=stage.status.value,
-            needs=list(stage.needs),
-            spec=spec_toloaded(stage.spec),
-            labels=stage.labels,
-            executor=stage.executor,
-            message=stage.message,
-            finished_at=stage.finished_at,
-        )
+            for stage in run.stages.values():
+                await _INSERT_STAGE.run(
+                    stage.id,
+                    self.org,
+                    self.tenant,
+                    stage.run_id,
+                    stage.name,
+                    stage.index,
+                    stage.status.value,
+                    json.dumps(list(stage.needs)),
+                    json.dumps(spec_toloaded(stage.spec)),
+                    json.dumps(stage.labels),
+                    stage.executor,
+                    stage.attempt,
+                    stage.infra_failures,
+                    stage.user_retries_used,
+                    stage.agent_id,
+                    stage.lease_id,
+                    stage.lease_deadline,
+                    stage.timeout_deadline,
+                    stage.exit_code,
+                    stage.message,
+                    stage.queued_at,
+                    stage.started_at,
+                    stage.finished_at,
+                    stage.log_seq,
+                    stage.log_size,
+                )
 
     async def save_stage(self, stage: StageState) -> None:
-        await StageRun.update(
-            {
-                StageRun.status: stage.status.value,
-                StageRun.attempt: stage.attempt,
-                StageRun.infra_failures: stage.infra_failures,
-                StageRun.user_retries_used: stage.user_retries_used,
-                StageRun.agent: stage.agent_id,
-                StageRun.lease_id: stage.lease_id,
-                StageRun.lease_deadline: stage.lease_deadline,
-                StageRun.timeout_deadline: stage.timeout_deadline,
-                StageRun.exit_code: stage.exit_code,
-                StageRun.message: stage.message,
-                StageRun.queued_at: stage.queued_at,
-                StageRun.started_at: stage.started_at,
-                StageRun.finished_at: stage.finished_at,
-                StageRun.log_seq: stage.log_seq,
-                StageRun.log_size: stage.log_size,
-            }
-        ).where(StageRun.id == stage.id)
+        await _SAVE_STAGE.run(
+            stage.status.value,
+            stage.attempt,
+            stage.infra_failures,
+            stage.user_retries_used,
+            stage.agent_id,
+            stage.lease_id,
+            stage.lease_deadline,
+            stage.timeout_deadline,
+            stage.exit_code,
+            stage.message,
+            stage.queued_at,
+            stage.started_at,
+            stage.finished_at,
+            stage.log_seq,
+            stage.log_size,
+            stage.id,
+        )
 
     async def save_run(self, run: RunState) -> None:
-        await Run.update(
-            {
-                Run.status: run.status.value,
-                Run.cancel_requested: run.cancel_requested,
-                Run.started_at: run.started_at,
-                Run.finished_at: run.finished_at,
-            }
-        ).where(Run.id == run.id)
+        await _SAVE_RUN.run(run.status.value, run.cancel_requested, run.started_at, run.finished_at, run.id)
 
     async def load_active_runs(self) -> list[RunState]:
         rows = await Run.select().where(Run.status.is_in(ACTIVE)).order_by(Run.created_at)

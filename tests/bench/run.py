@@ -344,6 +344,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--lease-samples", type=_positive, default=200, help="sequential runs (default: 200)")
     parser.add_argument("--throughput-stages", type=_positive, default=200, help="runs (default: 200)")
+    parser.add_argument(
+        "--throughput-rounds",
+        type=_positive,
+        default=3,
+        help="measured rounds, the median reported (default: 3)",
+    )
     parser.add_argument("--throughput-agents", type=_positive, default=4, help="agent processes (default: 4)")
     parser.add_argument("--throughput-capacity", type=_positive, default=4, help="slots each (default: 4)")
     parser.add_argument(
@@ -377,7 +383,11 @@ def run_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
         return controller_bench.bench_lease_latency(args.lease_samples)
     if name == "throughput":
         return controller_bench.bench_throughput(
-            args.throughput_stages, args.throughput_agents, args.throughput_capacity, args.throughput_clients
+            args.throughput_stages,
+            args.throughput_agents,
+            args.throughput_capacity,
+            args.throughput_clients,
+            args.throughput_rounds,
         )
     if name == "fleet":
         connections = args.fleet_connections or args.fleet_agents
