@@ -8,6 +8,7 @@ from piccolo.columns import UUID, ForeignKey, Integer, OnDelete, Text, Timestamp
 from piccolo.table import Table
 
 from controller.orgs.tables import Organization, Tenant
+from controller.repos.tables import Repository
 
 
 def _utc_now() -> datetime:
@@ -16,7 +17,9 @@ def _utc_now() -> datetime:
 
 
 class Pipeline(Table):
-    """One pipeline. `next_run_number` is the counter runs take their `number` from.
+    """One pipeline: registered with its source, or the pipeline of a watched repository.
+
+    `next_run_number` is the counter runs take their `number` from.
 
     The counter lives on the row (not `MAX(number) + 1`) so that taking a number is one atomic
     `UPDATE ... SET next_run_number = next_run_number + 1 RETURNING`, on SQLite and PostgreSQL.
@@ -30,6 +33,9 @@ class Pipeline(Table):
     next_run_number = Integer(default=0)
     created_at = Timestamptz()
     updated_at = Timestamptz(auto_update=_utc_now)
+    #: Set for the pipeline of a watched repository: its runs read `.buildit.kdl` at their commit,
+    #: and `config` holds the newest valid source seen (for display).
+    repository = ForeignKey(references=Repository, null=True, default=None, on_delete=OnDelete.cascade)
 
     # Unique (tenant, name): index pipeline_tenant_name_unique, made by a hand-written migration (Piccolo's
     # Unique() constraint is an ALTER TABLE ... ADD CONSTRAINT, which SQLite does not have).

@@ -1,0 +1,1 @@
+"""Stage artifacts: content-addressed files uploaded by agents and restored along `needs`."""

@@ -1,0 +1,1 @@
+"""Watched Git repositories: registration, their mirrors' state, and the commits they trigger."""
