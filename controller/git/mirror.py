@@ -1,0 +1,591 @@
+"""The controller's bare mirrors of pipeline repositories, and where those repositories live.
+
+A pipeline names its repository by a local path or a remote URL (`parse_source`). The controller
+keeps one bare mirror per repository (`Mirror`): it fetches every branch into it, reads
+`.buildit.kdl` and commit metadata straight from its object store (no checkout), and pins the
+commits it runs (`refs/buildit/pins/<sha>`) so agents can always fetch them from the mirror over
+smart HTTP (`controller.git.smart_http`), even after a force-push moved the branch away.
+
+Everything here is synchronous and blocking: callers run it in a thread, one call at a time per
+repository. Error messages never carry credentials (`redact`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from itertools import islice
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import unquote, urlsplit
+
+if TYPE_CHECKING:
+    from dulwich.client import GitClient
+    from dulwich.objects import Commit, ObjectID
+    from dulwich.refs import Ref
+    from dulwich.repo import Repo
+
+# dulwich is imported inside the functions, like controller.git.local: importing this module for
+# `GitError` or `parse_source` costs nothing.
+
+ACCEPTED_FORMS = (
+    "a local repository directory (working copy or bare), file:///path, http(s)://host/path, "
+    "git://host/path, ssh://[user@]host/path or user@host:path"
+)
+_REMOTE_SCHEMES = frozenset({"http", "https", "git", "ssh", "git+ssh"})
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+# scp-like syntax: user@host:path (git's own rule: no slash before the colon).
+_SCP_LIKE = re.compile(r"^[A-Za-z0-9._~+-]+@[A-Za-z0-9._-]+:.+$")
+_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
+_HEX_SHA = re.compile(r"^[0-9a-f]{40}$")
+_HEADS = b"refs/heads/"
+PIN_PREFIX = "refs/buildit/pins/"
+# Per-socket-operation timeout (connect, each read) for HTTP(S) sources: a stuck server fails the
+# fetch instead of hanging the repository's worker forever.
+HTTP_TIMEOUT_SECONDS = 60.0
+# SSH never prompts (no terminal on the controller) and gives up on dead hosts.
+DEFAULT_SSH_COMMAND = "ssh -o BatchMode=yes -o ConnectTimeout=15"
+_MAX_SYMLINK_HOPS = 8
+
+
+class GitError(Exception):
+    """Clear, one-line message: what failed, for which repository, and how to fix it.
+
+    Never contains credentials: any user:password@ in a URL is shown as ***@.
+    """
+
+
+def redact(url: str) -> str:
+    """Hide credentials (`user:password@`, `token@`) in every URL of `url`, for messages and logs.
+
+    Works on any text, so a whole error message can be passed through it. scp-like `git@host:path`
+    has no scheme and names an SSH login, not a secret: it is left alone.
+    """
+    return _USERINFO.sub("***@", url)
+
+
+@dataclass(frozen=True)
+class RepoSource:
+    """Where a pipeline's repository lives.
+
+    `kind` is "local" (then `url` is an absolute filesystem path) or "remote" (then `url` is the
+    URL as given, stripped; it may hold credentials, so print it through `redact`).
+    """
+
+    kind: str
+    url: str
+
+
+@dataclass(frozen=True)
+class CommitMeta:
+    """What the run views show about a commit. `author` is "Name <email>", `committed_at` is UTC."""
+
+    sha: str
+    message: str
+    author: str
+    committed_at: datetime
+
+
+# --- Sources ---------------------------------------------------------------------------------------
+
+
+def is_git_dir(path: Path) -> bool:
+    """Git's own test (setup.c is_git_directory): HEAD, plus objects/ and refs/ or a commondir."""
+    if not (path / "HEAD").is_file():
+        return False
+    if (path / "commondir").is_file():  # a linked worktree's private git dir
+        return True
+    return (path / "objects").is_dir() and ((path / "refs").is_dir() or (path / "reftable").is_dir())
+
+
+def git_dir(repo_path: Path) -> Path:
+    """The git dir of a working copy (a .git directory or a `gitdir:` file) or of a bare repository.
+
+    The watcher and `parse_source` need to know where refs live without asking Git; raises
+    GitError when `repo_path` is not the root of a repository.
+    """
+    root = repo_path.expanduser().absolute()
+    dot_git = root / ".git"
+    if dot_git.is_dir() and is_git_dir(dot_git):
+        return dot_git.resolve()
+    if dot_git.is_file():
+        try:
+            text = dot_git.read_text("utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise GitError(f"cannot read {dot_git}: {exc.__class__.__name__}; check its permissions") from exc
+        if text.startswith("gitdir:"):
+            target = Path(text[len("gitdir:") :].strip())
+            target = target if target.is_absolute() else root / target
+            if is_git_dir(target):
+                return target.resolve()
+        raise GitError(
+            f"{dot_git} does not point at a Git directory (broken worktree?); run `git worktree repair`"
+        )
+    if root.is_dir() and is_git_dir(root):
+        return root.resolve()
+    raise GitError(
+        f"{root} is not a Git repository (no .git, and not a bare repository); "
+        "give the root directory of a working copy or a bare repository, or run `git init` there"
+    )
+
+
+def common_dir(gitdir: Path) -> Path:
+    """The directory holding refs and objects: `gitdir` itself, or the main git dir of a worktree."""
+    pointer = gitdir / "commondir"
+    if pointer.is_file():
+        target = Path(pointer.read_text("utf-8").strip())
+        return (target if target.is_absolute() else gitdir / target).resolve()
+    return gitdir
+
+
+def _local_source(path: Path) -> RepoSource:
+    if not path.exists():
+        raise GitError(
+            f"repository path {path} does not exist; give the path of a Git working copy or bare repository"
+        )
+    if not path.is_dir():
+        raise GitError(f"repository path {path} is not a directory; give the repository's root directory")
+    git_dir(path)  # raises GitError naming the path when it is not a repository
+    return RepoSource("local", str(path.resolve()))
+
+
+def parse_source(url_or_path: str, base: Path | None = None) -> RepoSource:
+    """Classify what a user typed as a pipeline's repository, failing early with a fixable message.
+
+    Local: an existing repository directory (working copy or bare) or a file:// URL to one; a
+    relative path resolves against `base` (default: the current directory). Remote: http://,
+    https://, git://, ssh:// (or git+ssh://) URLs and scp-like user@host:path. No network access.
+    """
+    text = url_or_path.strip()
+    if not text:
+        raise GitError(f"no repository given; expected {ACCEPTED_FORMS}")
+    scheme_match = _SCHEME.match(text)
+    if scheme_match:
+        scheme = scheme_match.group(1).lower()
+        parts = urlsplit(text)
+        if scheme == "file":
+            if parts.netloc not in ("", "localhost"):
+                raise GitError(f"file URL {redact(text)} names a remote host; use file:///absolute/path")
+            return _local_source(Path(unquote(parts.path)))
+        if scheme in _REMOTE_SCHEMES:
+            if not parts.hostname:
+                raise GitError(f"repository URL {redact(text)} has no host; expected {ACCEPTED_FORMS}")
+            return RepoSource("remote", text)
+        raise GitError(
+            f"unsupported repository URL scheme {scheme}:// in {redact(text)}; expected {ACCEPTED_FORMS}"
+        )
+    if _SCP_LIKE.match(text):
+        return RepoSource("remote", text)
+    path = Path(text).expanduser()
+    if not path.is_absolute():
+        path = (base if base is not None else Path.cwd()) / path
+    return _local_source(path)
+
+
+# --- Transport -------------------------------------------------------------------------------------
+
+
+def _client(source: RepoSource) -> tuple[GitClient, str]:
+    """A dulwich client for `source` and the path to pass it."""
+    from dulwich.client import LocalGitClient, default_urllib3_manager, get_transport_and_path
+
+    if source.kind == "local":
+        return LocalGitClient(), source.url
+    scheme = source.url.split("://", 1)[0].lower() if "://" in source.url else "ssh"
+    if scheme in ("http", "https"):
+        # Credentials in the URL are taken out by dulwich and sent as Basic auth to that origin only.
+        pool = default_urllib3_manager(None, base_url=source.url, timeout=HTTP_TIMEOUT_SECONDS)
+        return get_transport_and_path(source.url, pool_manager=pool)  # type: ignore[arg-type]
+    if scheme in ("ssh", "git+ssh"):
+        ssh = os.environ.get("GIT_SSH_COMMAND") or DEFAULT_SSH_COMMAND
+        return get_transport_and_path(source.url, ssh_command=ssh)
+    return get_transport_and_path(source.url)
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        reason = getattr(current, "reason", None)  # urllib3 MaxRetryError keeps the cause here
+        if isinstance(reason, BaseException) and id(reason) not in seen:
+            current = reason
+        else:
+            current = current.__cause__ or current.__context__
+
+
+def _secret_free(text: str, source: RepoSource) -> str:
+    text = redact(text)
+    if "://" in source.url:
+        password = urlsplit(source.url).password
+        if password:
+            text = text.replace(password, "***").replace(unquote(password), "***")
+    return " ".join(text.split())
+
+
+def _transport_error(exc: BaseException, source: RepoSource, action: str) -> GitError:
+    """Turn whatever dulwich, urllib3 or the OS raised into one actionable, credential-free line."""
+    from dulwich.client import HTTPProxyUnauthorized, HTTPUnauthorized
+    from dulwich.errors import NotGitRepository
+
+    where = f"{action} {redact(source.url)} failed"
+    if isinstance(exc, HTTPUnauthorized):
+        return GitError(
+            f"{where}: the server wants credentials (HTTP 401) or refused the ones given; put a user and "
+            "token in the URL (https://USER:TOKEN@host/path) or allow anonymous read access"
+        )
+    if isinstance(exc, HTTPProxyUnauthorized):
+        return GitError(f"{where}: the HTTP proxy wants credentials (HTTP 407); fix https_proxy/http_proxy")
+    if isinstance(exc, NotGitRepository):
+        if source.kind == "local":
+            return GitError(f"{where}: {source.url} is not a Git repository (any more); check the path")
+        return GitError(
+            f"{where}: no Git repository at that URL (HTTP 404 or not a repository); check the URL"
+        )
+    if source.kind == "local":
+        problem = next((link for link in _chain(exc) if isinstance(link, OSError)), None)
+        if problem is not None:
+            return GitError(f"{where}: {problem.strerror or problem}; check that the controller may read it")
+        return GitError(f"{where}: {exc or exc.__class__.__name__}; check the repository with `git fsck`")
+    missing = next((link for link in _chain(exc) if isinstance(link, FileNotFoundError)), None)
+    if missing is not None:
+        return GitError(
+            f"{where}: the command {missing.filename!r} is not installed; install it (openssh-client)"
+        )
+    import urllib3.exceptions  # a dulwich dependency
+
+    connect_types = (OSError, urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError)
+    connect_problem: BaseException | None = None
+    for link in _chain(exc):
+        if isinstance(link, connect_types):
+            connect_problem = link
+    if connect_problem is not None:
+        if isinstance(connect_problem, OSError) and connect_problem.strerror:
+            reason = connect_problem.strerror
+        else:
+            reason = str(connect_problem).rsplit(": ", 1)[-1] or connect_problem.__class__.__name__
+        return GitError(
+            f"{where}: cannot connect ({_secret_free(reason, source)}); check the host name and port, "
+            "and that the server is up and reachable from the controller"
+        )
+    detail = _secret_free(str(exc) or exc.__class__.__name__, source)
+    if "Permission denied (" in detail or "Host key verification failed" in detail:
+        return GitError(
+            f"{where}: SSH authentication failed ({detail}); give the controller's user a key the server "
+            "accepts and a known_hosts entry for the host (it never prompts)"
+        )
+    if detail.startswith("ssh: ") and any(
+        phrase in detail
+        for phrase in ("Connection refused", "Could not resolve", "timed out", "No route to host")
+    ):
+        return GitError(
+            f"{where}: cannot connect ({detail}); check the host name and port, "
+            "and that the server is up and reachable from the controller"
+        )
+    if "http resp 403" in detail:
+        return GitError(
+            f"{where}: the server refused access (HTTP 403); check that the credentials in the URL may read "
+            "this repository"
+        )
+    return GitError(
+        f"{where}: {detail}; check the URL and that it is a Git repository the controller can read"
+    )
+
+
+def _resolves(repo: Repo, ref: Ref) -> bool:
+    try:
+        repo.refs[ref]
+    except KeyError:
+        return False
+    return True
+
+
+def _branch_heads(refs: Mapping[Ref, ObjectID | None]) -> dict[str, str]:
+    heads: dict[str, str] = {}
+    for ref, sha in refs.items():
+        if sha is None or not ref.startswith(_HEADS) or ref.endswith(b"^{}"):
+            continue
+        heads[ref[len(_HEADS) :].decode("utf-8", "surrogateescape")] = sha.decode("ascii")
+    return heads
+
+
+def remote_branches(source: RepoSource) -> dict[str, str]:
+    """Branch heads of `source` without fetching objects (ls-remote), for cheap change polling."""
+    client, path = _client(source)
+    try:
+        result = client.get_refs(path.encode() if isinstance(path, str) else path, ref_prefix=[_HEADS])
+    except Exception as exc:
+        raise _transport_error(exc, source, "listing branches of") from exc
+    finally:
+        client.close()
+    return _branch_heads(result.refs)
+
+
+# --- The mirror ------------------------------------------------------------------------------------
+
+
+class Mirror:
+    """The controller's bare mirror of one repository at `path` (e.g. <data dir>/mirrors/<id>.git)."""
+
+    def __init__(self, path: Path, source: RepoSource) -> None:
+        """Remember where the mirror lives; nothing touches the disk until `ensure` or `fetch`."""
+        self.path = path
+        self.source = source
+        self._repo: Repo | None = None
+
+    # Opening ---------------------------------------------------------------------------------------
+
+    def ensure(self) -> None:
+        """Create the bare repository if missing (idempotent), so fetches have somewhere to land."""
+        from dulwich.repo import Repo
+
+        if self._repo is not None:
+            return
+        if self.path.is_dir() and is_git_dir(self.path):
+            self._repo = Repo(str(self.path))
+            return
+        if self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
+            raise GitError(
+                f"mirror path {self.path} exists but is not a bare Git repository; move it away so the "
+                "controller can recreate the mirror"
+            )
+        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            self._repo = Repo.init_bare(str(self.path))
+        except OSError as exc:
+            raise GitError(
+                f"cannot create the mirror at {self.path}: {exc.strerror or exc}; check permissions"
+            ) from exc
+
+    def _open(self) -> Repo:
+        if self._repo is None:
+            if not (self.path.is_dir() and is_git_dir(self.path)):
+                raise GitError(
+                    f"no mirror at {self.path} for {redact(self.source.url)}; fetch the repository first"
+                )
+            self.ensure()
+        assert self._repo is not None
+        return self._repo
+
+    def close(self) -> None:
+        """Release the open repository (pack file handles); the mirror can be reopened later."""
+        if self._repo is not None:
+            self._repo.close()
+            self._repo = None
+
+    # Fetching --------------------------------------------------------------------------------------
+
+    def fetch(self) -> dict[str, str]:
+        """Bring every branch of the source into the mirror; returns {branch: sha}.
+
+        Branches are force-updated and branches gone upstream are deleted, so the mirror's
+        refs/heads/* equal the source's. Incremental: the mirror's heads are offered as haves and
+        nothing is transferred when nothing changed. Pins are left untouched.
+        """
+        from dulwich.objects import ObjectID
+
+        self.ensure()
+        repo = self._open()
+
+        def determine_wants(refs: Mapping[Ref, ObjectID], depth: int | None = None) -> list[ObjectID]:
+            tips = {ObjectID(sha.encode("ascii")) for sha in _branch_heads(refs).values()}
+            return sorted(oid for oid in tips if oid not in repo.object_store)
+
+        client, path = _client(self.source)
+        try:
+            result = client.fetch(path, repo, determine_wants=determine_wants, ref_prefix=[b"HEAD", _HEADS])
+        except GitError:
+            raise
+        except Exception as exc:
+            raise _transport_error(exc, self.source, "fetching") from exc
+        finally:
+            client.close()
+        heads = _branch_heads(result.refs)
+        for branch, sha in heads.items():
+            if ObjectID(sha.encode("ascii")) not in repo.object_store:
+                raise GitError(
+                    f"fetching {redact(self.source.url)} failed: branch {branch} ({sha}) did not arrive; "
+                    "retry, and check the source repository with `git fsck`"
+                )
+        self._update_heads(repo, heads, result.symrefs)
+        return heads
+
+    def _update_heads(self, repo: Repo, heads: dict[str, str], symrefs: Mapping[Ref, Ref]) -> None:
+        from dulwich.objects import ObjectID
+        from dulwich.refs import HEADREF, Ref
+
+        current = repo.refs.as_dict(Ref(b"refs/heads"))
+        for name in current:
+            branch = name.decode("utf-8", "surrogateescape")
+            if branch not in heads:
+                del repo.refs[Ref(_HEADS + name)]
+        for branch, sha in heads.items():
+            ref = Ref(_HEADS + branch.encode("utf-8", "surrogateescape"))
+            if current.get(Ref(branch.encode("utf-8", "surrogateescape"))) != sha.encode("ascii"):
+                repo.refs[ref] = ObjectID(sha.encode("ascii"))
+        # HEAD follows the source's default branch, so `git clone` of the mirror checks it out.
+        target = symrefs.get(HEADREF)
+        if (
+            target is not None
+            and target.startswith(_HEADS)
+            and target[len(_HEADS) :].decode("utf-8", "surrogateescape") in heads
+        ):
+            if repo.refs.read_ref(HEADREF) != b"ref: " + target:
+                repo.refs.set_symbolic_ref(HEADREF, target)
+        elif heads and not _resolves(repo, HEADREF):
+            fallback = "main" if "main" in heads else "master" if "master" in heads else sorted(heads)[0]
+            repo.refs.set_symbolic_ref(HEADREF, Ref(_HEADS + fallback.encode("utf-8", "surrogateescape")))
+
+    # Reading ---------------------------------------------------------------------------------------
+
+    def branches(self) -> dict[str, str]:
+        """The mirror's current branch heads, without any network access."""
+        from dulwich.refs import Ref
+
+        if self._repo is None and not (self.path.is_dir() and is_git_dir(self.path)):
+            return {}
+        refs = self._open().refs.as_dict(Ref(b"refs/heads"))
+        return {
+            name.decode("utf-8", "surrogateescape"): sha.decode("ascii") for name, sha in sorted(refs.items())
+        }
+
+    def has_commit(self, sha: str) -> bool:
+        """Whether the mirror holds commit `sha` (full hex), e.g. before pinning or running it."""
+        from dulwich.objects import Commit, ObjectID
+
+        if not _HEX_SHA.match(sha) or (self._repo is None and not is_git_dir(self.path)):
+            return False
+        repo = self._open()
+        oid = ObjectID(sha.encode("ascii"))
+        if oid not in repo.object_store:
+            return False
+        return isinstance(repo.object_store[oid], Commit)
+
+    def _commit(self, sha: str) -> tuple[Repo, Commit]:
+        from dulwich.objects import Commit, ObjectID
+
+        repo = self._open()
+        if not _HEX_SHA.match(sha):
+            raise GitError(f"{sha!r} is not a full commit SHA (40 lowercase hex digits)")
+        oid = ObjectID(sha.encode("ascii"))
+        if oid not in repo.object_store:
+            raise GitError(
+                f"commit {sha} is not in the mirror of {redact(self.source.url)}; fetch the repository first"
+            )
+        obj = repo.object_store[oid]
+        if not isinstance(obj, Commit):
+            raise GitError(
+                f"{sha} in the mirror of {redact(self.source.url)} is a {obj.type_name.decode()}, "
+                "not a commit"
+            )
+        return repo, obj
+
+    def read_file(self, sha: str, path: str) -> bytes | None:
+        """The content of `path` ('/'-separated, e.g. ".buildit.kdl") in commit `sha`, without checkout.
+
+        None when the path is absent, a directory or a submodule, or leaves the tree. Symbolic links
+        inside the tree are followed (a `.buildit.kdl` linking to `ci/pipeline.kdl` reads the target).
+        GitError when the commit is not in the mirror.
+        """
+        from dulwich.objects import Blob, Tree
+
+        repo, commit = self._commit(sha)
+        root = repo.object_store[commit.tree]
+        if not isinstance(root, Tree):
+            raise GitError(f"commit {sha} has a broken tree in the mirror of {redact(self.source.url)}")
+        parts = [p.encode("utf-8", "surrogateescape") for p in path.split("/")]
+        trees: list[Tree] = [root]
+        hops = 0
+        while parts:
+            name = parts.pop(0)
+            if name in (b"", b"."):
+                continue
+            if name == b"..":
+                if len(trees) == 1:
+                    return None
+                trees.pop()
+                continue
+            try:
+                mode, oid = trees[-1][name]
+            except KeyError:
+                return None
+            if stat.S_ISLNK(mode):
+                hops += 1
+                link = repo.object_store[oid]
+                if hops > _MAX_SYMLINK_HOPS or not isinstance(link, Blob) or link.data.startswith(b"/"):
+                    return None
+                parts = link.data.split(b"/") + parts
+                continue
+            obj = repo.object_store[oid] if stat.S_ISDIR(mode) or stat.S_ISREG(mode) else None
+            if parts:
+                if not isinstance(obj, Tree):
+                    return None
+                trees.append(obj)
+                continue
+            return obj.data if isinstance(obj, Blob) else None
+        return None
+
+    def commit(self, sha: str) -> CommitMeta:
+        """Message (stripped), author ("Name <email>") and commit time (UTC) of commit `sha`."""
+        _, commit = self._commit(sha)
+        encoding = (commit.encoding or b"utf-8").decode("ascii", "replace")
+        try:
+            message = commit.message.decode(encoding, "replace")
+        except LookupError:  # an unknown encoding header
+            message = commit.message.decode("utf-8", "replace")
+        return CommitMeta(
+            sha=sha,
+            message=message.strip(),
+            author=commit.author.decode("utf-8", "replace"),
+            committed_at=datetime.fromtimestamp(commit.commit_time, tz=UTC),
+        )
+
+    def new_commits(self, old: str | None, new: str, limit: int = 50) -> list[str]:
+        """Commits a push brought: reachable from `new` but not from `old`, newest first, at most `limit`.
+
+        `old` None (a new branch) gives just [new]; so does a force push (`old` not an ancestor of
+        `new`, or unknown), because "everything not in the old history" is then not what was pushed.
+        """
+        from dulwich.graph import can_fast_forward
+        from dulwich.objects import ObjectID
+        from dulwich.walk import ORDER_TOPO
+
+        repo, _ = self._commit(new)
+        if old is None:
+            return [new]
+        if old == new:
+            return []
+        new_id = ObjectID(new.encode("ascii"))
+        if not self.has_commit(old):
+            return [new]
+        old_id = ObjectID(old.encode("ascii"))
+        if not can_fast_forward(repo, old_id, new_id):
+            return [new]
+        walker = repo.get_walker(include=[new_id], exclude=[old_id], order=ORDER_TOPO)
+        return [entry.commit.id.decode("ascii") for entry in islice(walker, max(limit, 0))]
+
+    # Pinning ---------------------------------------------------------------------------------------
+
+    def pin(self, sha: str) -> None:
+        """Keep commit `sha` advertised and fetchable by agents, and safe from garbage collection.
+
+        Creates refs/buildit/pins/<sha>. The smart-HTTP server only lets clients fetch advertised
+        tips, so a run's commit stays fetchable after a force-push moved its branch.
+        """
+        from dulwich.objects import ObjectID
+        from dulwich.refs import Ref
+
+        repo, _ = self._commit(sha)
+        repo.refs.add_if_new(Ref((PIN_PREFIX + sha).encode("ascii")), ObjectID(sha.encode("ascii")))
+
+    def pins(self) -> list[str]:
+        """The pinned commits, e.g. to drop pins of runs that were deleted."""
+        from dulwich.refs import Ref
+
+        refs = self._open().refs.as_dict(Ref(PIN_PREFIX.rstrip("/").encode("ascii")))
+        return sorted(name.decode("ascii") for name in refs)
