@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 from dataclasses import dataclass, field
 
 
@@ -71,14 +72,44 @@ class Stage:
     when_branch: str | None = None
 
 
+TRIGGER_KINDS = ("push", "cron", "manual")
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """What starts a run of a pipeline by itself, as written in a `trigger` node.
+
+    `push`: a push to a watched branch, optionally only branches matching `branches` (globs).
+    `cron`: the schedule `cron` (UTC) on `branch`, or on the repository's default branch when None.
+    `manual`: nothing starts a run by itself; the API, CLI and UI can always start one, whatever the
+    triggers, so this kind only documents that the automatic triggers were left out on purpose.
+    """
+
+    kind: str
+    cron: str | None = None
+    branch: str | None = None
+    branches: tuple[str, ...] = ()
+
+    def matches_branch(self, branch: str) -> bool:
+        """For a push trigger: does a push to `branch` start a run? No globs means every branch."""
+        if self.kind != "push":
+            return False
+        return not self.branches or any(fnmatch.fnmatchcase(branch, glob) for glob in self.branches)
+
+
+DEFAULT_TRIGGERS = (Trigger("push"),)
+
+
 @dataclass(frozen=True)
 class Pipeline:
-    """A validated pipeline: its name, global env and stages in file order."""
+    """A validated pipeline: its name, global env, stages in file order and what starts its runs."""
 
     name: str
     stages: tuple[Stage, ...]
     env: tuple[tuple[str, str], ...] = ()
     file: str = ".buildit.kdl"
+    # A file without `trigger` nodes runs on pushes, as before triggers existed.
+    triggers: tuple[Trigger, ...] = DEFAULT_TRIGGERS
 
     def stage(self, name: str) -> Stage:
         """The stage called `name` (KeyError if absent)."""
@@ -86,3 +117,17 @@ class Pipeline:
             if stage.name == name:
                 return stage
         raise KeyError(name)
+
+
+def runs_on_push(pipeline: Pipeline, branch: str) -> bool:
+    """Does a push to `branch` start a run? The controller asks after the repository watches `branch`.
+
+    True when one of the pipeline's push triggers has no branch filter or a glob matching `branch`
+    (`fnmatch` globs, as in `when branch=`); False for a pipeline with only cron or manual triggers.
+    """
+    return any(trigger.matches_branch(branch) for trigger in pipeline.triggers)
+
+
+def cron_triggers(pipeline: Pipeline) -> tuple[Trigger, ...]:
+    """The pipeline's schedules, in file order, for the controller's scheduler to fire."""
+    return tuple(trigger for trigger in pipeline.triggers if trigger.kind == "cron")

@@ -12,9 +12,20 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from controller.pipeline import interpolate
+from controller.pipeline.cron import EXAMPLE as CRON_EXAMPLE
+from controller.pipeline.cron import CronError, check_cron
 from controller.pipeline.dag import find_cycle
 from controller.pipeline.kdl import RawNode, SourceMap, Value, parse
-from controller.pipeline.model import Diagnostic, Location, Pipeline, PipelineInvalid, Stage
+from controller.pipeline.model import (
+    DEFAULT_TRIGGERS,
+    TRIGGER_KINDS,
+    Diagnostic,
+    Location,
+    Pipeline,
+    PipelineInvalid,
+    Stage,
+    Trigger,
+)
 
 STAGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -23,6 +34,9 @@ _DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m(?!s))?(?:(\d+)s)?(?:(\d+)ms)?\Z")
 MAX_TIMEOUT_S = 7 * 24 * 3600.0
 DEFAULT_TIMEOUT_S = 3600.0
 MAX_RETRIES = 10
+# What git refuses in a branch name (as repository registration checks); `*?[` are glob characters.
+_BRANCH_BAD_CHARS = re.compile(r"[\s~^:\\]")
+_GLOB_CHARS = re.compile(r"[*?\[]")
 
 
 @dataclass(frozen=True)
@@ -43,6 +57,15 @@ TOP_LEVEL: dict[str, Rule] = {
         1, 1, props={"needs": (str,)}, repeatable=True, example='stage "test" { run "make test"; }'
     ),
     "env": Rule(2, 2, (str, int, float, bool), repeatable=True, example='env "LANG" "C.UTF-8"'),
+    # The shape depends on the kind (the first value): see TRIGGERS and _build_trigger.
+    "trigger": Rule(1, None, repeatable=True, example='trigger "cron" "0 3 * * 1-5"'),
+}
+
+# Per trigger kind: the properties it takes, and an example for hints.
+TRIGGERS: dict[str, Rule] = {
+    "push": Rule(0, None, props={"branches": (str,)}, example='trigger "push" branches="main,release/*"'),
+    "cron": Rule(1, 1, props={"branch": (str,)}, example='trigger "cron" "0 3 * * 1-5" branch="main"'),
+    "manual": Rule(0, 0, example='trigger "manual"'),
 }
 
 STAGE_CHILDREN: dict[str, Rule] = {
@@ -250,11 +273,10 @@ def _build_stage(
     for child in node.children:
         rule = STAGE_CHILDREN.get(child.name)
         if rule is None:
-            out.node(
-                child,
-                f"unknown node '{child.name}'{where}",
-                _did_you_mean(child.name, STAGE_CHILDREN, "allowed in a stage"),
-            )
+            hint = _did_you_mean(child.name, STAGE_CHILDREN, "allowed in a stage")
+            if child.name == "trigger":
+                hint = "'trigger' is a top-level node: move it out of the stage block, next to 'pipeline'"
+            out.node(child, f"unknown node '{child.name}'{where}", hint)
             continue
         if not rule.repeatable and child.name in seen:
             first = seen[child.name]
@@ -389,6 +411,158 @@ def _build_stage(
     return stage, needs
 
 
+def _branch_problem(branch: str) -> str | None:
+    if not branch.strip():
+        return "is empty"
+    if _BRANCH_BAD_CHARS.search(branch):
+        return "is not a valid branch name (no spaces or ~ ^ : \\)"
+    return None
+
+
+def _build_trigger(node: RawNode, out: _Collector) -> Trigger | None:
+    """Validate one `trigger` node: its kind, then the values and properties that kind takes.
+
+    Returns None when the node is unusable; its problems are reported.
+    """
+    kinds = ", ".join(TRIGGER_KINDS[:-1]) + " or " + TRIGGER_KINDS[-1]
+    if not node.args:
+        out.node(node, f"'trigger' needs a kind: {kinds}", 'example: trigger "push"')
+        return None
+    kind = node.args[0]
+    if not isinstance(kind, str):
+        out.node(
+            node,
+            f"the kind of 'trigger' is a quoted string ({kinds}), got {kind!r}",
+            'example: trigger "push"',
+        )
+        return None
+    rule = TRIGGERS.get(kind)
+    if rule is None:
+        out.node(
+            node,
+            f"unknown trigger kind '{kind}'",
+            _did_you_mean(kind, TRIGGERS, "trigger kinds"),
+            near=f'"{kind}"',
+        )
+        return None
+    what = f"trigger '{kind}'"
+    example = f"example: {rule.example}"
+    ok = True
+    for prop, value in node.props.items():
+        if prop not in rule.props:
+            hint = (
+                _did_you_mean(prop, rule.props, "allowed properties")
+                if rule.props
+                else f"{what} takes no properties; {example}"
+            )
+            out.node(node, f"unknown property '{prop}' on {what}", hint, near=f"{prop}=")
+            ok = False
+        elif not _is_type(value, rule.props[prop]):
+            out.node(
+                node,
+                f"property '{prop}' on {what} takes {_type_name(rule.props[prop])}",
+                example,
+                near=f"{prop}=",
+            )
+            ok = False
+    if node.children:
+        out.node(node, f"{what} takes no block", example, near="{")
+        ok = False
+    values = node.args[1:]
+    if kind == "push":
+        branches: list[str] = []
+        branches_prop = node.props.get("branches")
+        if isinstance(branches_prop, str):
+            parts = [part.strip() for part in branches_prop.split(",") if part.strip()]
+            if not parts:
+                out.node(node, f"property 'branches' on {what} is empty", example, near="branches=")
+                ok = False
+            branches.extend(parts)
+        for value in values:
+            if not isinstance(value, str):
+                out.node(node, f"branch globs of {what} are quoted strings, got {value!r}", example)
+                ok = False
+                continue
+            branches.append(value)
+        for glob in branches:
+            problem = _branch_problem(glob)
+            if problem:
+                near = f'"{glob}"' if glob in values else "branches="
+                out.node(
+                    node, f"branch glob '{glob}' of {what} {problem}", "example: main or release/*", near
+                )
+                ok = False
+        return Trigger("push", branches=tuple(dict.fromkeys(branches))) if ok else None
+    if kind == "manual":
+        if values:
+            out.node(node, f"{what} takes no other values, got {len(values)}", example)
+            return None
+        return Trigger("manual") if ok else None
+    # cron
+    if not values:
+        out.node(
+            node,
+            f"{what} needs a schedule",
+            f"{example}; the fields are minute hour day-of-month month day-of-week, in UTC",
+        )
+        return None
+    if len(values) > 1:
+        out.node(
+            node,
+            f"{what} takes one schedule, got {len(values)} values",
+            'write the five fields in one string: trigger "cron" "0 3 * * 1-5"',
+        )
+        return None
+    expr = values[0]
+    if not isinstance(expr, str):
+        out.node(node, f"the schedule of {what} is a quoted string, got {expr!r}", example)
+        return None
+    try:
+        check_cron(expr)
+    except CronError as err:
+        # Point at the bad field inside the string when the string is written verbatim (no escapes).
+        line, col = node.line, node.col
+        if out.smap is not None:
+            quoted = f'"{expr}"'
+            found_line, found_col = out.smap.find_on_line(node, quoted)
+            if (found_line, found_col) != (node.line, node.col):
+                line, col = found_line, found_col + 1 + err.index
+        out.at(
+            line,
+            col,
+            f"bad cron schedule '{expr}': {err}",
+            f"the fields are minute hour day-of-month month day-of-week, in UTC, e.g. {CRON_EXAMPLE}",
+        )
+        ok = False
+    branch = node.props.get("branch")
+    if isinstance(branch, str):
+        problem = _branch_problem(branch)
+        if problem is None and _GLOB_CHARS.search(branch):
+            out.node(
+                node,
+                f"{what} runs on one branch, not a glob: '{branch}'",
+                'name a branch, e.g. branch="main"; without branch= it runs on the default branch',
+                near="branch=",
+            )
+            ok = False
+        elif problem:
+            out.node(node, f"branch '{branch}' of {what} {problem}", example, near="branch=")
+            ok = False
+    if not ok:
+        return None
+    return Trigger("cron", cron=" ".join(expr.split()), branch=branch if isinstance(branch, str) else None)
+
+
+def _describe(trigger: Trigger) -> str:
+    """How a duplicate trigger is named in its diagnostic."""
+    if trigger.kind == "cron":
+        on = f" on branch '{trigger.branch}'" if trigger.branch else ""
+        return f"cron trigger '{trigger.cron}'{on}"
+    if trigger.branches:
+        return f"push trigger for {', '.join(trigger.branches)}"
+    return f"{trigger.kind} trigger"
+
+
 def _env_value(value: Value) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -406,11 +580,16 @@ def _validate(source: str, filename: str) -> tuple[Pipeline | None, list[Diagnos
     pipeline_node: RawNode | None = None
     global_env: dict[str, str] = {}
     stage_nodes: list[RawNode] = []
+    triggers: dict[tuple[str, str | None, str | None, frozenset[str]], tuple[Trigger, RawNode]] = {}
+    trigger_nodes = False
     for node in nodes:
         rule = TOP_LEVEL.get(node.name)
         if rule is None:
             hint = _did_you_mean(node.name, TOP_LEVEL, "allowed at the top level")
-            if node.name in STAGE_CHILDREN:
+            if node.name in TRIGGERS or node.name in ("schedule", "on"):
+                rule_example = TRIGGERS.get(node.name, TRIGGERS["cron"]).example
+                hint = f"what starts a run is a trigger node: {rule_example}"
+            elif node.name in STAGE_CHILDREN:
                 hint = f"'{node.name}' belongs inside a stage block: stage \"name\" {{ {node.name} ...; }}"
             out.node(node, f"unknown top-level node '{node.name}'", hint)
             continue
@@ -431,6 +610,19 @@ def _validate(source: str, filename: str) -> tuple[Pipeline | None, list[Diagnos
                 elif key.startswith("BUILDIT_"):
                     out.node(node, f"env name '{key}' is reserved", "BUILDIT_* names are set by BuildIt")
                 global_env[key] = _env_value(node.args[1])
+        elif node.name == "trigger":
+            trigger_nodes = True
+            trigger = _build_trigger(node, out)
+            if trigger is None:
+                continue
+            identity = (trigger.kind, trigger.cron, trigger.branch, frozenset(trigger.branches))
+            if identity in triggers:
+                first = triggers[identity][1]
+                out.node(
+                    node, f"{_describe(trigger)} is given twice (first on line {first.line})", "keep one"
+                )
+                continue
+            triggers[identity] = (trigger, node)
         else:
             _check_shape(node, rule, "", out, allow_block=True)
             stage_nodes.append(node)
@@ -489,7 +681,11 @@ def _validate(source: str, filename: str) -> tuple[Pipeline | None, list[Diagnos
     if out.items or pipeline_name is None:
         return None, out.items
     return Pipeline(
-        name=pipeline_name, stages=tuple(stages), env=tuple(global_env.items()), file=filename
+        name=pipeline_name,
+        stages=tuple(stages),
+        env=tuple(global_env.items()),
+        file=filename,
+        triggers=tuple(t for t, _ in triggers.values()) if trigger_nodes else DEFAULT_TRIGGERS,
     ), []
 
 

@@ -257,7 +257,7 @@ def test_unknown_top_level_node_suggests() -> None:
 
 def test_unknown_top_level_node_without_close_match_lists_allowed() -> None:
     diag = only('pipeline "p"\nzzz\nstage "a" { run "x"; }\n')
-    assert diag.hint == "allowed at the top level: env, pipeline, stage"
+    assert diag.hint == "allowed at the top level: env, pipeline, stage, trigger"
 
 
 def test_stage_child_at_top_level_says_it_belongs_in_a_stage() -> None:
