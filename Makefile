@@ -10,6 +10,7 @@ GEN := agent/contract/_gen
 
 $(STAMP): pyproject.toml constraints.txt
 	@scripts/ensure-python.sh "$(PYTHON)"
+	@scripts/ensure-git.sh
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
@@ -20,9 +21,14 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 # The embedded default: controller + one local agent on SQLite under ./.buildit, with the examples
-# registered and a run of "hello" triggered. Ctrl-C stops it.
+# registered and a run of "hello" triggered, watching a demo repository (made once under
+# .buildit/demo-repo) that gets a commit once the controller is up, so a Git-triggered run
+# appears too. Ctrl-C stops it.
+DEMO_REPO := .buildit/demo-repo
 run: install
-	$(VENV)/bin/buildit up --pipelines examples --trigger hello
+	@scripts/demo-repo.sh create $(DEMO_REPO)
+	@(scripts/demo-repo.sh commit $(DEMO_REPO) http://127.0.0.1:$${BUILDIT_HTTP_PORT:-8080} &) ; \
+	exec $(VENV)/bin/buildit up --pipelines examples --trigger hello --repo $(DEMO_REPO)
 
 # Tests need a real Docker engine with the local busybox test image, and a real PostgreSQL.
 test-deps:

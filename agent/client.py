@@ -10,13 +10,15 @@ gRPC failure surfaces as one exception type, `RpcFailure`, carrying the status c
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, Final, cast
 
 import grpc
 
 from agent.contract import convert
 from agent.contract.types import (
+    ArtifactAck,
+    ArtifactPart,
     ExtendLeaseResponse,
     HeartbeatRequest,
     HeartbeatResponse,
@@ -33,12 +35,16 @@ from agent.contract.types import (
 __all__ = [
     "ABORTED",
     "CANCELLED",
+    "DATA_LOSS",
     "DEADLINE_EXCEEDED",
     "FAILED_PRECONDITION",
+    "INVALID_ARGUMENT",
     "NOT_FOUND",
     "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
     "UNAUTHENTICATED",
     "UNAVAILABLE",
+    "UNIMPLEMENTED",
     "ControllerClient",
     "LeaseStream",
     "LogStreamCall",
@@ -48,12 +54,16 @@ __all__ = [
 # gRPC status code names, as carried by RpcFailure.code.
 ABORTED: Final = "ABORTED"
 CANCELLED: Final = "CANCELLED"
+DATA_LOSS: Final = "DATA_LOSS"
 DEADLINE_EXCEEDED: Final = "DEADLINE_EXCEEDED"
 FAILED_PRECONDITION: Final = "FAILED_PRECONDITION"
+INVALID_ARGUMENT: Final = "INVALID_ARGUMENT"
 NOT_FOUND: Final = "NOT_FOUND"
 PERMISSION_DENIED: Final = "PERMISSION_DENIED"
+RESOURCE_EXHAUSTED: Final = "RESOURCE_EXHAUSTED"
 UNAUTHENTICATED: Final = "UNAUTHENTICATED"
 UNAVAILABLE: Final = "UNAVAILABLE"
+UNIMPLEMENTED: Final = "UNIMPLEMENTED"
 
 #: Unary calls give up after this long; the caller decides whether to retry.
 CALL_TIMEOUT_S: Final = 10.0
@@ -183,6 +193,16 @@ class ControllerClient:
             request_serializer=convert.STREAM_LOGS.serialize,
             response_deserializer=convert.STREAM_LOGS.deserialize,
         )
+        self._upload = self._channel.stream_unary(
+            convert.UPLOAD_ARTIFACT.path,
+            request_serializer=convert.UPLOAD_ARTIFACT.serialize,
+            response_deserializer=convert.UPLOAD_ARTIFACT.deserialize,
+        )
+        self._download = self._channel.unary_stream(
+            convert.DOWNLOAD_ARTIFACTS.path,
+            request_serializer=convert.DOWNLOAD_ARTIFACTS.serialize,
+            response_deserializer=convert.DOWNLOAD_ARTIFACTS.deserialize,
+        )
 
     def _unary(self, method: convert.Method[Any, Any]) -> Any:
         return self._channel.unary_unary(
@@ -225,6 +245,35 @@ class ControllerClient:
     def open_log_stream(self) -> LogStreamCall:
         """Open the StreamLogs bidirectional stream."""
         return LogStreamCall(self._logs(metadata=self._metadata()))
+
+    async def upload_artifact(self, parts: AsyncIterator[ArtifactPart], timeout: float) -> ArtifactAck:
+        """Upload one artifact file: `parts` yields its ArtifactHeader, then its content in chunks.
+
+        A client stream rather than one message, so a file of any size travels in bounded memory.
+        `timeout` bounds the whole upload (the caller sizes it to the file).
+        """
+        try:
+            return cast(ArtifactAck, await self._upload(parts, timeout=timeout, metadata=self._metadata()))
+        except grpc.aio.AioRpcError as exc:
+            raise _failure(exc) from None
+
+    async def download_artifacts(
+        self, lease_id: str, timeout: float | None = None
+    ) -> AsyncGenerator[ArtifactPart, None]:
+        """The artifacts the stage of `lease_id` needs: each file's ArtifactHeader, then its chunks.
+
+        Messages this build cannot read (neither header nor data) are skipped. RpcFailure when the
+        call fails, including part-way through.
+        """
+        call = self._download(lease_id, timeout=timeout, metadata=self._metadata())
+        try:
+            async for part in call:
+                if part is not None:
+                    yield cast(ArtifactPart, part)
+        except grpc.aio.AioRpcError as exc:
+            raise _failure(exc) from None
+        finally:
+            call.cancel()
 
     async def close(self) -> None:
         """Close the channel, ending every open call."""

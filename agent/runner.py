@@ -21,9 +21,15 @@ Everything runs on one asyncio event loop over one gRPC channel (see `agent.clie
   running stages and ends at once with exit status 1 (their leases expire and the controller retries
   them).
 
-Workspaces start empty: fetching a stage's sources (`StageSpec.source`) and uploading its artifacts
-come with the Git integration; until then a stage that names a source fails with ERROR rather than
-running against an empty directory.
+* **Workspaces** – each stage gets a fresh directory under `<state_dir>/work/`. A stage with a
+  `source` gets a clone of its repository at the exact commit (`agent.gitfetch`: a per-repository
+  cache under `<state_dir>/git-cache/`, the agent token sent as an HTTP header, never in argv);
+  a stage with `needs` gets the artifacts of those stages (DownloadArtifacts) before its commands
+  run. After the commands succeeded, the files matching its `artifacts` globs are uploaded one by
+  one (UploadArtifact: header, then 256 KiB chunks), and only then is SUCCEEDED reported, so a
+  dependent stage never starts without them. Paths follow `agent.workspace`'s rules (nothing read
+  or written outside the workspace); a broken rule, a failed fetch or a refused upload ends the
+  stage in ERROR with a one-line message.
 """
 
 from __future__ import annotations
@@ -37,11 +43,11 @@ import os
 import random
 import re
 import shutil
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, BinaryIO, Final, TypeVar
 
 from agent import __version__
 from agent.client import (
@@ -50,14 +56,19 @@ from agent.client import (
     FAILED_PRECONDITION,
     NOT_FOUND,
     PERMISSION_DENIED,
+    RESOURCE_EXHAUSTED,
     UNAUTHENTICATED,
     UNAVAILABLE,
+    UNIMPLEMENTED,
     ControllerClient,
     LeaseStream,
     LogStreamCall,
     RpcFailure,
 )
 from agent.contract.types import (
+    ArtifactAck,
+    ArtifactHeader,
+    ArtifactPart,
     CancelReason,
     CancelStage,
     Drain,
@@ -65,6 +76,7 @@ from agent.contract.types import (
     HeartbeatRequest,
     LeaseEvent,
     LeaseRequest,
+    LogStream,
     Ping,
     RegisterRequest,
     StageLease,
@@ -74,13 +86,15 @@ from agent.contract.types import (
 )
 from agent.executors.base import Executor, ExecutorError
 from agent.executors.local import LocalExecutor
+from agent.gitfetch import GitFetcher, GitFetchError, redact_url
 from agent.logs import LogShipper, Masker
 from agent.settings import AgentSettings, ExecutorChoice
 from agent.state import AgentState, StateError, clear_state, load_state, save_state
+from agent.workspace import ArtifactError, create_artifact_file, find_artifacts
 
 __all__ = [
+    "ARTIFACT_CHUNK_BYTES",
     "DEFAULT_HEARTBEAT_MS",
-    "SOURCES_UNSUPPORTED",
     "Agent",
     "AgentExit",
     "Backoff",
@@ -94,7 +108,12 @@ DEFAULT_HEARTBEAT_MS: Final = 2000
 #: How long, while the log stream is connected, a finished stage waits for its last acks before it
 #: reports its status anyway (a controller that never acks must not hold the lease forever).
 ACK_TIMEOUT_S: Final = 30.0
-SOURCES_UNSUPPORTED: Final = "workspace sources are not supported by this agent version"
+#: Size of the data chunks of artifact uploads (the wire allows up to 1 MiB).
+ARTIFACT_CHUNK_BYTES: Final = 256 * 1024
+#: An upload may take this long plus one second per MiB before it is given up (and retried).
+_UPLOAD_BASE_TIMEOUT_S: Final = 60.0
+#: Files listed one by one in the stage log after an upload; beyond that only the total.
+_LISTED_ARTIFACTS: Final = 20
 
 _RETRY_CODES: Final = frozenset({UNAVAILABLE, DEADLINE_EXCEEDED})
 # Answers to a write about one lease that mean the lease is not (or no longer) ours.
@@ -262,6 +281,8 @@ class Agent:
         self._reregistered = False
         self._auth_ok_since_register = True
         self._tasks: set[asyncio.Task[Any]] = set()
+        #: Fills the workspaces of stages that name a source (shared, so the git cache is too).
+        self.git = GitFetcher(settings.state_dir)
 
     # --- public surface
 
@@ -783,11 +804,9 @@ class Agent:
         return self._client
 
     async def _execute(self, stage: _Stage) -> ExecutionResult:
-        """Run the stage's commands in a fresh workspace with masked, shipped output."""
+        """Run the stage in a fresh workspace: sources and needed artifacts in, commands, artifacts out."""
         spec = stage.lease.spec
         lease_id = stage.lease_id
-        if spec.source is not None:
-            return ExecutionResult(StageStatus.ERROR, message=SOURCES_UNSUPPORTED)
         if stage.cancel.is_set():
             return ExecutionResult(StageStatus.CANCELLED, message="cancelled before it started")
         workspace = self.settings.state_dir / "work" / _workspace_name(lease_id)
@@ -796,19 +815,228 @@ class Agent:
         except OSError as exc:
             return ExecutionResult(StageStatus.ERROR, message=f"cannot create workspace {workspace}: {exc}")
         executor = self.executors.for_spec(spec)
-        mask = Masker(spec.secrets.values())
+        # The agent token is masked too: no stage output can carry it to the controller's logs.
+        mask = Masker([*spec.secrets.values(), self._client_or_fail().token])
         shipper = self._shipper
 
         def on_output(line: str) -> None:
             shipper.add(lease_id, mask(line))
 
+        def say(line: str) -> None:
+            shipper.add(lease_id, mask(line), LogStream.SYSTEM)
+
         try:
-            return await executor.run(spec, workspace, on_output, stage.cancel)
-        except Exception as exc:  # executors report stage problems as results; this is a bug or crash
-            log.exception("lease %s: executor %s failed", lease_id, executor.name)
-            return ExecutionResult(StageStatus.ERROR, message=f"executor {executor.name} failed: {exc}")
+            if spec.source is not None:
+                failed = await self._until_cancelled(stage, self._fetch_source(stage, workspace, say))
+                if failed is not None:
+                    return failed
+            if spec.needs:
+                failed = await self._until_cancelled(stage, self._download_artifacts(stage, workspace, say))
+                if failed is not None:
+                    return failed
+            if stage.cancel.is_set():
+                return ExecutionResult(StageStatus.CANCELLED, message="cancelled before its commands ran")
+            try:
+                result = await executor.run(spec, workspace, on_output, stage.cancel)
+            except Exception as exc:  # executors report stage problems as results; this is a bug or crash
+                log.exception("lease %s: executor %s failed", lease_id, executor.name)
+                return ExecutionResult(StageStatus.ERROR, message=f"executor {executor.name} failed: {exc}")
+            if result.ok and spec.artifacts and not stage.cancel.is_set():
+                failed = await self._until_cancelled(stage, self._upload_artifacts(stage, workspace, say))
+                if failed is not None:
+                    return failed
+            return result
         finally:
             await asyncio.to_thread(shutil.rmtree, workspace, True)
+
+    @staticmethod
+    async def _until_cancelled(
+        stage: _Stage, work: Coroutine[Any, Any, ExecutionResult | None]
+    ) -> ExecutionResult | None:
+        """Run a preparation or upload step, abandoning it as soon as the stage is cancelled.
+
+        Returns the step's result (None: it went fine), or CANCELLED when the cancel came first
+        (`_final_result` turns that into TIMED_OUT for a timeout).
+        """
+        task = asyncio.ensure_future(work)
+        cancelled = asyncio.ensure_future(stage.cancel.wait())
+        try:
+            await asyncio.wait({task, cancelled}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            cancelled.cancel()
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if task.cancelled():
+            return ExecutionResult(StageStatus.CANCELLED, message="cancelled")
+        return task.result()
+
+    async def _fetch_source(
+        self, stage: _Stage, workspace: Path, say: Callable[[str], None]
+    ) -> ExecutionResult | None:
+        """Fill the workspace with the stage's repository at its commit (see agent.gitfetch)."""
+        source = stage.lease.spec.source
+        assert source is not None
+        try:
+            await self.git.checkout(source, workspace, self._client_or_fail().token, say)
+        except GitFetchError as exc:
+            say(f"error: {exc}")
+            return ExecutionResult(StageStatus.ERROR, message=str(exc))
+        except OSError as exc:
+            message = f"cannot prepare the workspace from {redact_url(source.repo_url)}: {exc}"
+            say(f"error: {message}")
+            return ExecutionResult(StageStatus.ERROR, message=message)
+        return None
+
+    async def _download_artifacts(
+        self, stage: _Stage, workspace: Path, say: Callable[[str], None]
+    ) -> ExecutionResult | None:
+        """Write the artifacts of the stages this one needs into its workspace (DownloadArtifacts).
+
+        Retried from the start while the controller is unreachable (every file is simply written
+        again); a refused path or a corrupted file ends the stage in ERROR.
+        """
+        client = self._client_or_fail()
+        needs = ", ".join(stage.lease.spec.needs)
+        backoff = Backoff()
+        while not stage.lost:
+            token = client.token
+            try:
+                files, size, producers = await self._receive_artifacts(stage, workspace)
+            except RpcFailure as exc:
+                if exc.code in _LEASE_GONE_CODES:
+                    self._lose(stage.lease_id, f"DownloadArtifacts: {exc}")
+                    return ExecutionResult(StageStatus.ERROR, message="lease lost")
+                if exc.code == UNAUTHENTICATED:
+                    await self._reauthenticate(token, exc)
+                    continue
+                if exc.code in _RETRY_CODES:
+                    delay = backoff.next()
+                    log.debug("lease %s: artifact download failed (%s); retrying", stage.lease_id, exc)
+                    await asyncio.sleep(delay)
+                    continue
+                if exc.code == UNIMPLEMENTED:
+                    message = (
+                        "the controller cannot send artifacts (DownloadArtifacts unimplemented): upgrade it"
+                    )
+                else:
+                    message = f"cannot download the artifacts of {needs}: {exc.details or exc.code}"
+                say(f"error: {message}")
+                return ExecutionResult(StageStatus.ERROR, message=message)
+            except (ArtifactError, _TransferError) as exc:
+                say(f"error: {exc}")
+                return ExecutionResult(StageStatus.ERROR, message=str(exc))
+            except OSError as exc:
+                message = f"cannot write the artifacts of {needs} into the workspace: {exc}"
+                say(f"error: {message}")
+                return ExecutionResult(StageStatus.ERROR, message=message)
+            if files:  # silence when the needed stages made none: most stages declare no artifacts
+                say(f"restored {files} artifact file(s), {size} bytes, from {', '.join(producers)}")
+            return None
+        return ExecutionResult(StageStatus.ERROR, message="lease lost")
+
+    async def _receive_artifacts(self, stage: _Stage, workspace: Path) -> tuple[int, int, list[str]]:
+        """One DownloadArtifacts call written to disk; returns (files, bytes, producing stages)."""
+        client = self._client_or_fail()
+        incoming: _Incoming | None = None
+        files = size = 0
+        producers: list[str] = []
+        try:
+            async for part in client.download_artifacts(stage.lease_id):
+                if isinstance(part, ArtifactHeader):
+                    if incoming is not None:
+                        await incoming.finish()
+                    handle = await asyncio.to_thread(create_artifact_file, workspace, part.path)
+                    incoming = _Incoming(part, handle)
+                    files += 1
+                    size += part.size
+                    if part.stage and part.stage not in producers:
+                        producers.append(part.stage)
+                elif incoming is None:
+                    raise _TransferError("the controller sent artifact data before any header")
+                else:
+                    await incoming.write(part)
+            if incoming is not None:
+                await incoming.finish()
+                incoming = None
+        finally:
+            if incoming is not None:
+                incoming.handle.close()
+        return files, size, producers
+
+    async def _upload_artifacts(
+        self, stage: _Stage, workspace: Path, say: Callable[[str], None]
+    ) -> ExecutionResult | None:
+        """Upload the files matching the stage's artifact globs, one UploadArtifact call each."""
+        spec = stage.lease.spec
+        try:
+            files, empty = await asyncio.to_thread(find_artifacts, workspace, spec.artifacts)
+        except (ArtifactError, OSError) as exc:
+            message = f"artifacts: {exc}"
+            say(f"error: {message}")
+            return ExecutionResult(StageStatus.ERROR, message=message)
+        for pattern in empty:
+            say(f"warning: artifact pattern '{pattern}' matched no files")
+        total = 0
+        for rel, file in files:
+            try:
+                size, digest = await asyncio.to_thread(_size_and_sha256, file)
+            except OSError as exc:
+                message = f"artifacts: cannot read '{rel}': {exc.strerror or exc}"
+                say(f"error: {message}")
+                return ExecutionResult(StageStatus.ERROR, message=message)
+            outcome = await self._upload_one(stage, ArtifactHeader(stage.lease_id, rel, size, digest), file)
+            if isinstance(outcome, ExecutionResult):
+                if not stage.lost:
+                    say(f"error: {outcome.message}")
+                return outcome
+            total += size
+            if len(files) <= _LISTED_ARTIFACTS:
+                dedup = ", already stored" if outcome.deduplicated else ""
+                say(f"uploaded artifact {rel} ({size} bytes{dedup})")
+        if files:
+            say(f"uploaded {len(files)} artifact file(s), {total} bytes")
+        return None
+
+    async def _upload_one(
+        self, stage: _Stage, header: ArtifactHeader, file: Path
+    ) -> ArtifactAck | ExecutionResult:
+        """One artifact, retried from its start while the controller is unreachable."""
+        client = self._client_or_fail()
+        timeout = _UPLOAD_BASE_TIMEOUT_S + header.size / (1024 * 1024)
+        backoff = Backoff()
+        while not stage.lost:
+            token = client.token
+            try:
+                return await client.upload_artifact(_artifact_parts(header, file), timeout)
+            except RpcFailure as exc:
+                if exc.code in _LEASE_GONE_CODES:
+                    self._lose(stage.lease_id, f"UploadArtifact: {exc}")
+                    break
+                if exc.code == UNAUTHENTICATED:
+                    await self._reauthenticate(token, exc)
+                    continue
+                if exc.code in _RETRY_CODES:
+                    delay = backoff.next()
+                    log.debug(
+                        "lease %s: upload of %s failed (%s); retrying", stage.lease_id, header.path, exc
+                    )
+                    await asyncio.sleep(delay)
+                    continue
+                if exc.code == RESOURCE_EXHAUSTED:
+                    return ExecutionResult(StageStatus.ERROR, message=exc.details or str(exc))
+                if exc.code == UNIMPLEMENTED:
+                    return ExecutionResult(
+                        StageStatus.ERROR,
+                        message="the controller does not accept artifacts (UploadArtifact "
+                        "unimplemented): upgrade it",
+                    )
+                return ExecutionResult(
+                    StageStatus.ERROR,
+                    message=f"cannot upload artifact '{header.path}': {exc.details or exc.code}",
+                )
+        return ExecutionResult(StageStatus.ERROR, message="lease lost")
 
     @staticmethod
     def _final_result(stage: _Stage, result: ExecutionResult) -> ExecutionResult:
@@ -942,6 +1170,61 @@ def _clean_workspaces(work: Path) -> None:
                 shutil.rmtree(entry, ignore_errors=True)
             else:
                 entry.unlink(missing_ok=True)
+
+
+class _TransferError(Exception):
+    """A downloaded artifact does not match its header (size or sha256) or arrived out of order."""
+
+
+class _Incoming:
+    """One artifact being written during DownloadArtifacts, checked against its header at the end."""
+
+    def __init__(self, header: ArtifactHeader, handle: BinaryIO) -> None:
+        self.header = header
+        self.handle = handle
+        self.written = 0
+        self.digest = hashlib.sha256()
+
+    async def write(self, data: bytes) -> None:
+        self.written += len(data)
+        if self.written > self.header.size:
+            raise _TransferError(
+                f"artifact '{self.header.path}' is larger than the {self.header.size} bytes announced"
+            )
+        self.digest.update(data)
+        await asyncio.to_thread(self.handle.write, data)
+
+    async def finish(self) -> None:
+        await asyncio.to_thread(self.handle.close)
+        header = self.header
+        if self.written != header.size:
+            raise _TransferError(
+                f"artifact '{header.path}' arrived with {self.written} of its {header.size} bytes"
+            )
+        if header.sha256 and self.digest.hexdigest() != header.sha256:
+            raise _TransferError(f"artifact '{header.path}' arrived corrupted (sha256 mismatch)")
+
+
+def _size_and_sha256(file: Path) -> tuple[int, str]:
+    """Size and hex sha256 of a file (the upload header announces both before the content)."""
+    digest = hashlib.sha256()
+    size = 0
+    with open(file, "rb") as handle:
+        while chunk := handle.read(1024 * 1024):
+            digest.update(chunk)
+            size += len(chunk)
+    return size, digest.hexdigest()
+
+
+async def _artifact_parts(header: ArtifactHeader, file: Path) -> AsyncIterator[ArtifactPart]:
+    """An UploadArtifact request stream: the header, then the file in ARTIFACT_CHUNK_BYTES chunks."""
+    yield header
+    handle = await asyncio.to_thread(open, file, "rb")
+    try:
+        while chunk := await asyncio.to_thread(handle.read, ARTIFACT_CHUNK_BYTES):
+            yield chunk
+    finally:
+        handle.close()
 
 
 def _fresh_dir(path: Path) -> None:

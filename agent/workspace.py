@@ -11,6 +11,7 @@ import os
 import shutil
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 
 class ArtifactError(Exception):
@@ -35,14 +36,16 @@ def _inside(path: Path, root: Path) -> bool:
     return True
 
 
-def collect_artifacts(workspace: Path, patterns: Iterable[str], dest: Path) -> tuple[list[str], list[str]]:
-    """Copy files matching `patterns` from `workspace` to `dest`, keeping relative paths.
+def find_artifacts(workspace: Path, patterns: Iterable[str]) -> tuple[list[tuple[str, Path]], list[str]]:
+    """The files matching `patterns` in `workspace`, checked, without copying anything.
 
-    Returns (copied relative paths, patterns that matched nothing). Raises `ArtifactError` for a
-    pattern or a match that would leave the workspace (including symlinks that point out).
+    Returns ([(relative '/'-separated path, file to read)] sorted by path and without duplicates,
+    patterns that matched nothing). Raises `ArtifactError` for a pattern or a match that would leave
+    the workspace (including symlinks that point out). Why separate from copying: the agent streams
+    the files to the controller straight from the workspace, under the same rules as `buildit run`.
     """
     root = workspace.resolve()
-    copied: list[str] = []
+    found: dict[str, Path] = {}
     empty: list[str] = []
     for pattern in patterns:
         _check_pattern(pattern)
@@ -51,12 +54,22 @@ def collect_artifacts(workspace: Path, patterns: Iterable[str], dest: Path) -> t
             empty.append(pattern)
         for match in matches:
             for file in _files_under(match, root):
-                rel = file.relative_to(root).as_posix()
-                target = dest / rel
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(file, target, follow_symlinks=True)
-                copied.append(rel)
-    return sorted(set(copied)), empty
+                found.setdefault(file.relative_to(root).as_posix(), file)
+    return sorted(found.items()), empty
+
+
+def collect_artifacts(workspace: Path, patterns: Iterable[str], dest: Path) -> tuple[list[str], list[str]]:
+    """Copy files matching `patterns` from `workspace` to `dest`, keeping relative paths.
+
+    Returns (copied relative paths, patterns that matched nothing). Raises `ArtifactError` for a
+    pattern or a match that would leave the workspace (including symlinks that point out).
+    """
+    files, empty = find_artifacts(workspace, patterns)
+    for rel, file in files:
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(file, target, follow_symlinks=True)
+    return [rel for rel, _ in files], empty
 
 
 def _files_under(match: Path, root: Path) -> list[Path]:
@@ -82,26 +95,80 @@ def _files_under(match: Path, root: Path) -> list[Path]:
     return files
 
 
+def artifact_path_problem(path: str) -> str | None:
+    """What is wrong with an artifact path received from elsewhere, or None when it is safe.
+
+    A safe path is relative, '/'-separated and normalised: no leading '/', no '..', '.' or empty
+    parts, no NUL. Used on both sides of the wire: the controller refuses such uploads, and the
+    agent refuses to write such downloads, so a bad path never reaches a file system.
+    """
+    if not path:
+        return "artifact path is empty"
+    if "\0" in path:
+        return f"artifact path {path!r} contains a NUL character"
+    if len(path.encode("utf-8", "surrogateescape")) > _MAX_PATH_BYTES:
+        return f"artifact path {path[:80]!r}... is longer than {_MAX_PATH_BYTES} bytes"
+    if path.startswith("/"):
+        return f"artifact path '{path}' is absolute; artifact paths are relative to the workspace"
+    parts = path.split("/")
+    if ".." in parts:
+        return f"artifact path '{path}' contains '..'; artifacts must stay in the workspace"
+    if any(part in ("", ".") for part in parts):
+        return f"artifact path '{path}' is not normalised (empty or '.' parts); send e.g. 'dist/app.whl'"
+    return None
+
+
+_MAX_PATH_BYTES = 4096
+
+
+def artifact_target(workspace: Path, rel: str) -> Path:
+    """Where artifact `rel` goes in `workspace`, after checking that it stays inside.
+
+    Directories on the way are created; a symlink or directory already at the target itself is
+    removed, so the artifact replaces it instead of being written through it. Symlinks in the
+    parent path are followed only when they resolve inside the workspace. Raises ArtifactError.
+    """
+    problem = artifact_path_problem(rel)
+    if problem is not None:
+        raise ArtifactError(problem)
+    root = workspace.resolve()
+    target = root / rel
+    # resolve() follows every link of the existing prefix, so a parent that is a symlink out of the
+    # workspace is caught here, before anything is created through it.
+    if not _inside(target.parent, root):
+        raise ArtifactError(f"artifact '{rel}' would be restored outside the workspace")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if not _inside(target.parent, root):  # a race with something else writing the workspace
+        raise ArtifactError(f"artifact '{rel}' would be restored outside the workspace")
+    if target.is_symlink() or (target.exists() and not target.is_file()):
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        else:
+            target.unlink()
+    return target
+
+
+def create_artifact_file(workspace: Path, rel: str) -> BinaryIO:
+    """Open artifact `rel` for writing in `workspace` (truncating), never through a symlink.
+
+    See `artifact_target` for the checks; the file is opened with O_NOFOLLOW, so a link that
+    appeared at the target after the check makes this fail instead of writing elsewhere.
+    """
+    target = artifact_target(workspace, rel)
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+    return os.fdopen(fd, "wb")
+
+
 def restore_artifacts(store: Path, workspace: Path) -> list[str]:
     """Copy every file under `store` into `workspace` at the same relative path."""
     restored: list[str] = []
     if not store.is_dir():
         return restored
-    root = workspace.resolve()
     for file in sorted(p for p in store.rglob("*") if p.is_file() and not p.is_symlink()):
-        rel = file.relative_to(store)
-        target = root / rel
-        if not _inside(target.parent, root):
-            raise ArtifactError(f"artifact '{rel.as_posix()}' would be restored outside the workspace")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if target.is_symlink() or (target.exists() and not target.is_file()):
-            # Never write through a link the workspace holds: replace it with the artifact.
-            if target.is_dir() and not target.is_symlink():
-                shutil.rmtree(target)
-            else:
-                target.unlink()
+        rel = file.relative_to(store).as_posix()
+        target = artifact_target(workspace, rel)
         shutil.copy2(file, target)
-        restored.append(rel.as_posix())
+        restored.append(rel)
     return restored
 
 

@@ -12,7 +12,11 @@ from litestar.openapi import OpenAPIConfig
 from controller import __version__
 from controller.agents.api import AgentsController
 from controller.api_errors import client_error_handler, error, validation_handler
+from controller.artifacts.api import ArtifactsController
+from controller.hooks.api import HooksController
 from controller.pipelines.api import PipelinesController
+from controller.repos.api import ReposController
+from controller.repos.git_http import GitHttpController
 from controller.runs.api import RunsController
 from controller.services import Services
 
@@ -37,7 +41,17 @@ async def ready(state: State) -> dict[str, str]:
 
 def create_app(services: Services, max_body_bytes: int = 1024 * 1024) -> Litestar:
     """The HTTP application: REST API, OpenAPI at /schema, health checks."""
-    handlers: list[Any] = [health, ready, PipelinesController, RunsController, AgentsController]
+    handlers: list[Any] = [
+        health,
+        ready,
+        PipelinesController,
+        RunsController,
+        ArtifactsController,
+        AgentsController,
+        ReposController,
+        HooksController,
+        GitHttpController,
+    ]
     return Litestar(
         route_handlers=handlers,
         state=State({"services": services}),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import os
 import shutil
 import signal
@@ -332,6 +333,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     settings = _controller_settings(args)
     files = _register_examples(args.pipelines)
+    repos = _repos_to_watch(args.repo)
     executors = build_executors(args.executor, args.network)
 
     async def with_agent(running: Running, stop: asyncio.Event) -> None:
@@ -358,6 +360,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         extra = f"\n  embedded agent:      {agent_settings.name} ({', '.join(executors.advertised)})"
         if registered:
             extra += f"\n  pipelines added:     {', '.join(registered)}"
+        for path in repos:
+            extra += "\n  " + await _watch_local_repo(running, path)
         _print_banner(settings, running, extra)
         if args.trigger:
             rows = {r["name"]: r["id"] for r in await list_pipelines(svc.tenant)}
@@ -386,6 +390,40 @@ def cmd_up(args: argparse.Namespace) -> int:
     finally:
         asyncio.run(executors.close())
     return EXIT_OK
+
+
+def _repos_to_watch(given: list[str] | None) -> list[Path]:
+    """`--repo` paths; with no flag, the current directory when it holds a .buildit.kdl."""
+    if given is None:
+        return [Path.cwd()] if (Path.cwd() / ".buildit.kdl").is_file() else []
+    paths = [Path(p).resolve() for p in given]
+    for path in paths:
+        if not path.is_dir():
+            raise UsageError(f"--repo {path}: no such directory")
+    return paths
+
+
+async def _watch_local_repo(running: Running, path: Path) -> str:
+    """Register `path` with the trigger engine (or find it registered); a banner line."""
+    from controller.repos.services import RepoConflict, RepoSettings
+    from controller.triggers.engine import RegistrationError
+
+    engine = running.services.triggers
+    assert engine is not None
+    for repo in engine.repositories():
+        if repo.kind == "local" and Path(repo.url) == path:
+            return f"watching:            {path} (repository {repo.name})"
+    try:
+        repo = await engine.register(RepoSettings(url=str(path)))
+    except RepoConflict:
+        repo = await engine.register(
+            RepoSettings(
+                url=str(path), name=f"{path.name}-{hashlib.sha1(str(path).encode()).hexdigest()[:6]}"
+            )
+        )
+    except RegistrationError as exc:
+        return f"not watching:        {path}: {exc}"
+    return f"watching:            {path} (repository {repo.name}; commit to run its .buildit.kdl)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -476,7 +514,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--capacity", type=_positive_int, default=4, help="stages the embedded agent runs at once"
     )
     up.add_argument("--agent-name", default="local", help="name of the embedded agent (default: local)")
+    up.add_argument(
+        "--repo",
+        action="append",
+        default=None,
+        nargs="?",
+        const=".",
+        metavar="PATH",
+        help="watch this local repository and run its .buildit.kdl on every commit (repeatable; "
+        "without PATH: the current directory; default: the current directory when it holds .buildit.kdl)",
+    )
     up.set_defaults(func=cmd_up)
+
+    from controller.repo_cli import add_parsers as add_repo_parsers
+
+    add_repo_parsers(sub)
     return parser
 
 
@@ -499,6 +551,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"buildit: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except Exception as exc:
+        if exc.__class__.__name__ != "ApiError":  # controller.repo_cli's, imported only when used
+            raise
+        print(f"buildit: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     return code

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from uuid import UUID
 
 import uvicorn
 from grpc import aio
@@ -22,6 +25,8 @@ from agent.contract._gen import buildit_pb2_grpc as pb_grpc
 from controller import __version__
 from controller.agents.services import AgentRegistry
 from controller.app import create_app
+from controller.artifacts import services as artifact_rows
+from controller.artifacts.store import ArtifactStore
 from controller.db.engine import close_database, open_database
 from controller.events import EventBus
 from controller.orgs.services import ensure_default_org_and_tenant
@@ -29,10 +34,13 @@ from controller.rpc.agent_service import AgentServicer
 from controller.rpc.auth import AgentAuthInterceptor
 from controller.rpc.buildit_service import BuildItServicer
 from controller.runs.logs import LogStore
+from controller.scheduling.model import StageState
 from controller.scheduling.scheduler import Scheduler
 from controller.scheduling.store import PiccoloStore
 from controller.services import Services
 from controller.settings import ControllerSettings
+from controller.triggers.engine import TriggerEngine
+from controller.triggers.status import StatusReporter
 
 log = logging.getLogger(__name__)
 
@@ -63,12 +71,19 @@ async def start(settings: ControllerSettings) -> Running:
     )
     await scheduler.start()
     registry = AgentRegistry(scheduler, settings.registration_token, __version__, org, tenant)
-    services = Services(scheduler, registry, logs, events, org, tenant)
+    triggers = TriggerEngine(scheduler, org, tenant, settings.data_dir / "mirrors")
+    artifact_store = ArtifactStore(settings.data_dir / "artifacts")
+    scheduler.lease_listeners.append(_forget_artifacts_of_earlier_attempts())
+    services = Services(
+        scheduler, registry, logs, events, org, tenant, triggers=triggers, artifacts=artifact_store
+    )
 
     grpc_server = aio.server(
         interceptors=[AgentAuthInterceptor(registry.authenticate)], options=[("grpc.http2.bdp_probe", 0)]
     )
-    pb_grpc.add_AgentServiceServicer_to_server(AgentServicer(scheduler, registry), grpc_server)
+    pb_grpc.add_AgentServiceServicer_to_server(
+        AgentServicer(scheduler, registry, artifact_store, settings.artifact_max_bytes), grpc_server
+    )
     pb_grpc.add_BuildItServiceServicer_to_server(BuildItServicer(services), grpc_server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, grpc_server)
@@ -104,10 +119,17 @@ async def start(settings: ControllerSettings) -> Running:
             raise OSError(f"cannot listen for HTTP on {settings.http_host}:{settings.http_port}")
         await asyncio.sleep(0.01)
     http_port = http.servers[0].sockets[0].getsockname()[1]
+    public_url = settings.public_url or f"http://{_url_host(settings.http_host)}:{http_port}"
+    triggers.git_base_url = f"{public_url}/git"
+    reporter = StatusReporter(triggers, events, public_url)
+    await reporter.start()
+    await triggers.start()
 
     async def stop() -> None:
         await health_servicer.enter_graceful_shutdown()
         http.should_exit = True
+        await triggers.stop()
+        await reporter.stop()
         await scheduler.stop()
         await grpc_server.stop(grace=1.0)
         with contextlib.suppress(asyncio.CancelledError):
@@ -115,3 +137,36 @@ async def start(settings: ControllerSettings) -> Running:
         await close_database(engine)
 
     return Running(services, http_port, grpc_port, stop)
+
+
+def _url_host(host: str) -> str:
+    """The host part of the URL agents use: a wildcard bind means "this machine"; IPv6 in brackets."""
+    if host in ("0.0.0.0", "", "::"):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
+def _forget_artifacts_of_earlier_attempts() -> Callable[[StageState], None]:
+    """A lease listener: when a stage is leased again, drop what its earlier attempts uploaded.
+
+    The cut-off is taken when the lease is granted, so whatever the new attempt uploads (always
+    later) is kept however late the deletion runs. Runs as a task: listeners are synchronous and
+    are called inside the scheduler's transaction.
+    """
+    pending: set[asyncio.Task[None]] = set()
+
+    async def forget(stage_id: UUID, before: datetime) -> None:
+        try:
+            await artifact_rows.forget_earlier_attempts(stage_id, before)
+        except Exception:
+            log.exception("could not drop the artifacts of earlier attempts of stage %s", stage_id)
+
+    def on_lease(stage: StageState) -> None:
+        if stage.attempt > 1:
+            # A fresh context: this listener runs inside the scheduler's transaction, which Piccolo
+            # finds through a context variable the task would otherwise inherit (and outlive).
+            task = asyncio.create_task(forget(stage.id, datetime.now(UTC)), context=contextvars.Context())
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+
+    return on_lease

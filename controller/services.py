@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from uuid import UUID
 
 from controller.agents.services import AgentRegistry
 from controller.events import EventBus
 from controller.runs.logs import LogStore
 from controller.scheduling.scheduler import Scheduler
+
+if TYPE_CHECKING:
+    from controller.artifacts.store import ArtifactStore
+    from controller.triggers.engine import TriggerEngine
 
 
 @dataclass
@@ -21,3 +26,7 @@ class Services:
     events: EventBus
     org: UUID
     tenant: UUID
+    #: Watched repositories (set by the server once it starts; None in tests that need none).
+    triggers: TriggerEngine | None = None
+    #: Artifact content under the data dir (None in tests that need none).
+    artifacts: ArtifactStore | None = None

@@ -22,6 +22,11 @@ class ControllerSettings:
     lease_ttl_s: float = 15.0
     heartbeat_s: float = 3.0
     max_body_bytes: int = 1024 * 1024
+    #: Largest total size of one stage's artifacts (BUILDIT_ARTIFACT_MAX_BYTES); more is refused.
+    artifact_max_bytes: int = 1024**3
+    #: The controller's URL as agents and forges reach it (mirrors, commit-status links);
+    #: default http://<http host>:<http port>.
+    public_url: str = ""
 
     @classmethod
     def from_env(cls, **overrides: object) -> ControllerSettings:
@@ -47,7 +52,20 @@ class ControllerSettings:
             registration_token=token,
             lease_ttl_s=_float(env.get("BUILDIT_LEASE_TTL"), 15.0, "BUILDIT_LEASE_TTL"),
             heartbeat_s=_float(env.get("BUILDIT_HEARTBEAT_INTERVAL"), 3.0, "BUILDIT_HEARTBEAT_INTERVAL"),
+            artifact_max_bytes=_bytes(
+                env.get("BUILDIT_ARTIFACT_MAX_BYTES"), 1024**3, "BUILDIT_ARTIFACT_MAX_BYTES"
+            ),
+            public_url=_url(given.get("public_url") or env.get("BUILDIT_PUBLIC_URL", "")),
         )
+
+
+def _url(value: object) -> str:
+    text = str(value or "").strip().rstrip("/")
+    if text and not text.startswith(("http://", "https://")):
+        raise ValueError(
+            f"BUILDIT_PUBLIC_URL must be an http(s) URL such as http://ci.example:8080, got {text!r}"
+        )
+    return text
 
 
 def _int(flag: object, env: str | None, default: int, name: str) -> int:
@@ -74,6 +92,18 @@ def _float(env: str | None, default: float, name: str) -> float:
     if value <= 0:
         raise ValueError(f"{name} must be positive, got {value}")
     return value
+
+
+def _bytes(env: str | None, default: int, name: str) -> int:
+    """A positive number of bytes, written as digits (e.g. 1073741824 for 1 GiB)."""
+    if env is None or env.strip() == "":
+        return default
+    text = env.strip().replace("_", "")
+    if not text.isdigit() or int(text) <= 0:
+        raise ValueError(
+            f"{name} must be a positive whole number of bytes (e.g. 1073741824 for 1 GiB), got {env!r}"
+        )
+    return int(text)
 
 
 def _stored_token(data_dir: Path) -> str:

@@ -19,6 +19,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from agent.contract._gen import buildit_pb2 as pb
 from agent.contract.types import (
+    ArtifactAck,
+    ArtifactHeader,
+    ArtifactPart,
     CancelReason,
     CancelStage,
     Drain,
@@ -44,13 +47,19 @@ from agent.contract.types import (
 
 __all__ = [
     "DEFAULT_TIMEOUT_S",
+    "DOWNLOAD_ARTIFACTS",
     "EXTEND_LEASE",
     "HEARTBEAT",
     "LEASE",
     "REGISTER",
     "STREAM_LOGS",
     "UPDATE_STAGE",
+    "UPLOAD_ARTIFACT",
     "Method",
+    "artifact_ack_from_proto",
+    "artifact_ack_to_proto",
+    "artifact_part_from_proto",
+    "artifact_part_to_proto",
     "cancel_reason_from_proto",
     "cancel_reason_to_proto",
     "duration_from_seconds",
@@ -580,6 +589,44 @@ def stage_update_from_proto(message: pb.StageUpdate) -> StageUpdate:
     )
 
 
+def artifact_part_to_proto(part: ArtifactPart) -> pb.ArtifactChunk:
+    """The wire form of one artifact stream message (a header, or a chunk of content)."""
+    if isinstance(part, ArtifactHeader):
+        return pb.ArtifactChunk(
+            header=pb.ArtifactHeader(
+                lease_id=part.lease_id, path=part.path, size=part.size, sha256=part.sha256, stage=part.stage
+            )
+        )
+    return pb.ArtifactChunk(data=bytes(part))
+
+
+def artifact_part_from_proto(message: pb.ArtifactChunk) -> ArtifactPart | None:
+    """The dataclass form of one artifact stream message; None when it carries neither part."""
+    kind = message.WhichOneof("part")
+    if kind == "header":
+        header = message.header
+        return ArtifactHeader(
+            lease_id=header.lease_id,
+            path=header.path,
+            size=header.size,
+            sha256=header.sha256,
+            stage=header.stage,
+        )
+    if kind == "data":
+        return bytes(message.data)
+    return None
+
+
+def artifact_ack_to_proto(ack: ArtifactAck) -> pb.ArtifactAck:
+    """The wire form of an upload's acknowledgement."""
+    return pb.ArtifactAck(sha256=ack.sha256, size=ack.size, deduplicated=ack.deduplicated)
+
+
+def artifact_ack_from_proto(message: pb.ArtifactAck) -> ArtifactAck:
+    """The dataclass form of an upload's acknowledgement."""
+    return ArtifactAck(sha256=message.sha256, size=message.size, deduplicated=message.deduplicated)
+
+
 # --- AgentService codecs --------------------------------------------------------------------------------
 
 _Req = TypeVar("_Req")
@@ -647,4 +694,14 @@ STREAM_LOGS: Method[LogChunk, LogAck] = _method(
     "StreamLogs",
     lambda chunk: log_chunk_to_proto(chunk).SerializeToString(),
     lambda data: log_ack_from_proto(pb.LogAck.FromString(data)),
+)
+UPLOAD_ARTIFACT: Method[ArtifactPart, ArtifactAck] = _method(
+    "UploadArtifact",
+    lambda part: artifact_part_to_proto(part).SerializeToString(),
+    lambda data: artifact_ack_from_proto(pb.ArtifactAck.FromString(data)),
+)
+DOWNLOAD_ARTIFACTS: Method[str, ArtifactPart | None] = _method(
+    "DownloadArtifacts",
+    lambda lease_id: pb.DownloadArtifactsRequest(lease_id=lease_id).SerializeToString(),
+    lambda data: artifact_part_from_proto(pb.ArtifactChunk.FromString(data)),
 )

@@ -257,3 +257,31 @@ class StageUpdate:
     message: str = ""
     started_at: datetime | None = None
     finished_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ArtifactHeader:
+    """Starts one file of an UploadArtifact / DownloadArtifacts stream; its data chunks follow.
+
+    `path` is relative to the workspace root, '/'-separated; `sha256` is the lowercase hex digest of
+    the whole content; `stage` names the producing stage (downloads only).
+    """
+
+    lease_id: str
+    path: str
+    size: int
+    sha256: str = ""
+    stage: str = ""
+
+
+ArtifactPart = ArtifactHeader | bytes
+"""One message of an artifact stream: a header, or a chunk of the current file's content."""
+
+
+@dataclass(frozen=True)
+class ArtifactAck:
+    """The controller stored an uploaded artifact under `sha256` (already held: `deduplicated`)."""
+
+    sha256: str
+    size: int
+    deduplicated: bool = False

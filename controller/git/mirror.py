@@ -44,6 +44,9 @@ _USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
 _HEX_SHA = re.compile(r"^[0-9a-f]{40}$")
 _HEADS = b"refs/heads/"
 PIN_PREFIX = "refs/buildit/pins/"
+#: Mirror upkeep thresholds (see Mirror.maintain).
+MAX_PACKS = 8
+MAX_LOOSE_PINS = 32
 # Per-socket-operation timeout (connect, each read) for HTTP(S) sources: a stuck server fails the
 # fetch instead of hanging the repository's worker forever.
 HTTP_TIMEOUT_SECONDS = 60.0
@@ -582,6 +585,30 @@ class Mirror:
 
         repo, _ = self._commit(sha)
         repo.refs.add_if_new(Ref((PIN_PREFIX + sha).encode("ascii")), ObjectID(sha.encode("ascii")))
+
+    def maintain(self, max_packs: int = MAX_PACKS, max_loose_pins: int = MAX_LOOSE_PINS) -> bool:
+        """Keep serving fast: merge packs and pack the pin refs once they pile up.
+
+        Every fetch adds a pack and every run a pin ref, and each smart-HTTP request opens the
+        mirror anew, reading every pack index and every loose ref: without this, serving an agent
+        gets slower with each commit. Merging is dulwich's repack (all objects in memory: fine for
+        the repositories CI builds, heavy for giant ones). The caller must keep readers of the
+        mirror out meanwhile (the old packs are deleted). Returns whether anything was done.
+        """
+        repo = self._open()
+        done = False
+        packs = list((self.path / "objects" / "pack").glob("*.pack"))
+        if len(packs) > max_packs:
+            repo.object_store.repack()
+            done = True
+        pin_dir = self.path / PIN_PREFIX
+        loose = sum(1 for _ in pin_dir.iterdir()) if pin_dir.is_dir() else 0
+        if loose > max_loose_pins:
+            repo.refs.pack_refs(all=True)
+            done = True
+        if done:
+            self.close()  # reopen with the new pack set next time
+        return done
 
     def pins(self) -> list[str]:
         """The pinned commits, e.g. to drop pins of runs that were deleted."""

@@ -46,6 +46,7 @@ def pipeline_json(row: dict[str, Any], with_config: bool = True) -> dict[str, An
         "created_at": row["created_at"].isoformat() if row.get("created_at") else None,
         "updated_at": row["updated_at"].isoformat() if row.get("updated_at") else None,
         "runs": row.get("next_run_number", 0),
+        "repository_id": str(row["repository"]) if row.get("repository") else None,
     }
     if with_config:
         out["config"] = row["config"]
@@ -80,6 +81,12 @@ async def create_pipeline(org: UUID, tenant: UUID, config: str, name: str | None
     row = await get_pipeline(tenant, pipeline_id)
     assert row is not None
     return row
+
+
+async def repository_of(pipeline_id: UUID) -> UUID | None:
+    """The watched repository a pipeline belongs to, or None for a pipeline registered by source."""
+    row = await Pipeline.select(Pipeline.repository).where(Pipeline.id == pipeline_id).first()
+    return None if row is None or row["repository"] is None else UUID(str(row["repository"]))
 
 
 async def get_pipeline(tenant: UUID, pipeline_id: UUID) -> dict[str, Any] | None:

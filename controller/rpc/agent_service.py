@@ -1,12 +1,16 @@
-"""AgentService: registration, the lease stream, heartbeats, stage updates and logs.
+"""AgentService: registration, the lease stream, heartbeats, stage updates, logs and artifacts.
 
-A thin translation layer between proto messages and the scheduler; all decisions live in
-`controller.scheduling`.
+A thin translation layer between proto messages and the scheduler; all scheduling decisions live in
+`controller.scheduling`. Artifacts are fenced by the same rule as every other write (the stage must
+be leased to the calling agent under that lease id, else ABORTED), their content goes to the
+`ArtifactStore` and their index rows to `controller.artifacts.services`.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
+from uuid import UUID
 
 import grpc
 from grpc import aio
@@ -15,9 +19,24 @@ from agent.contract import convert
 from agent.contract._gen import buildit_pb2 as pb
 from agent.contract._gen import buildit_pb2_grpc as pb_grpc
 from agent.contract.types import StageStatus
+from agent.workspace import artifact_path_problem
 from controller.agents.services import AgentRegistry, RegistrationError
+from controller.artifacts import services as artifacts
+from controller.artifacts.store import (
+    ArtifactCorrupt,
+    ArtifactMissing,
+    ArtifactStore,
+    ArtifactTooLarge,
+)
 from controller.rpc.auth import current_agent
+from controller.scheduling.model import StageState
 from controller.scheduling.scheduler import CancelOrder, LeaseOffer, Scheduler, SchedulingError, now
+
+log = logging.getLogger(__name__)
+
+#: Default of BUILDIT_ARTIFACT_MAX_BYTES (controller.settings): 1 GiB of artifacts per stage.
+DEFAULT_ARTIFACT_MAX_BYTES = 1024**3
+_SHA256_HEX = frozenset("0123456789abcdef")
 
 PING_INTERVAL_S = 15.0
 _CANCEL_REASONS = {
@@ -41,9 +60,18 @@ async def _fail(context: aio.ServicerContext, exc: SchedulingError) -> None:
 class AgentServicer(pb_grpc.AgentServiceServicer):  # type: ignore[misc]
     """See the module docstring."""
 
-    def __init__(self, scheduler: Scheduler, registry: AgentRegistry) -> None:
+    def __init__(
+        self,
+        scheduler: Scheduler,
+        registry: AgentRegistry,
+        artifact_store: ArtifactStore | None = None,
+        artifact_max_bytes: int = DEFAULT_ARTIFACT_MAX_BYTES,
+    ) -> None:
+        """Without an `artifact_store`, the artifact calls answer UNIMPLEMENTED."""
         self.scheduler = scheduler
         self.registry = registry
+        self.artifact_store = artifact_store
+        self.artifact_max_bytes = artifact_max_bytes
 
     async def Register(
         self, request: pb.RegisterRequest, context: aio.ServicerContext
@@ -163,11 +191,127 @@ class AgentServicer(pb_grpc.AgentServiceServicer):  # type: ignore[misc]
     async def UploadArtifact(
         self, request_iterator: AsyncIterator[pb.ArtifactChunk], context: aio.ServicerContext
     ) -> pb.ArtifactAck:
-        await context.abort(
-            grpc.StatusCode.UNIMPLEMENTED,
-            "artifact upload arrives with Git-native workspaces (not in this version)",
+        store = await self._store(context)
+        agent_id = current_agent.get()
+        parts = request_iterator.__aiter__()
+        first = await anext(parts, None)
+        if first is None or first.WhichOneof("part") != "header":
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "UploadArtifact must start with an ArtifactHeader (lease_id, path, size, sha256)",
+            )
+            raise AssertionError("unreachable")
+        header = first.header
+        stage = await self._leased(context, agent_id, header.lease_id)
+        problem = artifact_path_problem(header.path)
+        if problem is not None:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"stage '{stage.name}': {problem}")
+        declared_sha = header.sha256.lower()
+        if declared_sha and (len(declared_sha) != 64 or not set(declared_sha) <= _SHA256_HEX):
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"ArtifactHeader.sha256 of '{header.path}' must be 64 hex digits (or empty), "
+                f"got {header.sha256[:80]!r}",
+            )
+        limit = self.artifact_max_bytes
+        used = await artifacts.stage_bytes(stage.id, except_path=header.path)
+        too_large = (
+            f"artifacts of stage '{stage.name}' exceed the limit of {limit} bytes "
+            "(BUILDIT_ARTIFACT_MAX_BYTES)"
         )
-        raise AssertionError("unreachable")
+        if used + header.size > limit:
+            await artifacts.forget_stage(stage.id)
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, too_large)
+
+        async def content() -> AsyncIterator[bytes]:
+            async for part in parts:
+                if part.WhichOneof("part") != "data":
+                    raise _BadStream(f"'{header.path}': a second header or an empty message after the first")
+                yield part.data
+
+        try:
+            blob = await store.put(
+                content(),
+                limit=limit - used,
+                expected_size=header.size,
+                expected_sha256=declared_sha or None,
+            )
+        except ArtifactTooLarge:
+            await artifacts.forget_stage(stage.id)
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, too_large)
+            raise AssertionError("unreachable") from None
+        except ArtifactCorrupt as exc:
+            await context.abort(grpc.StatusCode.DATA_LOSS, f"artifact '{header.path}': {exc}")
+            raise AssertionError("unreachable") from None
+        except _BadStream as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"UploadArtifact: {exc}")
+            raise AssertionError("unreachable") from None
+        # The lease may have been lost while the content streamed in: a zombie records nothing.
+        stage = await self._leased(context, agent_id, header.lease_id)
+        await artifacts.record_artifact(
+            org=self.registry.org,
+            tenant=self.registry.tenant,
+            run_id=stage.run_id,
+            stage_run_id=stage.id,
+            stage=stage.name,
+            path=header.path,
+            sha256=blob.sha256,
+            size=blob.size,
+        )
+        return pb.ArtifactAck(sha256=blob.sha256, size=blob.size, deduplicated=blob.deduplicated)
+
+    async def DownloadArtifacts(
+        self, request: pb.DownloadArtifactsRequest, context: aio.ServicerContext
+    ) -> AsyncIterator[pb.ArtifactChunk]:
+        store = await self._store(context)
+        stage = await self._leased(context, current_agent.get(), request.lease_id)
+        rows = await artifacts.list_for_stages(stage.run_id, stage.needs)
+        for row in rows:
+            sha256 = str(row["sha256"])
+            try:
+                chunks = store.read(sha256)
+                first = await anext(chunks, b"")
+            except ArtifactMissing:
+                log.error("artifact %s of stage %s: content %s missing", row["path"], row["stage"], sha256)
+                await context.abort(
+                    grpc.StatusCode.DATA_LOSS,
+                    f"artifact '{row['path']}' of stage '{row['stage']}' is missing from the controller's "
+                    "artifact store (its data dir lost the file)",
+                )
+                raise AssertionError("unreachable") from None
+            yield pb.ArtifactChunk(
+                header=pb.ArtifactHeader(
+                    lease_id=request.lease_id,
+                    path=str(row["path"]),
+                    size=int(row["size"]),
+                    sha256=sha256,
+                    stage=str(row["stage"]),
+                )
+            )
+            if first:
+                yield pb.ArtifactChunk(data=first)
+            async for chunk in chunks:
+                yield pb.ArtifactChunk(data=chunk)
+
+    async def _store(self, context: aio.ServicerContext) -> ArtifactStore:
+        if self.artifact_store is None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "this controller has no artifact store")
+            raise AssertionError("unreachable")
+        return self.artifact_store
+
+    async def _leased(self, context: aio.ServicerContext, agent_id: UUID, lease_id: str) -> StageState:
+        """The stage held under `lease_id` by this agent; ABORTED for anything else (the fencing rule)."""
+        stage = self.scheduler.by_lease.get(lease_id)
+        if stage is None or stage.agent_id != agent_id or stage.status.finished:
+            await context.abort(
+                grpc.StatusCode.ABORTED, f"lease {lease_id} is not held by this agent any more"
+            )
+            raise AssertionError("unreachable")
+        return stage
+
+
+class _BadStream(Exception):
+    """An UploadArtifact stream that does not follow header-then-data."""
 
 
 def _event_to_proto(event: LeaseOffer | CancelOrder) -> pb.LeaseEvent:

@@ -10,10 +10,11 @@ from litestar import Controller, Response, get, post
 from litestar.datastructures import State
 
 from controller.api_errors import error
-from controller.pipelines.services import get_pipeline
+from controller.pipelines.services import get_pipeline, repository_of
 from controller.runs import services
 from controller.scheduling.scheduler import SchedulingError
 from controller.services import Services
+from controller.triggers.engine import NotFound
 
 MAX_NUMBER = 2**31 - 1
 
@@ -54,6 +55,11 @@ class RunsController(Controller):
         """Start a run; returns it with its `number`."""
         svc: Services = state.services
         branch = data.branch.strip() if isinstance(data.branch, str) else data.branch
+        pipeline = await svc.scheduler.store.pipeline_config(pipeline_id)
+        repo_id = await repository_of(pipeline_id) if pipeline is not None else None
+        if repo_id is not None and svc.triggers is not None:
+            # A watched repository's pipeline runs its .buildit.kdl at a commit, with that checkout.
+            return await _run_repository(svc, repo_id, branch, data.sha)
         try:
             run = await svc.scheduler.trigger(
                 pipeline_id,
@@ -135,3 +141,18 @@ class RunsController(Controller):
             media_type="text/plain; charset=utf-8",
             headers={"X-Log-Size": str(size), "X-Next-Offset": str(next_offset), "X-Attempt": str(chosen)},
         )
+
+
+async def _run_repository(svc: Services, repo_id: UUID, branch: str, sha: str | None) -> dict[str, Any]:
+    assert svc.triggers is not None
+    if sha is not None and not (len(sha) == 40 and all(c in "0123456789abcdefABCDEF" for c in sha)):
+        raise error(400, "'sha' must be a full 40-character hexadecimal commit id")
+    try:
+        run = await svc.triggers.trigger(repo_id, branch or None, sha.lower() if sha else None)
+    except NotFound as exc:
+        raise error(404, str(exc)) from None
+    if run is None:
+        raise error(422, "that commit has no .buildit.kdl at the top of the repository: nothing to run")
+    row = await services.find_run(run.pipeline_id, run.number)
+    assert row is not None
+    return await services.run_with_stages(row)

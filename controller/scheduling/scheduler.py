@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 from uuid import UUID
 
-from agent.contract.types import StageSpec, StageStatus
+from agent.contract.types import StageSpec, StageStatus, WorkspaceSource
 from controller.events import EventBus
 from controller.pipeline.dag import Dag
 from controller.pipeline.model import Pipeline, PipelineInvalid
@@ -150,7 +150,7 @@ class NewRun:
 class Store(Protocol):
     """Persistence used by the scheduler (implemented with Piccolo in controller/scheduling/store.py)."""
 
-    async def next_run_number(self, pipeline_id: UUID) -> int: ...
+    async def next_run_number(self, pipeline_id: UUID) -> int | None: ...
 
     async def pipeline_config(self, pipeline_id: UUID) -> tuple[str, str] | None: ...
 
@@ -271,15 +271,25 @@ class Scheduler:
         message: str = "",
         author: str = "",
         trigger: str = "api",
+        source: str | None = None,
+        workspace: WorkspaceSource | None = None,
     ) -> RunState:
-        """Create a run of a pipeline: plan it, persist it, queue what is ready."""
+        """Create a run of a pipeline: plan it, persist it, queue what is ready.
+
+        `source` is the pipeline file to run instead of the stored one (a watched repository's
+        `.buildit.kdl` at the commit); an invalid one makes a run in `error` with its diagnostics.
+        `workspace` is the commit every stage's workspace is fetched at.
+        """
         check_trigger(branch, sha, message, author)
-        config = await self.store.pipeline_config(pipeline_id)
-        if config is None:
-            raise SchedulingError("not_found", f"pipeline {pipeline_id} not found")
-        _, source = config
+        if source is None:
+            config = await self.store.pipeline_config(pipeline_id)
+            if config is None:
+                raise SchedulingError("not_found", f"pipeline {pipeline_id} not found")
+            _, source = config
         async with self._operation():
             number = await self.store.next_run_number(pipeline_id)
+            if number is None:
+                raise SchedulingError("not_found", f"pipeline {pipeline_id} not found")
             run_id = uuid.uuid4()
             run = RunState(
                 id=run_id,
@@ -296,6 +306,7 @@ class Scheduler:
                     pipeline_id=str(pipeline_id),
                     run_id=str(run_id),
                     run_number=number,
+                    source=workspace,
                 )
                 compiled = plan(pipeline, ctx, {})
             except PipelineInvalid as exc:
@@ -419,21 +430,33 @@ class Scheduler:
                     return
                 yield event
         finally:
-            async with self._operation():
-                if agent.stream_id == stream_id:
-                    agent.events = None
-                    agent.last_seen = now()
-                    await self.store.save_agent_status(agent)
-                    # Offers still queued were never delivered: put their stages back.
-                    while not queue.empty():
-                        pending = queue.get_nowait()
-                        if isinstance(pending, LeaseOffer):
-                            stage = self.by_lease.get(pending.lease_id)
-                            if stage is not None:
-                                await self._lease_failed(
-                                    stage, "the agent disconnected before it got the stage", count=False
-                                )
-                    self.events.publish_agent(agent)
+            # Shielded: the stream usually ends by cancellation, and a second cancel (shutdown)
+            # landing inside this transaction would leave it, and its pooled connection, open.
+            cleanup = asyncio.ensure_future(self._stream_closed(agent, stream_id, queue))
+            try:
+                await asyncio.shield(cleanup)
+            except asyncio.CancelledError:
+                await cleanup
+                raise
+
+    async def _stream_closed(
+        self, agent: AgentConn, stream_id: int, queue: asyncio.Queue[AgentEvent]
+    ) -> None:
+        async with self._operation():
+            if agent.stream_id == stream_id:
+                agent.events = None
+                agent.last_seen = now()
+                await self.store.save_agent_status(agent)
+                # Offers still queued were never delivered: put their stages back.
+                while not queue.empty():
+                    pending = queue.get_nowait()
+                    if isinstance(pending, LeaseOffer):
+                        stage = self.by_lease.get(pending.lease_id)
+                        if stage is not None:
+                            await self._lease_failed(
+                                stage, "the agent disconnected before it got the stage", count=False
+                            )
+                self.events.publish_agent(agent)
 
     async def heartbeat(
         self, agent_id: UUID, running_lease_ids: list[str], free_slots: int, draining: bool

@@ -153,9 +153,9 @@ class PiccoloStore:
     def transaction(self) -> AbstractAsyncContextManager[object]:
         return write_transaction()
 
-    async def next_run_number(self, pipeline_id: UUID) -> int:
+    async def next_run_number(self, pipeline_id: UUID) -> int | None:
         rows = await _NEXT_RUN_NUMBER.run(pipeline_id)
-        return int(rows[0]["next_run_number"])
+        return int(rows[0]["next_run_number"]) if rows else None
 
     async def pipeline_config(self, pipeline_id: UUID) -> tuple[str, str] | None:
         cached = self._configs.get(pipeline_id)

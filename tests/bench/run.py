@@ -11,8 +11,10 @@ so the difference is BuildIt's own overhead:
 * `docker_overhead`: a 10-stage chain of `true` in the busybox test image, against 10 sequential
   `docker run --rm`. Target: at most 1.2 times as slow.
 
-The other four (`tests.bench.controller_bench`) measure the controller and agents as deployed:
-`lease_latency`, `throughput`, `fleet` and `agent_rss` (targets and method in that module).
+The next four (`tests.bench.controller_bench`) measure the controller and agents as deployed:
+`lease_latency`, `throughput`, `fleet` and `agent_rss` (targets and method in that module). The
+last two (`tests.bench.trigger_bench`) are `trigger_latency` in its `watch` and `webhook` modes:
+a commit or a push to the first stage's command running.
 
 Output contract: exactly one JSON object per line on stdout (machine-readable, so CI can keep a
 history); progress goes to stderr. Exit 0 when every benchmark ran, 1 when one could not (its JSON
@@ -308,7 +310,7 @@ def bench_docker(repeats: int, image: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------- entry point
 
 
-BENCHES = ("local", "docker", "lease", "throughput", "fleet", "agent_rss")
+BENCHES = ("local", "docker", "lease", "throughput", "fleet", "agent_rss", "trigger_watch", "trigger_webhook")
 #: `--only` name -> the `bench` field of its JSON line (for the error line when it fails).
 BENCH_NAMES = {
     "local": "local_overhead",
@@ -317,6 +319,8 @@ BENCH_NAMES = {
     "throughput": "throughput",
     "fleet": "fleet",
     "agent_rss": "agent_rss",
+    "trigger_watch": "trigger_latency",
+    "trigger_webhook": "trigger_latency",
 }
 
 
@@ -350,6 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=3,
         help="measured rounds, the median reported (default: 3)",
     )
+    parser.add_argument("--trigger-pushes", type=_positive, default=20, help="pushes per mode (default: 20)")
     parser.add_argument("--throughput-agents", type=_positive, default=4, help="agent processes (default: 4)")
     parser.add_argument("--throughput-capacity", type=_positive, default=4, help="slots each (default: 4)")
     parser.add_argument(
@@ -396,6 +401,10 @@ def run_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
         )
     if name == "agent_rss":
         return controller_bench.bench_agent_rss()
+    if name in ("trigger_watch", "trigger_webhook"):
+        from tests.bench.trigger_bench import bench_trigger_latency
+
+        return bench_trigger_latency(name.removeprefix("trigger_"), args.trigger_pushes)
     raise BenchError(f"unknown benchmark {name}")
 
 

@@ -340,16 +340,24 @@ class ArtifactChunk(_message.Message):
     def __init__(self, header: _Optional[_Union[ArtifactHeader, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class ArtifactHeader(_message.Message):
-    __slots__ = ("lease_id", "path", "size", "sha256")
+    __slots__ = ("lease_id", "path", "size", "sha256", "stage")
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
     lease_id: str
     path: str
     size: int
     sha256: str
-    def __init__(self, lease_id: _Optional[str] = ..., path: _Optional[str] = ..., size: _Optional[int] = ..., sha256: _Optional[str] = ...) -> None: ...
+    stage: str
+    def __init__(self, lease_id: _Optional[str] = ..., path: _Optional[str] = ..., size: _Optional[int] = ..., sha256: _Optional[str] = ..., stage: _Optional[str] = ...) -> None: ...
+
+class DownloadArtifactsRequest(_message.Message):
+    __slots__ = ("lease_id",)
+    LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    lease_id: str
+    def __init__(self, lease_id: _Optional[str] = ...) -> None: ...
 
 class ArtifactAck(_message.Message):
     __slots__ = ("sha256", "size", "deduplicated")

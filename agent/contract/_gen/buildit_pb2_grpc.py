@@ -90,6 +90,11 @@ class AgentServiceStub:
                 request_serializer=buildit__pb2.ArtifactChunk.SerializeToString,
                 response_deserializer=buildit__pb2.ArtifactAck.FromString,
                 _registered_method=True)
+        self.DownloadArtifacts = channel.unary_stream(
+                '/buildit.v1.AgentService/DownloadArtifacts',
+                request_serializer=buildit__pb2.DownloadArtifactsRequest.SerializeToString,
+                response_deserializer=buildit__pb2.ArtifactChunk.FromString,
+                _registered_method=True)
 
 
 class AgentServiceServicer:
@@ -183,8 +188,24 @@ class AgentServiceServicer:
 
     def UploadArtifact(self, request_iterator, context):
         """Upload one artifact file of a running stage: an ArtifactHeader first, then the content in chunks.
-        Content addressed: the controller verifies the sha256 of what it received (DATA_LOSS on a mismatch)
-        and stores each distinct content once. Fails with ABORTED when the lease is no longer current.
+        Send every artifact of a stage after its commands succeeded and before its terminal UpdateStage.
+        Content addressed: the controller verifies the size and sha256 of what it received (DATA_LOSS on a
+        mismatch) and stores each distinct content once. A stage's artifacts are kept per path: uploading
+        a path again (a retried attempt) replaces it. Fails with ABORTED when the lease is no longer
+        current, INVALID_ARGUMENT for a missing header or a path that is absolute, contains `..` or is not
+        normalised, and RESOURCE_EXHAUSTED (nothing of the stage kept) when the stage's artifacts together
+        exceed the controller's limit (BUILDIT_ARTIFACT_MAX_BYTES).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DownloadArtifacts(self, request, context):
+        """The artifacts a leased stage starts with: those of every stage named in its StageSpec.needs (their
+        latest, successful attempt), each sent as an ArtifactHeader (lease_id, path, size, sha256 and the
+        producing stage) followed by its content in data chunks; an empty file has no data chunk. The
+        agent writes them into the workspace at their paths before running the commands. Fails with
+        ABORTED when the lease is no longer current.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -227,6 +248,11 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     servicer.UploadArtifact,
                     request_deserializer=buildit__pb2.ArtifactChunk.FromString,
                     response_serializer=buildit__pb2.ArtifactAck.SerializeToString,
+            ),
+            'DownloadArtifacts': grpc.unary_stream_rpc_method_handler(
+                    servicer.DownloadArtifacts,
+                    request_deserializer=buildit__pb2.DownloadArtifactsRequest.FromString,
+                    response_serializer=buildit__pb2.ArtifactChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -439,6 +465,33 @@ class AgentService:
             '/buildit.v1.AgentService/UploadArtifact',
             buildit__pb2.ArtifactChunk.SerializeToString,
             buildit__pb2.ArtifactAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DownloadArtifacts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/buildit.v1.AgentService/DownloadArtifacts',
+            buildit__pb2.DownloadArtifactsRequest.SerializeToString,
+            buildit__pb2.ArtifactChunk.FromString,
             options,
             channel_credentials,
             insecure,

@@ -6,6 +6,8 @@ one, log dedup by seq with acks carrying the highest stored seq, ABORTED for lea
 honours), but it has no database, scheduler or planner: tests push leases and cancels by hand, and
 knobs simulate trouble (acks dropped or delayed, log streams closed mid-stage, leases aborted or lost,
 tokens forgotten, a restart). Everything the agent sends is recorded, in order, in `timeline`.
+Artifacts: uploads are checked (header first, size, sha256) and kept in `uploaded`; DownloadArtifacts
+serves what a test put in `downloads` for a lease (or raw messages from `raw_downloads`).
 
 The real controller is being built alongside; end-to-end tests of the agent against it (separate
 processes, real database) come with the controller.
@@ -14,6 +16,7 @@ processes, real database) come with the controller.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import secrets
 import time
@@ -69,6 +72,12 @@ class FakeController(pb_grpc.AgentServiceServicer):
     ack_delay_s: float = 0.0
     #: Tell draining agents to drain (HeartbeatResponse.draining).
     drain_in_heartbeat: bool = False
+    #: Artifacts of a lease above this many bytes in total are refused with RESOURCE_EXHAUSTED.
+    artifact_limit: int | None = None
+    #: lease_id -> [(path, content, producing stage)] served by DownloadArtifacts.
+    downloads: dict[str, list[tuple[str, bytes, str]]] = field(default_factory=dict)
+    #: lease_id -> raw ArtifactChunk messages served by DownloadArtifacts (wins over `downloads`).
+    raw_downloads: dict[str, list[pb.ArtifactChunk]] = field(default_factory=dict)
 
     # --- records
     registrations: list[pb.RegisterRequest] = field(default_factory=list)
@@ -90,6 +99,10 @@ class FakeController(pb_grpc.AgentServiceServicer):
     timeline: list[tuple[str, str, Any]] = field(default_factory=list)
     #: agent token -> agent id
     tokens: dict[str, str] = field(default_factory=dict)
+    #: lease_id -> {path: content} of the artifacts accepted.
+    uploaded: dict[str, dict[str, bytes]] = field(default_factory=dict)
+    #: Leases DownloadArtifacts was called for, in order.
+    download_requests: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._server: Any = None
@@ -313,3 +326,67 @@ class FakeController(pb_grpc.AgentServiceServicer):
                 await asyncio.sleep(self.ack_delay_s)
             self.timeline.append(("ack", lease_id, stored))
             yield pb.LogAck(lease_id=lease_id, acked_seq=stored)
+
+    async def UploadArtifact(
+        self, request_iterator: AsyncIterator[pb.ArtifactChunk], context: grpc.aio.ServicerContext
+    ) -> pb.ArtifactAck:
+        await self._agent(context)
+        header: pb.ArtifactHeader | None = None
+        data = bytearray()
+        async for message in request_iterator:
+            if message.WhichOneof("part") == "header":
+                if header is not None:
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a second header")
+                header = message.header
+            elif header is None:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "data before the header")
+            else:
+                data += message.data
+        if header is None:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "no header")
+        assert header is not None
+        lease_id = header.lease_id
+        if lease_id in self.abort_leases:
+            self.aborted.append(("UploadArtifact", lease_id))
+            await context.abort(grpc.StatusCode.ABORTED, "lease is no longer current")
+        digest = hashlib.sha256(data).hexdigest()
+        if len(data) != header.size or digest != header.sha256:
+            await context.abort(grpc.StatusCode.DATA_LOSS, f"{header.path}: size or sha256 mismatch")
+        stored = self.uploaded.setdefault(lease_id, {})
+        if self.artifact_limit is not None:
+            total = sum(len(v) for p, v in stored.items() if p != header.path) + len(data)
+            if total > self.artifact_limit:
+                await context.abort(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"artifacts of stage 'x' exceed the limit of {self.artifact_limit} bytes "
+                    "(BUILDIT_ARTIFACT_MAX_BYTES)",
+                )
+        stored[header.path] = bytes(data)
+        self.timeline.append(("artifact", lease_id, header.path))
+        return pb.ArtifactAck(sha256=digest, size=len(data))
+
+    async def DownloadArtifacts(
+        self, request: pb.DownloadArtifactsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.ArtifactChunk]:
+        await self._agent(context)
+        self.download_requests.append(request.lease_id)
+        if request.lease_id in self.abort_leases:
+            self.aborted.append(("DownloadArtifacts", request.lease_id))
+            await context.abort(grpc.StatusCode.ABORTED, "lease is no longer current")
+        raw = self.raw_downloads.get(request.lease_id)
+        if raw is not None:
+            for message in raw:
+                yield message
+            return
+        for path, content, stage in self.downloads.get(request.lease_id, []):
+            yield pb.ArtifactChunk(
+                header=pb.ArtifactHeader(
+                    lease_id=request.lease_id,
+                    path=path,
+                    size=len(content),
+                    sha256=hashlib.sha256(content).hexdigest(),
+                    stage=stage,
+                )
+            )
+            for start in range(0, len(content), 100_000):
+                yield pb.ArtifactChunk(data=content[start : start + 100_000])

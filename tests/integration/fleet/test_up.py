@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import subprocess
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -74,3 +75,45 @@ def test_up_registers_examples_runs_hello_and_stops_cleanly(tmp_path: Path) -> N
     finally:
         again.signal(signal.SIGTERM)
         assert again.wait(30) == 0, again.output
+
+
+def test_up_watches_the_demo_repository_as_make_run_does(tmp_path: Path) -> None:
+    """`make run`: scripts/demo-repo.sh makes a repository, `buildit up --repo` watches it, and the
+    script's commit (made once the controller answers) starts a run that succeeds."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BUILDIT_")}
+    demo = tmp_path / ".buildit" / "demo-repo"
+    script = str(ROOT / "scripts" / "demo-repo.sh")
+    subprocess.run([script, "create", str(demo)], cwd=ROOT, env=env, check=True, timeout=60)
+    proc = Proc(
+        [BUILDIT, "up", "--http-port", "0", "--grpc-port", "0", "--executor", "local", "--repo", str(demo)],
+        env,
+        tmp_path,
+    )
+    try:
+        wait_for(lambda: "watching:" in proc.output, 60, "the banner")
+        port = int(re.search(r"http://127\.0\.0\.1:(\d+)/", proc.output).group(1))  # type: ignore[union-attr]
+        [repo] = get(port, "/api/v1/repos")["repos"]
+        assert repo["name"] == "demo-repo" and repo["status"] == "ok"
+        done = subprocess.run(
+            [script, "commit", str(demo), f"http://127.0.0.1:{port}"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        pipeline = repo["pipeline_id"]
+        run = wait_for(
+            lambda: (
+                (r := get(port, f"/api/v1/pipelines/{pipeline}/runs")["runs"])
+                and r[0]["status"] == "succeeded"
+                and r[0]
+            ),
+            60,
+            "the demo run",
+        )
+        assert run["trigger"] == "watch" and run["commit_message"] == "demo: a commit made by make run"
+    finally:
+        proc.signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, proc.output

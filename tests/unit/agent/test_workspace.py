@@ -8,7 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from agent.workspace import ArtifactError, collect_artifacts, copy_source, restore_artifacts
+from agent.workspace import (
+    ArtifactError,
+    artifact_path_problem,
+    collect_artifacts,
+    copy_source,
+    create_artifact_file,
+    find_artifacts,
+    restore_artifacts,
+)
 
 
 def write(path: Path, text: str) -> Path:
@@ -285,3 +293,76 @@ def test_copy_source_empty_list_creates_empty_workspace(source_tree: Path, tmp_p
     assert copy_source(source_tree, [], ws) == 0
     assert ws.is_dir()
     assert list(ws.iterdir()) == []
+
+
+# --- artifacts over the wire (find, path rules, writing one file) ----------------------------------
+
+
+def test_find_lists_files_to_upload_without_copying(layout: tuple[Path, Path, Path]) -> None:
+    ws, dest, _ = layout
+    (ws / "dist" / "latest.whl").symlink_to("app-1.0.whl")  # a link inside is read through
+    files, empty = find_artifacts(ws, ["dist/*.whl", "report.xml", "dist/*.whl", "nothing/*"])
+    assert [rel for rel, _ in files] == ["dist/app-1.0.whl", "dist/latest.whl", "report.xml"]
+    assert [path.read_text() for _, path in files] == ["wheel", "wheel", "<xml/>"]
+    assert empty == ["nothing/*"]
+    assert list(dest.iterdir()) == []
+
+
+def test_find_refuses_a_symlink_out(layout: tuple[Path, Path, Path]) -> None:
+    ws, _, outside = layout
+    (ws / "leak.txt").symlink_to(outside / "secret.txt")
+    with pytest.raises(ArtifactError, match=r"'leak\.txt' is a symlink pointing outside the workspace"):
+        find_artifacts(ws, ["*.txt"])
+
+
+@pytest.mark.parametrize(
+    ("path", "problem"),
+    [
+        ("dist/app.whl", None),
+        ("a b/c-d_e.f", None),
+        ("", "artifact path is empty"),
+        ("/etc/passwd", "is absolute"),
+        ("../x", "contains '..'"),
+        ("a/../../x", "contains '..'"),
+        ("a//b", "is not normalised"),
+        ("./a", "is not normalised"),
+        ("a/", "is not normalised"),
+        ("a\0b", "contains a NUL character"),
+        ("x" * 5000, "is longer than 4096 bytes"),
+    ],
+)
+def test_artifact_path_rules(path: str, problem: str | None) -> None:
+    found = artifact_path_problem(path)
+    if problem is None:
+        assert found is None
+    else:
+        assert found is not None and problem in found
+
+
+def test_create_artifact_file_makes_directories_and_replaces_links(tmp_path: Path) -> None:
+    ws, outside = tmp_path / "ws", tmp_path / "outside"
+    ws.mkdir()
+    outside.mkdir()
+    (ws / "inside").mkdir()
+    (ws / "alias").symlink_to("inside")  # a directory link inside the workspace may be followed
+    (ws / "file.txt").symlink_to(outside / "target.txt")  # a link at the target is replaced
+    (ws / "was-a-dir").mkdir()
+    for rel in ("new/deep/a.txt", "alias/b.txt", "file.txt", "was-a-dir"):
+        with create_artifact_file(ws, rel) as handle:
+            handle.write(rel.encode())
+    assert (ws / "new" / "deep" / "a.txt").read_text() == "new/deep/a.txt"
+    assert (ws / "inside" / "b.txt").read_text() == "alias/b.txt"
+    assert not (ws / "file.txt").is_symlink() and (ws / "file.txt").read_text() == "file.txt"
+    assert (ws / "was-a-dir").read_text() == "was-a-dir"
+    assert list(outside.iterdir()) == []
+
+
+def test_create_artifact_file_never_creates_anything_through_a_link_out(tmp_path: Path) -> None:
+    ws, outside = tmp_path / "ws", tmp_path / "outside"
+    ws.mkdir()
+    outside.mkdir()
+    (ws / "out").symlink_to(outside)
+    for rel in ("out/a.txt", "out/new/dir/a.txt", "../a.txt", "/tmp/a.txt"):
+        with pytest.raises(ArtifactError):
+            create_artifact_file(ws, rel)
+    assert list(outside.iterdir()) == []

@@ -1,0 +1,164 @@
+"""`buildit repo add|list|remove` and `buildit trigger`: talk to a running controller's REST API.
+
+Plain urllib (these commands start fast and import nothing of the server stack). The controller
+is `--server` (env BUILDIT_URL, default http://127.0.0.1:8080). Errors print the API's message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+DEFAULT_SERVER = "http://127.0.0.1:8080"
+
+
+class ApiError(Exception):
+    """The controller refused or could not be reached; the message says which and why."""
+
+
+def _server(args: argparse.Namespace) -> str:
+    return str(args.server or os.environ.get("BUILDIT_URL") or DEFAULT_SERVER).rstrip("/")
+
+
+def call(server: str, method: str, path: str, body: Any = None) -> Any:
+    """One JSON request to the REST API; ApiError with the API's own `detail` on failure."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(
+        server + path, data=data, method=method, headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=180) as response:
+            payload = response.read()
+    except urllib.error.HTTPError as exc:
+        text = exc.read().decode("utf-8", "replace")
+        try:
+            detail = json.loads(text).get("detail", text)
+        except (ValueError, AttributeError):
+            detail = text
+        raise ApiError(f"{exc.code}: {detail}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise ApiError(
+            f"cannot reach the controller at {server} ({reason}); is `buildit up` running?"
+        ) from None
+    return json.loads(payload) if payload else None
+
+
+def _find_repo(server: str, ref: str) -> dict[str, Any]:
+    repos = call(server, "GET", "/api/v1/repos")["repos"]
+    for repo in repos:
+        if ref in (repo["id"], repo["name"]):
+            return dict(repo)
+    names = ", ".join(r["name"] for r in repos) or "none registered"
+    raise ApiError(f"no repository named or with id '{ref}' (repositories: {names})")
+
+
+def cmd_repo_add(args: argparse.Namespace) -> int:
+    """Register a repository and print its id, webhook secret and hook URLs."""
+    server = _server(args)
+    url = args.url
+    if "://" not in url and not _scp_like(url):
+        url = str(Path(url).resolve())  # a local path means the same to the controller as here
+    body: dict[str, Any] = {"url": url, "branches": args.branch, "run_each_commit": args.each_commit}
+    if args.name:
+        body["name"] = args.name
+    if args.poll_interval is not None:
+        body["poll_interval_s"] = args.poll_interval
+    repo = call(server, "POST", "/api/v1/repos", body)
+    watching = ", ".join(repo["branches"]) or "its default branch"
+    print(f"registered {repo['name']} ({repo['id']}), watching {watching}")
+    print(f"  webhook secret: {repo['webhook_secret']}  (shown once: configure it on the forge's webhook)")
+    print(f"  hooks: {server}/hooks/github | /hooks/gitea | /hooks/gitlab | {server}/hooks/git/{repo['id']}")
+    return 0
+
+
+def cmd_repo_list(args: argparse.Namespace) -> int:
+    """One line per repository: name, status, branches, URL."""
+    repos = call(_server(args), "GET", "/api/v1/repos")["repos"]
+    if not repos:
+        print("no repositories: add one with `buildit repo add URL|PATH`")
+    for repo in repos:
+        status = repo["status"] + (f" ({repo['status_message']})" if repo["status_message"] else "")
+        branches = ", ".join(repo["branches"]) or "default branch"
+        print(f"{repo['name']:<24} {status:<10} {branches:<20} {repo['url']}  [{repo['id']}]")
+    return 0
+
+
+def cmd_repo_remove(args: argparse.Namespace) -> int:
+    """Stop watching a repository (its runs are deleted with it)."""
+    server = _server(args)
+    repo = _find_repo(server, args.repo)
+    call(server, "DELETE", f"/api/v1/repos/{repo['id']}")
+    print(f"removed {repo['name']}")
+    return 0
+
+
+def cmd_trigger(args: argparse.Namespace) -> int:
+    """Run a repository's branch head (or one commit) now; print the run."""
+    server = _server(args)
+    repo = _find_repo(server, args.repo)
+    body = {k: v for k, v in (("branch", args.branch), ("sha", args.sha)) if v}
+    run = call(server, "POST", f"/api/v1/repos/{repo['id']}/runs", body)
+    link = f"{server}/api/v1/pipelines/{run['pipeline_id']}/runs/{run['number']}"
+    where = f"({run['branch']} @ {run['sha'][:12]})"
+    print(f"{repo['name']} run {run['number']}: {run['status']} {where} -> {link}")
+    return 0
+
+
+def _scp_like(url: str) -> bool:
+    head, sep, _ = url.partition(":")
+    return bool(sep) and "@" in head and "/" not in head
+
+
+def add_parsers(sub: Any) -> None:
+    """The `repo` and `trigger` subcommands."""
+
+    def server_flag(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--server", help=f"controller URL (env BUILDIT_URL, default {DEFAULT_SERVER})")
+
+    repo = sub.add_parser("repo", help="watched repositories: add, list, remove")
+    repo_sub = repo.add_subparsers(dest="repo_command", required=True, metavar="ACTION")
+    add = repo_sub.add_parser("add", help="register a repository (URL or local path) and watch it")
+    add.add_argument("url", metavar="URL|PATH", help="https://, ssh://, git://, file:// URL or a local path")
+    add.add_argument(
+        "--branch",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="branches to build (repeatable; globs like release/*; default: the default branch)",
+    )
+    add.add_argument("--name", help="name for the repository and its pipeline (default: from the URL)")
+    add.add_argument(
+        "--poll-interval", type=int, metavar="SECONDS", help="remote polling interval (default 60)"
+    )
+    add.add_argument(
+        "--each-commit", action="store_true", help="run every pushed commit, not just the newest"
+    )
+    server_flag(add)
+    add.set_defaults(func=cmd_repo_add)
+    listing = repo_sub.add_parser("list", help="registered repositories and their status")
+    server_flag(listing)
+    listing.set_defaults(func=cmd_repo_list)
+    remove = repo_sub.add_parser("remove", help="stop watching a repository and delete its runs")
+    remove.add_argument("repo", metavar="REPO", help="name or id")
+    server_flag(remove)
+    remove.set_defaults(func=cmd_repo_remove)
+
+    trigger = sub.add_parser("trigger", help="run a repository's branch (or one commit) now")
+    trigger.add_argument("repo", metavar="REPO", help="repository name or id")
+    trigger.add_argument("--branch", help="branch to run (default: the default branch)")
+    trigger.add_argument("--sha", help="exact commit to run (full 40-character sha)")
+    server_flag(trigger)
+    trigger.set_defaults(func=cmd_trigger)
+
+
+def report(exc: ApiError) -> int:
+    """Print an API error the CLI way; exit status 1."""
+    print(f"buildit: error: {exc}", file=sys.stderr)
+    return 1

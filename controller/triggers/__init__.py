@@ -1,0 +1,1 @@
+"""Turning repository changes, webhooks, cron schedules and manual requests into runs."""

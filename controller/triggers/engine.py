@@ -1,0 +1,470 @@
+"""The trigger engine: from a change in a watched repository to a queued run, with no polling loop
+where an event can be had.
+
+For every registered repository it keeps a bare mirror under the data dir and:
+
+- a local repository is watched (`watchfiles` on its refs): a commit is seen at once;
+- a remote one has its branch heads listed every `poll_interval_s`, and a webhook makes it look
+  now;
+- both are also synced once at start, which catches what was pushed while the controller was down.
+
+A sync fetches into the mirror, compares each watched branch's head with the stored `BranchHead`,
+and writes a `CommitTrigger` per commit to build (the newest of a push, or each of them when the
+repository says `run_each_commit`) in the same transaction as the new heads. Triggers are then
+turned into runs: `.buildit.kdl` is read at the commit from the mirror's object store, no file
+means no run, an invalid file means a run in `error` showing the diagnostics, a valid one is
+planned with `git.*` from the commit and a workspace that agents fetch from the mirror. Because
+the trigger row is durable before the run is made, a restart in between loses nothing, and the
+unique (repository, sha) rule makes the watcher, the poller and a webhook seeing the same push
+produce one run.
+
+Cron triggers declared in the pipeline run on the repository's default branch (or the branch they
+name) at their schedule, read from the newest `.buildit.kdl` of that branch.
+
+All Git work is blocking (dulwich) and runs in a worker thread, one operation at a time per
+repository (a lock per repository).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import shutil
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TypeVar
+from uuid import UUID
+
+from agent.contract.types import WorkspaceSource
+from controller.git.mirror import GitError, Mirror, RepoSource, parse_source, redact, remote_branches
+from controller.git.watch import watch_refs
+from controller.pipeline.model import Pipeline, PipelineInvalid
+from controller.pipeline.validate import load
+from controller.repos import services as repos
+from controller.repos.services import RepoRow, RepoSettings, check_settings
+from controller.scheduling.model import RunState
+from controller.scheduling.scheduler import Scheduler, SchedulingError
+from controller.triggers.schedule import cron_schedule, next_cron, runs_on_push
+
+log = logging.getLogger(__name__)
+
+PIPELINE_FILE = ".buildit.kdl"
+FETCH_TIMEOUT_S = 120.0
+RETRY_WATCH_S = 5.0
+WATCH_SETUP_S = 0.5
+_T = TypeVar("_T")
+
+
+class RegistrationError(ValueError):
+    """A repository cannot be registered; the message says why and how to fix it."""
+
+
+class NotFound(LookupError):
+    """No such repository, branch or commit (the message names it)."""
+
+
+@dataclass
+class _Active:
+    """A registered repository being watched."""
+
+    repo: RepoRow
+    mirror: Mirror
+    lock: asyncio.Lock
+    tasks: list[asyncio.Task[None]]
+    config_changed: asyncio.Event
+
+
+def default_branch(heads: dict[str, str]) -> str | None:
+    """The branch built when a repository names none: main, else master, else the first by name."""
+    for name in ("main", "master"):
+        if name in heads:
+            return name
+    return min(heads) if heads else None
+
+
+class TriggerEngine:
+    """See the module docstring. `start()` after the scheduler, `stop()` before it."""
+
+    def __init__(self, scheduler: Scheduler, org: UUID, tenant: UUID, mirrors_dir: Path) -> None:
+        self.scheduler = scheduler
+        self.org = org
+        self.tenant = tenant
+        self.mirrors_dir = mirrors_dir
+        #: Where agents fetch mirrors from (`<controller URL>/git`); set once HTTP listens.
+        self.git_base_url = ""
+        self._active: dict[UUID, _Active] = {}
+        self._background: set[asyncio.Task[None]] = set()
+        #: Called with (repo, run) for each run made; the commit-status reporter listens here.
+        self.run_listeners: list[Callable[[RepoRow, RunState, str], None]] = []
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Watch every registered repository; catch up on what changed while stopped."""
+        self.mirrors_dir.mkdir(parents=True, exist_ok=True)
+        for repo in await repos.list_repositories(self.tenant):
+            self._activate(repo)
+
+    async def stop(self) -> None:
+        """Stop watching (running Git work in threads finishes on its own)."""
+        tasks = [t for active in self._active.values() for t in active.tasks] + list(self._background)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for active in self._active.values():
+            active.mirror.close()
+        self._active.clear()
+
+    def git_url(self, repo_id: UUID) -> str:
+        """The smart-HTTP URL of a repository's mirror, as agents use it."""
+        return f"{self.git_base_url}/{repo_id}.git"
+
+    def mirror_path(self, repo_id: UUID) -> Path:
+        """Where a repository's bare mirror lives."""
+        return self.mirrors_dir / f"{repo_id}.git"
+
+    def lock(self, repo_id: UUID) -> asyncio.Lock | None:
+        """Held while a repository's mirror changes; the smart-HTTP server reads under it too."""
+        active = self._active.get(repo_id)
+        return active.lock if active else None
+
+    def repository(self, repo_id: UUID) -> RepoRow | None:
+        """A watched repository (as of its last sync)."""
+        active = self._active.get(repo_id)
+        return active.repo if active else None
+
+    def repositories(self) -> list[RepoRow]:
+        """Every watched repository."""
+        return [active.repo for active in self._active.values()]
+
+    # ------------------------------------------------------------------ registration
+
+    async def register(self, settings: RepoSettings, base: Path | None = None) -> RepoRow:
+        """Check, mirror and store a repository, then watch it.
+
+        The first fetch happens here, so a bad URL, an unreachable remote or a directory that is
+        not a repository is refused now with the reason (RegistrationError), and nothing is
+        stored. Pushes already on the branches are not built: the next one is.
+        """
+        check_settings(settings)
+        try:
+            source = parse_source(settings.url, base)
+        except GitError as exc:
+            raise RegistrationError(str(exc)) from None
+        staging = self.mirrors_dir / f"new-{secrets.token_hex(8)}.git"
+        self.mirrors_dir.mkdir(parents=True, exist_ok=True)
+        mirror = Mirror(staging, source)
+        try:
+            heads = await _in_thread(_first_fetch, mirror, timeout=FETCH_TIMEOUT_S)
+            branch = default_branch(heads)
+            config = ""
+            if branch is not None:
+                data = await _in_thread(mirror.read_file, heads[branch], PIPELINE_FILE)
+                config = data.decode("utf-8", "replace") if data is not None else ""
+        except GitError as exc:
+            mirror.close()
+            shutil.rmtree(staging, ignore_errors=True)
+            raise RegistrationError(f"cannot fetch {redact(source.url)}: {exc}") from None
+        except BaseException:
+            mirror.close()
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        mirror.close()
+        secret = settings.webhook_secret or secrets.token_urlsafe(24)
+        try:
+            repo = await repos.create_repository(
+                self.org, self.tenant, settings, source.kind, source.url, secret, config
+            )
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        staging.rename(self.mirror_path(repo.id))
+        await repos.record_heads(self.org, self.tenant, repo.id, heads, [], "register")
+        self._activate(repo, sync_now=False)
+        return repo
+
+    async def unregister(self, repo_id: UUID) -> bool:
+        """Stop watching a repository and delete it, its pipeline, runs and mirror."""
+        active = self._active.pop(repo_id, None)
+        if active is not None:
+            for task in active.tasks:
+                task.cancel()
+            async with active.lock:
+                active.mirror.close()
+        deleted = await repos.delete_repository(self.tenant, repo_id)
+        shutil.rmtree(self.mirror_path(repo_id), ignore_errors=True)
+        return deleted
+
+    def _activate(self, repo: RepoRow, sync_now: bool = True) -> None:
+        mirror = Mirror(self.mirror_path(repo.id), RepoSource(repo.kind, repo.url))
+        active = _Active(repo, mirror, asyncio.Lock(), [], asyncio.Event())
+        self._active[repo.id] = active
+        name = f"repo-{repo.name}"
+        if sync_now:
+            active.tasks.append(
+                asyncio.create_task(self._guarded(self.sync(repo.id, "start")), name=f"{name}-sync")
+            )
+        if repo.kind == "local":
+            active.tasks.append(asyncio.create_task(self._watch(active), name=f"{name}-watch"))
+        active.tasks.append(asyncio.create_task(self._poll(active), name=f"{name}-poll"))
+        active.tasks.append(asyncio.create_task(self._cron(active), name=f"{name}-cron"))
+
+    # ------------------------------------------------------------------ change detection
+
+    async def _watch(self, active: _Active) -> None:
+        """Local repositories: a ref change is a sync, at once."""
+        while True:
+            # watchfiles sets its watch up in its own thread, so a commit in the first moments
+            # could come before it: one catch-up sync once it surely exists covers that window.
+            catch_up = asyncio.get_running_loop().call_later(
+                WATCH_SETUP_S, lambda: self._spawn(self.sync(active.repo.id, "watch"))
+            )
+            try:
+                async for _ in watch_refs(Path(active.repo.url)):
+                    await self.sync(active.repo.id, "watch")
+            except GitError as exc:
+                await repos.set_status(
+                    active.repo.id, "error", f"cannot watch {redact(active.repo.url)}: {exc}"
+                )
+                active.repo.status = "error"
+            except Exception:
+                log.exception("watching %s failed; retrying", redact(active.repo.url))
+            finally:
+                catch_up.cancel()
+            await asyncio.sleep(RETRY_WATCH_S)
+
+    async def _poll(self, active: _Active) -> None:
+        """List the branch heads every poll interval; fetch only when one moved."""
+        while True:
+            await asyncio.sleep(active.repo.poll_interval_s)
+            try:
+                heads = await _in_thread(
+                    remote_branches, RepoSource(active.repo.kind, active.repo.url), timeout=FETCH_TIMEOUT_S
+                )
+            except GitError as exc:
+                await self._fetch_failed(active, exc)
+                continue
+            except Exception:
+                log.exception("polling %s failed", redact(active.repo.url))
+                continue
+            if heads != await repos.branch_heads(active.repo.id) or active.repo.status == "error":
+                await self._guarded(self.sync(active.repo.id, "poll"))
+
+    async def hook(self, repo_id: UUID) -> None:
+        """A webhook said the repository changed: sync in the background (the hook answers at once)."""
+        self._spawn(self.sync(repo_id, "webhook"))
+
+    def _spawn(self, work: Awaitable[object]) -> None:
+        task = asyncio.create_task(self._guarded(work))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def sync(self, repo_id: UUID, source: str) -> list[RunState]:
+        """Fetch, record new branch heads and their triggers, and turn pending triggers into runs."""
+        active = self._active.get(repo_id)
+        if active is None:
+            return []
+        async with active.lock:
+            try:
+                heads = await _in_thread(active.mirror.fetch, timeout=FETCH_TIMEOUT_S)
+            except GitError as exc:
+                await self._fetch_failed(active, exc)
+                return []
+            if active.repo.status != "ok":
+                await repos.set_status(repo_id, "ok", "", fetched=True)
+                active.repo.status, active.repo.status_message = "ok", ""
+            known = await repos.branch_heads(repo_id)
+            changed = {b: sha for b, sha in heads.items() if known.get(b) != sha}
+            gone = [b for b in known if b not in heads]
+            default = default_branch(heads)
+            triggers: list[tuple[str, str]] = []
+            for branch, sha in changed.items():
+                if not active.repo.watches(branch, default):
+                    continue
+                if active.repo.run_each_commit:
+                    commits = await _in_thread(active.mirror.new_commits, known.get(branch), sha)
+                    triggers.extend((branch, c) for c in reversed(commits))
+                else:
+                    triggers.append((branch, sha))
+            if changed or triggers:
+                await repos.record_heads(self.org, self.tenant, repo_id, changed, triggers, source)
+            await repos.forget_heads(repo_id, gone)
+            runs = await self._run_pending(active)
+            if changed:
+                await _in_thread(active.mirror.maintain)
+            return runs
+
+    async def _fetch_failed(self, active: _Active, exc: GitError) -> None:
+        message = f"fetch failed: {exc}"
+        if active.repo.status != "error" or active.repo.status_message != message:
+            log.warning("repository %s: %s", active.repo.name, message)
+            await repos.set_status(active.repo.id, "error", message)
+            active.repo.status, active.repo.status_message = "error", message
+
+    # ------------------------------------------------------------------ triggers -> runs
+
+    async def trigger(
+        self, repo_id: UUID, branch: str | None, sha: str | None, source: str = "api"
+    ) -> RunState | None:
+        """A deliberate run of a branch head or of one commit (API, CLI, cron).
+
+        Returns the run, or None when the commit has no `.buildit.kdl` (NotFound for an unknown
+        repository, branch or commit).
+        """
+        active = self._active.get(repo_id)
+        if active is None:
+            raise NotFound(f"repository {repo_id} not found")
+        async with active.lock:
+            try:
+                heads = await _in_thread(active.mirror.fetch, timeout=FETCH_TIMEOUT_S)
+            except GitError as exc:
+                await self._fetch_failed(active, exc)
+                heads = await _in_thread(active.mirror.branches)
+            branch = branch or default_branch(heads)
+            if branch is None:
+                raise NotFound(f"repository {active.repo.name} has no branches yet: push a commit first")
+            if sha:
+                if not await _in_thread(active.mirror.has_commit, sha):
+                    raise NotFound(f"commit {sha} is not in repository {active.repo.name} (fetched just now)")
+            else:
+                if branch not in heads:
+                    raise NotFound(
+                        f"branch '{branch}' not found in repository {active.repo.name}; "
+                        f"branches: {', '.join(sorted(heads)) or 'none'}"
+                    )
+                sha = heads[branch]
+            trigger_id = await repos.add_manual_trigger(self.org, self.tenant, repo_id, branch, sha, source)
+            runs = await self._run_pending(active, only=trigger_id)
+            return runs[0] if runs else None
+
+    async def _run_pending(self, active: _Active, only: UUID | None = None) -> list[RunState]:
+        runs: list[RunState] = []
+        for row in await repos.pending_triggers(active.repo.id):
+            if only is not None and row["id"] != only:
+                continue
+            run = await self._run_commit(active, row["id"], row["branch"], row["sha"], row["source"])
+            if run is not None:
+                runs.append(run)
+        return runs
+
+    async def _run_commit(
+        self, active: _Active, trigger_id: UUID, branch: str, sha: str, source: str
+    ) -> RunState | None:
+        repo = active.repo
+        try:
+            data = await _in_thread(active.mirror.read_file, sha, PIPELINE_FILE)
+            meta = await _in_thread(active.mirror.commit, sha)
+        except GitError as exc:
+            await repos.finish_trigger(trigger_id, f"not run: {exc}", None)
+            return None
+        if data is None:
+            await repos.finish_trigger(trigger_id, f"no {PIPELINE_FILE} at this commit", None)
+            return None
+        text = data.decode("utf-8", "replace")
+        pipeline = _parsed(text)
+        if (
+            pipeline is not None
+            and source in ("watch", "poll", "webhook", "start")
+            and not runs_on_push(pipeline, branch)
+        ):
+            await repos.finish_trigger(
+                trigger_id, f"the pipeline's triggers do not include pushes to {branch}", None
+            )
+            return None
+        await _in_thread(active.mirror.pin, sha)
+        try:
+            run = await self.scheduler.trigger(
+                repo.pipeline_id,
+                branch=branch,
+                sha=sha,
+                message=meta.message,
+                author=meta.author,
+                trigger=source,
+                source=text,
+                workspace=WorkspaceSource(self.git_url(repo.id), sha, f"refs/heads/{branch}"),
+            )
+        except SchedulingError as exc:
+            await repos.finish_trigger(trigger_id, f"not run: {exc.message}", None)
+            return None
+        if pipeline is not None and branch == default_branch(await repos.branch_heads(repo.id)):
+            await repos.set_pipeline_config(repo.pipeline_id, text)
+            active.config_changed.set()
+        await repos.finish_trigger(trigger_id, f"run {run.number}", run.id)
+        for listener in self.run_listeners:
+            listener(repo, run, sha)
+        return run
+
+    # ------------------------------------------------------------------ cron
+
+    async def _cron(self, active: _Active) -> None:
+        """Run the pipeline's cron triggers, re-reading them whenever the pipeline file changes."""
+        while True:
+            active.config_changed.clear()
+            schedule = await self._cron_schedule(active)
+            if not schedule:
+                await active.config_changed.wait()
+                continue
+            now = datetime.now(UTC)
+            due, branch = min((next_cron(expr, now), branch) for expr, branch in schedule)
+            wait = max((due - now).total_seconds(), 0.0)
+            changed = asyncio.create_task(active.config_changed.wait())
+            try:
+                done, _ = await asyncio.wait({changed}, timeout=wait)
+            finally:
+                changed.cancel()
+            if done:
+                continue  # the file changed: recompute
+            try:
+                await self.trigger(active.repo.id, branch, None, source="cron")
+            except (NotFound, GitError) as exc:
+                log.warning("cron run of %s skipped: %s", active.repo.name, exc)
+            except Exception:
+                log.exception("cron run of %s failed", active.repo.name)
+
+    async def _cron_schedule(self, active: _Active) -> list[tuple[str, str | None]]:
+        async with active.lock:
+            heads = await _in_thread(active.mirror.branches)
+            branch = default_branch(heads)
+            if branch is None:
+                return []
+            data = await _in_thread(active.mirror.read_file, heads[branch], PIPELINE_FILE)
+        pipeline = _parsed(data.decode("utf-8", "replace")) if data is not None else None
+        return cron_schedule(pipeline) if pipeline is not None else []
+
+    async def _guarded(self, work: Awaitable[object]) -> None:
+        try:
+            await work
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("repository sync failed")
+
+
+def _parsed(text: str) -> Pipeline | None:
+    try:
+        return load(text, PIPELINE_FILE)
+    except PipelineInvalid:
+        return None
+
+
+def _first_fetch(mirror: Mirror) -> dict[str, str]:
+    mirror.ensure()
+    return mirror.fetch()
+
+
+async def _in_thread(fn: Callable[..., _T], *args: object, timeout: float | None = None) -> _T:
+    """Blocking Git work off the event loop (bounded when `timeout` is given)."""
+    call = asyncio.to_thread(fn, *args)
+    if timeout is None:
+        return await call
+    try:
+        async with asyncio.timeout(timeout):
+            return await call
+    except TimeoutError:
+        raise GitError(f"no answer within {timeout:g}s (is the remote reachable?)") from None
