@@ -1,0 +1,104 @@
+"""The trigger engine in-process, on real repositories and a real database (SQLite and PostgreSQL).
+
+Cron schedules fire at most once a minute, so the one substitution here is the clock of the cron
+loop (`next_cron` returns "in a moment"); everything else — watching, fetching, reading the file,
+planning the run — is real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from controller.events import EventBus
+from controller.orgs.services import ensure_default_org_and_tenant
+from controller.repos import services as repos
+from controller.repos.services import RepoSettings
+from controller.runs.logs import LogStore
+from controller.runs.tables import Run
+from controller.scheduling.scheduler import Scheduler
+from controller.scheduling.store import PiccoloStore
+from controller.triggers import engine as engine_module
+from controller.triggers.engine import TriggerEngine
+from tests.integration.triggers.gitrepos import commit, make_repo
+
+CRON_ONLY = 'pipeline "nightly"\ntrigger "cron" "0 3 * * *"\nstage "s" { run "true"; }\n'
+
+
+@pytest.fixture
+async def engine(db: Any, tmp_path: Path) -> AsyncIterator[TriggerEngine]:
+    org, tenant = await ensure_default_org_and_tenant()
+    scheduler = Scheduler(PiccoloStore(org, tenant), LogStore(tmp_path / "logs"), EventBus())
+    await scheduler.start()
+    triggers = TriggerEngine(scheduler, org, tenant, tmp_path / "mirrors")
+    triggers.git_base_url = "http://127.0.0.1:1/git"
+    await triggers.start()
+    try:
+        yield triggers
+    finally:
+        await triggers.stop()
+        await scheduler.stop()
+
+
+async def _runs(pipeline_id: Any) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = await Run.select().where(Run.pipeline == pipeline_id).order_by(Run.number)
+    return rows
+
+
+async def _wait(predicate: Any, timeout: float = 10.0) -> Any:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        value = await predicate()
+        if value:
+            return value
+        await asyncio.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+async def test_a_cron_trigger_runs_the_default_branch_and_pushes_do_not(
+    engine: TriggerEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fired: list[str] = []
+
+    def soon(expr: str, after: datetime) -> datetime:
+        fired.append(expr)
+        return after + timedelta(seconds=0.3) if len(fired) <= 2 else after + timedelta(days=1)
+
+    monkeypatch.setattr(engine_module, "next_cron", soon)
+    work = make_repo(tmp_path / "app", {".buildit.kdl": CRON_ONLY})
+    repo = await engine.register(RepoSettings(url=str(work)))
+    runs = await _wait(lambda: _runs(repo.pipeline_id))
+    assert runs[0]["trigger"] == "cron" and runs[0]["branch"] == "main"
+    assert fired[0] == "0 3 * * *"
+
+    # The file has only a cron trigger: a push starts no run, and the trigger says why.
+    sha = commit(work, {"x": "1"}, "a push")
+
+    async def outcome() -> str | None:
+        for row in await repos.recent_triggers(repo.id):
+            if row["sha"] == sha and row["source"] == "watch" and row["status"] == "done":
+                return str(row["outcome"])
+        return None
+
+    assert "do not include pushes to main" in await _wait(outcome)
+    assert all(r["trigger"] == "cron" for r in await _runs(repo.pipeline_id))
+
+
+async def test_unregistering_stops_watching_and_deletes_everything(
+    engine: TriggerEngine, tmp_path: Path
+) -> None:
+    work = make_repo(tmp_path / "app", {".buildit.kdl": 'pipeline "p"\nstage "s" { run "true"; }\n'})
+    repo = await engine.register(RepoSettings(url=str(work)))
+    assert engine.mirror_path(repo.id).is_dir()
+    assert await engine.unregister(repo.id)
+    assert not engine.mirror_path(repo.id).exists()
+    assert await repos.get_repository(None, repo.id) is None
+    commit(work, {"x": "1"}, "after removal")
+    await asyncio.sleep(0.8)
+    assert await Run.count() == 0
+    assert not await engine.unregister(repo.id)
