@@ -229,7 +229,13 @@ class GitFetcher:
     async def _fetch(self, git: str, cache: Path, url: str, sha: str, token: str) -> None:
         shown = redact_url(url)
         env = self._env(protocols="http:https", token=token)
-        base = ["--git-dir", str(cache), "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--", url]
+        # fetch.unpackLimit=1 keeps what arrives as one pack instead of loose objects: the workspace
+        # clone hardlinks the cache's object files, and a few packs link much faster than
+        # thousands of loose objects (git's own `gc --auto` merges the packs as they pile up).
+        base = [
+            "--git-dir", str(cache), "-c", "fetch.unpackLimit=1",
+            "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--", url,
+        ]  # fmt: skip
         first = await self._run(git, [*base, f"+{sha}:{FETCHED_PREFIX}{sha}"], env)
         if first.code == 0 and await self._has_commit(git, cache, sha):
             return
