@@ -35,12 +35,16 @@ class EventBus:
     """Fan-out of events to subscribers, optionally filtered by run."""
 
     def __init__(self) -> None:
-        self._subscribers: dict[int, tuple[UUID | None, asyncio.Queue[Event | Overflow]]] = {}
+        self._subscribers: dict[
+            int, tuple[UUID | None, frozenset[str] | None, asyncio.Queue[Event | Overflow]]
+        ] = {}
         self._next = 0
 
     def _publish(self, event: Event) -> None:
-        for run_filter, queue in self._subscribers.values():
+        for run_filter, kinds, queue in self._subscribers.values():
             if run_filter is not None and run_filter != event.run_id:
+                continue
+            if kinds is not None and event.kind not in kinds:
                 continue
             if queue.qsize() >= QUEUE_LIMIT - 1:
                 if queue.qsize() < QUEUE_LIMIT:
@@ -65,12 +69,14 @@ class EventBus:
         self._publish(Event("log", stage.run_id, stage, data))
 
     @contextlib.asynccontextmanager
-    async def subscribe(self, run_id: UUID | None = None) -> AsyncIterator[asyncio.Queue[Event | Overflow]]:
-        """A queue receiving events (for one run, or all) while the context is open."""
+    async def subscribe(
+        self, run_id: UUID | None = None, kinds: frozenset[str] | None = None
+    ) -> AsyncIterator[asyncio.Queue[Event | Overflow]]:
+        """A queue receiving events (for one run, or all; of some kinds, or all) while open."""
         self._next += 1
         key = self._next
         queue: asyncio.Queue[Event | Overflow] = asyncio.Queue()
-        self._subscribers[key] = (run_id, queue)
+        self._subscribers[key] = (run_id, kinds, queue)
         try:
             yield queue
         finally:

@@ -83,12 +83,6 @@ async def create_pipeline(org: UUID, tenant: UUID, config: str, name: str | None
     return row
 
 
-async def repository_of(pipeline_id: UUID) -> UUID | None:
-    """The watched repository a pipeline belongs to, or None for a pipeline registered by source."""
-    row = await Pipeline.select(Pipeline.repository).where(Pipeline.id == pipeline_id).first()
-    return None if row is None or row["repository"] is None else UUID(str(row["repository"]))
-
-
 async def get_pipeline(tenant: UUID, pipeline_id: UUID) -> dict[str, Any] | None:
     """One pipeline row, or None."""
     row: dict[str, Any] | None = (

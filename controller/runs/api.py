@@ -10,7 +10,7 @@ from litestar import Controller, Response, get, post
 from litestar.datastructures import State
 
 from controller.api_errors import error
-from controller.pipelines.services import get_pipeline, repository_of
+from controller.pipelines.services import get_pipeline
 from controller.runs import services
 from controller.scheduling.scheduler import SchedulingError
 from controller.services import Services
@@ -55,8 +55,7 @@ class RunsController(Controller):
         """Start a run; returns it with its `number`."""
         svc: Services = state.services
         branch = data.branch.strip() if isinstance(data.branch, str) else data.branch
-        pipeline = await svc.scheduler.store.pipeline_config(pipeline_id)
-        repo_id = await repository_of(pipeline_id) if pipeline is not None else None
+        repo_id = svc.triggers.repository_of(pipeline_id) if svc.triggers is not None else None
         if repo_id is not None and svc.triggers is not None:
             # A watched repository's pipeline runs its .buildit.kdl at a commit, with that checkout.
             return await _run_repository(svc, repo_id, branch, data.sha)

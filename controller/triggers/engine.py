@@ -139,6 +139,13 @@ class TriggerEngine:
         active = self._active.get(repo_id)
         return active.repo if active else None
 
+    def repository_of(self, pipeline_id: UUID) -> UUID | None:
+        """The watched repository a pipeline belongs to (None for pipelines registered by source)."""
+        for active in self._active.values():
+            if active.repo.pipeline_id == pipeline_id:
+                return active.repo.id
+        return None
+
     def repositories(self) -> list[RepoRow]:
         """Every watched repository."""
         return [active.repo for active in self._active.values()]

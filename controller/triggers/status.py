@@ -58,7 +58,7 @@ class StatusReporter:
                     await task
 
     async def _follow(self, ready: asyncio.Event) -> None:
-        async with self.events.subscribe() as queue:
+        async with self.events.subscribe(kinds=frozenset({"run"})) as queue:
             ready.set()
             while True:
                 event = await queue.get()

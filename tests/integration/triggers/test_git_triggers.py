@@ -291,6 +291,16 @@ def test_manual_trigger_by_branch_and_sha(fleet: tuple[Controller, list[Agent]],
     assert status == 404 and "f" * 40 in body["detail"]
     status, body, _ = controller.request("POST", f"/api/v1/repos/{repo['id']}/runs", {"sha": "xyz"})
     assert status == 400
+    # The repository's pipeline triggered through the pipelines API runs the commit the same way.
+    status, again, _ = controller.request(
+        "POST", f"/api/v1/pipelines/{repo['pipeline_id']}/runs", {"branch": "main"}
+    )
+    assert status == 201, again
+    assert (again["sha"], again["number"]) == (first, run["number"] + 1)
+    status, body, _ = controller.request(
+        "POST", f"/api/v1/pipelines/{repo['pipeline_id']}/runs", {"branch": "nope"}
+    )
+    assert status == 404 and "nope" in body["detail"]
 
 
 class _StatusRecorder:
