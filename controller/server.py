@@ -58,6 +58,9 @@ class Running:
 async def start(settings: ControllerSettings) -> Running:
     """Start HTTP and gRPC servers; returns once both accept connections."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # dulwich logs every served fetch and watchfiles every change at INFO: noise in `buildit up`.
+    for chatty in ("dulwich", "watchfiles"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     engine = await open_database(settings.database_url)
     org, tenant = await ensure_default_org_and_tenant()
     events = EventBus()
