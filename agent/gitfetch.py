@@ -7,22 +7,31 @@ Why this shape:
   new objects only, and a commit already there costs no network at all. Each fetched commit is kept
   under `refs/buildit/fetched/<sha>`, so it stays reachable (Git's housekeeping never prunes it)
   and tells the next negotiation what we have.
-* **Exactly the run's commit**, never a branch: `git fetch <url> <sha>`. A server that refuses to
-  hand out an unadvertised object (protocol v0 without allowReachableSHA1InWant) gets asked for
-  `refs/buildit/pins/<sha>`, the ref the controller keeps for every commit it runs.
-* **The workspace is a real clone** at a detached HEAD: a local clone of the cache (object files
-  hardlinked, so it is cheap, and self-contained, so `git` works inside a container that sees only
-  `/workspace`), then `git checkout --detach <sha>`. Its `origin` is the repository URL.
-* **The token never reaches argv or a log**: it travels as `http.extraHeader` through the
-  GIT_CONFIG_COUNT environment variables. Git runs with a clean environment (no system or user
-  config, HOME in the state dir, no prompts, only http(s) for fetches, no redirects) and a timeout.
+* **Exactly the run's commit**, never a branch, in **one request** when the server allows it:
+  `agent.githttp` POSTs `want <sha>` with the cache's recent commits as `have`s (no ref
+  advertisement first), and `git index-pack --fix-thin` stores the pack it answers. The controller
+  pins every commit it runs (`refs/buildit/pins/<sha>`), so its mirror always allows it. Anything
+  else (another server, a proxy, a refusal) falls back to `git fetch <url> <sha>`, and a v0 server
+  that refuses an unadvertised object by id is then asked for `refs/buildit/pins/<sha>`.
+* **The workspace is a self-contained repository** at a detached HEAD: `.git` is written directly
+  (`agent.gitlayout`) with the cache's object files hardlinked in, as `git clone --local` would, so
+  `git` works inside a container that sees only `/workspace`; `git read-tree -u` writes the files.
+  Its `origin` is the repository URL (credentials removed). Three git-free steps and two git
+  processes (index-pack, read-tree) instead of six: a one-commit fetch and checkout takes about
+  15 ms instead of 70.
+* **Housekeeping off the critical path**: every fast fetch adds a pack; once there are more than
+  `HOUSEKEEPING_PACKS`, `git gc` merges them in the background after the workspace is made.
+* **The token never reaches argv or a log**: the one-request fetch sends it as its Authorization
+  header; `git fetch` gets it as `http.extraHeader` through the GIT_CONFIG_COUNT environment
+  variables. Git runs with a clean environment (no system or user config, HOME in the state dir,
+  no prompts, only http(s) for fetches, no redirects) and a timeout.
   Every error is one line naming the repository (credentials removed from the URL) and the commit.
-* **Concurrency**: stages of one repository share its cache, so fetches into it (and clones out of
-  it) take turns under an asyncio lock per cache. One agent process owns a state dir (runner.py
-  locks it), so no lock between processes is needed.
+* **Concurrency**: stages of one repository share its cache, so fetches into it (and links out of
+  it, and its gc) take turns under an asyncio lock per cache. One agent process owns a state dir
+  (runner.py locks it), so no lock between processes is needed.
 
-The `git` command is used (not a Git library): the agent stays small, and `git` speaks every
-transport and protocol version a server may want.
+The `git` command does the Git work (not a Git library): the agent stays small, and `git` speaks
+every transport and protocol version a server may want.
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ import os
 import re
 import shutil
 import signal
+import subprocess
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -42,6 +52,16 @@ from typing import Final
 from urllib.parse import urlsplit, urlunsplit
 
 from agent.contract.types import WorkspaceSource
+from agent.githttp import FastFetchUnavailable, fetch_pack, proxy_configured
+from agent.gitlayout import (
+    FETCHED_PREFIX,
+    adopt_pack,
+    fetched,
+    init_workspace_repository,
+    pack_count,
+    recent_fetched,
+    record_fetched,
+)
 
 __all__ = [
     "DEFAULT_TIMEOUT_S",
@@ -56,7 +76,12 @@ DEFAULT_TIMEOUT_S: Final = 600.0
 CACHE_DIR: Final = "git-cache"
 HOME_DIR: Final = "git-home"
 PIN_PREFIX: Final = "refs/buildit/pins/"
-FETCHED_PREFIX: Final = "refs/buildit/fetched/"
+#: `have`s sent with a fast fetch: the cache's newest fetched commits (a CI fetch is nearly always
+#: a descendant of a recent one, so a few suffice; older ones only grow the request).
+MAX_HAVES: Final = 32
+#: Packs in a cache before it is repacked into one (each fast fetch adds a pack, and each workspace
+#: links every pack: about 0.1 ms each).
+HOUSEKEEPING_PACKS: Final = 8
 
 _SHA = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?")
 _SCHEMES: Final = ("http", "https")
@@ -128,6 +153,8 @@ class GitFetcher:
         self.timeout_s = timeout_s
         self._git = git
         self._locks: dict[Path, asyncio.Lock] = {}
+        self._swept: set[Path] = set()
+        self._housekeeping: dict[Path, asyncio.Future[None]] = {}
 
     async def checkout(
         self,
@@ -166,31 +193,35 @@ class GitFetcher:
         lock = self._locks.setdefault(cache, asyncio.Lock())
         async with lock:
             await self._init_cache(git, cache, url, sha)
-            await asyncio.to_thread(_clear_stale_locks, cache)
-            if await self._has_commit(git, cache, sha):
+            if cache not in self._swept:
+                # Lock files a killed git left behind (an agent crash) would fail the next fetch.
+                await asyncio.to_thread(_clear_stale_locks, cache)
+                self._swept.add(cache)
+            if fetched(cache, sha):
                 if say is not None:
                     say(f"commit {sha[:12]} of {shown} is in the agent's git cache")
             else:
                 if say is not None:
                     say(f"fetching commit {sha[:12]} from {shown}")
-                await self._fetch(git, cache, url, sha, token)
-            # A local clone hardlinks the cache's object files; under the lock, so no concurrent
-            # fetch's housekeeping repacks them away mid-copy.
-            await self._run_checked(
-                git,
-                ["clone", "--quiet", "--no-checkout", "--", str(cache), str(workspace)],
-                env=self._env(protocols="file"),
-                what=f"cannot create the workspace for commit {sha} of {shown}",
-            )
+                try:
+                    await self._fetch(git, cache, url, sha, token)
+                except BaseException:
+                    self._swept.discard(cache)  # a git killed mid-fetch may have left locks
+                    raise
+            # The workspace's object files are hardlinks of the cache's; under the lock, so no
+            # concurrent fetch's housekeeping repacks them away mid-link.
+            try:
+                await asyncio.to_thread(init_workspace_repository, cache, workspace, sha, shown)
+            except (OSError, ValueError) as exc:
+                raise GitFetchError(
+                    f"cannot create the workspace for commit {sha} of {shown}: {exc.__class__.__name__}: "
+                    f"{getattr(exc, 'strerror', None) or exc}"
+                ) from None
+            if pack_count(cache) > HOUSEKEEPING_PACKS:
+                self._housekeeping_later(git, cache)
         await self._run_checked(
             git,
-            ["-C", str(workspace), "remote", "set-url", "origin", shown],
-            env=self._env(protocols="file"),
-            what=f"cannot create the workspace for commit {sha} of {shown}",
-        )
-        await self._run_checked(
-            git,
-            ["-C", str(workspace), "-c", "advice.detachedHead=false", "checkout", "--quiet", "--detach", sha],
+            ["-C", str(workspace), "read-tree", "--reset", "-u", sha],
             env=self._env(protocols="file"),
             what=f"cannot check out commit {sha} of {shown}",
         )
@@ -227,6 +258,59 @@ class GitFetcher:
         return result.code == 0
 
     async def _fetch(self, git: str, cache: Path, url: str, sha: str, token: str) -> None:
+        """Fetch `sha` into the cache: one request when the server allows it, else `git fetch`."""
+        if await self._fetch_fast(git, cache, url, sha, token):
+            return
+        await self._fetch_with_git(git, cache, url, sha, token)
+
+    async def _fetch_fast(self, git: str, cache: Path, url: str, sha: str, token: str) -> bool:
+        """One upload-pack request (agent.githttp), indexed by `git index-pack`; False to fall back."""
+        if proxy_configured():
+            return False
+        pack_dir = cache / "objects" / "pack"
+        pack_dir.mkdir(parents=True, exist_ok=True)
+        download = pack_dir / f"tmp_buildit_{uuid.uuid4().hex}.pack"
+        haves = recent_fetched(cache, MAX_HAVES)
+        try:
+            with download.open("wb") as sink:
+                await asyncio.to_thread(fetch_pack, url, sha, haves, token, sink, self.timeout_s)
+            indexed = await self._run_out(
+                git, ["--git-dir", str(cache), "index-pack", "--stdin", "--fix-thin"], stdin=download
+            )
+        except FastFetchUnavailable:
+            return False
+        finally:
+            download.unlink(missing_ok=True)
+        name = indexed.strip().partition("\t")[2] or indexed.strip()
+        if await asyncio.to_thread(adopt_pack, cache, pack_dir / f"pack-{name}.idx", sha):
+            return True
+        if not await self._has_commit(git, cache, sha):
+            return False
+        await asyncio.to_thread(record_fetched, cache, sha)
+        return True
+
+    def _housekeeping_later(self, git: str, cache: Path) -> None:
+        """Merge the packs fetches piled up, after this stage's workspace is made (off its path).
+
+        Each fast fetch adds a pack, and every workspace links every pack: fewer is faster. The gc
+        runs under the cache's lock, so the next checkout of this repository waits for it rather
+        than linking packs it is deleting.
+        """
+        if cache in self._housekeeping:
+            return
+
+        async def collect() -> None:
+            async with self._locks.setdefault(cache, asyncio.Lock()):
+                if pack_count(cache) > HOUSEKEEPING_PACKS:
+                    await self._run(
+                        git, ["--git-dir", str(cache), "gc", "--quiet"], self._env(protocols="file")
+                    )
+
+        task = asyncio.ensure_future(collect())
+        self._housekeeping[cache] = task
+        task.add_done_callback(lambda _: self._housekeeping.pop(cache, None))
+
+    async def _fetch_with_git(self, git: str, cache: Path, url: str, sha: str, token: str) -> None:
         shown = redact_url(url)
         env = self._env(protocols="http:https", token=token)
         # fetch.unpackLimit=1 keeps what arrives as one pack instead of loose objects: the workspace
@@ -321,17 +405,31 @@ class GitFetcher:
             process.returncode if process.returncode is not None else -1, stderr.decode("utf-8", "replace")
         )
 
-    async def _run_out(self, git: str, args: list[str]) -> str:
-        """Run a local, quick git command and return its stdout ('' on failure)."""
-        process = await asyncio.create_subprocess_exec(
-            git,
-            *args,
-            env=self._env(protocols="file"),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
-        stdout, _ = await process.communicate()
+    async def _run_out(self, git: str, args: list[str], stdin: Path | None = None) -> str:
+        """Run a local git command (input from the file `stdin`) and return its stdout ('' on failure)."""
+        with contextlib.ExitStack() as stack:
+            source = stack.enter_context(stdin.open("rb")) if stdin is not None else subprocess.DEVNULL
+            process = await asyncio.create_subprocess_exec(
+                git,
+                *args,
+                env=self._env(protocols="file"),
+                stdin=source,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    stdout, _ = await process.communicate()
+            except TimeoutError:
+                _kill(process)
+                await process.wait()
+                return ""
+            except BaseException:
+                _kill(process)
+                with contextlib.suppress(Exception):
+                    await process.wait()
+                raise
         return stdout.decode("utf-8", "replace") if process.returncode == 0 else ""
 
     async def _run_checked(self, git: str, args: list[str], *, env: Mapping[str, str], what: str) -> None:

@@ -748,6 +748,7 @@ class Agent:
     async def _run_stage(self, stage: _Stage) -> None:
         lease_id = stage.lease_id
         extender: asyncio.Task[None] | None = None
+        report: asyncio.Future[StageStatus | None] | None = None
         try:
             async with self._slots:
                 if stage.lost:
@@ -755,19 +756,18 @@ class Agent:
                 started_at: datetime | None = None
                 if not stage.cancel.is_set():
                     started_at = _now()
-                    recorded = await self._lease_call(
-                        stage,
-                        lambda: self._client_or_fail().update_stage(
-                            StageUpdate(lease_id, StageStatus.RUNNING, started_at=started_at)
-                        ),
+                    running = StageUpdate(lease_id, StageStatus.RUNNING, started_at=started_at)
+                    # Reported while the workspace is prepared (a fetch takes longer than the round
+                    # trip), and awaited before any command runs: a refused report still means the
+                    # stage's commands never start.
+                    report = asyncio.ensure_future(
+                        self._lease_call(stage, lambda: self._client_or_fail().update_stage(running))
                     )
-                    if stage.lost:
-                        return
-                    if recorded is not None and recorded.finished:
-                        self._cancel(lease_id, CancelReason.USER, f"the controller recorded it {recorded}")
                 extender = asyncio.create_task(self._extend_loop(stage))
                 self._shipper.open(lease_id)
-                result = self._final_result(stage, await self._execute(stage))
+                result = self._final_result(stage, await self._execute(stage, report))
+                if report is not None:
+                    await report  # the final update must not overtake the running one
                 if stage.lost:
                     return
                 await self._wait_logs(stage)
@@ -793,6 +793,8 @@ class Agent:
             stage.lost = True
             stage.cancel.set()
         finally:
+            if report is not None and not report.done():
+                report.cancel()
             if extender is not None:
                 extender.cancel()
             self._shipper.discard(lease_id)
@@ -803,8 +805,14 @@ class Agent:
         assert self._client is not None
         return self._client
 
-    async def _execute(self, stage: _Stage) -> ExecutionResult:
-        """Run the stage in a fresh workspace: sources and needed artifacts in, commands, artifacts out."""
+    async def _execute(
+        self, stage: _Stage, admitted: Awaitable[StageStatus | None] | None = None
+    ) -> ExecutionResult:
+        """Run the stage in a fresh workspace: sources and needed artifacts in, commands, artifacts out.
+
+        `admitted` is the controller's answer to the "running" report: the commands start only once
+        it accepted it (the lease may have been lost, or the run cancelled, in the meantime).
+        """
         spec = stage.lease.spec
         lease_id = stage.lease_id
         if stage.cancel.is_set():
@@ -834,6 +842,12 @@ class Agent:
                 failed = await self._until_cancelled(stage, self._download_artifacts(stage, workspace, say))
                 if failed is not None:
                     return failed
+            if admitted is not None:
+                recorded = await admitted
+                if stage.lost:
+                    return ExecutionResult(StageStatus.CANCELLED, message="lease lost before it ran")
+                if recorded is not None and recorded.finished:
+                    self._cancel(lease_id, CancelReason.USER, f"the controller recorded it {recorded}")
             if stage.cancel.is_set():
                 return ExecutionResult(StageStatus.CANCELLED, message="cancelled before its commands ran")
             try:

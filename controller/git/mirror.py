@@ -375,6 +375,10 @@ class Mirror:
         assert self._repo is not None
         return self._repo
 
+    def repository(self) -> Repo:
+        """The open repository, kept between calls; callers hold the mirror's lock while using it."""
+        return self._open()
+
     def close(self) -> None:
         """Release the open repository (pack file handles); the mirror can be reopened later."""
         if self._repo is not None:
@@ -401,7 +405,9 @@ class Mirror:
 
         client, path = _client(self.source)
         try:
-            result = client.fetch(path, repo, determine_wants=determine_wants, ref_prefix=[b"HEAD", _HEADS])
+            result = client.fetch(
+                path, repo, determine_wants=determine_wants, ref_prefix=[b"HEAD", _HEADS], protocol_version=0
+            )
         except GitError:
             raise
         except Exception as exc:

@@ -20,17 +20,21 @@ Protocol notes (dulwich's server side, which speaks protocol v0/v1 only):
 * Incremental fetches negotiate with the client's `have` lines (multi_ack_detailed, no-done), so
   only missing objects are packed.
 * The whole response is built in memory (the API returns bytes); fine for CI-sized repositories.
+* Given a `Mirror`, its open repository is reused (pack indexes stay loaded between requests); the
+  caller serialises requests with the mirror's other users (the repository lock).
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import zlib
+from collections.abc import Iterator
 from io import BytesIO
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from controller.git.mirror import GitError, is_git_dir
+from controller.git.mirror import GitError, Mirror, is_git_dir
 
 if TYPE_CHECKING:
     from dulwich.protocol import Protocol
@@ -45,12 +49,22 @@ REQUEST_CONTENT_TYPE = "application/x-git-upload-pack-request"
 MAX_REQUEST_BYTES = 64 * 1024 * 1024
 
 
-def _open(mirror_path: Path) -> Repo:
+@contextlib.contextmanager
+def _opened(mirror: Path | Mirror) -> Iterator[Repo]:
+    """The mirror's repository: a Mirror's own open one (its pack indexes already loaded, which
+    saves most of a small fetch's cost), or one opened for this request from a path."""
     from dulwich.repo import Repo
 
-    if not (mirror_path.is_dir() and is_git_dir(mirror_path)):
-        raise GitError(f"no mirror at {mirror_path}; the repository has not been fetched yet")
-    return Repo(str(mirror_path))
+    if isinstance(mirror, Mirror):
+        yield mirror.repository()
+        return
+    if not (mirror.is_dir() and is_git_dir(mirror)):
+        raise GitError(f"no mirror at {mirror}; the repository has not been fetched yet")
+    repo = Repo(str(mirror))
+    try:
+        yield repo
+    finally:
+        repo.close()
 
 
 def _handler_for(repo: Repo, proto: Protocol, *, advertise_refs: bool) -> UploadPackHandler:
@@ -69,7 +83,11 @@ def _handler_for(repo: Repo, proto: Protocol, *, advertise_refs: bool) -> Upload
     )
 
 
-def advertisement(mirror_path: Path, service: str) -> tuple[str, bytes]:
+def _where(mirror: Path | Mirror) -> Path:
+    return mirror.path if isinstance(mirror, Mirror) else mirror
+
+
+def advertisement(mirror: Path | Mirror, service: str) -> tuple[str, bytes]:
     """Answer `GET <repo>/info/refs?service=git-upload-pack`: the ref advertisement of the mirror.
 
     Returns (content type, body); the body starts with the "# service=git-upload-pack" pkt-line and a
@@ -85,14 +103,11 @@ def advertisement(mirror_path: Path, service: str) -> tuple[str, bytes]:
         )
     out = BytesIO()
     proto = Protocol(BytesIO().read, out.write)
-    repo = _open(mirror_path)
-    try:
+    with _opened(mirror) as repo:
         handler = _handler_for(repo, proto, advertise_refs=True)
         proto.write_pkt_line(f"# service={UPLOAD_PACK}\n".encode("ascii"))
         proto.write_pkt_line(None)
         handler.handle()
-    finally:
-        repo.close()
     return ADVERTISEMENT_CONTENT_TYPE, out.getvalue()
 
 
@@ -153,7 +168,7 @@ def _coalesce_pack_packets(response: bytes) -> bytes:
     return bytes(out)
 
 
-def upload_pack(mirror_path: Path, body: bytes, content_encoding: str | None = None) -> tuple[str, bytes]:
+def upload_pack(mirror: Path | Mirror, body: bytes, content_encoding: str | None = None) -> tuple[str, bytes]:
     """Answer `POST <repo>/git-upload-pack` (stateless RPC): negotiate, then send the pack.
 
     `body` is the raw request body; `content_encoding` its Content-Encoding header (git gzips larger
@@ -167,18 +182,16 @@ def upload_pack(mirror_path: Path, body: bytes, content_encoding: str | None = N
     data = _decode_body(body, content_encoding)
     out = BytesIO()
     proto = ReceivableProtocol(BytesIO(data).read, out.write)
-    repo = _open(mirror_path)
     try:
-        handler = _handler_for(repo, proto, advertise_refs=False)
-        handler.handle()
+        with _opened(mirror) as repo:
+            handler = _handler_for(repo, proto, advertise_refs=False)
+            handler.handle()
     except GitProtocolError as exc:
         if out.tell():  # part of a response went out already: no clean way to report in-band
-            raise GitError(f"{UPLOAD_PACK} on {mirror_path} failed mid-response: {exc}") from exc
+            raise GitError(f"{UPLOAD_PACK} on {_where(mirror)} failed mid-response: {exc}") from exc
         message = str(exc)
         if message.startswith("Client wants invalid object"):
             sha = message.rsplit(" ", 1)[-1].strip("b'\"")
             message = f"upload-pack: not our ref {sha} (only branch tips and pinned commits can be fetched)"
         return RESULT_CONTENT_TYPE, pkt_line(f"ERR {message}\n".encode())
-    finally:
-        repo.close()
     return RESULT_CONTENT_TYPE, _coalesce_pack_packets(out.getvalue())

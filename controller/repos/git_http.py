@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -20,7 +19,7 @@ from litestar.datastructures import State
 from litestar.exceptions import HTTPException
 
 from controller.api_errors import error
-from controller.git.mirror import GitError
+from controller.git.mirror import GitError, Mirror
 from controller.git.smart_http import UPLOAD_PACK, advertisement, upload_pack
 from controller.services import Services
 
@@ -59,7 +58,7 @@ class GitHttpController(Controller):
 
     async def _mirror(
         self, state: State, request: Request[Any, Any, Any], name: str
-    ) -> tuple[Path, asyncio.Lock]:
+    ) -> tuple[Mirror, asyncio.Lock]:
         svc: Services = state.services
         assert svc.triggers is not None
         token = _token(request.headers.get("authorization"))
@@ -71,10 +70,10 @@ class GitHttpController(Controller):
                 headers=_CHALLENGE,
             )
         repo_id = _repo_id(name)
-        lock = svc.triggers.lock(repo_id) if repo_id is not None else None
-        if repo_id is None or lock is None:
+        served = svc.triggers.served(repo_id) if repo_id is not None else None
+        if served is None:
             raise error(404, f"no repository mirror named {name}")
-        return svc.triggers.mirror_path(repo_id), lock
+        return served
 
     @get("/{name:str}/info/refs")
     async def info_refs(

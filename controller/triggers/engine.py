@@ -40,7 +40,15 @@ from typing import TypeVar
 from uuid import UUID
 
 from agent.contract.types import WorkspaceSource
-from controller.git.mirror import GitError, Mirror, RepoSource, parse_source, redact, remote_branches
+from controller.git.mirror import (
+    CommitMeta,
+    GitError,
+    Mirror,
+    RepoSource,
+    parse_source,
+    redact,
+    remote_branches,
+)
 from controller.git.watch import watch_refs
 from controller.pipeline.model import Pipeline, PipelineInvalid
 from controller.pipeline.validate import load
@@ -128,6 +136,11 @@ class TriggerEngine:
     def mirror_path(self, repo_id: UUID) -> Path:
         """Where a repository's bare mirror lives."""
         return self.mirrors_dir / f"{repo_id}.git"
+
+    def served(self, repo_id: UUID) -> tuple[Mirror, asyncio.Lock] | None:
+        """A watched repository's mirror and its lock, for the smart-HTTP server (None if unknown)."""
+        active = self._active.get(repo_id)
+        return (active.mirror, active.lock) if active else None
 
     def lock(self, repo_id: UUID) -> asyncio.Lock | None:
         """Held while a repository's mirror changes; the smart-HTTP server reads under it too."""
@@ -365,8 +378,7 @@ class TriggerEngine:
     ) -> RunState | None:
         repo = active.repo
         try:
-            data = await _in_thread(active.mirror.read_file, sha, PIPELINE_FILE)
-            meta = await _in_thread(active.mirror.commit, sha)
+            data, meta = await _in_thread(_pipeline_at, active.mirror, sha)
         except GitError as exc:
             await repos.finish_trigger(trigger_id, f"not run: {exc}", None)
             return None
@@ -458,6 +470,11 @@ def _parsed(text: str) -> Pipeline | None:
         return load(text, PIPELINE_FILE)
     except PipelineInvalid:
         return None
+
+
+def _pipeline_at(mirror: Mirror, sha: str) -> tuple[bytes | None, CommitMeta]:
+    """The pipeline file and the commit's metadata, read in one worker-thread hop."""
+    return mirror.read_file(sha, PIPELINE_FILE), mirror.commit(sha)
 
 
 def _first_fetch(mirror: Mirror) -> dict[str, str]:

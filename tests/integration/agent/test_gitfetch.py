@@ -77,6 +77,8 @@ async def test_checks_out_the_exact_commit_after_the_branch_moved_on(
     assert not (workspace / ".git" / "objects" / "info" / "alternates").exists()  # self-contained
     assert said == [f"fetching commit {first[:12]} from {url}", f"checked out {first[:12]} (detached HEAD)"]
     assert server.token_in_argv == []
+    # One request: the agent knows the commit it wants, so it skips the ref advertisement.
+    assert [method for method, _ in server.requests] == ["POST"]
 
 
 async def test_second_fetch_is_incremental_and_a_cached_commit_needs_no_network(
@@ -169,7 +171,11 @@ async def test_an_unpinned_commit_a_v0_server_refuses_by_id_is_asked_for_by_pin_
     tmp_path: Path, upstream: Upstream, v0_server: GitHttpServer
 ) -> None:
     first = upstream.commit("app.txt", "v1\n")
-    upstream.commit("app.txt", "v2\n")  # `first` is no tip now, and protocol v0 refuses it by id
+    # History rewritten: `first` is no tip and reachable from no ref, so protocol v0 refuses it by id
+    # (a reachable commit would be served: stateless upload-pack accepts reachable wants).
+    git(upstream.work, "checkout", "-q", "--orphan", "rewritten")
+    git(upstream.work, "commit", "-q", "-m", "rewritten")
+    git(upstream.work, "push", "-q", "--force", str(upstream.bare), "HEAD:refs/heads/main")
     (tmp_path / "ws").mkdir()
     url = v0_server.url("project.git")
     with pytest.raises(GitFetchError) as failed:

@@ -117,6 +117,32 @@ def test_upload_pack_accepts_gzip_and_reports_bad_wants(served: tuple[Mirror, st
         upload_pack(mirror.path, b"not gzip", "gzip")
 
 
+def test_a_mirror_serves_from_its_open_repository_and_sees_what_it_fetches_next(
+    work: Path, served: tuple[Mirror, str]
+) -> None:
+    mirror, _ = served
+    caps = "side-band-64k thin-pack ofs-delta no-progress"
+
+    def request(sha: str) -> bytes:
+        return (f"{len(sha) + len(caps) + 11:04x}want {sha} {caps}\n" + "00000009done\n").encode()
+
+    first = mirror.branches()["main"]
+    assert upload_pack(mirror, request(first)) == upload_pack(mirror.path, request(first))
+    assert advertisement(mirror, UPLOAD_PACK) == advertisement(mirror.path, UPLOAD_PACK)
+    # The open repository serves a commit fetched after it was opened, and keeps working after the
+    # mirror merged its packs and reopened.
+    second = commit(work)
+    mirror.fetch()
+    _, served_second = upload_pack(mirror, request(second))
+    assert b"PACK" in served_second and b"ERR" not in served_second
+    for _ in range(10):
+        commit(work)
+        mirror.fetch()
+    assert mirror.maintain(max_packs=2)
+    _, after_repack = upload_pack(mirror, request(mirror.branches()["main"]))
+    assert b"PACK" in after_repack and b"ERR" not in after_repack
+
+
 def test_mirror_a_remote_repository_over_http(
     tmp_path: Path, work: Path, served: tuple[Mirror, str], http_server: GitHttpServer
 ) -> None:

@@ -1,0 +1,171 @@
+"""Git repository files the agent reads and writes itself, where a `git` process would cost more.
+
+Each `git` command is a process start (3-6 ms here), and a stage's workspace used to need six of
+them. The steps below are simple, documented parts of Git's repository layout (gitrepository-layout,
+gitformat-pack), so plain file operations do them in microseconds:
+
+* whether the cache already fetched a commit: the ref `refs/buildit/fetched/<sha>` exists (loose, or
+  in `packed-refs` once Git's housekeeping packed it);
+* the cache's newest fetched commits, the `have`s of the next fetch;
+* recording a fetched commit: writing that ref (a file with the id), atomically;
+* whether a pack's index lists an object (the `.idx` v2 table is sorted: a binary search);
+* a workspace repository: `.git` with HEAD detached at the commit, `origin` set, and the cache's
+  object files hardlinked in (what `git clone --local` does), so it is self-contained and `git`
+  works inside a container that sees only the workspace.
+
+Only `git read-tree` (writing the files and the index) is left to Git.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Final
+
+__all__ = [
+    "FETCHED_PREFIX",
+    "adopt_pack",
+    "fetched",
+    "idx_contains",
+    "init_workspace_repository",
+    "pack_count",
+    "recent_fetched",
+    "record_fetched",
+]
+
+FETCHED_PREFIX: Final = "refs/buildit/fetched/"
+_IDX_MAGIC: Final = b"\xfftOc\x00\x00\x00\x02"
+_FANOUT_END: Final = 8 + 256 * 4
+
+
+def fetched(cache: Path, sha: str) -> bool:
+    """True when the cache recorded `sha` as fetched (so its objects are all there)."""
+    if (cache / FETCHED_PREFIX / sha).is_file():
+        return True
+    try:
+        packed = (cache / "packed-refs").read_text("ascii", "replace")
+    except OSError:
+        return False
+    return f"{sha} {FETCHED_PREFIX}{sha}\n" in packed
+
+
+def recent_fetched(cache: Path, limit: int) -> list[str]:
+    """Up to `limit` fetched commits, newest first: the `have`s that make a fetch incremental."""
+    folder = cache / FETCHED_PREFIX
+    try:
+        entries = [(entry.stat().st_mtime_ns, entry.name) for entry in os.scandir(folder) if entry.is_file()]
+    except OSError:
+        entries = []
+    entries.sort(reverse=True)
+    names = [name for _, name in entries[:limit]]
+    if len(names) < limit:
+        with contextlib.suppress(OSError):
+            for line in (cache / "packed-refs").read_text("ascii", "replace").splitlines():
+                sha, _, ref = line.partition(" ")
+                if ref.startswith(FETCHED_PREFIX) and sha not in names:
+                    names.append(sha)
+                    if len(names) >= limit:
+                        break
+    return names
+
+
+def record_fetched(cache: Path, sha: str) -> None:
+    """Write `refs/buildit/fetched/<sha>` (atomically): the commit stays reachable and known."""
+    folder = cache / FETCHED_PREFIX
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".tmp-{uuid.uuid4().hex}"
+    tmp.write_text(f"{sha}\n", "ascii")
+    os.replace(tmp, folder / sha)
+
+
+def adopt_pack(cache: Path, idx: Path, sha: str) -> bool:
+    """Record `sha` as fetched when the just-indexed pack `idx` holds it; False when it does not."""
+    if not (idx.is_file() and idx_contains(idx, sha)):
+        return False
+    record_fetched(cache, sha)
+    return True
+
+
+def idx_contains(idx: Path, sha: str) -> bool:
+    """True when the pack index `idx` (version 2) lists object `sha` (40 hex digits)."""
+    target = bytes.fromhex(sha)
+    with idx.open("rb") as handle:
+        data = handle.read()
+    if not data.startswith(_IDX_MAGIC) or len(data) < _FANOUT_END:
+        return False
+    first = target[0]
+    low = int.from_bytes(data[8 + (first - 1) * 4 : 8 + first * 4], "big") if first else 0
+    high = int.from_bytes(data[8 + first * 4 : 8 + (first + 1) * 4], "big")
+    width = len(target)
+    while low < high:
+        middle = (low + high) // 2
+        start = _FANOUT_END + middle * width
+        found = data[start : start + width]
+        if found == target:
+            return True
+        if found < target:
+            low = middle + 1
+        else:
+            high = middle
+    return False
+
+
+def pack_count(cache: Path) -> int:
+    """How many packs the cache holds (each fast fetch adds one; housekeeping merges them)."""
+    try:
+        return sum(1 for name in os.listdir(cache / "objects" / "pack") if name.endswith(".pack"))
+    except OSError:
+        return 0
+
+
+_CONFIG_TEMPLATE: Final = """[core]
+\trepositoryformatversion = 0
+\tfilemode = true
+\tbare = false
+\tlogallrefupdates = true
+[remote "origin"]
+\turl = {url}
+\tfetch = +refs/heads/*:refs/remotes/origin/*
+"""
+
+
+def init_workspace_repository(cache: Path, workspace: Path, sha: str, origin_url: str) -> None:
+    """Make `workspace/.git`: HEAD detached at `sha`, `origin` = `origin_url`, the cache's objects.
+
+    Object files are hardlinked (copied across file systems); they are immutable once written, so
+    sharing them with the cache is safe. Call it under the cache's lock, so no repack removes a
+    pack between listing and linking it. The work tree itself is written by `git read-tree`.
+    """
+    if any(ch in origin_url for ch in '\n\r"\\'):
+        raise ValueError("the repository URL contains characters a Git config value cannot hold")
+    git_dir = workspace / ".git"
+    for folder in ("refs/heads", "refs/tags", "objects/info", "objects/pack", "info"):
+        (git_dir / folder).mkdir(parents=True, exist_ok=True)
+    (git_dir / "HEAD").write_text(f"{sha}\n", "ascii")
+    (git_dir / "config").write_text(_CONFIG_TEMPLATE.format(url=origin_url), "utf-8")
+    source = cache / "objects"
+    with os.scandir(source) as entries:
+        for entry in entries:
+            if not entry.is_dir() or entry.name == "info":
+                continue
+            target = git_dir / "objects" / entry.name
+            target.mkdir(exist_ok=True)
+            with os.scandir(entry.path) as files:
+                for item in files:
+                    if item.is_file() and not _temporary(item.name):
+                        _link(Path(item.path), target / item.name)
+
+
+def _temporary(name: str) -> bool:
+    """A file some git is still writing (or left behind when killed): not part of the repository."""
+    return name.startswith(("tmp", ".tmp")) or name.endswith(".lock")
+
+
+def _link(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
