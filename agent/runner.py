@@ -19,7 +19,8 @@ Everything runs on one asyncio event loop over one gRPC channel (see `agent.clie
 * **Drain** – on SIGTERM/SIGINT (or the controller's Drain) the Lease stream is closed, a heartbeat
   says draining, running stages finish and report, and `run()` returns 0. A second signal kills the
   running stages and ends at once with exit status 1 (their leases expire and the controller retries
-  them).
+  them). An operator's drain (HeartbeatResponse.operator_drain) is not the agent's: it only logs
+  it and stays up, because the controller simply offers no leases until the operator resumes it.
 
 * **Workspaces** – each stage gets a fresh directory under `<state_dir>/work/`. A stage with a
   `source` gets a clone of its repository at the exact commit (`agent.gitfetch`: a per-repository
@@ -270,6 +271,7 @@ class Agent:
         self._stages: dict[str, _Stage] = {}
         self._slots = asyncio.Semaphore(settings.capacity)
         self._draining = False
+        self._operator_drained = False
         self._aborting = False
         self._exit: AgentExit | None = None
         self._done = asyncio.Event()
@@ -704,7 +706,16 @@ class Agent:
         self._authenticated()
         for lease_id in response.lost_lease_ids:
             self._lose(lease_id, "heartbeat")
-        if response.draining and not self._draining:
+        if response.operator_drain != self._operator_drained:
+            # An operator's drain: the controller offers nothing until resumed. Stay up (no drain
+            # of our own, which would end the process), so a resume brings work back at once.
+            self._operator_drained = response.operator_drain
+            log.info(
+                "drained by an operator: running stages finish, no new ones until resumed"
+                if response.operator_drain
+                else "resumed by an operator: taking stages again"
+            )
+        if response.draining and not response.operator_drain and not self._draining:
             self.drain("requested by the controller")
 
     # --- leases and stages

@@ -558,12 +558,20 @@ def heartbeat_request_from_proto(message: pb.HeartbeatRequest) -> HeartbeatReque
 
 def heartbeat_response_to_proto(response: HeartbeatResponse) -> pb.HeartbeatResponse:
     """The wire form of a heartbeat's answer."""
-    return pb.HeartbeatResponse(lost_lease_ids=list(response.lost_lease_ids), draining=response.draining)
+    return pb.HeartbeatResponse(
+        lost_lease_ids=list(response.lost_lease_ids),
+        draining=response.draining,
+        operator_drain=response.operator_drain,
+    )
 
 
 def heartbeat_response_from_proto(message: pb.HeartbeatResponse) -> HeartbeatResponse:
     """The dataclass form of a heartbeat's answer."""
-    return HeartbeatResponse(lost_lease_ids=tuple(message.lost_lease_ids), draining=message.draining)
+    return HeartbeatResponse(
+        lost_lease_ids=tuple(message.lost_lease_ids),
+        draining=message.draining,
+        operator_drain=message.operator_drain,
+    )
 
 
 def stage_update_to_proto(update: StageUpdate) -> pb.StageUpdate:

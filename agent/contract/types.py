@@ -241,10 +241,14 @@ class HeartbeatRequest:
 
 @dataclass(frozen=True)
 class HeartbeatResponse:
-    """Leases the controller no longer honours, and whether the agent is being drained."""
+    """Leases the controller no longer honours, and whether the agent is being drained.
+
+    `operator_drain`: an operator drained it; no leases come until resumed, but the agent stays up.
+    """
 
     lost_lease_ids: tuple[str, ...] = ()
     draining: bool = False
+    operator_drain: bool = False
 
 
 @dataclass(frozen=True)

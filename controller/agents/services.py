@@ -13,13 +13,14 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 from uuid import UUID
 
 import grpc
 
 from controller.agents.tables import Agent
 from controller.db.columns import loaded
-from controller.scheduling.scheduler import AgentConn, Scheduler
+from controller.scheduling.scheduler import AgentConn, Scheduler, SchedulingError
 
 MAX_CAPACITY = 256
 
@@ -38,31 +39,56 @@ class AgentView:
     last_seen: datetime | None
     version: str
     registered_at: datetime | None
+    drain_requested_by: str | None = None  # "operator" | "agent" | None
+
+
+def _view(scheduler: Scheduler, row: dict[str, Any]) -> AgentView:
+    live = scheduler.agent_by_id(row["id"])
+    online = live is not None and live.online
+    operator = live.operator_draining if live is not None else bool(row["operator_drain"])
+    # The agent's own drain matters only while it is connected (a drained agent exits);
+    # an operator's drain holds until resumed, so it is shown for an offline agent too.
+    by_agent = online and live is not None and live.agent_draining
+    requested_by = "operator" if operator else ("agent" if by_agent else None)
+    return AgentView(
+        id=row["id"],
+        name=row["name"],
+        status=("draining" if requested_by else "online") if online else "offline",
+        labels=dict(loaded(row["labels"])),
+        executors=list(loaded(row["executors"])),
+        capacity=row["capacity"],
+        running=len(live.running) if live is not None else 0,
+        last_seen=live.last_seen if live is not None and live.last_seen else row["last_seen"],
+        version=row["version"],
+        registered_at=row["registered_at"],
+        drain_requested_by=requested_by,
+    )
 
 
 async def list_agent_views(scheduler: Scheduler, tenant: UUID) -> list[AgentView]:
     """Every registered agent of a tenant, by name, with its live status (REST and gRPC share this)."""
     rows = await Agent.select().where(Agent.tenant == tenant).order_by(Agent.name)
-    views = []
-    for row in rows:
-        live = scheduler.agent_by_id(row["id"])
-        online = live is not None and live.online
-        draining = live.draining if live is not None else row["draining"]
-        views.append(
-            AgentView(
-                id=row["id"],
-                name=row["name"],
-                status=("draining" if draining else "online") if online else "offline",
-                labels=dict(loaded(row["labels"])),
-                executors=list(loaded(row["executors"])),
-                capacity=row["capacity"],
-                running=len(live.running) if live is not None else 0,
-                last_seen=live.last_seen if live is not None and live.last_seen else row["last_seen"],
-                version=row["version"],
-                registered_at=row["registered_at"],
-            )
-        )
-    return views
+    return [_view(scheduler, row) for row in rows]
+
+
+async def agent_view(scheduler: Scheduler, tenant: UUID, agent_id: UUID) -> AgentView | None:
+    """One agent of a tenant with its live status, or None."""
+    row = await Agent.select().where((Agent.tenant == tenant) & (Agent.id == agent_id)).first()
+    return _view(scheduler, row) if row is not None else None
+
+
+async def set_drain(scheduler: Scheduler, tenant: UUID, agent_id: UUID, draining: bool) -> AgentView | None:
+    """Drain or resume an agent of a tenant for an operator; None when there is no such agent.
+
+    The tenant is checked against the stored row first, so one tenant cannot drain another's.
+    """
+    if await agent_view(scheduler, tenant, agent_id) is None:
+        return None
+    try:
+        await scheduler.set_operator_drain(agent_id, draining)
+    except SchedulingError:
+        return None
+    return await agent_view(scheduler, tenant, agent_id)
 
 
 class RegistrationError(Exception):

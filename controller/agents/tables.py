@@ -14,6 +14,8 @@ class Agent(Table):
     Only a hash of the agent's long-lived token is stored (`token_hash`, unique: it is how an
     incoming call finds its agent), so a leaked database does not leak credentials.
     `labels` is a JSON object (`{"os": "linux"}`), `executors` a JSON list (`["docker", "local"]`).
+    `draining` is what the agent itself last said (it drains on SIGTERM); `operator_drain` is an
+    operator's drain (REST), kept across restarts until resumed. Either one stops new leases.
     """
 
     id = UUID(primary_key=True)
@@ -27,6 +29,7 @@ class Agent(Table):
     version = Varchar(length=32)
     status = Varchar(length=16, default="offline")
     draining = Boolean(default=False)
+    operator_drain = Boolean(default=False)
     last_seen = Timestamptz(null=True, default=None)
     registered_at = Timestamptz()
 

@@ -122,7 +122,11 @@ class AgentServicer(pb_grpc.AgentServiceServicer):  # type: ignore[misc]
             await _fail(context, exc)
             raise
         agent = self.scheduler.agent_by_id(current_agent.get())
-        return pb.HeartbeatResponse(lost_lease_ids=lost, draining=bool(agent and agent.draining))
+        return pb.HeartbeatResponse(
+            lost_lease_ids=lost,
+            draining=bool(agent and agent.draining),
+            operator_drain=bool(agent and agent.operator_draining),
+        )
 
     async def ExtendLease(
         self, request: pb.ExtendLeaseRequest, context: aio.ServicerContext

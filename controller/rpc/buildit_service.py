@@ -1,4 +1,5 @@
-"""BuildItService: the gRPC API for integrations (trigger, inspect, watch, logs, cancel, agents)."""
+"""BuildItService: the gRPC API for integrations (trigger, inspect, watch, logs, cancel, retry,
+re-run, agents and their drain)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from agent.contract import convert
 from agent.contract._gen import buildit_pb2 as pb
 from agent.contract._gen import buildit_pb2_grpc as pb_grpc
 from agent.contract.types import StageStatus
-from controller.agents.services import list_agent_views
+from controller.agents.services import AgentView, list_agent_views, set_drain
 from controller.agents.tables import Agent
 from controller.db.columns import loaded
 from controller.events import Overflow
@@ -37,6 +38,35 @@ def _uuid(text: str) -> UUID | None:
         return None
 
 
+_TRIGGERS = {"api": pb.RUN_TRIGGER_API, "rerun": pb.RUN_TRIGGER_RERUN}
+_AGENT_STATUSES = {
+    "online": pb.AGENT_STATUS_ONLINE,
+    "draining": pb.AGENT_STATUS_DRAINING,
+    "offline": pb.AGENT_STATUS_OFFLINE,
+}
+# Scheduler refusals as gRPC status codes ("conflict": the run or stage is not in a state for it).
+_REFUSALS = {
+    "not_found": grpc.StatusCode.NOT_FOUND,
+    "conflict": grpc.StatusCode.FAILED_PRECONDITION,
+}
+
+
+def _agent_proto(v: AgentView) -> pb.Agent:
+    return pb.Agent(
+        id=str(v.id),
+        name=v.name,
+        status=_AGENT_STATUSES[v.status],
+        labels=v.labels,
+        executors=v.executors,
+        capacity=v.capacity,
+        running=v.running,
+        last_seen=convert.timestamp_to_proto(v.last_seen),
+        version=v.version,
+        registered_at=convert.timestamp_to_proto(v.registered_at),
+        drain_requested_by=v.drain_requested_by or "",
+    )
+
+
 def _run_proto(
     row: dict[str, Any], pipeline: str, stages: list[dict[str, Any]], names: dict[Any, str]
 ) -> pb.Run:
@@ -50,7 +80,7 @@ def _run_proto(
         commit_sha=row["sha"],
         commit_message=row["commit_message"],
         author=row["author"],
-        trigger=pb.RUN_TRIGGER_API if row["trigger"] == "api" else pb.RUN_TRIGGER_UNSPECIFIED,
+        trigger=_TRIGGERS.get(row["trigger"], pb.RUN_TRIGGER_UNSPECIFIED),
         created_at=convert.timestamp_to_proto(row["created_at"]),
         started_at=convert.timestamp_to_proto(row["started_at"]),
         finished_at=convert.timestamp_to_proto(row["finished_at"]),
@@ -240,28 +270,47 @@ class BuildItServicer(pb_grpc.BuildItServiceServicer):  # type: ignore[misc]
     async def ListAgents(
         self, request: pb.ListAgentsRequest, context: aio.ServicerContext
     ) -> pb.ListAgentsResponse:
-        statuses = {
-            "online": pb.AGENT_STATUS_ONLINE,
-            "draining": pb.AGENT_STATUS_DRAINING,
-            "offline": pb.AGENT_STATUS_OFFLINE,
-        }
         agents = [
-            pb.Agent(
-                id=str(v.id),
-                name=v.name,
-                status=statuses[v.status],
-                labels=v.labels,
-                executors=v.executors,
-                capacity=v.capacity,
-                running=v.running,
-                last_seen=convert.timestamp_to_proto(v.last_seen),
-                version=v.version,
-                registered_at=convert.timestamp_to_proto(v.registered_at),
-            )
+            _agent_proto(v)
             for v in await list_agent_views(self.svc.scheduler, self.svc.tenant)
-            if not request.status or request.status == statuses[v.status]
+            if not request.status or request.status == _AGENT_STATUSES[v.status]
         ]
         return pb.ListAgentsResponse(agents=agents)
+
+    async def RetryStage(
+        self, request: pb.RetryStageRequest, context: aio.ServicerContext
+    ) -> pb.RetryStageResponse:
+        await self._load_run(request.run_id, context)  # NOT_FOUND for unknown ids, as everywhere
+        try:
+            await self.svc.scheduler.retry_stage(UUID(request.run_id), request.stage_name)
+        except SchedulingError as exc:
+            await context.abort(_REFUSALS.get(exc.code, grpc.StatusCode.INVALID_ARGUMENT), exc.message)
+        return pb.RetryStageResponse(run=await self._load_run(request.run_id, context))
+
+    async def RerunRun(
+        self, request: pb.RerunRunRequest, context: aio.ServicerContext
+    ) -> pb.RerunRunResponse:
+        old = await self._load_run(request.run_id, context)
+        triggers = self.svc.triggers
+        row = await Run.select(Run.pipeline).where(Run.id == UUID(old.id)).first()
+        repo_id = triggers.repository_of(row["pipeline"]) if triggers is not None and row else None
+        repo_url = triggers.git_url(repo_id) if triggers is not None and repo_id else None
+        try:
+            run = await self.svc.scheduler.rerun(UUID(old.id), repo_url=repo_url)
+        except SchedulingError as exc:
+            await context.abort(_REFUSALS.get(exc.code, grpc.StatusCode.INVALID_ARGUMENT), exc.message)
+            raise AssertionError("unreachable") from None
+        return pb.RerunRunResponse(run=await self._load_run(str(run.id), context))
+
+    async def DrainAgent(
+        self, request: pb.DrainAgentRequest, context: aio.ServicerContext
+    ) -> pb.DrainAgentResponse:
+        key = _uuid(request.agent_id)
+        view = await set_drain(self.svc.scheduler, self.svc.tenant, key, request.drain) if key else None
+        if view is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"agent {request.agent_id!r} not found")
+            raise AssertionError("unreachable")
+        return pb.DrainAgentResponse(agent=_agent_proto(view))
 
     async def ValidatePipeline(
         self, request: pb.ValidatePipelineRequest, context: aio.ServicerContext

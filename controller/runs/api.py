@@ -1,4 +1,4 @@
-"""REST: runs of a pipeline — trigger, list, get, cancel, stage logs."""
+"""REST: runs of a pipeline — trigger, list, get, cancel, re-run, retry a stage, stage logs."""
 
 from __future__ import annotations
 
@@ -109,6 +109,35 @@ class RunsController(Controller):
         assert fresh is not None
         return await services.run_with_stages(fresh)
 
+    @post("/{number:int}/rerun", status_code=201)
+    async def rerun(self, state: State, pipeline_id: UUID, number: int) -> dict[str, Any]:
+        """A new run (next number) of a finished run: same pipeline file, branch, commit and metadata."""
+        svc: Services = state.services
+        row = await self._run(svc, pipeline_id, number)
+        repo_id = svc.triggers.repository_of(pipeline_id) if svc.triggers is not None else None
+        # The mirror's URL as agents reach it now (the controller's address may have changed).
+        repo_url = svc.triggers.git_url(repo_id) if svc.triggers is not None and repo_id else None
+        try:
+            run = await svc.scheduler.rerun(row["id"], repo_url=repo_url)
+        except SchedulingError as exc:
+            raise _scheduling_error(exc) from None
+        fresh = await services.find_run(run.pipeline_id, run.number)
+        assert fresh is not None
+        return await services.run_with_stages(fresh)
+
+    @post("/{number:int}/stages/{name:str}/retry", status_code=200)
+    async def retry_stage(self, state: State, pipeline_id: UUID, number: int, name: str) -> dict[str, Any]:
+        """Run a failed, timed-out, errored or cancelled stage again (attempt + 1), and what it blocked."""
+        svc: Services = state.services
+        row = await self._run(svc, pipeline_id, number)
+        try:
+            await svc.scheduler.retry_stage(row["id"], name)
+        except SchedulingError as exc:
+            raise _scheduling_error(exc) from None
+        fresh = await services.find_run(pipeline_id, number)
+        assert fresh is not None
+        return await services.run_with_stages(fresh)
+
     @get("/{number:int}/stages/{name:str}/log", media_type="text/plain")
     async def stage_log(
         self,
@@ -140,6 +169,12 @@ class RunsController(Controller):
             media_type="text/plain; charset=utf-8",
             headers={"X-Log-Size": str(size), "X-Next-Offset": str(next_offset), "X-Attempt": str(chosen)},
         )
+
+
+def _scheduling_error(exc: SchedulingError) -> Exception:
+    """A scheduler refusal as an HTTP error: unknown -> 404, not now -> 409, bad input -> 400."""
+    status = {"not_found": 404, "conflict": 409}.get(exc.code, 400)
+    return error(status, exc.message)
 
 
 async def _run_repository(svc: Services, repo_id: UUID, branch: str, sha: str | None) -> dict[str, Any]:

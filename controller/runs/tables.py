@@ -46,6 +46,11 @@ class Run(Table):
     created_at = Timestamptz()
     started_at = Timestamptz(null=True, default=None)
     finished_at = Timestamptz(null=True, default=None)
+    # What the run was planned from, so a re-run builds the same thing: the pipeline file (a
+    # repository's `.buildit.kdl` at the commit; "" for runs made before it was stored) and the
+    # workspace every stage fetches (JSON `{"repo_url", "commit_sha", "ref"}`, `{}` for none).
+    pipeline_source = Text(default="")
+    workspace = JSON(default={})
 
     # Unique (pipeline, number): index run_pipeline_number_unique, made by a hand-written migration (Piccolo's
     # Unique() constraint is an ALTER TABLE ... ADD CONSTRAINT, which SQLite does not have).

@@ -41,6 +41,10 @@ log = logging.getLogger(__name__)
 
 CANCEL_GRACE_S = 10.0
 TIMEOUT_GRACE_S = 5.0
+#: The message of a stage skipped by its `when` (a reloaded run recognises those stages by it).
+WHEN_SKIPPED = "skipped: its 'when' condition does not match"
+#: Stage statuses an operator may retry.
+RETRYABLE = frozenset({StageStatus.FAILED, StageStatus.TIMED_OUT, StageStatus.ERROR, StageStatus.CANCELLED})
 
 
 def now() -> datetime:
@@ -117,13 +121,26 @@ class AgentConn:
     running: set[str] = field(default_factory=set)
     events: asyncio.Queue[AgentEvent] | None = None
     stream_id: int = 0
-    draining: bool = False
+    agent_draining: bool = False
+    operator_draining: bool = False
     last_seen: datetime | None = None
 
     @property
     def online(self) -> bool:
         """Has an open lease stream."""
         return self.events is not None
+
+    @property
+    def draining(self) -> bool:
+        """Effectively draining: the agent said so (SIGTERM) or an operator drained it."""
+        return self.agent_draining or self.operator_draining
+
+    @property
+    def drain_requested_by(self) -> str | None:
+        """Who drains it: "operator" (wins: it outlives the agent process), "agent", or None."""
+        if self.operator_draining:
+            return "operator"
+        return "agent" if self.agent_draining else None
 
     @property
     def free(self) -> int:
@@ -145,6 +162,24 @@ class NewRun:
     author: str
     trigger: str
     error: str = ""
+    source: str = ""
+    workspace: WorkspaceSource | None = None
+
+
+@dataclass(frozen=True)
+class RunOrigin:
+    """What a stored run was made from: all a re-run needs to build the same thing again."""
+
+    id: UUID
+    pipeline_id: UUID
+    number: int
+    status: StageStatus
+    branch: str
+    sha: str
+    message: str
+    author: str
+    source: str  # the pipeline file it was planned from ("" for runs stored before it was kept)
+    workspace: WorkspaceSource | None
 
 
 class Store(Protocol):
@@ -161,6 +196,10 @@ class Store(Protocol):
     async def save_run(self, run: RunState) -> None: ...
 
     async def load_active_runs(self) -> list[RunState]: ...
+
+    async def load_run(self, run_id: UUID) -> RunState | None: ...
+
+    async def run_origin(self, run_id: UUID) -> RunOrigin | None: ...
 
     async def load_agents(self) -> list[AgentConn]: ...
 
@@ -328,7 +367,7 @@ class Scheduler:
                     )
                     if spec.name in compiled.skipped:
                         stage.status = StageStatus.SKIPPED
-                        stage.message = "skipped: its 'when' condition does not match"
+                        stage.message = WHEN_SKIPPED
                         stage.finished_at = now()
                     run.stages[spec.name] = stage
             else:
@@ -336,7 +375,7 @@ class Scheduler:
                 run.error = error
                 run.finished_at = now()
             await self.store.insert_run(
-                NewRun(run, pipeline_id, branch, sha, message, author, trigger, error)
+                NewRun(run, pipeline_id, branch, sha, message, author, trigger, error, source, workspace)
             )
             if compiled is not None:
                 self.runs[run_id] = run
@@ -365,7 +404,165 @@ class Scheduler:
             await self._advance(run)
             return run
 
+    async def retry_stage(self, run_id: UUID, stage_name: str) -> RunState:
+        """Run one failed, timed-out, errored or cancelled stage again, as a new attempt.
+
+        Why: a flaky test or a lost machine should not cost a whole new run. The run may be
+        finished (it becomes active again: reloaded, `finished_at` and `cancel_requested`
+        cleared) or still running other branches. The stage gets attempt + 1 (earlier attempts'
+        logs stay readable with `?attempt=`) and goes back to the DAG as pending, so it is queued
+        at once; every stage below it (through `needs`, transitively) that was skipped or
+        cancelled because of it goes back to pending too, and runs once it succeeds. Stages
+        skipped by their `when` stay skipped.
+
+        Counters: a manual retry resets `user_retries_used` and `infra_failures` of the stage
+        (and of the stages reset below it). An operator asking again is a fresh start: the
+        stage gets its full `retries` budget and its full allowance of lost agents again, as a
+        new run would give it. The attempt number keeps counting, so logs never collide.
+
+        Refused (SchedulingError "conflict") for a stage in any other status, for a stage whose
+        own needs have not all succeeded (retry those instead), and while the run is being
+        cancelled; "not_found" for an unknown run or stage. A refusal changes nothing.
+        """
+        async with self._operation():
+            run = self.runs.get(run_id)
+            if run is None:
+                run = await self.store.load_run(run_id)
+                if run is None:
+                    raise SchedulingError("not_found", f"run {run_id} not found")
+                active = False
+            else:
+                active = True
+            stage = run.stages.get(stage_name)
+            if stage is None:
+                names = ", ".join(run.stages) or "none (the pipeline could not be planned)"
+                raise SchedulingError(
+                    "not_found", f"run {run.number} has no stage '{stage_name}'; its stages: {names}"
+                )
+            if stage.status not in RETRYABLE:
+                raise SchedulingError(
+                    "conflict",
+                    f"stage '{stage_name}' is {stage.status.value}; only a failed, timed-out, errored "
+                    "or cancelled stage can be retried",
+                )
+            if active and run.cancel_requested:
+                raise SchedulingError(
+                    "conflict",
+                    f"run {run.number} is being cancelled; wait until it has finished, then retry "
+                    f"stage '{stage_name}'",
+                )
+            unmet = [n for n in stage.needs if run.stages[n].status is not StageStatus.SUCCEEDED]
+            if unmet:
+                raise SchedulingError(
+                    "conflict",
+                    f"stage '{stage_name}' needs {', '.join(repr(n) for n in unmet)}, which did not "
+                    f"succeed; retry {'that stage' if len(unmet) == 1 else 'those stages'} instead "
+                    f"('{stage_name}' runs after it succeeds)",
+                )
+            dag = Dag({name: s.needs for name, s in run.stages.items()})
+            below = dag.descendants(stage_name)
+            reset = [
+                s
+                for s in run.stages.values()
+                if s.name in below
+                and s.name not in run.when_skipped
+                and s.status in (StageStatus.SKIPPED, StageStatus.CANCELLED)
+            ]
+            self._reset(stage, f"retried (attempt {stage.attempt + 1})", new_attempt=True)
+            for other in reset:
+                # A stage below never ran while its need was unfinished; should one have a log
+                # all the same (an earlier retry), a new attempt keeps it readable.
+                ran = other.started_at is not None or other.log_size > 0
+                self._reset(other, "", new_attempt=ran)
+            run.cancel_requested = False
+            run.finished_at = None
+            run.status = run_status(run)
+            if not active:
+                self.runs[run.id] = run
+            await self.store.save_run(run)
+            self.events.publish_run(run)
+            for changed in (stage, *reset):
+                await self.store.save_stage(changed)
+                self.events.publish_stage(changed)
+            await self._advance(run)
+            await self._dispatch()
+            return run
+
+    def _reset(self, stage: StageState, message: str, new_attempt: bool) -> None:
+        """A finished stage back to pending (not queued: `_advance` queues it when ready)."""
+        self._release(stage)
+        if stage in self.queue:
+            self.queue.remove(stage)
+        if new_attempt:
+            stage.attempt += 1
+        stage.status = StageStatus.PENDING
+        stage.infra_failures = 0
+        stage.user_retries_used = 0
+        stage.agent_id = None
+        stage.exit_code = None
+        stage.message = message
+        stage.queued_at = None
+        stage.started_at = None
+        stage.finished_at = None
+        stage.log_seq = 0
+        stage.log_size = 0
+        stage.log_verified = False
+
+    async def rerun(self, run_id: UUID, repo_url: str | None = None) -> RunState:
+        """A new run (next number) of a finished run: same pipeline file, commit and metadata.
+
+        Why: to build exactly the same thing again (a flaky failure, a changed environment). A
+        run of a watched repository is planned from the `.buildit.kdl` it used (stored with the
+        run) and fetches the same commit; `repo_url` replaces the stored mirror URL, which
+        changes when the controller's address does. Runs stored before the pipeline file was
+        kept with the run use the pipeline's current file. Its trigger is "rerun".
+
+        Refused: an unfinished run ("conflict": cancel it first), an unknown one ("not_found").
+        """
+        origin = await self.store.run_origin(run_id)
+        if origin is None:
+            raise SchedulingError("not_found", f"run {run_id} not found")
+        if run_id in self.runs or not origin.status.finished:
+            raise SchedulingError(
+                "conflict",
+                f"run {origin.number} is still {origin.status.value}; cancel it first "
+                f"(POST .../runs/{origin.number}/cancel), then re-run it",
+            )
+        workspace = origin.workspace
+        if workspace is not None and repo_url:
+            workspace = replace(workspace, repo_url=repo_url)
+        return await self.trigger(
+            origin.pipeline_id,
+            branch=origin.branch,
+            sha=origin.sha,
+            message=origin.message,
+            author=origin.author,
+            trigger="rerun",
+            source=origin.source or None,
+            workspace=workspace,
+        )
+
     # ------------------------------------------------------------------ agents
+
+    async def set_operator_drain(self, agent_id: UUID, draining: bool) -> AgentConn:
+        """Drain (True) or resume (False) an agent on an operator's word.
+
+        Why: to take a machine out of rotation (maintenance, a bad disk) without stopping it. A
+        drained agent keeps running and reporting its current stages but is offered no new ones;
+        the flag is stored, so it outlives controller restarts and the agent's heartbeats (which
+        only set the agent's own flag). Resuming offers it queued stages at once.
+        """
+        async with self._operation():
+            agent = self.agents.get(agent_id)
+            if agent is None:
+                raise SchedulingError("not_found", f"agent {agent_id} not found")
+            if agent.operator_draining != draining:
+                agent.operator_draining = draining
+                await self.store.save_agent_status(agent)
+                self.events.publish_agent(agent)
+                if not draining:
+                    await self._dispatch()
+            return agent
 
     def agent_by_id(self, agent_id: UUID) -> AgentConn | None:
         """The agent, if registered."""
@@ -399,6 +596,9 @@ class Scheduler:
             stream_id = self._streams
             agent.events, agent.stream_id = queue, stream_id
             agent.last_seen = now()
+            # A draining agent closes its lease stream for good: one opening a stream is not (a
+            # restarted process that drained before). An operator's drain stays.
+            agent.agent_draining = False
             reported = set(running_lease_ids)
             for lease_id in reported - agent.running:
                 queue.put_nowait(
@@ -468,10 +668,14 @@ class Scheduler:
             if agent is None:
                 raise SchedulingError("unauthenticated", "unknown agent")
             agent.last_seen = now()
-            if agent.draining != draining:
-                agent.draining = draining
+            if agent.agent_draining != draining:
+                # Only the agent's own flag: its heartbeat never clears an operator's drain.
+                was = agent.draining
+                agent.agent_draining = draining
                 await self.store.save_agent_status(agent)
                 self.events.publish_agent(agent)
+                if was and not agent.draining:
+                    await self._dispatch()
             for lease_id in running_lease_ids:
                 stage = self.by_lease.get(lease_id)
                 if stage is None or stage.agent_id != agent_id:
@@ -635,11 +839,14 @@ class Scheduler:
         dag = Dag({name: s.needs for name, s in run.stages.items()})
         newly_queued: list[StageState] = []
         if not run.cancel_requested:
-            for name in dag.blocked(statuses):
-                stage = run.stages[name]
-                failed = [d for d in stage.needs if run.stages[d].status is not StageStatus.SUCCEEDED]
-                await self._finish_stage(stage, StageStatus.SKIPPED, f"skipped: needs {', '.join(failed)}")
-            statuses = {name: s.status for name, s in run.stages.items()}
+            # Until none is left: a stage skipped here blocks the stages that need it in turn.
+            while blocked := dag.blocked(statuses):
+                for name in blocked:
+                    stage = run.stages[name]
+                    failed = [d for d in stage.needs if run.stages[d].status is not StageStatus.SUCCEEDED]
+                    message = f"skipped: needs {', '.join(failed)}"
+                    await self._finish_stage(stage, StageStatus.SKIPPED, message)
+                statuses = {name: s.status for name, s in run.stages.items()}
             for name in dag.ready(statuses):
                 stage = run.stages[name]
                 stage.status = StageStatus.QUEUED

@@ -16,7 +16,7 @@ from controller.db.columns import Statement, insert_row, loaded, update_by_id
 from controller.pipelines.tables import Pipeline
 from controller.runs.tables import Run, StageRun
 from controller.scheduling.model import RunState, StageState
-from controller.scheduling.scheduler import CANCEL_GRACE_S, AgentConn, NewRun
+from controller.scheduling.scheduler import CANCEL_GRACE_S, WHEN_SKIPPED, AgentConn, NewRun, RunOrigin
 
 ACTIVE = [s.value for s in StageStatus if not s.finished]
 
@@ -100,6 +100,8 @@ _INSERT_RUN = insert_row(
         Run.created_at,
         Run.started_at,
         Run.finished_at,
+        Run.pipeline_source,
+        Run.workspace,
     ],
 )
 _INSERT_STAGE = insert_row(
@@ -194,6 +196,8 @@ class PiccoloStore:
                 created,
                 run.started_at,
                 run.finished_at,
+                new.source,
+                json.dumps(asdict(new.workspace) if new.workspace is not None else {}),
             )
             for stage in run.stages.values():
                 await _INSERT_STAGE.run(
@@ -249,50 +253,32 @@ class PiccoloStore:
 
     async def load_active_runs(self) -> list[RunState]:
         rows = await Run.select().where(Run.status.is_in(ACTIVE)).order_by(Run.created_at)
-        runs: dict[UUID, RunState] = {}
-        for row in rows:
-            runs[row["id"]] = RunState(
-                id=row["id"],
-                pipeline_id=row["pipeline"],
-                number=row["number"],
-                status=StageStatus(row["status"]),
-                cancel_requested=row["cancel_requested"],
-                started_at=_aware(row["started_at"]),
-            )
-        if not runs:
-            return []
-        stage_rows = await StageRun.select().where(StageRun.run.is_in(list(runs))).order_by(StageRun.index)
-        for row in stage_rows:
-            run = runs[row["run"]]
-            stage = StageState(
-                id=row["id"],
-                run_id=row["run"],
-                name=row["name"],
-                index=row["index"],
-                status=StageStatus(row["status"]),
-                spec=spec_fromloaded(row["spec"]),
-                needs=tuple(loaded(row["needs"])),
-                executor=row["executor"],
-                labels=dict(loaded(row["labels"])),
-                attempt=row["attempt"],
-                infra_failures=row["infra_failures"],
-                user_retries_used=row["user_retries_used"],
-                agent_id=row["agent"],
-                lease_id=row["lease_id"],
-                lease_deadline=_aware(row["lease_deadline"]),
-                timeout_deadline=_aware(row["timeout_deadline"]),
-                exit_code=row["exit_code"],
-                message=row["message"],
-                queued_at=_aware(row["queued_at"]),
-                started_at=_aware(row["started_at"]),
-                finished_at=_aware(row["finished_at"]),
-                log_seq=row["log_seq"],
-                log_size=row["log_size"],
-            )
-            if run.cancel_requested and stage.lease_id is not None:
-                stage.cancel_deadline = datetime.now(UTC) + timedelta(seconds=CANCEL_GRACE_S)
-            run.stages[stage.name] = stage
-        return list(runs.values())
+        return await _with_stages(rows)
+
+    async def load_run(self, run_id: UUID) -> RunState | None:
+        """One run and its stages, whatever its status (a finished run an operator retries)."""
+        rows = await Run.select().where((Run.id == run_id) & (Run.tenant == self.tenant))
+        runs = await _with_stages(rows)
+        return runs[0] if runs else None
+
+    async def run_origin(self, run_id: UUID) -> RunOrigin | None:
+        """What a stored run was made from (for a re-run)."""
+        row = await Run.select().where((Run.id == run_id) & (Run.tenant == self.tenant)).first()
+        if row is None:
+            return None
+        workspace = loaded(row["workspace"]) or None
+        return RunOrigin(
+            id=row["id"],
+            pipeline_id=row["pipeline"],
+            number=row["number"],
+            status=StageStatus(row["status"]),
+            branch=row["branch"],
+            sha=row["sha"],
+            message=row["commit_message"],
+            author=row["author"],
+            source=row["pipeline_source"],
+            workspace=WorkspaceSource(**workspace) if isinstance(workspace, dict) else None,
+        )
 
     async def load_agents(self) -> list[AgentConn]:
         rows = await Agent.select().where(Agent.tenant == self.tenant)
@@ -304,7 +290,8 @@ class PiccoloStore:
                 executors=tuple(loaded(row["executors"])),
                 capacity=row["capacity"],
                 version=row["version"],
-                draining=row["draining"],
+                agent_draining=row["draining"],
+                operator_draining=row["operator_drain"],
                 last_seen=_aware(row["last_seen"]),
             )
             for row in rows
@@ -313,5 +300,67 @@ class PiccoloStore:
     async def save_agent_status(self, agent: AgentConn) -> None:
         status = "offline" if not agent.online else ("draining" if agent.draining else "online")
         await Agent.update(
-            {Agent.status: status, Agent.draining: agent.draining, Agent.last_seen: agent.last_seen}
+            {
+                Agent.status: status,
+                Agent.draining: agent.agent_draining,
+                Agent.operator_drain: agent.operator_draining,
+                Agent.last_seen: agent.last_seen,
+            }
         ).where(Agent.id == agent.id)
+
+
+async def _with_stages(rows: list[dict[str, Any]]) -> list[RunState]:
+    """Runs (rows of the run table) as the scheduler holds them, with their stages."""
+    runs: dict[UUID, RunState] = {}
+    for row in rows:
+        runs[row["id"]] = RunState(
+            id=row["id"],
+            pipeline_id=row["pipeline"],
+            number=row["number"],
+            status=StageStatus(row["status"]),
+            cancel_requested=row["cancel_requested"],
+            started_at=_aware(row["started_at"]),
+            finished_at=_aware(row["finished_at"]),
+            created_at=_aware(row["created_at"]),
+            error=row["error"],
+        )
+    if not runs:
+        return []
+    stage_rows = await StageRun.select().where(StageRun.run.is_in(list(runs))).order_by(StageRun.index)
+    for row in stage_rows:
+        run = runs[row["run"]]
+        stage = StageState(
+            id=row["id"],
+            run_id=row["run"],
+            name=row["name"],
+            index=row["index"],
+            status=StageStatus(row["status"]),
+            spec=spec_fromloaded(row["spec"]),
+            needs=tuple(loaded(row["needs"])),
+            executor=row["executor"],
+            labels=dict(loaded(row["labels"])),
+            attempt=row["attempt"],
+            infra_failures=row["infra_failures"],
+            user_retries_used=row["user_retries_used"],
+            agent_id=row["agent"],
+            lease_id=row["lease_id"],
+            lease_deadline=_aware(row["lease_deadline"]),
+            timeout_deadline=_aware(row["timeout_deadline"]),
+            exit_code=row["exit_code"],
+            message=row["message"],
+            queued_at=_aware(row["queued_at"]),
+            started_at=_aware(row["started_at"]),
+            finished_at=_aware(row["finished_at"]),
+            log_seq=row["log_seq"],
+            log_size=row["log_size"],
+        )
+        if run.cancel_requested and stage.lease_id is not None:
+            stage.cancel_deadline = datetime.now(UTC) + timedelta(seconds=CANCEL_GRACE_S)
+        run.stages[stage.name] = stage
+    for run in runs.values():
+        run.when_skipped = frozenset(
+            s.name
+            for s in run.stages.values()
+            if s.status is StageStatus.SKIPPED and s.message == WHEN_SKIPPED
+        )
+    return list(runs.values())

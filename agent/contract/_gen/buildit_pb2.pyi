@@ -44,6 +44,7 @@ class RunTrigger(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     RUN_TRIGGER_PUSH: _ClassVar[RunTrigger]
     RUN_TRIGGER_API: _ClassVar[RunTrigger]
     RUN_TRIGGER_UI: _ClassVar[RunTrigger]
+    RUN_TRIGGER_RERUN: _ClassVar[RunTrigger]
 
 class AgentStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -79,6 +80,7 @@ RUN_TRIGGER_UNSPECIFIED: RunTrigger
 RUN_TRIGGER_PUSH: RunTrigger
 RUN_TRIGGER_API: RunTrigger
 RUN_TRIGGER_UI: RunTrigger
+RUN_TRIGGER_RERUN: RunTrigger
 AGENT_STATUS_UNSPECIFIED: AgentStatus
 AGENT_STATUS_ONLINE: AgentStatus
 AGENT_STATUS_OFFLINE: AgentStatus
@@ -282,12 +284,14 @@ class HeartbeatRequest(_message.Message):
     def __init__(self, agent_id: _Optional[str] = ..., running_lease_ids: _Optional[_Iterable[str]] = ..., free_slots: _Optional[int] = ..., draining: _Optional[bool] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
-    __slots__ = ("lost_lease_ids", "draining")
+    __slots__ = ("lost_lease_ids", "draining", "operator_drain")
     LOST_LEASE_IDS_FIELD_NUMBER: _ClassVar[int]
     DRAINING_FIELD_NUMBER: _ClassVar[int]
+    OPERATOR_DRAIN_FIELD_NUMBER: _ClassVar[int]
     lost_lease_ids: _containers.RepeatedScalarFieldContainer[str]
     draining: bool
-    def __init__(self, lost_lease_ids: _Optional[_Iterable[str]] = ..., draining: _Optional[bool] = ...) -> None: ...
+    operator_drain: bool
+    def __init__(self, lost_lease_ids: _Optional[_Iterable[str]] = ..., draining: _Optional[bool] = ..., operator_drain: _Optional[bool] = ...) -> None: ...
 
 class StageUpdate(_message.Message):
     __slots__ = ("lease_id", "status", "exit_code", "message", "started_at", "finished_at")
@@ -454,7 +458,7 @@ class Run(_message.Message):
     def __init__(self, id: _Optional[str] = ..., repository: _Optional[str] = ..., number: _Optional[int] = ..., pipeline: _Optional[str] = ..., status: _Optional[_Union[StageStatus, str]] = ..., ref: _Optional[str] = ..., commit_sha: _Optional[str] = ..., commit_message: _Optional[str] = ..., author: _Optional[str] = ..., trigger: _Optional[_Union[RunTrigger, str]] = ..., triggered_by: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., stages: _Optional[_Iterable[_Union[Stage, _Mapping]]] = ..., message: _Optional[str] = ...) -> None: ...
 
 class Agent(_message.Message):
-    __slots__ = ("id", "name", "status", "labels", "executors", "capacity", "running", "last_seen", "version", "registered_at")
+    __slots__ = ("id", "name", "status", "labels", "executors", "capacity", "running", "last_seen", "version", "registered_at", "drain_requested_by")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -472,6 +476,7 @@ class Agent(_message.Message):
     LAST_SEEN_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     REGISTERED_AT_FIELD_NUMBER: _ClassVar[int]
+    DRAIN_REQUESTED_BY_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     status: AgentStatus
@@ -482,7 +487,8 @@ class Agent(_message.Message):
     last_seen: _timestamp_pb2.Timestamp
     version: str
     registered_at: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., status: _Optional[_Union[AgentStatus, str]] = ..., labels: _Optional[_Mapping[str, str]] = ..., executors: _Optional[_Iterable[str]] = ..., capacity: _Optional[int] = ..., running: _Optional[int] = ..., last_seen: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., version: _Optional[str] = ..., registered_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    drain_requested_by: str
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., status: _Optional[_Union[AgentStatus, str]] = ..., labels: _Optional[_Mapping[str, str]] = ..., executors: _Optional[_Iterable[str]] = ..., capacity: _Optional[int] = ..., running: _Optional[int] = ..., last_seen: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., version: _Optional[str] = ..., registered_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., drain_requested_by: _Optional[str] = ...) -> None: ...
 
 class TriggerRunRequest(_message.Message):
     __slots__ = ("repository", "ref", "commit_sha", "env")
@@ -648,3 +654,43 @@ class ValidatePipelineResponse(_message.Message):
     diagnostics: _containers.RepeatedCompositeFieldContainer[Diagnostic]
     stages: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, valid: _Optional[bool] = ..., diagnostics: _Optional[_Iterable[_Union[Diagnostic, _Mapping]]] = ..., stages: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class RetryStageRequest(_message.Message):
+    __slots__ = ("run_id", "stage_name")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    STAGE_NAME_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    stage_name: str
+    def __init__(self, run_id: _Optional[str] = ..., stage_name: _Optional[str] = ...) -> None: ...
+
+class RetryStageResponse(_message.Message):
+    __slots__ = ("run",)
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    run: Run
+    def __init__(self, run: _Optional[_Union[Run, _Mapping]] = ...) -> None: ...
+
+class RerunRunRequest(_message.Message):
+    __slots__ = ("run_id",)
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    def __init__(self, run_id: _Optional[str] = ...) -> None: ...
+
+class RerunRunResponse(_message.Message):
+    __slots__ = ("run",)
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    run: Run
+    def __init__(self, run: _Optional[_Union[Run, _Mapping]] = ...) -> None: ...
+
+class DrainAgentRequest(_message.Message):
+    __slots__ = ("agent_id", "drain")
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    DRAIN_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    drain: bool
+    def __init__(self, agent_id: _Optional[str] = ..., drain: _Optional[bool] = ...) -> None: ...
+
+class DrainAgentResponse(_message.Message):
+    __slots__ = ("agent",)
+    AGENT_FIELD_NUMBER: _ClassVar[int]
+    agent: Agent
+    def __init__(self, agent: _Optional[_Union[Agent, _Mapping]] = ...) -> None: ...

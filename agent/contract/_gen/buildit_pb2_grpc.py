@@ -560,6 +560,21 @@ class BuildItServiceStub:
                 request_serializer=buildit__pb2.ValidatePipelineRequest.SerializeToString,
                 response_deserializer=buildit__pb2.ValidatePipelineResponse.FromString,
                 _registered_method=True)
+        self.RetryStage = channel.unary_unary(
+                '/buildit.v1.BuildItService/RetryStage',
+                request_serializer=buildit__pb2.RetryStageRequest.SerializeToString,
+                response_deserializer=buildit__pb2.RetryStageResponse.FromString,
+                _registered_method=True)
+        self.RerunRun = channel.unary_unary(
+                '/buildit.v1.BuildItService/RerunRun',
+                request_serializer=buildit__pb2.RerunRunRequest.SerializeToString,
+                response_deserializer=buildit__pb2.RerunRunResponse.FromString,
+                _registered_method=True)
+        self.DrainAgent = channel.unary_unary(
+                '/buildit.v1.BuildItService/DrainAgent',
+                request_serializer=buildit__pb2.DrainAgentRequest.SerializeToString,
+                response_deserializer=buildit__pb2.DrainAgentResponse.FromString,
+                _registered_method=True)
 
 
 class BuildItServiceServicer:
@@ -630,6 +645,31 @@ class BuildItServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RetryStage(self, request, context):
+        """Run a failed, timed-out, errored or cancelled stage again as attempt + 1, then the stages it had
+        skipped or cancelled below it; a finished run becomes active again. FAILED_PRECONDITION for a
+        stage in any other status (or whose needs did not succeed), NOT_FOUND for an unknown run or stage.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RerunRun(self, request, context):
+        """A new run (next number) of a finished run: same ref, commit, message, author and pipeline file.
+        FAILED_PRECONDITION while the run is unfinished (cancel it first).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DrainAgent(self, request, context):
+        """An operator's drain (drain = true) or resume (false) of an agent: a drained agent gets no new
+        stages (running ones finish) until resumed, across controller restarts. NOT_FOUND when unknown.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BuildItServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -672,6 +712,21 @@ def add_BuildItServiceServicer_to_server(servicer, server):
                     servicer.ValidatePipeline,
                     request_deserializer=buildit__pb2.ValidatePipelineRequest.FromString,
                     response_serializer=buildit__pb2.ValidatePipelineResponse.SerializeToString,
+            ),
+            'RetryStage': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetryStage,
+                    request_deserializer=buildit__pb2.RetryStageRequest.FromString,
+                    response_serializer=buildit__pb2.RetryStageResponse.SerializeToString,
+            ),
+            'RerunRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.RerunRun,
+                    request_deserializer=buildit__pb2.RerunRunRequest.FromString,
+                    response_serializer=buildit__pb2.RerunRunResponse.SerializeToString,
+            ),
+            'DrainAgent': grpc.unary_unary_rpc_method_handler(
+                    servicer.DrainAgent,
+                    request_deserializer=buildit__pb2.DrainAgentRequest.FromString,
+                    response_serializer=buildit__pb2.DrainAgentResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -898,6 +953,87 @@ class BuildItService:
             '/buildit.v1.BuildItService/ValidatePipeline',
             buildit__pb2.ValidatePipelineRequest.SerializeToString,
             buildit__pb2.ValidatePipelineResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetryStage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/buildit.v1.BuildItService/RetryStage',
+            buildit__pb2.RetryStageRequest.SerializeToString,
+            buildit__pb2.RetryStageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RerunRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/buildit.v1.BuildItService/RerunRun',
+            buildit__pb2.RerunRunRequest.SerializeToString,
+            buildit__pb2.RerunRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DrainAgent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/buildit.v1.BuildItService/DrainAgent',
+            buildit__pb2.DrainAgentRequest.SerializeToString,
+            buildit__pb2.DrainAgentResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -141,6 +141,9 @@ def test_health_and_reflection(client: Client) -> None:
         "CancelRun",
         "ListAgents",
         "ValidatePipeline",
+        "RetryStage",
+        "RerunRun",
+        "DrainAgent",
     }
     assert pool.FindMessageTypeByName("buildit.v1.StageLease").fields_by_name["lease_id"].number == 1
 
