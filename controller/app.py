@@ -14,6 +14,7 @@ from controller.agents.api import AgentsController
 from controller.api_errors import client_error_handler, error, validation_handler
 from controller.artifacts.api import ArtifactsController
 from controller.hooks.api import HooksController
+from controller.live.socket import LIVE_HANDLERS
 from controller.pipelines.api import PipelinesController
 from controller.repos.api import ReposController
 from controller.repos.git_http import GitHttpController
@@ -51,6 +52,7 @@ def create_app(services: Services, max_body_bytes: int = 1024 * 1024) -> Litesta
         ReposController,
         HooksController,
         GitHttpController,
+        *LIVE_HANDLERS,  # /ws: live updates for the UI pages
     ]
     return Litestar(
         route_handlers=handlers,

@@ -13,8 +13,9 @@ so the difference is BuildIt's own overhead:
 
 The next four (`tests.bench.controller_bench`) measure the controller and agents as deployed:
 `lease_latency`, `throughput`, `fleet` and `agent_rss` (targets and method in that module). The
-last two (`tests.bench.trigger_bench`) are `trigger_latency` in its `watch` and `webhook` modes:
-a commit or a push to the first stage's command running.
+next two (`tests.bench.trigger_bench`) are `trigger_latency` in its `watch` and `webhook` modes:
+a commit or a push to the first stage's command running. The last (`tests.bench.live_log_bench`) is
+`live_log`: 200,000 lines a stage prints reaching a WebSocket client of `/ws`.
 
 Output contract: exactly one JSON object per line on stdout (machine-readable, so CI can keep a
 history); progress goes to stderr. Exit 0 when every benchmark ran, 1 when one could not (its JSON
@@ -310,7 +311,17 @@ def bench_docker(repeats: int, image: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------- entry point
 
 
-BENCHES = ("local", "docker", "lease", "throughput", "fleet", "agent_rss", "trigger_watch", "trigger_webhook")
+BENCHES = (
+    "local",
+    "docker",
+    "lease",
+    "throughput",
+    "fleet",
+    "agent_rss",
+    "trigger_watch",
+    "trigger_webhook",
+    "live_log",
+)
 #: `--only` name -> the `bench` field of its JSON line (for the error line when it fails).
 BENCH_NAMES = {
     "local": "local_overhead",
@@ -321,6 +332,7 @@ BENCH_NAMES = {
     "agent_rss": "agent_rss",
     "trigger_watch": "trigger_latency",
     "trigger_webhook": "trigger_latency",
+    "live_log": "live_log",
 }
 
 
@@ -355,6 +367,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="measured rounds, the median reported (default: 3)",
     )
     parser.add_argument("--trigger-pushes", type=_positive, default=20, help="pushes per mode (default: 20)")
+    parser.add_argument(
+        "--live-log-lines", type=_positive, default=200_000, help="lines the stage prints (default: 200000)"
+    )
+    parser.add_argument(
+        "--live-log-rounds", type=_positive, default=3, help="measured rounds, median reported (default: 3)"
+    )
     parser.add_argument("--throughput-agents", type=_positive, default=4, help="agent processes (default: 4)")
     parser.add_argument("--throughput-capacity", type=_positive, default=4, help="slots each (default: 4)")
     parser.add_argument(
@@ -405,6 +423,10 @@ def run_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
         from tests.bench.trigger_bench import bench_trigger_latency
 
         return bench_trigger_latency(name.removeprefix("trigger_"), args.trigger_pushes)
+    if name == "live_log":
+        from tests.bench.live_log_bench import bench_live_log
+
+        return bench_live_log(args.live_log_lines, args.live_log_rounds)
     raise BenchError(f"unknown benchmark {name}")
 
 

@@ -316,8 +316,10 @@ class FakeController(pb_grpc.AgentServiceServicer):
                 yield pb.LogAck(lease_id=lease_id, acked_seq=stored, lease_lost=True)
                 continue
             if chunk.seq == stored + 1:
-                self.stored_lines.setdefault(lease_id, []).extend(line.text for line in chunk.lines)
-                self.stored_chunk_sizes.setdefault(lease_id, []).append(len(chunk.lines))
+                # A LogLine may pack several lines of one stream, joined by "\n" (agent.logs).
+                lines = [text for line in chunk.lines for text in line.text.split("\n")]
+                self.stored_lines.setdefault(lease_id, []).extend(lines)
+                self.stored_chunk_sizes.setdefault(lease_id, []).append(len(lines))
                 self.stored_seq[lease_id] = stored = chunk.seq
             if self.close_log_stream_after is not None and received >= self.close_log_stream_after:
                 self.close_log_stream_after = None

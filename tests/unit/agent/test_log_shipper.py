@@ -19,7 +19,12 @@ async def drain_outbox(shipper: LogShipper) -> list[LogChunk]:
 
 
 def texts(chunks: list[LogChunk]) -> list[str]:
-    return [line.text for chunk in chunks for line in chunk.lines]
+    """The output lines, unpacked (a LogLine holds consecutive lines of one stream joined by \\n)."""
+    return [text for chunk in chunks for line in chunk.lines for text in line.text.split("\n")]
+
+
+def line_counts(chunks: list[LogChunk]) -> list[int]:
+    return [len(texts([c])) for c in chunks]
 
 
 async def test_a_chunk_is_cut_after_the_flush_interval() -> None:
@@ -29,17 +34,42 @@ async def test_a_chunk_is_cut_after_the_flush_interval() -> None:
     shipper.add("a", "two")
     assert await drain_outbox(shipper) == []  # not yet: 50 ms have not passed
     chunk = await asyncio.wait_for(shipper.next_chunk(), 1)
-    assert (chunk.lease_id, chunk.seq, [line.text for line in chunk.lines]) == ("a", 1, ["one", "two"])
+    assert (chunk.lease_id, chunk.seq, [line.text for line in chunk.lines]) == ("a", 1, ["one\ntwo"])
     assert all(line.stream is LogStream.STDOUT for line in chunk.lines)
 
 
-async def test_a_chunk_is_cut_at_the_line_limit() -> None:
+async def test_consecutive_lines_of_one_stream_are_packed_into_one_log_line() -> None:
+    # The controller stores text + "\n" per LogLine: packing must give the same bytes as before.
     shipper = LogShipper(flush_interval_s=60)
+    shipper.open("a")
+    for text, stream in [
+        ("$ make", LogStream.SYSTEM),
+        ("cc -c a.c", LogStream.STDOUT),
+        ("", LogStream.STDOUT),
+        ("warning: x", LogStream.STDERR),
+        ("done", LogStream.STDOUT),
+        ("ok", LogStream.STDOUT),
+    ]:
+        shipper.add("a", text, stream)
+    shipper.flush("a")
+    (chunk,) = await drain_outbox(shipper)
+    assert [(line.text, line.stream) for line in chunk.lines] == [
+        ("$ make", LogStream.SYSTEM),
+        ("cc -c a.c\n", LogStream.STDOUT),
+        ("warning: x", LogStream.STDERR),
+        ("done\nok", LogStream.STDOUT),
+    ]
+    stored = "".join(line.text + "\n" for line in chunk.lines)
+    assert stored == "$ make\ncc -c a.c\n\nwarning: x\ndone\nok\n"
+
+
+async def test_a_chunk_is_cut_at_the_line_limit() -> None:
+    shipper = LogShipper(flush_interval_s=60, max_chunk_lines=1000)
     shipper.open("a")
     for i in range(2500):
         shipper.add("a", f"l{i}")
     chunks = await drain_outbox(shipper)
-    assert [len(c.lines) for c in chunks] == [1000, 1000]
+    assert line_counts(chunks) == [1000, 1000]
     shipper.flush("a")
     chunks += await drain_outbox(shipper)
     assert [c.seq for c in chunks] == [1, 2, 3]
@@ -54,8 +84,8 @@ async def test_a_chunk_is_cut_before_it_exceeds_the_byte_limit() -> None:
         shipper.add("a", line)
     shipper.flush("a")
     chunks = await drain_outbox(shipper)
-    assert [len(c.lines) for c in chunks] == [4, 4, 2]
-    assert all(sum(len(x.text) for x in c.lines) <= 256 * 1024 for c in chunks)
+    assert line_counts(chunks) == [4, 4, 2]
+    assert all(sum(len(x.text) + 1 for x in c.lines) <= 256 * 1024 for c in chunks)
 
 
 async def test_multibyte_text_counts_in_utf8_bytes() -> None:
@@ -64,7 +94,7 @@ async def test_multibyte_text_counts_in_utf8_bytes() -> None:
     shipper.add("a", "é" * 300)  # 600 bytes
     shipper.add("a", "é" * 300)  # would make 1200 > 1000: cut first
     chunks = await drain_outbox(shipper)
-    assert [len(c.lines) for c in chunks] == [1]
+    assert line_counts(chunks) == [1]
 
 
 async def test_seqs_are_per_lease_and_interleaving_keeps_order() -> None:

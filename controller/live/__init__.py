@@ -1,0 +1,1 @@
+"""Live updates for the web UI: one WebSocket per page at `/ws` (protocol in `controller.live.socket`)."""

@@ -1,0 +1,104 @@
+"""The JSON the live socket sends for runs, stages and agents: the REST API's shapes, read fresh.
+
+Rendered from the database (and the scheduler's live view for agents) rather than from the event's
+in-memory object, so a page sees exactly what a REST reload would show. Runs and stages of other
+tenants' pipelines render as None (not sent).
+
+The scheduler publishes events inside its operation's database transaction, so a reader on another
+connection (PostgreSQL) would still see the old rows: `settled` waits for that operation to end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+from uuid import UUID
+
+from controller.agents.services import list_agent_views
+from controller.agents.tables import Agent
+from controller.runs.services import run_json, stage_json
+from controller.runs.tables import Run, StageRun
+from controller.services import Services
+
+
+async def settled(svc: Services) -> None:
+    """Wait until the scheduler operation running now (which may have published an event) committed.
+
+    The scheduler serialises its operations, each one transaction, with one lock; taking and
+    releasing it queues behind the current operation only (asyncio locks are fair), so this costs
+    the scheduler nothing. TODO(lead): a public `Scheduler.settled()` would avoid the private name.
+    """
+    lock = getattr(svc.scheduler, "_lock", None)
+    if isinstance(lock, asyncio.Lock):
+        async with lock:
+            pass
+
+
+async def run_message(svc: Services, run_id: UUID) -> dict[str, Any] | None:
+    """`{"type":"run","run":…}`: `run_json` plus `pipeline_id` and `pipeline_name`."""
+    row = (
+        await Run.select(
+            *Run.all_columns(),
+            Run.pipeline.name.as_alias("pipeline_name"),
+            Run.pipeline.tenant.as_alias("pipeline_tenant"),
+        )
+        .where(Run.id == run_id)
+        .first()
+    )
+    if row is None or row["pipeline_tenant"] != svc.tenant:
+        return None
+    run = run_json(row)
+    run["pipeline_name"] = row["pipeline_name"]
+    return {"type": "run", "run": run}
+
+
+async def run_tenant_ok(svc: Services, run_id: UUID) -> bool:
+    """Whether the run exists and belongs to this controller's tenant."""
+    row = await Run.select(Run.pipeline.tenant.as_alias("tenant")).where(Run.id == run_id).first()
+    return row is not None and row["tenant"] == svc.tenant
+
+
+async def stage_messages(run_id: UUID, name: str | None = None) -> list[dict[str, Any]]:
+    """`{"type":"stage","stage":…}` for one stage of a run (or all, in file order), plus `run_id`."""
+    query = StageRun.select().where(StageRun.run == run_id)
+    if name is not None:
+        query = query.where(StageRun.name == name)
+    rows = await query.order_by(StageRun.index)
+    agent_ids = list({r["agent"] for r in rows if r["agent"]})
+    names: dict[Any, str] = {}
+    if agent_ids:
+        for agent in await Agent.select(Agent.id, Agent.name).where(Agent.id.is_in(agent_ids)):
+            names[agent["id"]] = agent["name"]
+    out = []
+    for row in rows:
+        stage = stage_json(row, names)
+        stage["run_id"] = str(run_id)
+        out.append({"type": "stage", "stage": stage})
+    return out
+
+
+async def agent_messages(svc: Services) -> dict[UUID, dict[str, Any]]:
+    """`{"type":"agent","agent":…}` for every agent, as GET /api/v1/agents renders them, by id."""
+    return {
+        v.id: {
+            "type": "agent",
+            "agent": {
+                "id": str(v.id),
+                "name": v.name,
+                "status": v.status,
+                "labels": v.labels,
+                "executors": v.executors,
+                "capacity": v.capacity,
+                "running": v.running,
+                "last_seen": v.last_seen.isoformat() if v.last_seen else None,
+                "version": v.version,
+                "registered_at": v.registered_at.isoformat() if v.registered_at else None,
+            },
+        }
+        for v in await list_agent_views(svc.scheduler, svc.tenant)
+    }
+
+
+async def agent_message(svc: Services, agent_id: UUID) -> dict[str, Any] | None:
+    """One agent's message (None when it is not this tenant's)."""
+    return (await agent_messages(svc)).get(agent_id)
