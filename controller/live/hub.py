@@ -123,10 +123,6 @@ class LiveHub:
                 message = await render.run_message(self.svc, event.run_id)
                 self._send(RUNS, message)
                 self._send(key, message)
-                if one_run and message is not None:
-                    # Stage changes the scheduler does not publish (started running) show up here.
-                    for stage in await render.stage_messages(event.run_id):
-                        self._send(key, stage)
         elif event.kind == "stage" and one_run:
             for stage in await render.stage_messages(event.run_id, event.subject.name):
                 self._send(key, stage)

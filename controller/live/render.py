@@ -10,7 +10,6 @@ connection (PostgreSQL) would still see the old rows: `settled` waits for that o
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 from uuid import UUID
 
@@ -22,16 +21,8 @@ from controller.services import Services
 
 
 async def settled(svc: Services) -> None:
-    """Wait until the scheduler operation running now (which may have published an event) committed.
-
-    The scheduler serialises its operations, each one transaction, with one lock; taking and
-    releasing it queues behind the current operation only (asyncio locks are fair), so this costs
-    the scheduler nothing. TODO(lead): a public `Scheduler.settled()` would avoid the private name.
-    """
-    lock = getattr(svc.scheduler, "_lock", None)
-    if isinstance(lock, asyncio.Lock):
-        async with lock:
-            pass
+    """Wait until the scheduler operation that may have published an event committed its rows."""
+    await svc.scheduler.settled()
 
 
 async def run_message(svc: Services, run_id: UUID) -> dict[str, Any] | None:

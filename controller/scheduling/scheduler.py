@@ -258,6 +258,16 @@ class Scheduler:
         async with self._lock, self.store.transaction():
             yield
 
+    async def settled(self) -> None:
+        """Wait until the operation running now has committed.
+
+        Events are published inside an operation's transaction: a reader on another connection
+        (PostgreSQL) that wants the rows an event announced waits here first. The lock is fair, so
+        this queues behind the current operation only and costs the scheduler nothing.
+        """
+        async with self._lock:
+            pass
+
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
@@ -716,6 +726,7 @@ class Scheduler:
                 stage.timeout_deadline = now() + timedelta(seconds=stage.spec.timeout_s + TIMEOUT_GRACE_S)
                 await self._extend(stage)
                 await self.store.save_stage(stage)
+                self.events.publish_stage(stage)
                 self._wake.set()
                 run = self.runs[stage.run_id]
                 await self._advance(run)

@@ -81,7 +81,7 @@ async def test_run_and_stage_updates_and_a_log_equal_to_the_stored_one(fleet: Co
     config = (
         'pipeline "live-demo"\n'
         'stage "build" { run "seq 1 20000; echo \'naïve ✓ 日本\'"; }\n'
-        'stage "test" needs="build" { run "echo tested"; }\n'
+        'stage "test" needs="build" { run "sleep 0.5; echo tested"; }\n'
     )
     async with connect(controller) as dashboard, connect(controller) as page:
         await send(dashboard, op="watch", topic="runs")
@@ -108,6 +108,8 @@ async def test_run_and_stage_updates_and_a_log_equal_to_the_stored_one(fleet: Co
     stages = [m["stage"] for m in seen if m["type"] == "stage"]
     assert {s["run_id"] for s in stages} == {run_id}
     final = {s["name"]: s for s in stages}
+    # A stage that starts while its run is already running is announced as running at once.
+    assert [s["status"] for s in stages if s["name"] == "test"][-2:] == ["running", "succeeded"]
     assert final["build"]["status"] == "succeeded" and final["test"]["status"] == "succeeded"
     assert final["build"]["agent"] == "live" and final["build"]["attempt"] == 1
     (end,) = [m for m in seen if m["type"] == "log_end"]
