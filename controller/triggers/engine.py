@@ -64,6 +64,9 @@ PIPELINE_FILE = ".buildit.kdl"
 FETCH_TIMEOUT_S = 120.0
 RETRY_WATCH_S = 5.0
 WATCH_SETUP_S = 0.5
+#: Seconds after a fetch that brought commits before the mirror's packs are merged (see
+#: `_maintain_later`): long enough for the new runs' agents to have fetched.
+MAINTAIN_DELAY_S = 2.0
 _T = TypeVar("_T")
 
 
@@ -84,6 +87,7 @@ class _Active:
     lock: asyncio.Lock
     tasks: list[asyncio.Task[None]]
     config_changed: asyncio.Event
+    maintenance: asyncio.Task[None] | None = None
 
 
 def default_branch(heads: dict[str, str]) -> str | None:
@@ -317,8 +321,29 @@ class TriggerEngine:
             await repos.forget_heads(repo_id, gone)
             runs = await self._run_pending(active)
             if changed:
-                await _in_thread(active.mirror.maintain)
+                self._maintain_later(active)
             return runs
+
+    def _maintain_later(self, active: _Active) -> None:
+        """Merge the mirror's packs a little later, not while agents fetch the commit just run.
+
+        Maintenance holds the repository lock (it deletes packs), and the agents leased the new
+        run's first stages ask the mirror for its commit within milliseconds: merging right now
+        would make them wait. One pending maintenance per repository; failures are only logged.
+        """
+        if active.maintenance is not None and not active.maintenance.done():
+            return
+
+        async def maintain() -> None:
+            await asyncio.sleep(MAINTAIN_DELAY_S)
+            async with active.lock:
+                await _in_thread(active.mirror.maintain)
+
+        active.maintenance = asyncio.create_task(self._guarded(maintain()))
+        active.tasks.append(active.maintenance)
+        active.maintenance.add_done_callback(
+            lambda task: active.tasks.remove(task) if task in active.tasks else None
+        )
 
     async def _fetch_failed(self, active: _Active, exc: GitError) -> None:
         message = f"fetch failed: {exc}"

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from controller.events import EventBus
+from controller.git.mirror import MAX_PACKS
 from controller.orgs.services import ensure_default_org_and_tenant
 from controller.repos import services as repos
 from controller.repos.services import RepoSettings
@@ -102,3 +103,22 @@ async def test_unregistering_stops_watching_and_deletes_everything(
     await asyncio.sleep(0.8)
     assert await Run.count() == 0
     assert not await engine.unregister(repo.id)
+
+
+async def test_the_mirror_merges_its_packs_after_pushes_without_holding_up_their_runs(
+    engine: TriggerEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(engine_module, "MAINTAIN_DELAY_S", 2.0)
+    work = make_repo(tmp_path / "app", {".buildit.kdl": 'pipeline "p"\nstage "s" { run "true"; }\n'})
+    repo = await engine.register(RepoSettings(url=str(work)))
+    packs = engine.mirror_path(repo.id) / "objects" / "pack"
+    for index in range(12):  # each fetch adds a pack to the mirror
+        commit(work, {"n": str(index)}, f"change {index}")
+        await engine.sync(repo.id, "watch")
+    assert len(await _runs(repo.pipeline_id)) == 12
+    assert len(list(packs.glob("*.pack"))) > MAX_PACKS  # not merged on the runs' path
+    await _wait(lambda: _fewer_packs(packs, 2))  # ... but soon after
+
+
+async def _fewer_packs(folder: Path, limit: int) -> bool:
+    return len(list(folder.glob("*.pack"))) <= limit
