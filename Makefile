@@ -18,7 +18,17 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m compileall -q controller agent >/dev/null
 	@touch $(STAMP)
 
-install: $(STAMP)
+# The web UI's front-end libraries: npm packages from web/package-lock.json, copied into
+# web/static/vendor/ (gitignored) for the controller to serve.
+WEB_VENDOR := web/static/vendor/.installed
+$(WEB_VENDOR): web/package.json web/package-lock.json
+	@scripts/ensure-node.sh
+	cd web && npm ci --no-audit --no-fund --loglevel=error
+	mkdir -p web/static/vendor
+	cp web/node_modules/htmx.org/dist/htmx.min.js web/node_modules/ansi_up/ansi_up.js web/static/vendor/
+	@touch $(WEB_VENDOR)
+
+install: $(STAMP) $(WEB_VENDOR)
 
 # The embedded default: controller + one local agent on SQLite under ./.buildit, with the examples
 # registered and a run of "hello" triggered, watching a demo repository (made once under
@@ -30,13 +40,15 @@ run: install
 	@(scripts/demo-repo.sh commit $(DEMO_REPO) http://127.0.0.1:$${BUILDIT_HTTP_PORT:-8080} &) ; \
 	exec $(VENV)/bin/buildit up --pipelines examples --trigger hello --repo $(DEMO_REPO)
 
-# Tests need a real Docker engine with the local busybox test image, and a real PostgreSQL.
+# Tests need a real Docker engine with the local busybox test image, a real PostgreSQL and
+# Debian's chromium (the browser tests).
 test-deps:
 	@scripts/ensure-docker.sh
+	@scripts/ensure-chromium.sh
 	@scripts/ensure-postgres.sh >/dev/null
 
 test: install test-deps proto-check lint
-	BUILDIT_TEST_DOCKER=required BUILDIT_TEST_POSTGRES=required $(PY) -m pytest -q tests
+	BUILDIT_TEST_DOCKER=required BUILDIT_TEST_POSTGRES=required BUILDIT_TEST_BROWSER=required $(PY) -m pytest -q tests
 
 lint: install
 	$(VENV)/bin/ruff check controller agent tests

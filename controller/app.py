@@ -20,6 +20,7 @@ from controller.repos.api import ReposController
 from controller.repos.git_http import GitHttpController
 from controller.runs.api import RunsController
 from controller.services import Services
+from controller.web import routes as web_routes
 
 
 @get("/health", tags=["health"])
@@ -41,7 +42,7 @@ async def ready(state: State) -> dict[str, str]:
 
 
 def create_app(services: Services, max_body_bytes: int = 1024 * 1024) -> Litestar:
-    """The HTTP application: REST API, OpenAPI at /schema, health checks."""
+    """The HTTP application: REST API, web UI pages and /static, OpenAPI at /schema, health checks."""
     handlers: list[Any] = [
         health,
         ready,
@@ -52,6 +53,7 @@ def create_app(services: Services, max_body_bytes: int = 1024 * 1024) -> Litesta
         ReposController,
         HooksController,
         GitHttpController,
+        *web_routes.handlers(),
         *LIVE_HANDLERS,  # /ws: live updates for the UI pages
     ]
     return Litestar(
@@ -60,4 +62,5 @@ def create_app(services: Services, max_body_bytes: int = 1024 * 1024) -> Litesta
         openapi_config=OpenAPIConfig(title="BuildIt", version=__version__, path="/schema"),
         exception_handlers={ValidationException: validation_handler, ClientException: client_error_handler},
         request_max_body_size=max_body_bytes,
+        template_config=web_routes.templates(),
     )

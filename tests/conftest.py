@@ -152,3 +152,32 @@ async def db(database_url: str) -> AsyncIterator[AnyEngine]:
         yield engine
     finally:
         await close_database(engine)
+
+
+# --- Browser ---------------------------------------------------------------------------------------
+# The browser tests (tests/e2e) drive Debian's chromium with Playwright; `make test` installs it
+# (scripts/ensure-chromium.sh) and sets BUILDIT_TEST_BROWSER=required, so a missing browser fails the
+# run; by hand without one, the browser tests are skipped with the reason.
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+def _browser_problem() -> str | None:
+    if not os.access(CHROMIUM, os.X_OK):
+        return f"no browser at {CHROMIUM}; run scripts/ensure-chromium.sh"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "Playwright for Python is not installed; run make install"
+    return None
+
+
+@pytest.fixture(scope="session")
+def chromium_path() -> str:
+    """Debian's chromium for Playwright; fails (under make test) or skips when it is unusable."""
+    problem = _browser_problem()
+    if problem:
+        if os.environ.get("BUILDIT_TEST_BROWSER") == "required":
+            pytest.fail(problem)
+        pytest.skip(problem)
+    return CHROMIUM

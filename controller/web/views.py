@@ -1,0 +1,317 @@
+"""The UI's pages and htmx fragments (Litestar controllers rendering web/templates/).
+
+Every page is complete HTML on first load; with the `HX-Request` header the same URL answers the
+page's live fragment (`_name.html`), which the page's script re-fetches when the `/ws` socket says
+something changed. Actions (trigger, cancel, re-run, retry, drain) call the REST API from the
+browser, so the UI and integrations go through one code path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+from uuid import UUID
+
+from litestar import Controller, Request, get
+from litestar.datastructures import State
+from litestar.response import Template
+
+from controller.agents.services import list_agent_views
+from controller.api_errors import error
+from controller.artifacts import services as artifacts
+from controller.pipeline.model import PipelineInvalid
+from controller.pipeline.validate import load
+from controller.pipelines.services import diagnostic_json, get_pipeline, list_pipelines
+from controller.runs import services as runs
+from controller.services import Services
+from controller.web import logpage, queries
+from controller.web.dag_layout import LayoutError, layout
+from controller.web.format import FINISHED
+from controller.web.kdl_highlight import highlight
+
+MAX_NUMBER = 2**31 - 1
+
+
+def _fragment(request: Request[Any, Any, Any]) -> bool:
+    """An htmx request for the page's live fragment (not a boosted navigation or a history restore,
+    which need the whole page)."""
+    headers = request.headers
+    return (
+        headers.get("hx-request") == "true"
+        and headers.get("hx-boosted") != "true"
+        and headers.get("hx-history-restore-request") != "true"
+    )
+
+
+def _not_found(message: str) -> Template:
+    return Template(template_name="not_found.html", context={"message": message}, status_code=404)
+
+
+def _parse_uuid(text: str) -> UUID | None:
+    try:
+        return UUID(text)
+    except ValueError:
+        return None
+
+
+async def _run_or_none(
+    svc: Services, pipeline_id: UUID, number: int
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    pipeline = await get_pipeline(svc.tenant, pipeline_id)
+    if pipeline is None or not 1 <= number <= MAX_NUMBER:
+        return pipeline, None
+    return pipeline, await runs.find_run(pipeline_id, number)
+
+
+def _page_links(path: str, params: dict[str, str], page: queries.RunPage) -> dict[str, str | None]:
+    from urllib.parse import urlencode
+
+    def link(number: int) -> str:
+        query = {k: v for k, v in params.items() if v}
+        if number > 1:
+            query["page"] = str(number)
+        return path + ("?" + urlencode(query) if query else "")
+
+    return {
+        "prev": link(page.page - 1) if page.page > 1 else None,
+        "next": link(page.page + 1) if page.page < page.pages else None,
+    }
+
+
+class PagesController(Controller):
+    """Dashboard, pipelines, runs, stage logs and the agent fleet."""
+
+    path = "/"
+    include_in_schema = False
+
+    @get("/")
+    async def dashboard(
+        self,
+        state: State,
+        request: Request[Any, Any, Any],
+        status: str = "",
+        branch: str = "",
+        pipeline: str = "",
+        page: int = 1,
+    ) -> Template:
+        """Recent runs of every pipeline, filterable by status, branch and pipeline, paged."""
+        svc: Services = state.services
+        pipeline_id = _parse_uuid(pipeline) if pipeline else None
+        if status and status != "active" and status not in queries.STATUSES:
+            status = ""
+        filters = queries.RunFilter(status=status, branch=branch.strip(), pipeline=pipeline_id)
+        result = await queries.recent_runs(svc.tenant, filters, page)
+        params = {"status": status, "branch": filters.branch, "pipeline": str(pipeline_id or "")}
+        context = {
+            "page": result,
+            "filters": filters,
+            "links": _page_links("/", params, result),
+            "filtered": bool(status or filters.branch or pipeline_id),
+            "show_pipeline": True,
+            "empty_hint": "dashboard",
+        }
+        if _fragment(request):
+            return Template(template_name="_runs.html", context=context)
+        names = await queries.pipeline_names(svc.tenant)
+        context.update(
+            statuses=queries.STATUSES,
+            branches=await queries.branches(svc.tenant),
+            pipelines=names,
+            has_pipelines=bool(names),
+            active="dashboard",
+        )
+        return Template(template_name="dashboard.html", context=context)
+
+    @get("/pipelines")
+    async def pipelines(self, state: State) -> Template:
+        """Every pipeline, with links to its page."""
+        svc: Services = state.services
+        rows = await list_pipelines(svc.tenant)
+        return Template(template_name="pipelines.html", context={"pipelines": rows, "active": "pipelines"})
+
+    @get("/pipelines/{pipeline_id:uuid}")
+    async def pipeline(
+        self, state: State, request: Request[Any, Any, Any], pipeline_id: UUID, page: int = 1
+    ) -> Template:
+        """A pipeline: its runs (live), a trigger form, its source highlighted and its stages."""
+        svc: Services = state.services
+        row = await get_pipeline(svc.tenant, pipeline_id)
+        if row is None:
+            return _not_found(f"There is no pipeline {pipeline_id}.")
+        result = await queries.recent_runs(svc.tenant, queries.RunFilter(pipeline=pipeline_id), page)
+        context: dict[str, Any] = {
+            "page": result,
+            "links": _page_links(f"/pipelines/{pipeline_id}", {}, result),
+            "filtered": False,
+            "show_pipeline": False,
+            "empty_hint": "pipeline",
+            "pipeline": row,
+        }
+        if _fragment(request):
+            return Template(template_name="_runs.html", context=context)
+        stages: list[Any] = []
+        diagnostics: list[dict[str, Any]] = []
+        try:
+            stages = list(load(row["config"], ".buildit.kdl").stages)
+        except PipelineInvalid as exc:
+            diagnostics = [diagnostic_json(d) for d in exc.diagnostics]
+        context.update(
+            source=highlight(row["config"]),
+            stages=stages,
+            diagnostics=diagnostics,
+            active="pipelines",
+        )
+        return Template(template_name="pipeline.html", context=context)
+
+    @get("/pipelines/{pipeline_id:uuid}/runs/{number:int}")
+    async def run(
+        self, state: State, request: Request[Any, Any, Any], pipeline_id: UUID, number: int
+    ) -> Template:
+        """A run: its DAG (live), stages, actions, diagnostics and artifacts."""
+        svc: Services = state.services
+        pipeline, row = await _run_or_none(svc, pipeline_id, number)
+        if pipeline is None or row is None:
+            return _not_found(f"There is no run {number} of pipeline {pipeline_id}.")
+        run = await runs.run_with_stages(row)
+        stages = run["stages"]
+        try:
+            dag = layout([(s["name"], s["needs"]) for s in stages])
+            dag_problem = ""
+        except LayoutError as exc:
+            dag, dag_problem = layout([(s["name"], []) for s in stages]), str(exc)
+        base = f"/api/v1/pipelines/{pipeline_id}/runs/{number}/artifacts"
+        files = [
+            artifacts.artifact_json(a, f"{base}/{a['id']}")
+            for a in await artifacts.list_for_run(svc.tenant, row["id"])
+        ]
+        context = {
+            "pipeline": pipeline,
+            "run": run,
+            "stages": {s["name"]: s for s in stages},
+            "dag": dag,
+            "dag_problem": dag_problem,
+            "artifacts": files,
+            "finished": run["status"] in FINISHED,
+            "active": "pipelines",
+        }
+        if _fragment(request):
+            return Template(template_name="_run_live.html", context=context)
+        return Template(template_name="run.html", context=context)
+
+    @get("/pipelines/{pipeline_id:uuid}/runs/{number:int}/stages/{name:str}")
+    async def stage_log(
+        self,
+        state: State,
+        request: Request[Any, Any, Any],
+        pipeline_id: UUID,
+        number: int,
+        name: str,
+        attempt: int | None = None,
+    ) -> Template:
+        """A stage attempt's log, followed live; the page loads lines on demand (see log.js)."""
+        svc: Services = state.services
+        pipeline, row = await _run_or_none(svc, pipeline_id, number)
+        if pipeline is None or row is None:
+            return _not_found(f"There is no run {number} of pipeline {pipeline_id}.")
+        stage_row = await runs.find_stage(row["id"], name)
+        if stage_row is None:
+            return _not_found(f"Run {number} has no stage '{name}'.")
+        run = await runs.run_with_stages(row)
+        stage = next(s for s in run["stages"] if s["name"] == name)
+        chosen = stage["attempt"] if attempt is None else attempt
+        if not 1 <= chosen <= stage["attempt"]:
+            return _not_found(f"Stage '{name}' has attempts 1 to {stage['attempt']}.")
+        context = {
+            "pipeline": pipeline,
+            "run": run,
+            "stage": stage,
+            "attempt": chosen,
+            "attempts": list(range(1, stage["attempt"] + 1)),
+            "active": "pipelines",
+        }
+        if _fragment(request):
+            return Template(template_name="_log_head.html", context=context)
+        return Template(template_name="log.html", context=context)
+
+    @get("/agents")
+    async def agents(self, state: State, request: Request[Any, Any, Any]) -> Template:
+        """The fleet: status, labels, executors, load, version, last seen; drain and resume."""
+        svc: Services = state.services
+        views = await list_agent_views(svc.scheduler, svc.tenant)
+        context = {"agents": views, "active": "agents"}
+        if _fragment(request):
+            return Template(template_name="_agents.html", context=context)
+        return Template(template_name="agents.html", context=context)
+
+
+class LogLinesController(Controller):
+    """JSON pages of a stage log by line, for the log view (a 200,000-line log stays usable)."""
+
+    path = "/ui/pipelines/{pipeline_id:uuid}/runs/{number:int}/stages/{name:str}"
+    include_in_schema = False
+
+    async def _log(
+        self, svc: Services, pipeline_id: UUID, number: int, name: str, attempt: int | None
+    ) -> Any:
+        _, row = await _run_or_none(svc, pipeline_id, number)
+        if row is None:
+            raise error(404, f"run {number} of pipeline {pipeline_id} not found")
+        stage = await runs.find_stage(row["id"], name)
+        if stage is None:
+            raise error(404, f"run {number} has no stage '{name}'")
+        current = int(stage["attempt"])
+        chosen = current if attempt is None else attempt
+        if not 1 <= chosen <= current:
+            raise error(404, f"stage '{name}' has attempts 1 to {current}")
+        path = svc.logs.find(row["id"], name, chosen)
+        size = int(stage["log_size"]) if chosen == current else (path.stat().st_size if path.exists() else 0)
+        return path, size
+
+    @get("/lines")
+    async def lines(
+        self,
+        state: State,
+        pipeline_id: UUID,
+        number: int,
+        name: str,
+        attempt: int | None = None,
+        before: int | None = None,
+        after: int | None = None,
+        line: int | None = None,
+        count: int = 1000,
+    ) -> dict[str, object]:
+        """`?before=B` the page ending at byte B (the tail without it), `?after=A` the page from byte A,
+        `?line=N` the page around line N; `count` lines (at most 5000)."""
+        svc: Services = state.services
+        path, size = await self._log(svc, pipeline_id, number, name, attempt)
+        if sum(x is not None for x in (before, after, line)) > 1:
+            raise error(400, "give at most one of 'before', 'after' and 'line'")
+        if not 1 <= count <= logpage.MAX_LINES:
+            raise error(400, f"'count' must be between 1 and {logpage.MAX_LINES}")
+        # File reads (newline counting over the whole log) run off the event loop, which also
+        # serves gRPC to the agents.
+        if after is not None:
+            page = await asyncio.to_thread(logpage.page_from, path, size, after, count)
+        elif line is not None:
+            page = await asyncio.to_thread(logpage.page_around, path, size, max(line, 1), count)
+        else:
+            page = await asyncio.to_thread(logpage.page_before, path, size, before, count)
+        return page.json()
+
+    @get("/search")
+    async def search(
+        self,
+        state: State,
+        pipeline_id: UUID,
+        number: int,
+        name: str,
+        q: str = "",
+        attempt: int | None = None,
+    ) -> dict[str, object]:
+        """Lines containing `q` (case-insensitive), at most 200, with their numbers."""
+        svc: Services = state.services
+        path, size = await self._log(svc, pipeline_id, number, name, attempt)
+        if len(q) > 200:
+            raise error(400, "'q' must be at most 200 characters")
+        matches, truncated = await asyncio.to_thread(logpage.search, path, size, q)
+        return {"matches": [{"line": m.line, "text": m.text} for m in matches], "truncated": truncated}

@@ -1,0 +1,63 @@
+"""The UI's templates render with autoescaping: untrusted text (commit messages, branches) stays text."""
+
+from __future__ import annotations
+
+from controller.web.paths import web_dir
+from controller.web.queries import RunPage
+from controller.web.templating import environment
+
+EVIL = '<script>alert("x")</script>'
+
+
+def run(**overrides: object) -> dict[str, object]:
+    base: dict[str, object] = {
+        "id": "r1",
+        "pipeline_id": "p1",
+        "pipeline_name": "app",
+        "number": 7,
+        "status": "timed_out",
+        "branch": "main",
+        "sha": "0123456789abcdef0123456789abcdef01234567",
+        "commit_message": "subject\n\nbody",
+        "author": "Ada",
+        "trigger": "push",
+        "created_at": "2026-11-27T10:00:00+00:00",
+        "started_at": "2026-11-27T10:00:01+00:00",
+        "finished_at": "2026-11-27T10:02:06+00:00",
+    }
+    base.update(overrides)
+    return base
+
+
+def render_runs(page: RunPage, **context: object) -> str:
+    template = environment(web_dir() / "templates").get_template("_runs.html")
+    defaults: dict[str, object] = {
+        "page": page,
+        "links": {"prev": None, "next": "/?page=2"},
+        "filtered": False,
+        "show_pipeline": True,
+        "empty_hint": "dashboard",
+    }
+    return template.render({**defaults, **context})
+
+
+def test_untrusted_text_is_escaped() -> None:
+    html = render_runs(RunPage([run(commit_message=EVIL, branch=EVIL, author=EVIL)], 1, 25, 1))
+    assert EVIL not in html
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in html
+
+
+def test_a_run_row_shows_status_as_icon_and_word_and_formats_values() -> None:
+    html = render_runs(RunPage([run()], 1, 25, 30))
+    assert 'data-status="timed_out"' in html and "⏱</span> timed out" in html
+    assert ">01234567<" in html  # short sha
+    assert ">subject<" in html  # the subject line only
+    assert ">2m 05s<" in html  # finished: a fixed duration
+    assert 'href="/?page=2"' in html and "Page 1 of 2" in html
+
+
+def test_empty_states() -> None:
+    nothing = RunPage([], 1, 25, 0)
+    assert "buildit repo add PATH" in render_runs(nothing)
+    assert 'data-empty="filtered"' in render_runs(nothing, filtered=True)
+    assert 'data-empty="pipeline"' in render_runs(nothing, empty_hint="pipeline")

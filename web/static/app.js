@@ -1,0 +1,110 @@
+// Shared page behaviour: live clocks, REST actions from buttons, a debounced fragment refresh.
+(function () {
+  "use strict";
+
+  function fmt(seconds) {
+    const s = Math.max(0, Math.floor(seconds));
+    const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), r = s % 60;
+    if (h) return h + "h " + String(m).padStart(2, "0") + "m";
+    if (m) return m + "m " + String(r).padStart(2, "0") + "s";
+    return r + "s";
+  }
+
+  function tick() {
+    const now = Date.now();
+    for (const el of document.querySelectorAll(".duration[data-start]")) {
+      if (!el.dataset.start || el.dataset.end) continue;
+      el.textContent = fmt((now - Date.parse(el.dataset.start)) / 1000);
+    }
+    for (const el of document.querySelectorAll("time.ago[datetime]")) {
+      const at = Date.parse(el.getAttribute("datetime"));
+      if (!isNaN(at)) el.textContent = fmt((now - at) / 1000) + " ago";
+    }
+  }
+
+  function flash(text, kind) {
+    const el = document.getElementById("flash");
+    if (!el) return;
+    el.textContent = text;
+    el.dataset.kind = kind || "error";
+    el.hidden = !text;
+  }
+
+  async function errorText(resp) {
+    try {
+      const body = await resp.json();
+      return body.detail || JSON.stringify(body);
+    } catch (err) {
+      return resp.status + " " + resp.statusText;
+    }
+  }
+
+  const refreshers = [];
+  let pending = null;
+  /** Re-fetch the page's live fragment(s), at most about three times a second. */
+  function refresh() {
+    if (pending) return;
+    pending = setTimeout(() => {
+      pending = null;
+      for (const fn of refreshers) fn();
+    }, 300);
+  }
+
+  /** Swap `selector` with the same element of the page's URL fetched as an htmx request. */
+  function fragment(selector, url) {
+    refreshers.push(() => {
+      const target = document.querySelector(selector);
+      if (!target) return;
+      // Keep keyboard focus on the same control across the swap.
+      const active = document.activeElement;
+      let again = null;
+      if (active && active !== target && target.contains(active)) {
+        if (active.dataset.action) again = '[data-action="' + CSS.escape(active.dataset.action) + '"]';
+        else if (active.getAttribute("href")) again = 'a[href="' + CSS.escape(active.getAttribute("href")) + '"]';
+      }
+      window.htmx.ajax("GET", url ? url() : location.pathname + location.search, {
+        target: selector, swap: "outerHTML", select: selector,
+      }).then(() => {
+        tick();
+        const el = again && document.querySelector(selector + " " + again);
+        if (el) el.focus({ preventScroll: true });
+      });
+    });
+  }
+
+  document.addEventListener("click", async (ev) => {
+    const button = ev.target.closest("button[data-action]");
+    if (!button) return;
+    if (button.dataset.confirm && !window.confirm(button.dataset.confirm)) return;
+    button.disabled = true;
+    try {
+      const resp = await fetch(button.dataset.action, { method: "POST", headers: { "Content-Type": "application/json" }, body: "{}" });
+      if (!resp.ok) {
+        flash(button.textContent.trim() + " failed: " + (await errorText(resp)));
+        return;
+      }
+      flash("");
+      if (button.dataset.done === "goto-run") {
+        const run = await resp.json();
+        location.href = "/pipelines/" + (run.pipeline_id || button.dataset.pipelineId) + "/runs/" + run.number;
+        return;
+      }
+      refresh();
+    } catch (err) {
+      flash(button.textContent.trim() + " failed: " + err);
+    } finally {
+      button.disabled = false;
+    }
+  });
+
+  window.BuildIt = { refresh, fragment, flash, errorText, tick, fmt };
+  document.addEventListener("htmx:afterSwap", tick);
+  document.addEventListener("DOMContentLoaded", () => {
+    tick();
+    setInterval(tick, 1000);
+    if (window.BuildItLive) {
+      window.BuildItLive.on("reload", refresh);
+      window.BuildItLive.on("reconnect", refresh);
+    }
+  });
+})();
