@@ -82,6 +82,8 @@ MAX_HAVES: Final = 32
 #: Packs in a cache before it is repacked into one (each fast fetch adds a pack, and each workspace
 #: links every pack: about 0.1 ms each).
 HOUSEKEEPING_PACKS: Final = 8
+#: Seconds a git process gets to clean up after SIGTERM before it is killed.
+STOP_GRACE_S: Final = 5.0
 
 _SHA = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?")
 _SCHEMES: Final = ("http", "https")
@@ -269,18 +271,14 @@ class GitFetcher:
             return False
         pack_dir = cache / "objects" / "pack"
         pack_dir.mkdir(parents=True, exist_ok=True)
-        download = pack_dir / f"tmp_buildit_{uuid.uuid4().hex}.pack"
         haves = recent_fetched(cache, MAX_HAVES)
+        env = self._env(protocols="file")
         try:
-            with download.open("wb") as sink:
-                await asyncio.to_thread(fetch_pack, url, sha, haves, token, sink, self.timeout_s)
-            indexed = await self._run_out(
-                git, ["--git-dir", str(cache), "index-pack", "--stdin", "--fix-thin"], stdin=download
+            indexed = await asyncio.to_thread(
+                _fetch_and_index, git, env, cache, url, sha, haves, token, self.timeout_s
             )
         except FastFetchUnavailable:
             return False
-        finally:
-            download.unlink(missing_ok=True)
         name = indexed.strip().partition("\t")[2] or indexed.strip()
         if await asyncio.to_thread(adopt_pack, cache, pack_dir / f"pack-{name}.idx", sha):
             return True
@@ -405,37 +403,96 @@ class GitFetcher:
             process.returncode if process.returncode is not None else -1, stderr.decode("utf-8", "replace")
         )
 
-    async def _run_out(self, git: str, args: list[str], stdin: Path | None = None) -> str:
-        """Run a local git command (input from the file `stdin`) and return its stdout ('' on failure)."""
-        with contextlib.ExitStack() as stack:
-            source = stack.enter_context(stdin.open("rb")) if stdin is not None else subprocess.DEVNULL
-            process = await asyncio.create_subprocess_exec(
-                git,
-                *args,
-                env=self._env(protocols="file"),
-                stdin=source,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.DEVNULL,
-                start_new_session=True,
-            )
-            try:
-                async with asyncio.timeout(self.timeout_s):
-                    stdout, _ = await process.communicate()
-            except TimeoutError:
-                _kill(process)
+    async def _run_out(self, git: str, args: list[str]) -> str:
+        """Run a local, quick git command and return its stdout ('' on failure or timeout)."""
+        process = await asyncio.create_subprocess_exec(
+            git,
+            *args,
+            env=self._env(protocols="file"),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                stdout, _ = await process.communicate()
+        except TimeoutError:
+            _kill(process)
+            await process.wait()
+            return ""
+        except BaseException:
+            _kill(process)
+            with contextlib.suppress(Exception):
                 await process.wait()
-                return ""
-            except BaseException:
-                _kill(process)
-                with contextlib.suppress(Exception):
-                    await process.wait()
-                raise
+            raise
         return stdout.decode("utf-8", "replace") if process.returncode == 0 else ""
 
     async def _run_checked(self, git: str, args: list[str], *, env: Mapping[str, str], what: str) -> None:
         result = await self._run(git, args, env)
         if result.code != 0:
             raise GitFetchError(f"{what}: {_reason(result.stderr, '')}")
+
+
+def _fetch_and_index(
+    git: str,
+    env: Mapping[str, str],
+    cache: Path,
+    url: str,
+    sha: str,
+    haves: list[str],
+    token: str,
+    timeout_s: float,
+) -> str:
+    """Stream the one-request fetch straight into `git index-pack`; its output (the pack's name).
+
+    Blocking (run it in a thread). index-pack starts first, so its start-up overlaps the request,
+    and the pack never touches a temporary file. Any failure raises FastFetchUnavailable (the
+    caller falls back to `git fetch`), and the partial pack is removed.
+    """
+    process = subprocess.Popen(
+        [git, "--git-dir", str(cache), "index-pack", "--stdin", "--fix-thin"],
+        env=dict(env),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        assert process.stdin is not None
+        fetch_pack(url, sha, haves, token, process.stdin, timeout_s)
+        stdout, _ = process.communicate(timeout=timeout_s)
+    except BaseException as exc:
+        _stop_politely(process)
+        _remove_partial_packs(cache)
+        if isinstance(exc, subprocess.TimeoutExpired):
+            raise FastFetchUnavailable("indexing the pack took too long") from None
+        raise
+    if process.returncode != 0:
+        _remove_partial_packs(cache)
+        raise FastFetchUnavailable("git index-pack refused the pack the server sent")
+    return stdout.decode("utf-8", "replace")
+
+
+def _remove_partial_packs(cache: Path) -> None:
+    """A failed index-pack leaves its partial pack behind; nothing else writes here (cache lock)."""
+    for partial in (cache / "objects" / "pack").glob("tmp_*"):
+        partial.unlink(missing_ok=True)
+
+
+def _stop_politely(process: subprocess.Popen[bytes]) -> None:
+    """End a git process so that it removes its temporary files (SIGTERM), SIGKILL if it hangs."""
+    with contextlib.suppress(OSError, ValueError):
+        if process.stdin is not None:
+            process.stdin.close()
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, sig)
+        try:
+            process.wait(timeout=STOP_GRACE_S)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def _clear_stale_locks(cache: Path) -> None:

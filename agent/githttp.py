@@ -21,7 +21,7 @@ import http.client
 import os
 import ssl
 from collections.abc import Sequence
-from typing import BinaryIO, Final
+from typing import IO, Final
 from urllib.parse import urlsplit
 
 __all__ = ["FastFetchUnavailable", "fetch_pack", "proxy_configured", "upload_pack_request"]
@@ -95,7 +95,7 @@ def _connection(url: str, timeout_s: float) -> tuple[http.client.HTTPConnection,
 
 
 def fetch_pack(
-    url: str, want: str, haves: Sequence[str], token: str, dest: BinaryIO, timeout_s: float
+    url: str, want: str, haves: Sequence[str], token: str, dest: IO[bytes], timeout_s: float
 ) -> int:
     """POST one upload-pack request to `url` and write the pack it answers to `dest`.
 
@@ -130,7 +130,7 @@ def fetch_pack(
         connection.close()
 
 
-def _receive_pack(response: http.client.HTTPResponse, dest: BinaryIO) -> int:
+def _receive_pack(response: http.client.HTTPResponse, dest: IO[bytes]) -> int:
     """Skip the ACK/NAK lines, then demultiplex side-band-64k: channel 1 is the pack."""
     while True:
         line = _read_pkt(response)

@@ -142,8 +142,10 @@ def init_workspace_repository(cache: Path, workspace: Path, sha: str, origin_url
     if any(ch in origin_url for ch in '\n\r"\\'):
         raise ValueError("the repository URL contains characters a Git config value cannot hold")
     git_dir = workspace / ".git"
-    for folder in ("refs/heads", "refs/tags", "objects/info", "objects/pack", "info"):
-        (git_dir / folder).mkdir(parents=True, exist_ok=True)
+    # Only what Git requires of a repository (HEAD, refs/, objects/): each directory created costs
+    # a file-system metadata write, and Git makes the others (refs/heads, info, …) when it needs them.
+    (git_dir / "refs").mkdir(parents=True, exist_ok=True)
+    (git_dir / "objects").mkdir(exist_ok=True)
     (git_dir / "HEAD").write_text(f"{sha}\n", "ascii")
     (git_dir / "config").write_text(_CONFIG_TEMPLATE.format(url=origin_url), "utf-8")
     source = cache / "objects"

@@ -184,7 +184,10 @@ async def test_an_unpinned_commit_a_v0_server_refuses_by_id_is_asked_for_by_pin_
     assert message.startswith(f"commit {first} not found in {url} (the server refused it by id: ")
     assert message.endswith(f"and has no {PIN_PREFIX}{first}); was the repository rewritten?")
     assert "\n" not in message and TOKEN not in message
-    # Two attempts: the commit by id, then the pin ref.
+    # The one-request fetch was refused (ERR) and left nothing behind in the cache.
+    cache = cache_dir_for(tmp_path / "state", url)
+    assert list((cache / "objects" / "pack").glob("*")) == []
+    # Then `git fetch`, with two attempts: the commit by id, then the pin ref.
     assert (
         sum(1 for method, path in v0_server.requests if path.endswith("info/refs?service=git-upload-pack"))
         == 2

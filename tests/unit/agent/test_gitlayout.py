@@ -90,6 +90,12 @@ def test_a_workspace_repository_is_a_self_contained_git_repository(tmp_path: Pat
     assert git("-C", workspace, "remote", "get-url", "origin") == "http://127.0.0.1:1/r.git"
     assert git("-C", workspace, "fsck", "--no-dangling") == ""
     assert not (workspace / ".git/objects/info/alternates").exists()
+    # An ordinary repository for whatever a stage does with it: branch, commit, tag.
+    git("-C", workspace, "checkout", "-q", "-b", "feature")
+    (workspace / "file.txt").write_text("changed\n")
+    git("-C", workspace, "commit", "-q", "-am", "stage commit")
+    git("-C", workspace, "tag", "v1")
+    assert git("-C", workspace, "rev-parse", "HEAD~1") == commits[1]
     [pack] = (workspace / ".git/objects/pack").glob("*.pack")
     assert pack.stat().st_nlink == 2  # hardlinked with the cache's, not copied
 
