@@ -13,9 +13,11 @@ Why this shape:
   pins every commit it runs (`refs/buildit/pins/<sha>`), so its mirror always allows it. Anything
   else (another server, a proxy, a refusal) falls back to `git fetch <url> <sha>`, and a v0 server
   that refuses an unadvertised object by id is then asked for `refs/buildit/pins/<sha>`.
-* **The workspace is a self-contained repository** at a detached HEAD: `.git` is written directly
-  (`agent.gitlayout`) with the cache's object files hardlinked in, as `git clone --local` would, so
-  `git` works inside a container that sees only `/workspace`; `git read-tree -u` writes the files.
+* **The workspace is a repository** at a detached HEAD: `.git` is written directly
+  (`agent.gitlayout`). For a container it is self-contained, with the cache's object files
+  hardlinked in as `git clone --local` would, so `git` works in a container that sees only
+  `/workspace`; a process on this host borrows the cache's objects (`objects/info/alternates`, as
+  `git clone --shared`). `git read-tree -u` writes the files.
   Its `origin` is the repository URL (credentials removed). Three git-free steps and two git
   processes (index-pack, read-tree) instead of six: a one-commit fetch and checkout takes about
   15 ms instead of 70.
@@ -38,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import os
 import re
@@ -164,8 +167,13 @@ class GitFetcher:
         workspace: Path,
         token: str,
         say: Callable[[str], None] | None = None,
+        *,
+        self_contained: bool = True,
     ) -> str:
         """Make `workspace` (an empty directory) a clone of `source.repo_url` at `source.commit_sha`.
+
+        `self_contained=False` (a stage run as a process on this host) lets the workspace borrow
+        the cache's objects instead of linking them in (see `init_workspace_repository`).
 
         `token` is sent as `Authorization: Bearer <token>` to the repository's server (the
         controller serves its mirrors with the agent token). `say` receives progress lines for the
@@ -213,7 +221,11 @@ class GitFetcher:
             # The workspace's object files are hardlinks of the cache's; under the lock, so no
             # concurrent fetch's housekeeping repacks them away mid-link.
             try:
-                await asyncio.to_thread(init_workspace_repository, cache, workspace, sha, shown)
+                await asyncio.to_thread(
+                    functools.partial(
+                        init_workspace_repository, cache, workspace, sha, shown, self_contained=self_contained
+                    )
+                )
             except (OSError, ValueError) as exc:
                 raise GitFetchError(
                     f"cannot create the workspace for commit {sha} of {shown}: {exc.__class__.__name__}: "

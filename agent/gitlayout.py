@@ -132,12 +132,18 @@ _CONFIG_TEMPLATE: Final = """[core]
 """
 
 
-def init_workspace_repository(cache: Path, workspace: Path, sha: str, origin_url: str) -> None:
+def init_workspace_repository(
+    cache: Path, workspace: Path, sha: str, origin_url: str, *, self_contained: bool = True
+) -> None:
     """Make `workspace/.git`: HEAD detached at `sha`, `origin` = `origin_url`, the cache's objects.
 
-    Object files are hardlinked (copied across file systems); they are immutable once written, so
-    sharing them with the cache is safe. Call it under the cache's lock, so no repack removes a
-    pack between listing and linking it. The work tree itself is written by `git read-tree`.
+    Self-contained (for a container that sees only the workspace): the object files are
+    hardlinked (copied across file systems); they are immutable once written, so sharing them with
+    the cache is safe. Otherwise (a process on this host) the cache is named in
+    `objects/info/alternates`, as `git clone --shared` does: one file instead of a link per pack.
+    The cache never loses an object a workspace can need (every fetched commit stays referenced).
+    Call it under the cache's lock, so no repack removes a pack between listing and linking it.
+    The work tree itself is written by `git read-tree`.
     """
     if any(ch in origin_url for ch in '\n\r"\\'):
         raise ValueError("the repository URL contains characters a Git config value cannot hold")
@@ -149,6 +155,10 @@ def init_workspace_repository(cache: Path, workspace: Path, sha: str, origin_url
     (git_dir / "HEAD").write_text(f"{sha}\n", "ascii")
     (git_dir / "config").write_text(_CONFIG_TEMPLATE.format(url=origin_url), "utf-8")
     source = cache / "objects"
+    if not self_contained:
+        (git_dir / "objects" / "info").mkdir()
+        (git_dir / "objects" / "info" / "alternates").write_text(f"{source.resolve()}\n", "utf-8")
+        return
     with os.scandir(source) as entries:
         for entry in entries:
             if not entry.is_dir() or entry.name == "info":

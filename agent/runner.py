@@ -904,7 +904,12 @@ class Agent:
         source = stage.lease.spec.source
         assert source is not None
         try:
-            await self.git.checkout(source, workspace, self._client_or_fail().token, say)
+            # A process on this host may borrow the agent's git cache; a container sees only its
+            # workspace, which must then hold the objects itself.
+            local = self.executors.for_spec(stage.lease.spec) is self.executors.local
+            await self.git.checkout(
+                source, workspace, self._client_or_fail().token, say, self_contained=not local
+            )
         except GitFetchError as exc:
             say(f"error: {exc}")
             return ExecutionResult(StageStatus.ERROR, message=str(exc))

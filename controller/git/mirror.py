@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import re
 import stat
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import islice
@@ -207,6 +207,36 @@ def _client(source: RepoSource) -> tuple[GitClient, str]:
         ssh = os.environ.get("GIT_SSH_COMMAND") or DEFAULT_SSH_COMMAND
         return get_transport_and_path(source.url, ssh_command=ssh)
     return get_transport_and_path(source.url)
+
+
+#: What every smart-HTTP Git server (git, dulwich, forges) offers for protocol v0 fetches; assumed
+#: when the advertisement is skipped (see Mirror.fetch_commit).
+_ASSUMED_UPLOAD_CAPABILITIES = frozenset(
+    {b"multi_ack_detailed", b"side-band-64k", b"ofs-delta", b"thin-pack", b"no-progress"}
+)
+
+
+def _known_head_client(source: RepoSource, ref: Ref, sha: ObjectID) -> tuple[GitClient, str]:
+    """An HTTP client that skips the ref advertisement: the caller already knows `ref` -> `sha`."""
+    from urllib.parse import urlparse
+
+    from dulwich.client import Urllib3HttpGitClient, default_urllib3_manager
+
+    class KnownHeadClient(Urllib3HttpGitClient):
+        def _discover_references(
+            self,
+            service: bytes,
+            base_url: str,
+            protocol_version: int | None = None,
+            ref_prefix: Sequence[bytes] | None = None,
+        ) -> tuple[dict[Ref, ObjectID | None], set[bytes], str, dict[Ref, Ref], dict[Ref, ObjectID]]:
+            self.protocol_version = 0
+            return {ref: sha}, set(_ASSUMED_UPLOAD_CAPABILITIES), base_url, {}, {}
+
+    pool = default_urllib3_manager(None, base_url=source.url, timeout=HTTP_TIMEOUT_SECONDS)
+    parsed = urlparse(source.url)
+    client = KnownHeadClient.from_parsedurl(parsed, pool_manager=pool)  # type: ignore[arg-type]
+    return client, parsed.path
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
@@ -423,6 +453,43 @@ class Mirror:
                 )
         self._update_heads(repo, heads, result.symrefs)
         return heads
+
+    def fetch_commit(self, branch: str, sha: str) -> dict[str, str]:
+        """Fetch one commit that a verified webhook named as the new head of `branch`, in one request.
+
+        A push webhook already says which commit a branch now points at, so the ref advertisement
+        (the first of a fetch's two HTTP requests) tells nothing new: this asks for `sha` right
+        away, with the mirror's heads as haves, and sets refs/heads/<branch> to it. HTTP(S)
+        sources only; anything else, or any failure, raises GitError and the caller falls back to
+        `fetch()` (which also catches up on other branches and deletions). Returns the mirror's
+        branch heads, as `fetch()` does.
+        """
+        from dulwich.objects import ObjectID
+        from dulwich.refs import Ref
+
+        if not _HEX_SHA.fullmatch(sha) or not branch or branch.startswith("/") or ".." in branch:
+            raise GitError(f"cannot fetch {sha!r} as branch {branch!r}: not a commit id and branch name")
+        if self.source.kind != "remote" or not self.source.url.lower().startswith(("http://", "https://")):
+            raise GitError(f"{redact(self.source.url)}: a single-commit fetch needs an http(s) source")
+        self.ensure()
+        repo = self._open()
+        ref = Ref(_HEADS + branch.encode("utf-8", "surrogateescape"))
+        want = ObjectID(sha.encode("ascii"))
+        if want not in repo.object_store:
+            client, path = _known_head_client(self.source, ref, want)
+            try:
+                client.fetch(path, repo, determine_wants=lambda refs, depth=None: [want], protocol_version=0)
+            except GitError:
+                raise
+            except Exception as exc:
+                raise _transport_error(exc, self.source, "fetching") from exc
+            finally:
+                client.close()
+            if want not in repo.object_store:
+                raise GitError(f"fetching {redact(self.source.url)}: commit {sha} did not arrive")
+        if repo.refs.read_ref(ref) != want:
+            repo.refs[ref] = want
+        return self.branches()
 
     def _update_heads(self, repo: Repo, heads: dict[str, str], symrefs: Mapping[Ref, Ref]) -> None:
         from dulwich.objects import ObjectID

@@ -17,7 +17,7 @@ from litestar import Controller, Request, post
 from litestar.datastructures import State
 
 from controller.api_errors import error
-from controller.hooks.payloads import PayloadError, parse_push, same_repository
+from controller.hooks.payloads import PayloadError, parse_generic, parse_push, same_repository
 from controller.hooks.verify import verify_bearer, verify_gitea, verify_github, verify_gitlab
 from controller.repos.services import RepoRow
 from controller.services import Services
@@ -64,8 +64,9 @@ class HooksController(Controller):
         verified = [repo for repo in matching if _verified(forge, repo, body, request.headers)]
         if not verified:
             raise error(401, f"the {forge} webhook signature does not match the repository's webhook secret")
+        head = (event.branch, event.after) if event.branch and event.after else None
         for repo in verified:
-            await svc.triggers.hook(repo.id)
+            await svc.triggers.hook(repo.id, head)
         return {"status": "accepted", "repositories": [str(repo.id) for repo in verified]}
 
     @post("/github", status_code=202)
@@ -85,7 +86,11 @@ class HooksController(Controller):
 
     @post("/git/{repo_id:uuid}", status_code=202)
     async def generic(self, state: State, request: Request[Any, Any, Any], repo_id: UUID) -> dict[str, Any]:
-        """Any other notifier: `Authorization: Bearer <webhook secret>`, body ignored."""
+        """Any other notifier: `Authorization: Bearer <webhook secret>`.
+
+        The body is empty, or `{"ref": "refs/heads/<branch>", "after": "<sha>"}` (what a
+        `post-receive` hook knows), which lets the controller fetch that commit in one request.
+        """
         svc: Services = state.services
         assert svc.triggers is not None
         repo = svc.triggers.repository(repo_id)
@@ -93,5 +98,9 @@ class HooksController(Controller):
             raise error(404, f"repository {repo_id} not found")
         if not verify_bearer(repo.webhook_secret, request.headers.get("authorization")):
             raise error(401, "missing or wrong 'Authorization: Bearer <webhook secret>'")
-        await svc.triggers.hook(repo_id)
+        try:
+            head = parse_generic(await request.body())
+        except PayloadError as exc:
+            raise error(400, f"not a push notification: {exc}") from None
+        await svc.triggers.hook(repo_id, head)
         return {"status": "accepted", "repositories": [str(repo_id)]}

@@ -96,6 +96,26 @@ def parse_push(forge: str, event_header: str | None, body: bytes) -> PushEvent |
     return PushEvent(clone_urls=_clone_urls(forge, data), branch=branch, after=_after(data))
 
 
+def parse_generic(body: bytes) -> tuple[str, str] | None:
+    """The optional body of `POST /hooks/git/{id}`: (branch, new head) to fetch at once, or None.
+
+    Empty: "something changed", the whole repository is fetched. Otherwise the JSON object a
+    `post-receive` hook can send for the ref it received, `{"ref": "refs/heads/<branch>", "after":
+    "<sha>"}`: that commit is fetched in one request. A tag, a deletion (`after` all zeros) or
+    another ref also just fetches everything. Anything else is a PayloadError.
+    """
+    if not body.strip():
+        return None
+    data = _load(body)
+    ref = data.get("ref")
+    if not isinstance(ref, str) or not ref:
+        raise PayloadError('body must be empty or JSON {"ref": "refs/heads/<branch>", "after": "<sha>"}')
+    after = _after(data)
+    if not ref.startswith(_BRANCH_PREFIX) or len(ref) == len(_BRANCH_PREFIX) or after is None:
+        return None
+    return ref[len(_BRANCH_PREFIX) :], after
+
+
 def _load(body: bytes) -> dict[str, Any]:
     """The JSON object of a delivery, sent as `application/json` or as form field `payload`."""
     if body[:8] == b"payload=":

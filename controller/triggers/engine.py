@@ -280,23 +280,30 @@ class TriggerEngine:
             if heads != await repos.branch_heads(active.repo.id) or active.repo.status == "error":
                 await self._guarded(self.sync(active.repo.id, "poll"))
 
-    async def hook(self, repo_id: UUID) -> None:
-        """A webhook said the repository changed: sync in the background (the hook answers at once)."""
-        self._spawn(self.sync(repo_id, "webhook"))
+    async def hook(self, repo_id: UUID, head: tuple[str, str] | None = None) -> None:
+        """A webhook said the repository changed: sync in the background (the hook answers at once).
+
+        `head` (branch, sha): what the hook said the branch now points at, fetched in one request.
+        """
+        self._spawn(self.sync(repo_id, "webhook", head))
 
     def _spawn(self, work: Awaitable[object]) -> None:
         task = asyncio.create_task(self._guarded(work))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def sync(self, repo_id: UUID, source: str) -> list[RunState]:
-        """Fetch, record new branch heads and their triggers, and turn pending triggers into runs."""
+    async def sync(self, repo_id: UUID, source: str, head: tuple[str, str] | None = None) -> list[RunState]:
+        """Fetch, record new branch heads and their triggers, and turn pending triggers into runs.
+
+        With `head` (a webhook's branch and new sha) only that commit is fetched, in one request,
+        when the source allows it; otherwise (or if that fails) every branch is.
+        """
         active = self._active.get(repo_id)
         if active is None:
             return []
         async with active.lock:
             try:
-                heads = await _in_thread(active.mirror.fetch, timeout=FETCH_TIMEOUT_S)
+                heads = await self._fetch(active, head)
             except GitError as exc:
                 await self._fetch_failed(active, exc)
                 return []
@@ -323,6 +330,19 @@ class TriggerEngine:
             if changed:
                 self._maintain_later(active)
             return runs
+
+    async def _fetch(self, active: _Active, head: tuple[str, str] | None) -> dict[str, str]:
+        if head is not None and active.repo.kind == "remote":
+            try:
+                return await _in_thread(active.mirror.fetch_commit, *head, timeout=FETCH_TIMEOUT_S)
+            except GitError as exc:
+                log.info(
+                    "repository %s: fetching %s alone failed (%s); fetching all",
+                    active.repo.name,
+                    head[1],
+                    exc,
+                )
+        return await _in_thread(active.mirror.fetch, timeout=FETCH_TIMEOUT_S)
 
     def _maintain_later(self, active: _Active) -> None:
         """Merge the mirror's packs a little later, not while agents fetch the commit just run.

@@ -8,8 +8,9 @@ local executor. Two modes, 20 pushes each, one at a time (each waits for its sta
   git CLI. The clock starts when `git commit` returns: the commit has landed.
 * `webhook`: a remote repository served over loopback smart-HTTP by git's own `git http-backend`,
   registered with a one-day poll interval (so polling plays no part); each sample pushes to it
-  with `git push` and then, as a forge would, POSTs the generic webhook. The clock starts when
-  `git push` returns.
+  with `git push` and then, as a forge or a `post-receive` hook would, POSTs the generic webhook
+  with the branch and its new head (`{"ref", "after"}`), which lets the controller fetch that
+  commit in one request. The clock starts when `git push` returns.
 
 The clock stops where the stage's first command runs: it appends `date +%s%N` (the host clock,
 the same the bench reads) to a file outside the workspace. In between: the controller notices
@@ -20,6 +21,7 @@ checks it out into the workspace, and starts the shell.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from pathlib import Path
@@ -96,10 +98,11 @@ def bench_trigger_latency(mode: str, pushes: int = PUSHES) -> dict[str, Any]:
                     commit(source, {"n.txt": str(i)}, f"change {i}")
                     landed = time.time_ns()
                 else:
-                    commit(source, {"n.txt": str(i)}, f"change {i}")
+                    sha = commit(source, {"n.txt": str(i)}, f"change {i}")
                     git(source, "push", "-q", str(target), "main")
                     landed = time.time_ns()
-                    status, body, _ = controller.request("POST", hook, raw=b"", headers=auth)
+                    note = json.dumps({"ref": "refs/heads/main", "after": sha}).encode()
+                    status, body, _ = controller.request("POST", hook, raw=note, headers=auth)
                     if status != 202:
                         raise BenchError(f"the webhook answered {status}: {body}")
                 started = _wait_stamp(stamps, i + 1)

@@ -351,6 +351,7 @@ async def test_a_stage_with_a_source_runs_in_a_checkout_of_its_commit(
             spec(
                 "cat app.txt; echo",
                 "git rev-parse HEAD",
+                "test -s .git/objects/info/alternates && echo borrows the cache",
                 source=WorkspaceSource(url, first, "refs/heads/main"),
             )
         )
@@ -364,6 +365,8 @@ async def test_a_stage_with_a_source_runs_in_a_checkout_of_its_commit(
         "version 1",
         "$ git rev-parse HEAD",
         first,
+        "$ test -s .git/objects/info/alternates && echo borrows the cache",
+        "borrows the cache",
     ]
     assert git_server.token_in_argv == []
     assert list((tmp_path / "state" / "work").iterdir()) == []  # the workspace is removed
@@ -426,13 +429,22 @@ async def test_a_checkout_is_readable_in_a_container(
         async with running_agent(fake, tmp_path / "state", executors=executors) as (_agent, _task):
             await serving(fake)
             source = WorkspaceSource(git_server.url("project.git"), sha)
-            lease = fake.push_lease(spec("cat /workspace/app.txt; echo", image=docker_image, source=source))
+            lease = fake.push_lease(
+                spec(
+                    "cat /workspace/app.txt; echo",
+                    # Self-contained: the objects are in the workspace, not borrowed from the cache.
+                    "test ! -e .git/objects/info/alternates && ls .git/objects/pack | grep -c '[.]pack$'",
+                    image=docker_image,
+                    source=source,
+                )
+            )
             await fake.wait_for(lambda: fake.final_update(lease), timeout=60)
     finally:
         await executors.close()
     final = fake.final_update(lease)
     assert final is not None and final.status is StageStatus.SUCCEEDED, (final, fake.lines(lease))
     assert "from git" in fake.lines(lease)
+    assert fake.lines(lease)[-1] == "1"
 
 
 # --- artifacts ---------------------------------------------------------------------------------------

@@ -168,6 +168,40 @@ def test_mirror_a_remote_repository_over_http(
     downstream.close()
 
 
+def test_a_commit_named_by_a_webhook_is_fetched_in_one_request(
+    tmp_path: Path, work: Path, served: tuple[Mirror, str], http_server: GitHttpServer
+) -> None:
+    first_mirror, url = served
+    downstream = Mirror(tmp_path / "downstream.git", parse_source(url))
+    downstream.fetch()
+    new = commit(work)
+    first_mirror.fetch()
+
+    http_server.requests.clear()
+    assert downstream.fetch_commit("main", new) == {"main": new}
+    assert [method for method, _ in http_server.requests] == ["POST"]  # no ref advertisement
+    assert downstream.read_file(new, ".buildit.kdl") == b'pipeline "demo"\n'
+    newer = commit(work)  # again, now negotiating with a common commit
+    first_mirror.fetch()
+    assert downstream.fetch_commit("main", newer) == {"main": newer}
+    new = newer
+    # A new branch at a commit the mirror already has: no request at all.
+    http_server.requests.clear()
+    assert downstream.fetch_commit("topic", new) == {"main": new, "topic": new}
+    assert http_server.requests == []
+
+    # A commit the server does not have, or a source that is not HTTP: GitError, nothing changed.
+    with pytest.raises(GitError):
+        downstream.fetch_commit("main", "e" * 40)
+    assert downstream.branches() == {"main": new, "topic": new}
+    local = Mirror(tmp_path / "local.git", parse_source(str(work)))
+    with pytest.raises(GitError, match="http"):
+        local.fetch_commit("main", new)
+    with pytest.raises(GitError, match="not a commit id"):
+        downstream.fetch_commit("main", "HEAD")
+    downstream.close()
+
+
 def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

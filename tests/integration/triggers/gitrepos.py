@@ -81,6 +81,7 @@ class GitHttpServer:
                 if self.headers.get("Git-Protocol"):
                     env["GIT_PROTOCOL"] = self.headers["Git-Protocol"]
                 serve.requests += 1
+                serve.methods.append(self.command)
                 out = subprocess.run(
                     [f"{backend}/git-http-backend"], input=body, env=env, capture_output=True, timeout=60
                 ).stdout
@@ -104,6 +105,7 @@ class GitHttpServer:
             do_POST = _cgi
 
         self.requests = 0
+        self.methods: list[str] = []
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()

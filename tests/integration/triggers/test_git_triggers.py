@@ -209,6 +209,24 @@ def test_a_remote_repository_is_polled_and_a_signed_webhook_fetches_it_at_once(
         assert (newest["sha"], newest["trigger"]) == (hooked, "webhook")
         assert time.monotonic() - started < 4  # well before the next poll
 
+        # The generic hook with what a post-receive hook knows (branch and new head): that commit
+        # is fetched in one request and runs. A body that is not such a notification is refused.
+        bearer = {"Authorization": f"Bearer {repo['webhook_secret']}", "Content-Type": "application/json"}
+        told = commit(work, {"x": "3"}, "told change")
+        git(work, "push", "-q", str(served / "app.git"), "main")
+        posts_before = server.methods.count("POST")
+        note = json.dumps({"ref": "refs/heads/main", "after": told}).encode()
+        status, body, _ = controller.request("POST", f"/hooks/git/{repo['id']}", raw=note, headers=bearer)
+        assert status == 202, body
+        newest = wait_runs(controller, repo["pipeline_id"], 3, timeout=4)[0]
+        assert (newest["sha"], newest["trigger"]) == (told, "webhook")
+        assert controller.wait_run(repo["pipeline_id"], newest["number"])["status"] == "succeeded"
+        # One fetch request, no ref advertisement first (agents fetch from the controller's mirror).
+        assert server.methods.count("POST") - posts_before == 1, " ".join(server.methods)
+        for bad in (b"{", b"[]", b'{"ref": "refs/heads/main", "after": "nope"}'):
+            status, body, _ = controller.request("POST", f"/hooks/git/{repo['id']}", raw=bad, headers=bearer)
+            assert status == 400 and "not a push notification" in body["detail"], (bad, body)
+
         # Unknown repositories and bad generic-hook tokens.
         other = json.dumps(
             {
@@ -233,6 +251,7 @@ def test_a_remote_repository_is_polled_and_a_signed_webhook_fetches_it_at_once(
             headers={"Authorization": f"Bearer {repo['webhook_secret']}"},
         )
         assert status == 202
+
     finally:
         server.close()
 

@@ -100,6 +100,22 @@ def test_a_workspace_repository_is_a_self_contained_git_repository(tmp_path: Pat
     assert pack.stat().st_nlink == 2  # hardlinked with the cache's, not copied
 
 
+def test_a_workspace_for_a_local_process_borrows_the_cache_objects(tmp_path: Path) -> None:
+    bare, commits = packed_repository(tmp_path)
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    init_workspace_repository(bare, workspace, commits[2], "http://127.0.0.1:1/r.git", self_contained=False)
+    git("-C", workspace, "read-tree", "--reset", "-u", commits[2])
+    assert (workspace / "file.txt").read_text() == "version 2\n"
+    assert git("-C", workspace, "status", "--porcelain") == ""
+    assert git("-C", workspace, "fsck", "--no-dangling") == ""
+    assert (workspace / ".git/objects/info/alternates").read_text().strip() == str(bare.resolve() / "objects")
+    assert list((workspace / ".git/objects").rglob("*.pack")) == []
+    # The cache merging its packs (as its housekeeping does) does not break the workspace.
+    git("--git-dir", bare, "gc", "--quiet")
+    assert git("-C", workspace, "log", "--format=%s") == "v2\nv1\nv0"
+
+
 def test_the_fetch_request_is_pkt_line_framed() -> None:
     want = b"want " + b"a" * 40 + b" side-band-64k ofs-delta thin-pack no-progress agent=buildit-agent\n"
     assert len(want) + 4 == 0x74

@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from controller.hooks.payloads import PayloadError, PushEvent, parse_push, same_repository
+from controller.hooks.payloads import PayloadError, PushEvent, parse_generic, parse_push, same_repository
 
 ZERO = "0" * 40
 
@@ -451,3 +451,39 @@ def test_gitlab_payload_matches_registered_https_url() -> None:
     assert event is not None
     assert any(same_repository("https://example.com/mike/diaspora", url) for url in event.clone_urls)
     assert not any(same_repository("https://example.com/mike/other", url) for url in event.clone_urls)
+
+
+# --- the generic hook's optional body ----------------------------------------------------------
+
+SHA = "a" * 40
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b"", None),
+        (b"  \n", None),
+        (json.dumps({"ref": "refs/heads/main", "after": SHA}).encode(), ("main", SHA)),
+        (json.dumps({"ref": "refs/heads/release/1.x", "after": SHA.upper()}).encode(), ("release/1.x", SHA)),
+        (json.dumps({"ref": "refs/tags/v1", "after": SHA}).encode(), None),  # a tag: fetch everything
+        (json.dumps({"ref": "refs/heads/main", "after": "0" * 40}).encode(), None),  # a deletion
+        (json.dumps({"ref": "refs/heads/", "after": SHA}).encode(), None),
+    ],
+)
+def test_generic_hook_body(body: bytes, expected: tuple[str, str] | None) -> None:
+    assert parse_generic(body) == expected
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"{", "not JSON"),
+        (b"[]", "not an object"),
+        (json.dumps({"after": SHA}).encode(), 'JSON {"ref"'),
+        (json.dumps({"ref": "refs/heads/main"}).encode(), "no 'after'"),
+        (json.dumps({"ref": "refs/heads/main", "after": "HEAD"}).encode(), "not a commit sha"),
+    ],
+)
+def test_generic_hook_body_errors_say_what_is_wrong(body: bytes, message: str) -> None:
+    with pytest.raises(PayloadError, match=message):
+        parse_generic(body)
