@@ -8,26 +8,9 @@ from uuid import UUID
 from litestar import Controller, get, post
 from litestar.datastructures import State
 
-from controller.agents.services import AgentView, list_agent_views, set_drain
+from controller.agents.services import agent_json, list_agent_views, set_drain
 from controller.api_errors import error
 from controller.services import Services
-
-
-def view_json(v: AgentView) -> dict[str, Any]:
-    """One agent for API responses."""
-    return {
-        "id": str(v.id),
-        "name": v.name,
-        "status": v.status,
-        "drain_requested_by": v.drain_requested_by,
-        "labels": v.labels,
-        "executors": v.executors,
-        "capacity": v.capacity,
-        "running": v.running,
-        "last_seen": v.last_seen.isoformat() if v.last_seen else None,
-        "version": v.version,
-        "registered_at": v.registered_at.isoformat() if v.registered_at else None,
-    }
 
 
 class AgentsController(Controller):
@@ -41,7 +24,7 @@ class AgentsController(Controller):
         """Every registered agent: status, labels, executors, capacity, running stages, last seen."""
         svc: Services = state.services
         views = await list_agent_views(svc.scheduler, svc.tenant)
-        return {"agents": [view_json(v) for v in views]}
+        return {"agents": [agent_json(v) for v in views]}
 
     @post("/{agent_id:uuid}/drain", status_code=200)
     async def drain(self, state: State, agent_id: UUID) -> dict[str, Any]:
@@ -59,4 +42,4 @@ async def _set_drain(state: State, agent_id: UUID, draining: bool) -> dict[str, 
     view = await set_drain(svc.scheduler, svc.tenant, agent_id, draining)
     if view is None:
         raise error(404, f"agent {agent_id} not found; list agents with GET /api/v1/agents")
-    return view_json(view)
+    return agent_json(view)

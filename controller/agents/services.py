@@ -65,6 +65,23 @@ def _view(scheduler: Scheduler, row: dict[str, Any]) -> AgentView:
     )
 
 
+def agent_json(v: AgentView) -> dict[str, Any]:
+    """One agent as the REST API and the live updates show it (one shape for both)."""
+    return {
+        "id": str(v.id),
+        "name": v.name,
+        "status": v.status,
+        "drain_requested_by": v.drain_requested_by,
+        "labels": v.labels,
+        "executors": v.executors,
+        "capacity": v.capacity,
+        "running": v.running,
+        "last_seen": v.last_seen.isoformat() if v.last_seen else None,
+        "version": v.version,
+        "registered_at": v.registered_at.isoformat() if v.registered_at else None,
+    }
+
+
 async def list_agent_views(scheduler: Scheduler, tenant: UUID) -> list[AgentView]:
     """Every registered agent of a tenant, by name, with its live status (REST and gRPC share this)."""
     rows = await Agent.select().where(Agent.tenant == tenant).order_by(Agent.name)

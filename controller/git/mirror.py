@@ -12,6 +12,7 @@ repository. Error messages never carry credentials (`redact`).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import stat
@@ -239,6 +240,19 @@ def _known_head_client(source: RepoSource, ref: Ref, sha: ObjectID) -> tuple[Git
     return client, parsed.path
 
 
+@contextlib.contextmanager
+def _fetching(client: GitClient, source: RepoSource) -> Iterator[None]:
+    """A fetch's failures as one GitError (credentials removed); the client closed either way."""
+    try:
+        yield
+    except GitError:
+        raise
+    except Exception as exc:
+        raise _transport_error(exc, source, "fetching") from exc
+    finally:
+        client.close()
+
+
 def _chain(exc: BaseException) -> Iterator[BaseException]:
     seen: set[int] = set()
     current: BaseException | None = exc
@@ -434,16 +448,10 @@ class Mirror:
             return sorted(oid for oid in tips if oid not in repo.object_store)
 
         client, path = _client(self.source)
-        try:
+        with _fetching(client, self.source):
             result = client.fetch(
                 path, repo, determine_wants=determine_wants, ref_prefix=[b"HEAD", _HEADS], protocol_version=0
             )
-        except GitError:
-            raise
-        except Exception as exc:
-            raise _transport_error(exc, self.source, "fetching") from exc
-        finally:
-            client.close()
         heads = _branch_heads(result.refs)
         for branch, sha in heads.items():
             if ObjectID(sha.encode("ascii")) not in repo.object_store:
@@ -477,14 +485,8 @@ class Mirror:
         want = ObjectID(sha.encode("ascii"))
         if want not in repo.object_store:
             client, path = _known_head_client(self.source, ref, want)
-            try:
+            with _fetching(client, self.source):
                 client.fetch(path, repo, determine_wants=lambda refs, depth=None: [want], protocol_version=0)
-            except GitError:
-                raise
-            except Exception as exc:
-                raise _transport_error(exc, self.source, "fetching") from exc
-            finally:
-                client.close()
             if want not in repo.object_store:
                 raise GitError(f"fetching {redact(self.source.url)}: commit {sha} did not arrive")
         if repo.refs.read_ref(ref) != want:

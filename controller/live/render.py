@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from controller.agents.services import list_agent_views
+from controller.agents.services import agent_json, list_agent_views
 from controller.agents.tables import Agent
 from controller.runs.services import run_json, stage_json
 from controller.runs.tables import Run, StageRun
@@ -71,21 +71,7 @@ async def stage_messages(run_id: UUID, name: str | None = None) -> list[dict[str
 async def agent_messages(svc: Services) -> dict[UUID, dict[str, Any]]:
     """`{"type":"agent","agent":…}` for every agent, as GET /api/v1/agents renders them, by id."""
     return {
-        v.id: {
-            "type": "agent",
-            "agent": {
-                "id": str(v.id),
-                "name": v.name,
-                "status": v.status,
-                "labels": v.labels,
-                "executors": v.executors,
-                "capacity": v.capacity,
-                "running": v.running,
-                "last_seen": v.last_seen.isoformat() if v.last_seen else None,
-                "version": v.version,
-                "registered_at": v.registered_at.isoformat() if v.registered_at else None,
-            },
-        }
+        v.id: {"type": "agent", "agent": agent_json(v)}
         for v in await list_agent_views(svc.scheduler, svc.tenant)
     }
 

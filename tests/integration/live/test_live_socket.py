@@ -242,3 +242,30 @@ async def test_bad_messages_get_a_clear_error_and_the_socket_stays_open(sqlite_f
         messages = await receive_until(ws, lambda m: m["type"] == "log_end")
     text, _ = check_log_messages(messages, "ok", 0)
     assert text == "$ echo hi\nhi\n"
+
+
+async def test_the_fleet_page_sees_agents_as_the_api_shows_them_and_an_operator_drain_live(
+    sqlite_fleet: Controller,
+) -> None:
+    controller = sqlite_fleet
+    [agent] = controller.agents()
+    async with connect(controller) as page:
+        await send(page, op="watch", topic="agents")
+        first = await receive(page)
+        # The same agent in the same shape as GET /api/v1/agents (last_seen moves with heartbeats).
+        assert first["type"] == "agent" and first["agent"].keys() == agent.keys()
+        assert {**first["agent"], "last_seen": None} == {**agent, "last_seen": None}
+        status, body, _ = controller.request("POST", f"/api/v1/agents/{agent['id']}/drain")
+        assert status == 200, body
+        try:
+            drained = await receive_until(
+                page, lambda m: m["type"] == "agent" and m["agent"]["status"] == "draining"
+            )
+            assert drained[-1]["agent"]["drain_requested_by"] == "operator"
+        finally:
+            status, body, _ = controller.request("POST", f"/api/v1/agents/{agent['id']}/resume")
+            assert status == 200, body
+        resumed = await receive_until(
+            page, lambda m: m["type"] == "agent" and m["agent"]["status"] == "online"
+        )
+        assert resumed[-1]["agent"]["drain_requested_by"] is None
