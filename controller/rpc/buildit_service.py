@@ -38,7 +38,16 @@ def _uuid(text: str) -> UUID | None:
         return None
 
 
-_TRIGGERS = {"api": pb.RUN_TRIGGER_API, "rerun": pb.RUN_TRIGGER_RERUN}
+# Runs made by a new commit (seen by the watcher, the poller, a webhook or the catch-up at start)
+# are pushes; cron runs have no value of their own in v1 and stay UNSPECIFIED.
+_TRIGGERS = {
+    "api": pb.RUN_TRIGGER_API,
+    "rerun": pb.RUN_TRIGGER_RERUN,
+    "watch": pb.RUN_TRIGGER_PUSH,
+    "poll": pb.RUN_TRIGGER_PUSH,
+    "webhook": pb.RUN_TRIGGER_PUSH,
+    "start": pb.RUN_TRIGGER_PUSH,
+}
 _AGENT_STATUSES = {
     "online": pb.AGENT_STATUS_ONLINE,
     "draining": pb.AGENT_STATUS_DRAINING,

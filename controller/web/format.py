@@ -56,7 +56,12 @@ def timestamp(value: Any) -> str:
 
 
 def seconds_text(total: float) -> str:
-    """`3s`, `2m 05s`, `1h 02m`: short enough for a table cell."""
+    """`0.4s`, `3s`, `2m 05s`, `1h 02m`: short enough for a table cell.
+
+    Under a second gets a decimal: CI stages are often that quick, and "0s" says nothing.
+    """
+    if 0 <= total < 1:
+        return f"{total:.1f}s"
     whole = max(int(total), 0)
     hours, rest = divmod(whole, 3600)
     minutes, seconds = divmod(rest, 60)

@@ -7,6 +7,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import grpc
+
+from agent.contract._gen import buildit_pb2 as pb
+from agent.contract._gen import buildit_pb2_grpc as pb_grpc
 from tests.integration.fleet.harness import Agent, Controller
 from tests.integration.triggers.gitrepos import commit, make_repo
 from tests.integration.triggers.test_git_triggers import add_agent, fleet, register, wait_runs
@@ -48,3 +52,15 @@ def test_a_rerun_builds_the_same_commit_with_the_same_pipeline_file(
     assert rerun["status"] == "succeeded", rerun
     lines = controller.log(pipeline, body["number"], "build").splitlines()
     assert lines[-4:] == ["$ git rev-parse HEAD", first_sha, "$ echo first file", "first file"]
+
+    # Integrations see how each run started: a commit seen by the watcher is a push.
+    channel = grpc.insecure_channel(controller.grpc_address)
+    try:
+        api = pb_grpc.BuildItServiceStub(channel)
+        triggers = [
+            api.GetRun(pb.GetRunRequest(run_id=run_id), timeout=10).run.trigger
+            for run_id in (first["id"], rerun["id"])
+        ]
+    finally:
+        channel.close()
+    assert triggers == [pb.RUN_TRIGGER_PUSH, pb.RUN_TRIGGER_RERUN]

@@ -12,6 +12,8 @@ T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 def test_durations() -> None:
     assert fmt.duration(None) == "—"
     assert fmt.duration(T0, T0 + timedelta(seconds=7)) == "7s"
+    assert fmt.duration(T0, T0 + timedelta(milliseconds=420)) == "0.4s"
+    assert fmt.duration(T0, T0) == "0.0s"
     assert fmt.duration(T0, T0 + timedelta(minutes=2, seconds=5)) == "2m 05s"
     assert fmt.duration(T0, T0 + timedelta(hours=1, minutes=2)) == "1h 02m"
     assert fmt.duration(T0.isoformat(), now=T0 + timedelta(seconds=3)) == "3s"  # still running
