@@ -7,6 +7,10 @@ subscription and nothing is sent twice. When the subscription overflows (a burst
 follower) or an event starts past what the follower has, it reads the gap from the file: the file
 is the buffer, so a slow client only falls behind the live edge, never loses bytes, and costs
 bounded memory (the follower waits for room in the connection's outbox before reading more).
+A client that was at the live edge and then falls more than LAG_BYTES behind it (a browser that
+cannot keep up with a stage printing fast) is told `reload` and the stream ends: the page shows
+the tail again instead of working through megabytes it would drop anyway. A request for history
+(an old offset) streams everything asked for.
 
 Chunks are merged (up to MESSAGE_BYTES per message) and never split a UTF-8 character: bytes
 after the last whole character wait for the next message. `log_end` follows once the attempt has
@@ -30,6 +34,8 @@ from controller.runs.tables import StageRun
 from controller.services import Services
 
 MESSAGE_BYTES = 512 * 1024
+#: How far behind the live edge a follower that had caught up may fall before it is told `reload`.
+LAG_BYTES = 8 * 1024 * 1024
 #: Queued log events hold their data; past this the follower reads the file instead.
 QUEUE_EVENTS = 32
 _KINDS = frozenset({"log", "stage"})
@@ -86,6 +92,7 @@ class LogFollower:
         self.pos = offset  # bytes taken from the log so far (sent or held in `pending`)
         self.sent = offset  # the `next` of the last message
         self.pending = bytearray()
+        self.caught_up = False  # reached the live edge of an unfinished attempt once
 
     async def state(self) -> LogState:
         """The attempt's recorded size and status: the scheduler's working copy, else the database."""
@@ -126,7 +133,11 @@ class LogFollower:
                         f"attempt {self.attempt} ({state.size} bytes); resume from at most {state.size}"
                     )
                 first = False
+                if self.caught_up and not state.finished and state.size - self.pos > LAG_BYTES:
+                    self.send({"type": "reload", "topic": "log", "id": self.tag, "next": self.sent})
+                    return
                 await self._catch_up(state.size)
+                self.caught_up = self.caught_up or not state.finished
                 if state.finished:
                     self._emit(b"", final=True)
                     self.send({"type": "log_end", "id": self.tag, "next": self.sent, "status": state.status})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from controller.live.logfollow import MESSAGE_BYTES
+from controller.live.logfollow import LAG_BYTES, MESSAGE_BYTES
 from controller.live.outbox import MAX_MESSAGES
 from tests.integration.fleet.harness import Agent, Controller, wait_for
 from tests.integration.live.client import (
@@ -269,3 +270,47 @@ async def test_the_fleet_page_sees_agents_as_the_api_shows_them_and_an_operator_
             page, lambda m: m["type"] == "agent" and m["agent"]["status"] == "online"
         )
         assert resumed[-1]["agent"]["drain_requested_by"] is None
+
+
+async def test_a_follower_that_falls_far_behind_a_fast_stage_is_told_to_reload_the_tail(
+    sqlite_fleet: Controller,
+) -> None:
+    controller = sqlite_fleet
+    total = 4 * LAG_BYTES  # printed at once, then the stage keeps running
+    config = (
+        'pipeline "firehose"\n'
+        f'stage "s" {{ run "head -c {total * 3 // 4} /dev/urandom | base64 -w 99; sleep 60"; }}\n'
+    )
+    pipeline, number, run_id = start_run(controller, config)
+    log_url = f"/api/v1/pipelines/{pipeline}/runs/{number}/stages/s/log"
+
+    def stored() -> int:
+        headers = controller.request("GET", log_url + f"?offset={total}")[2]
+        return int({key.lower(): value for key, value in headers.items()}["x-log-size"])
+
+    try:
+        wait_for(lambda: controller.run(pipeline, number)["status"] == "running", 30, "the stage running")
+        # A small receive buffer, as a slow browser far away has: the kernel must not absorb it all.
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        sock.connect(("127.0.0.1", controller.http_port))
+        sock.setblocking(False)
+        # No compression either: it would shrink the stream below any buffer.
+        async with connect(controller, max_queue=1, sock=sock, compression=None) as slow:
+            await send(slow, **log_request("f", run_id, "s"))
+            # It reads one message (it is at the live edge), then nothing while the stage prints it all.
+            assert (await receive(slow))["type"] == "log"
+            wait_for(lambda: stored() >= total, 60, "the stage to print everything")
+            received = 0
+            while True:
+                message = await receive(slow, timeout=30)
+                assert message["type"] != "log_end", "the slow client was streamed the whole log"
+                if message["type"] == "reload":
+                    break
+                received += len(message["data"])
+            assert message == {"type": "reload", "topic": "log", "id": "f", "next": message["next"]}
+            assert received < total - LAG_BYTES  # it was not sent megabytes it could not keep up with
+            # Asking again from the end follows the live edge.
+            await send(slow, **log_request("f", run_id, "s", offset=stored()))
+    finally:
+        controller.request("POST", f"/api/v1/pipelines/{pipeline}/runs/{number}/cancel")

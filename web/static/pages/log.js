@@ -179,9 +179,8 @@ function startLive() {
       status();
     },
     onReload() {
-      // We fell behind: ask again from the last byte we have.
-      stopLive();
-      startLive();
+      // We fell too far behind a fast stage: show the tail again and follow from there.
+      loadTail();
     },
   });
   window.BuildItLive.start();
