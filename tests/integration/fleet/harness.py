@@ -7,6 +7,7 @@ banner tells which ports it got; a restart reuses them so agents find it again.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -17,7 +18,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -260,3 +261,18 @@ class Agent:
 
     def stop(self) -> None:
         self.proc.stop()
+
+
+@contextlib.contextmanager
+def controller_with_agents(
+    tmp_path: Path, database_url: str, env: dict[str, str] | None = None
+) -> Iterator[tuple[Controller, list[Agent]]]:
+    """A started controller and the list a test adds its agents to; every process stopped after."""
+    controller = Controller(tmp_path, database_url, env=env).start()
+    agents: list[Agent] = []
+    try:
+        yield controller, agents
+    finally:
+        for agent in agents:
+            agent.stop()
+        controller.stop()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.fleet.harness import Agent, Controller, wait_for
+from tests.integration.fleet.harness import Agent, Controller, controller_with_agents, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -25,14 +25,8 @@ stage "test" needs="build" { run "cat dist/a.txt" "test ! -e dist/b.log"; }
 
 @pytest.fixture
 def fleet(tmp_path: Path, database_url: str) -> Iterator[tuple[Controller, list[Agent]]]:
-    controller = Controller(tmp_path, database_url, env={"BUILDIT_ARTIFACT_MAX_BYTES": "1000"}).start()
-    agents: list[Agent] = []
-    try:
-        yield controller, agents
-    finally:
-        for agent in agents:
-            agent.stop()
-        controller.stop()
+    with controller_with_agents(tmp_path, database_url, env={"BUILDIT_ARTIFACT_MAX_BYTES": "1000"}) as fleet:
+        yield fleet
 
 
 def start_agents(controller: Controller, agents: list[Agent], tmp_path: Path, *names: str) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.fleet.harness import Agent, Controller, wait_for
+from tests.integration.fleet.harness import Agent, Controller, controller_with_agents, wait_for
 
 DAG = """
 pipeline "fleet-dag"
@@ -25,14 +25,8 @@ stage "join" { needs "left" "right"; run "echo joined"; }
 
 @pytest.fixture
 def fleet(tmp_path: Path, database_url: str) -> Iterator[tuple[Controller, list[Agent]]]:
-    controller = Controller(tmp_path, database_url).start()
-    agents: list[Agent] = []
-    try:
-        yield controller, agents
-    finally:
-        for agent in agents:
-            agent.stop()
-        controller.stop()
+    with controller_with_agents(tmp_path, database_url) as fleet:
+        yield fleet
 
 
 def start_agents(

@@ -15,21 +15,15 @@ import pytest
 
 from agent.contract._gen import buildit_pb2 as pb
 from agent.contract._gen import buildit_pb2_grpc as pb_grpc
-from tests.integration.fleet.harness import Agent, Controller, wait_for
+from tests.integration.fleet.harness import Agent, Controller, controller_with_agents, wait_for
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 
 
 @pytest.fixture
 def fleet(tmp_path: Path, database_url: str) -> Iterator[tuple[Controller, list[Agent]]]:
-    controller = Controller(tmp_path, database_url).start()
-    agents: list[Agent] = []
-    try:
-        yield controller, agents
-    finally:
-        for agent in agents:
-            agent.stop()
-        controller.stop()
+    with controller_with_agents(tmp_path, database_url) as fleet:
+        yield fleet
 
 
 def start_agent(controller: Controller, agents: list[Agent], tmp_path: Path, name: str) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.fleet.harness import Agent, Controller, wait_for
+from tests.integration.fleet.harness import Agent, Controller, controller_with_agents, wait_for
 from tests.integration.triggers.gitrepos import GIT_ENV, GitHttpServer, commit, git, make_repo
 
 PIPELINE = """pipeline "app"
@@ -34,14 +34,8 @@ stage "check" needs="build" { run "cat built-from.txt"; }
 
 @pytest.fixture
 def fleet(tmp_path: Path, database_url: str) -> Iterator[tuple[Controller, list[Agent]]]:
-    controller = Controller(tmp_path, database_url).start()
-    agents: list[Agent] = []
-    try:
-        yield controller, agents
-    finally:
-        for agent in agents:
-            agent.stop()
-        controller.stop()
+    with controller_with_agents(tmp_path, database_url) as fleet:
+        yield fleet
 
 
 def add_agent(controller: Controller, agents: list[Agent], tmp_path: Path, name: str = "worker") -> None:
