@@ -11,6 +11,8 @@ from typing import Any
 from litestar import Request, Response
 from litestar.exceptions import ClientException, HTTPException, ValidationException
 
+from controller.errors import HTTP_STATUS, BuildItError
+
 
 def error(status: int, detail: str, **extra: Any) -> HTTPException:
     """An HTTP error with a clear message (raise it)."""
@@ -54,3 +56,12 @@ def client_error_handler(request: Request[Any, Any, Any], exc: ClientException) 
     if exc.extra:
         body["extra"] = exc.extra
     return Response(body, status_code=status, headers=exc.headers)
+
+
+def buildit_error_handler(request: Request[Any, Any, Any], exc: BuildItError) -> Response[dict[str, Any]]:
+    """An operation's refusal with the status of its kind (controller.errors.HTTP_STATUS)."""
+    status = HTTP_STATUS[exc.kind]
+    body: dict[str, Any] = {"status_code": status, "detail": exc.message}
+    if exc.extra:
+        body["extra"] = exc.extra
+    return Response(body, status_code=status)

@@ -11,8 +11,9 @@ from litestar.openapi import OpenAPIConfig
 
 from controller import __version__
 from controller.agents.api import AgentsController
-from controller.api_errors import client_error_handler, error, validation_handler
+from controller.api_errors import buildit_error_handler, client_error_handler, error, validation_handler
 from controller.artifacts.api import ArtifactsController
+from controller.errors import BuildItError
 from controller.hooks.api import HooksController
 from controller.live.socket import LIVE_HANDLERS
 from controller.pipelines.api import PipelinesController
@@ -60,7 +61,11 @@ def create_app(services: Services, max_body_bytes: int = 1024 * 1024) -> Litesta
         route_handlers=handlers,
         state=State({"services": services}),
         openapi_config=OpenAPIConfig(title="BuildIt", version=__version__, path="/schema"),
-        exception_handlers={ValidationException: validation_handler, ClientException: client_error_handler},
+        exception_handlers={
+            ValidationException: validation_handler,
+            ClientException: client_error_handler,
+            BuildItError: buildit_error_handler,
+        },
         request_max_body_size=max_body_bytes,
         template_config=web_routes.templates(),
     )

@@ -324,12 +324,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     """Controller + one local agent in one process, on SQLite under ./.buildit: the embedded default."""
     from agent.runner import Agent, build_executors
     from agent.settings import AgentSettings
-    from controller.pipelines.services import (
-        PipelineConflict,
-        PipelineRejected,
-        create_pipeline,
-        list_pipelines,
-    )
+    from controller.errors import AlreadyExists, Unprocessable
+    from controller.pipelines.services import create_pipeline, list_pipelines
 
     settings = _controller_settings(args)
     files = _register_examples(args.pipelines)
@@ -343,10 +339,11 @@ def cmd_up(args: argparse.Namespace) -> int:
             try:
                 row = await create_pipeline(svc.org, svc.tenant, file.read_text(encoding="utf-8"), None)
                 registered.append(row["name"])
-            except PipelineConflict:
+            except AlreadyExists:
                 pass
-            except PipelineRejected as exc:
-                print(f"buildit: skipped {file}: {len(exc.diagnostics)} problem(s)", file=sys.stderr)
+            except Unprocessable as exc:
+                problems = len(exc.extra.get("diagnostics", ()))
+                print(f"buildit: skipped {file}: {problems} problem(s)", file=sys.stderr)
         agent_settings = AgentSettings.from_sources(
             controller=f"127.0.0.1:{running.grpc_port}",
             registration_token=settings.registration_token,
@@ -405,8 +402,8 @@ def _repos_to_watch(given: list[str] | None) -> list[Path]:
 
 async def _watch_local_repo(running: Running, path: Path) -> str:
     """Register `path` with the trigger engine (or find it registered); a banner line."""
-    from controller.repos.services import RepoConflict, RepoSettings
-    from controller.triggers.engine import RegistrationError
+    from controller.errors import AlreadyExists, Invalid
+    from controller.repos.services import RepoSettings
 
     engine = running.services.triggers
     assert engine is not None
@@ -415,13 +412,13 @@ async def _watch_local_repo(running: Running, path: Path) -> str:
             return f"watching:            {path} (repository {repo.name})"
     try:
         repo = await engine.register(RepoSettings(url=str(path)))
-    except RepoConflict:
+    except AlreadyExists:
         repo = await engine.register(
             RepoSettings(
                 url=str(path), name=f"{path.name}-{hashlib.sha1(str(path).encode()).hexdigest()[:6]}"
             )
         )
-    except RegistrationError as exc:
+    except Invalid as exc:
         return f"not watching:        {path}: {exc}"
     return f"watching:            {path} (repository {repo.name}; commit to run its .buildit.kdl)"
 

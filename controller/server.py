@@ -33,6 +33,7 @@ from controller.orgs.services import ensure_default_org_and_tenant
 from controller.rpc.agent_service import AgentServicer
 from controller.rpc.auth import AgentAuthInterceptor
 from controller.rpc.buildit_service import BuildItServicer
+from controller.rpc.errors import ErrorInterceptor
 from controller.runs.logs import LogStore
 from controller.scheduling.model import StageState
 from controller.scheduling.scheduler import Scheduler
@@ -82,7 +83,8 @@ async def start(settings: ControllerSettings) -> Running:
     )
 
     grpc_server = aio.server(
-        interceptors=[AgentAuthInterceptor(registry.authenticate)], options=[("grpc.http2.bdp_probe", 0)]
+        interceptors=[ErrorInterceptor(), AgentAuthInterceptor(registry.authenticate)],
+        options=[("grpc.http2.bdp_probe", 0)],
     )
     pb_grpc.add_AgentServiceServicer_to_server(
         AgentServicer(scheduler, registry, artifact_store, settings.artifact_max_bytes), grpc_server

@@ -16,11 +16,10 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-import grpc
-
 from controller.agents.tables import Agent
 from controller.db.columns import loaded
-from controller.scheduling.scheduler import AgentConn, Scheduler, SchedulingError
+from controller.errors import AlreadyExists, Conflict, Invalid, NotFound, Unauthenticated
+from controller.scheduling.scheduler import AgentConn, Scheduler
 
 MAX_CAPACITY = 256
 
@@ -103,18 +102,9 @@ async def set_drain(scheduler: Scheduler, tenant: UUID, agent_id: UUID, draining
         return None
     try:
         await scheduler.set_operator_drain(agent_id, draining)
-    except SchedulingError:
+    except NotFound:
         return None
     return await agent_view(scheduler, tenant, agent_id)
-
-
-class RegistrationError(Exception):
-    """Registration refused; `status` is the gRPC status to answer with."""
-
-    def __init__(self, status: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 def hash_token(token: str) -> str:
@@ -151,26 +141,22 @@ class AgentRegistry:
     ) -> tuple[UUID, str]:
         """Enrol an agent (or re-enrol one that lost its token); returns (agent id, agent token)."""
         if not hmac.compare_digest(registration_token.encode(), self.registration_token.encode()):
-            raise RegistrationError(grpc.StatusCode.UNAUTHENTICATED, "wrong registration token")
+            raise Unauthenticated("wrong registration token")
         if not compatible(version, self.version):
-            raise RegistrationError(
-                grpc.StatusCode.FAILED_PRECONDITION,
+            raise Conflict(
                 f"agent version {version or '(none)'} is not compatible with "
                 f"controller version {self.version}; "
                 "run an agent of the same major.minor version",
             )
         name = name.strip()
         if not name or len(name) > 128:
-            raise RegistrationError(grpc.StatusCode.INVALID_ARGUMENT, "agent name must be 1-128 characters")
+            raise Invalid("agent name must be 1-128 characters")
         if not 1 <= capacity <= MAX_CAPACITY:
-            raise RegistrationError(
-                grpc.StatusCode.INVALID_ARGUMENT,
+            raise Invalid(
                 f"capacity must be between 1 and {MAX_CAPACITY}, got {capacity}",
             )
         if not executors:
-            raise RegistrationError(
-                grpc.StatusCode.INVALID_ARGUMENT, "an agent must offer at least one executor"
-            )
+            raise Invalid("an agent must offer at least one executor")
         token = secrets.token_urlsafe(32)
         token_hash = hash_token(token)
         existing = (
@@ -180,8 +166,7 @@ class AgentRegistry:
             agent_id = existing["id"]
             conn = self.scheduler.agent_by_id(agent_id)
             if conn is not None and conn.online:
-                raise RegistrationError(
-                    grpc.StatusCode.ALREADY_EXISTS,
+                raise AlreadyExists(
                     f"an agent named '{name}' is connected right now; give this agent another --name",
                 )
             self._by_hash = {h: a for h, a in self._by_hash.items() if a != agent_id}

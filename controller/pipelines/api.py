@@ -41,19 +41,7 @@ class PipelinesController(Controller):
         svc: Services = state.services
         if not isinstance(data.config, str) or not data.config.strip():
             raise error(400, "'config' must be the pipeline's KDL source as a non-empty string")
-        try:
-            row = await services.create_pipeline(svc.org, svc.tenant, data.config, data.name)
-        except services.PipelineRejected as exc:
-            raise error(
-                422,
-                f"the pipeline configuration is invalid ({len(exc.diagnostics)} problem(s)); "
-                "fix them and retry",
-                diagnostics=[services.diagnostic_json(d) for d in exc.diagnostics],
-            ) from None
-        except services.PipelineConflict as exc:
-            raise error(409, f"{exc}; choose another name") from None
-        except ValueError as exc:
-            raise error(400, str(exc)) from None
+        row = await services.create_pipeline(svc.org, svc.tenant, data.config, data.name)
         return services.pipeline_json(row)
 
     @get("/{pipeline_id:uuid}")

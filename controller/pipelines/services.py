@@ -7,23 +7,12 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
+from controller.errors import AlreadyExists, Invalid, Unprocessable
 from controller.pipeline.model import Diagnostic
 from controller.pipeline.validate import load, validate
 from controller.pipelines.tables import Pipeline
 
 MAX_NAME = 200
-
-
-class PipelineRejected(Exception):
-    """The configuration is invalid; nothing was stored."""
-
-    def __init__(self, diagnostics: list[Diagnostic]) -> None:
-        super().__init__(f"{len(diagnostics)} problem(s) in the pipeline configuration")
-        self.diagnostics = diagnostics
-
-
-class PipelineConflict(Exception):
-    """A pipeline with that name exists in the tenant."""
 
 
 def diagnostic_json(d: Diagnostic) -> dict[str, Any]:
@@ -36,6 +25,14 @@ def diagnostic_json(d: Diagnostic) -> dict[str, Any]:
         "hint": d.hint,
         "text": d.format(),
     }
+
+
+def pipeline_rejected(diagnostics: list[Diagnostic]) -> Unprocessable:
+    """The refusal of an invalid pipeline file, with every diagnostic for the client to show."""
+    return Unprocessable(
+        f"the pipeline configuration is invalid ({len(diagnostics)} problem(s)); fix them and retry",
+        diagnostics=[diagnostic_json(d) for d in diagnostics],
+    )
 
 
 def pipeline_json(row: dict[str, Any], with_config: bool = True) -> dict[str, Any]:
@@ -56,21 +53,23 @@ def pipeline_json(row: dict[str, Any], with_config: bool = True) -> dict[str, An
 async def create_pipeline(org: UUID, tenant: UUID, config: str, name: str | None) -> dict[str, Any]:
     """Validate and store a pipeline; its name defaults to the file's `pipeline "name"`."""
     if "\0" in config or (name is not None and "\0" in name):
-        raise ValueError("'config' and 'name' must not contain NUL characters")
+        raise Invalid("'config' and 'name' must not contain NUL characters")
     diagnostics = validate(config, ".buildit.kdl")
     if diagnostics:
-        raise PipelineRejected(diagnostics)
+        raise pipeline_rejected(diagnostics)
     pipeline = load(config, ".buildit.kdl")
     final = (name if name is not None else pipeline.name).strip()
     if not final or len(final) > MAX_NAME:
-        raise ValueError(f"pipeline name must be 1-{MAX_NAME} characters")
+        raise Invalid(f"pipeline name must be 1-{MAX_NAME} characters")
     existing = (
         await Pipeline.select(Pipeline.id)
         .where((Pipeline.tenant == tenant) & (Pipeline.name == final))
         .first()
     )
     if existing is not None:
-        raise PipelineConflict(f"a pipeline named '{final}' already exists (id {existing['id']})")
+        raise AlreadyExists(
+            f"a pipeline named '{final}' already exists (id {existing['id']}); choose another name"
+        )
     now = datetime.now(UTC)
     pipeline_id = uuid.uuid4()
     await Pipeline.insert(

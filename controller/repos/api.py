@@ -11,10 +11,10 @@ from litestar.datastructures import State
 
 from controller.api_errors import error
 from controller.repos import services
-from controller.repos.services import RepoConflict, RepoSettings
+from controller.repos.services import RepoSettings
 from controller.runs.services import find_run, run_with_stages
 from controller.services import Services
-from controller.triggers.engine import NotFound, RegistrationError, TriggerEngine
+from controller.triggers.engine import TriggerEngine
 
 
 @dataclass
@@ -89,12 +89,7 @@ class ReposController(Controller):
             status_repo=status.repo if status else "",
             status_token=status.token if status else "",
         )
-        try:
-            repo = await engine.register(settings)
-        except RepoConflict as exc:
-            raise error(409, str(exc)) from None
-        except (RegistrationError, ValueError) as exc:
-            raise error(400, str(exc)) from None
+        repo = await engine.register(settings)
         return services.repo_json(repo, engine.git_url(repo.id), include_secret=True)
 
     @get("/{repo_id:uuid}")
@@ -127,10 +122,7 @@ class ReposController(Controller):
                 raise error(400, f"'{what}' must be a non-empty string")
         if data.sha is not None and not _is_sha(data.sha):
             raise error(400, "'sha' must be a full 40-character hexadecimal commit id")
-        try:
-            run = await engine.trigger(repo_id, data.branch, data.sha.lower() if data.sha else None)
-        except NotFound as exc:
-            raise error(404, str(exc)) from None
+        run = await engine.trigger(repo_id, data.branch, data.sha.lower() if data.sha else None)
         if run is None:
             raise error(422, "that commit has no .buildit.kdl at the top of the repository: nothing to run")
         row = await find_run(run.pipeline_id, run.number)

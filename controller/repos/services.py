@@ -17,6 +17,7 @@ from uuid import UUID
 
 from controller.db import is_unique_violation, write_transaction
 from controller.db.columns import loaded
+from controller.errors import AlreadyExists, Invalid
 from controller.git.mirror import redact
 from controller.pipelines.tables import Pipeline
 from controller.repos.tables import BranchHead, CommitTrigger, Repository
@@ -28,10 +29,6 @@ MIN_POLL_S = 5
 MAX_POLL_S = 24 * 3600
 STATUS_KINDS = ("github", "gitea", "gitlab")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-
-
-class RepoConflict(Exception):
-    """A repository (or its pipeline) with that name exists already."""
 
 
 @dataclass(frozen=True)
@@ -87,33 +84,29 @@ def default_name(url: str) -> str:
 
 
 def check_settings(settings: RepoSettings) -> None:
-    """Refuse bad registration input with a message that says what to fix (ValueError)."""
+    """Refuse bad registration input with a message that says what to fix (Invalid)."""
     if settings.name is not None and (not _NAME.match(settings.name) or len(settings.name) > MAX_NAME):
-        raise ValueError(
+        raise Invalid(
             f"'name' {settings.name!r} must be 1-{MAX_NAME} characters of letters, digits, '.', '_' or '-'"
         )
     if len(settings.branches) > MAX_BRANCH_GLOBS:
-        raise ValueError(f"at most {MAX_BRANCH_GLOBS} branch globs")
+        raise Invalid(f"at most {MAX_BRANCH_GLOBS} branch globs")
     for glob in settings.branches:
         if not glob.strip() or len(glob) > 255 or any(c in glob for c in " \t\n\0~^:\\"):
-            raise ValueError(
-                f"branch glob {glob!r} is not a valid branch name pattern (e.g. main, release/*)"
-            )
+            raise Invalid(f"branch glob {glob!r} is not a valid branch name pattern (e.g. main, release/*)")
     if not MIN_POLL_S <= settings.poll_interval_s <= MAX_POLL_S:
-        raise ValueError(f"'poll_interval_s' must be between {MIN_POLL_S} and {MAX_POLL_S} seconds")
+        raise Invalid(f"'poll_interval_s' must be between {MIN_POLL_S} and {MAX_POLL_S} seconds")
     if settings.webhook_secret is not None and not 16 <= len(settings.webhook_secret) <= 128:
-        raise ValueError(
-            "'webhook_secret' must be 16-128 characters (or leave it out to get a generated one)"
-        )
+        raise Invalid("'webhook_secret' must be 16-128 characters (or leave it out to get a generated one)")
     if settings.status_kind:
         if settings.status_kind not in STATUS_KINDS:
-            raise ValueError(f"'status.kind' must be one of {', '.join(STATUS_KINDS)}")
+            raise Invalid(f"'status.kind' must be one of {', '.join(STATUS_KINDS)}")
         if not settings.status_api_url.startswith(("http://", "https://")):
-            raise ValueError("'status.api_url' must be an http(s) URL, e.g. https://api.github.com")
+            raise Invalid("'status.api_url' must be an http(s) URL, e.g. https://api.github.com")
         if not settings.status_repo.strip():
-            raise ValueError("'status.repo' is required: owner/name (GitHub, Gitea) or a project id (GitLab)")
+            raise Invalid("'status.repo' is required: owner/name (GitHub, Gitea) or a project id (GitLab)")
         if not settings.status_token:
-            raise ValueError("'status.token' is required to report commit statuses")
+            raise Invalid("'status.token' is required to report commit statuses")
 
 
 def _row(record: dict[str, Any], pipeline_id: UUID) -> RepoRow:
@@ -139,7 +132,7 @@ def _row(record: dict[str, Any], pipeline_id: UUID) -> RepoRow:
 async def create_repository(
     org: UUID, tenant: UUID, settings: RepoSettings, kind: str, url: str, secret: str, config: str
 ) -> RepoRow:
-    """Store a repository and its pipeline (one transaction); RepoConflict on a taken name."""
+    """Store a repository and its pipeline (one transaction); AlreadyExists on a taken name."""
     name = settings.name or default_name(url)
     now = datetime.now(UTC)
     repo_id, pipeline_id = uuid.uuid4(), uuid.uuid4()
@@ -147,12 +140,12 @@ async def create_repository(
         async with write_transaction():
             taken = await Repository.exists().where((Repository.tenant == tenant) & (Repository.name == name))
             if taken:
-                raise RepoConflict(f"a repository named '{name}' is registered already; pass another 'name'")
+                raise AlreadyExists(f"a repository named '{name}' is registered already; pass another 'name'")
             pipeline_taken = await Pipeline.exists().where(
                 (Pipeline.tenant == tenant) & (Pipeline.name == name)
             )
             if pipeline_taken:
-                raise RepoConflict(f"a pipeline named '{name}' exists already; pass another 'name'")
+                raise AlreadyExists(f"a pipeline named '{name}' exists already; pass another 'name'")
             await Repository.insert(
                 Repository(
                     id=repo_id,
@@ -187,7 +180,7 @@ async def create_repository(
             )
     except Exception as exc:
         if is_unique_violation(exc):
-            raise RepoConflict(f"a repository or pipeline named '{name}' exists already") from None
+            raise AlreadyExists(f"a repository or pipeline named '{name}' exists already") from None
         raise
     found = await get_repository(tenant, repo_id)
     assert found is not None

@@ -20,7 +20,7 @@ from agent.contract._gen import buildit_pb2 as pb
 from agent.contract._gen import buildit_pb2_grpc as pb_grpc
 from agent.contract.types import StageStatus
 from agent.workspace import artifact_path_problem
-from controller.agents.services import AgentRegistry, RegistrationError
+from controller.agents.services import AgentRegistry
 from controller.artifacts import services as artifacts
 from controller.artifacts.store import (
     ArtifactCorrupt,
@@ -28,9 +28,10 @@ from controller.artifacts.store import (
     ArtifactStore,
     ArtifactTooLarge,
 )
+from controller.errors import Invalid, LeaseLost
 from controller.rpc.auth import current_agent
 from controller.scheduling.model import StageState
-from controller.scheduling.scheduler import CancelOrder, LeaseOffer, Scheduler, SchedulingError, now
+from controller.scheduling.scheduler import CancelOrder, LeaseOffer, Scheduler, now
 
 log = logging.getLogger(__name__)
 
@@ -44,17 +45,6 @@ _CANCEL_REASONS = {
     "timeout": pb.CANCEL_REASON_TIMEOUT,
     "lease_lost": pb.CANCEL_REASON_LEASE_LOST,
 }
-
-
-async def _fail(context: aio.ServicerContext, exc: SchedulingError) -> None:
-    code = {
-        "not_found": grpc.StatusCode.NOT_FOUND,
-        "invalid": grpc.StatusCode.INVALID_ARGUMENT,
-        "conflict": grpc.StatusCode.ALREADY_EXISTS,
-        "lease_lost": grpc.StatusCode.ABORTED,
-        "unauthenticated": grpc.StatusCode.UNAUTHENTICATED,
-    }.get(exc.code, grpc.StatusCode.FAILED_PRECONDITION)
-    await context.abort(code, exc.message)
 
 
 class AgentServicer(pb_grpc.AgentServiceServicer):  # type: ignore[misc]
@@ -76,18 +66,14 @@ class AgentServicer(pb_grpc.AgentServiceServicer):  # type: ignore[misc]
     async def Register(
         self, request: pb.RegisterRequest, context: aio.ServicerContext
     ) -> pb.RegisterResponse:
-        try:
-            agent_id, token = await self.registry.register(
-                registration_token=request.registration_token,
-                name=request.name,
-                labels=dict(request.labels),
-                executors=list(request.executors),
-                capacity=request.capacity,
-                version=request.version,
-            )
-        except RegistrationError as exc:
-            await context.abort(exc.status, exc.message)
-            raise
+        agent_id, token = await self.registry.register(
+            registration_token=request.registration_token,
+            name=request.name,
+            labels=dict(request.labels),
+            executors=list(request.executors),
+            capacity=request.capacity,
+            version=request.version,
+        )
         return pb.RegisterResponse(
             agent_id=str(agent_id),
             agent_token=token,
@@ -106,21 +92,15 @@ class AgentServicer(pb_grpc.AgentServiceServicer):  # type: ignore[misc]
                     yield pb.LeaseEvent(ping=pb.Ping(sent_at=convert.timestamp_to_proto(now())))
                 else:
                     yield _event_to_proto(event)
-        except SchedulingError as exc:
-            await _fail(context, exc)
         finally:
             await stream.aclose()  # type: ignore[attr-defined]
 
     async def Heartbeat(
         self, request: pb.HeartbeatRequest, context: aio.ServicerContext
     ) -> pb.HeartbeatResponse:
-        try:
-            lost = await self.scheduler.heartbeat(
-                current_agent.get(), list(request.running_lease_ids), request.free_slots, request.draining
-            )
-        except SchedulingError as exc:
-            await _fail(context, exc)
-            raise
+        lost = await self.scheduler.heartbeat(
+            current_agent.get(), list(request.running_lease_ids), request.free_slots, request.draining
+        )
         agent = self.scheduler.agent_by_id(current_agent.get())
         return pb.HeartbeatResponse(
             lost_lease_ids=lost,
@@ -131,11 +111,7 @@ class AgentServicer(pb_grpc.AgentServiceServicer):  # type: ignore[misc]
     async def ExtendLease(
         self, request: pb.ExtendLeaseRequest, context: aio.ServicerContext
     ) -> pb.ExtendLeaseResponse:
-        try:
-            stage = await self.scheduler.extend(current_agent.get(), request.lease_id)
-        except SchedulingError as exc:
-            await _fail(context, exc)
-            raise
+        stage = await self.scheduler.extend(current_agent.get(), request.lease_id)
         return pb.ExtendLeaseResponse(
             deadline=convert.timestamp_to_proto(stage.lease_deadline),
             cancel_requested=stage.cancel_deadline is not None,
@@ -149,38 +125,19 @@ class AgentServicer(pb_grpc.AgentServiceServicer):  # type: ignore[misc]
         try:
             status = convert.status_from_proto(request.status)
         except ValueError:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "StageUpdate.status must be set")
-            raise
-        try:
-            if status is StageStatus.RUNNING:
-                stage = await self.scheduler.stage_started(
-                    agent_id,
-                    request.lease_id,
-                    convert.timestamp_from_proto(request.started_at)
-                    if request.HasField("started_at")
-                    else None,
-                )
-            elif status.finished:
-                exit_code = request.exit_code if request.HasField("exit_code") else None
-                stage = await self.scheduler.stage_finished(
-                    agent_id,
-                    request.lease_id,
-                    status,
-                    exit_code,
-                    request.message,
-                    convert.timestamp_from_proto(request.started_at)
-                    if request.HasField("started_at")
-                    else None,
-                )
-            else:
-                await context.abort(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    f"agents report running or a final status, not {status.value}",
-                )
-                raise AssertionError("unreachable")
-        except SchedulingError as exc:
-            await _fail(context, exc)
-            raise
+            raise Invalid("StageUpdate.status must be set") from None
+        started_at = (
+            convert.timestamp_from_proto(request.started_at) if request.HasField("started_at") else None
+        )
+        if status is StageStatus.RUNNING:
+            stage = await self.scheduler.stage_started(agent_id, request.lease_id, started_at)
+        elif status.finished:
+            exit_code = request.exit_code if request.HasField("exit_code") else None
+            stage = await self.scheduler.stage_finished(
+                agent_id, request.lease_id, status, exit_code, request.message, started_at
+            )
+        else:
+            raise Invalid(f"agents report running or a final status, not {status.value}")
         return pb.StageUpdateAck(status=convert.status_to_proto(stage.status))
 
     async def StreamLogs(
@@ -307,10 +264,7 @@ class AgentServicer(pb_grpc.AgentServiceServicer):  # type: ignore[misc]
         """The stage held under `lease_id` by this agent; ABORTED for anything else (the fencing rule)."""
         stage = self.scheduler.by_lease.get(lease_id)
         if stage is None or stage.agent_id != agent_id or stage.status.finished:
-            await context.abort(
-                grpc.StatusCode.ABORTED, f"lease {lease_id} is not held by this agent any more"
-            )
-            raise AssertionError("unreachable")
+            raise LeaseLost(f"lease {lease_id} is not held by this agent any more")
         return stage
 
 

@@ -7,13 +7,17 @@ it is authenticated by the registration token in its request.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from uuid import UUID
 
 import grpc
 from grpc import aio
+
+from controller.errors import Unauthenticated
+from controller.rpc.wrapping import wrap_handler
 
 OPEN_METHODS = frozenset({"/buildit.v1.AgentService/Register"})
 AGENT_PREFIX = "/buildit.v1.AgentService/"
@@ -57,56 +61,15 @@ class AgentAuthInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
 
 
 def _wrap(handler: grpc.RpcMethodHandler, authenticate: Authenticate) -> grpc.RpcMethodHandler:
-    async def check(context: aio.ServicerContext) -> UUID:
+    @contextlib.asynccontextmanager
+    async def check(context: aio.ServicerContext) -> AsyncIterator[None]:
         token = bearer_token(context.invocation_metadata())
         agent_id = await authenticate(token) if token else None
         if agent_id is None:
-            await context.abort(
-                grpc.StatusCode.UNAUTHENTICATED,
-                "missing or unknown agent token: register the agent again with the registration token",
+            raise Unauthenticated(
+                "missing or unknown agent token: register the agent again with the registration token"
             )
-            raise AssertionError("unreachable")
         current_agent.set(agent_id)
-        return agent_id
+        yield
 
-    if handler.unary_unary:
-        inner_uu = handler.unary_unary
-
-        async def unary_unary(request: Any, context: aio.ServicerContext) -> Any:
-            await check(context)
-            return await inner_uu(request, context)
-
-        return grpc.unary_unary_rpc_method_handler(
-            unary_unary, handler.request_deserializer, handler.response_serializer
-        )
-    if handler.unary_stream:
-        inner_us = handler.unary_stream
-
-        async def unary_stream(request: Any, context: aio.ServicerContext) -> Any:
-            await check(context)
-            async for item in inner_us(request, context):
-                yield item
-
-        return grpc.unary_stream_rpc_method_handler(
-            unary_stream, handler.request_deserializer, handler.response_serializer
-        )
-    if handler.stream_unary:
-        inner_su = handler.stream_unary
-
-        async def stream_unary(requests: Any, context: aio.ServicerContext) -> Any:
-            await check(context)
-            return await inner_su(requests, context)
-
-        return grpc.stream_unary_rpc_method_handler(
-            stream_unary, handler.request_deserializer, handler.response_serializer
-        )
-    inner_ss = handler.stream_stream
-
-    async def stream_stream(requests: Any, context: aio.ServicerContext) -> Any:
-        await check(context)
-        async for item in inner_ss(requests, context):
-            yield item
-
-    return grpc.stream_stream_rpc_method_handler(
-        stream_stream, handler.request_deserializer, handler.response_serializer
-    )
+    return wrap_handler(handler, check)

@@ -24,7 +24,6 @@ from controller.events import Overflow
 from controller.pipeline.validate import load, validate
 from controller.pipelines.tables import Pipeline
 from controller.runs.tables import Run, StageRun
-from controller.scheduling.scheduler import SchedulingError
 from controller.services import Services
 
 MAX_PAGE = 200
@@ -52,11 +51,6 @@ _AGENT_STATUSES = {
     "online": pb.AGENT_STATUS_ONLINE,
     "draining": pb.AGENT_STATUS_DRAINING,
     "offline": pb.AGENT_STATUS_OFFLINE,
-}
-# Scheduler refusals as gRPC status codes ("conflict": the run or stage is not in a state for it).
-_REFUSALS = {
-    "not_found": grpc.StatusCode.NOT_FOUND,
-    "conflict": grpc.StatusCode.FAILED_PRECONDITION,
 }
 
 
@@ -160,14 +154,9 @@ class BuildItServicer(pb_grpc.BuildItServiceServicer):  # type: ignore[misc]
         if pipeline_id is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"pipeline {request.repository!r} not found")
             raise AssertionError("unreachable")
-        try:
-            run = await self.svc.scheduler.trigger(
-                pipeline_id, branch=request.ref or "main", sha=request.commit_sha, trigger="api"
-            )
-        except SchedulingError as exc:
-            code = grpc.StatusCode.INVALID_ARGUMENT if exc.code == "invalid" else grpc.StatusCode.NOT_FOUND
-            await context.abort(code, exc.message)
-            raise
+        run = await self.svc.scheduler.trigger(
+            pipeline_id, branch=request.ref or "main", sha=request.commit_sha, trigger="api"
+        )
         return pb.TriggerRunResponse(run=await self._load_run(str(run.id), context))
 
     async def GetRun(self, request: pb.GetRunRequest, context: aio.ServicerContext) -> pb.GetRunResponse:
@@ -290,10 +279,7 @@ class BuildItServicer(pb_grpc.BuildItServiceServicer):  # type: ignore[misc]
         self, request: pb.RetryStageRequest, context: aio.ServicerContext
     ) -> pb.RetryStageResponse:
         await self._load_run(request.run_id, context)  # NOT_FOUND for unknown ids, as everywhere
-        try:
-            await self.svc.scheduler.retry_stage(UUID(request.run_id), request.stage_name)
-        except SchedulingError as exc:
-            await context.abort(_REFUSALS.get(exc.code, grpc.StatusCode.INVALID_ARGUMENT), exc.message)
+        await self.svc.scheduler.retry_stage(UUID(request.run_id), request.stage_name)
         return pb.RetryStageResponse(run=await self._load_run(request.run_id, context))
 
     async def RerunRun(
@@ -304,11 +290,7 @@ class BuildItServicer(pb_grpc.BuildItServiceServicer):  # type: ignore[misc]
         row = await Run.select(Run.pipeline).where(Run.id == UUID(old.id)).first()
         repo_id = triggers.repository_of(row["pipeline"]) if triggers is not None and row else None
         repo_url = triggers.git_url(repo_id) if triggers is not None and repo_id else None
-        try:
-            run = await self.svc.scheduler.rerun(UUID(old.id), repo_url=repo_url)
-        except SchedulingError as exc:
-            await context.abort(_REFUSALS.get(exc.code, grpc.StatusCode.INVALID_ARGUMENT), exc.message)
-            raise AssertionError("unreachable") from None
+        run = await self.svc.scheduler.rerun(UUID(old.id), repo_url=repo_url)
         return pb.RerunRunResponse(run=await self._load_run(str(run.id), context))
 
     async def DrainAgent(

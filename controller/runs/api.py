@@ -12,9 +12,7 @@ from litestar.datastructures import State
 from controller.api_errors import error
 from controller.pipelines.services import get_pipeline
 from controller.runs import services
-from controller.scheduling.scheduler import SchedulingError
 from controller.services import Services
-from controller.triggers.engine import NotFound
 
 MAX_NUMBER = 2**31 - 1
 
@@ -59,21 +57,14 @@ class RunsController(Controller):
         if repo_id is not None and svc.triggers is not None:
             # A watched repository's pipeline runs its .buildit.kdl at a commit, with that checkout.
             return await _run_repository(svc, repo_id, branch, data.sha)
-        try:
-            run = await svc.scheduler.trigger(
-                pipeline_id,
-                branch=branch,
-                sha=data.sha or "",
-                message=data.message,
-                author=data.author,
-                trigger="api",
-            )
-        except SchedulingError as exc:
-            if exc.code == "not_found":
-                raise error(
-                    404, f"pipeline {pipeline_id} not found; list pipelines with GET /api/v1/pipelines"
-                ) from None
-            raise error(400, exc.message) from None
+        run = await svc.scheduler.trigger(
+            pipeline_id,
+            branch=branch,
+            sha=data.sha or "",
+            message=data.message,
+            author=data.author,
+            trigger="api",
+        )
         return services.new_run_json(run, branch, data.sha or "", data.message, data.author, "api")
 
     @get("/")
@@ -117,10 +108,7 @@ class RunsController(Controller):
         repo_id = svc.triggers.repository_of(pipeline_id) if svc.triggers is not None else None
         # The mirror's URL as agents reach it now (the controller's address may have changed).
         repo_url = svc.triggers.git_url(repo_id) if svc.triggers is not None and repo_id else None
-        try:
-            run = await svc.scheduler.rerun(row["id"], repo_url=repo_url)
-        except SchedulingError as exc:
-            raise _scheduling_error(exc) from None
+        run = await svc.scheduler.rerun(row["id"], repo_url=repo_url)
         fresh = await services.find_run(run.pipeline_id, run.number)
         assert fresh is not None
         return await services.run_with_stages(fresh)
@@ -130,10 +118,7 @@ class RunsController(Controller):
         """Run a failed, timed-out, errored or cancelled stage again (attempt + 1), and what it blocked."""
         svc: Services = state.services
         row = await self._run(svc, pipeline_id, number)
-        try:
-            await svc.scheduler.retry_stage(row["id"], name)
-        except SchedulingError as exc:
-            raise _scheduling_error(exc) from None
+        await svc.scheduler.retry_stage(row["id"], name)
         fresh = await services.find_run(pipeline_id, number)
         assert fresh is not None
         return await services.run_with_stages(fresh)
@@ -171,20 +156,11 @@ class RunsController(Controller):
         )
 
 
-def _scheduling_error(exc: SchedulingError) -> Exception:
-    """A scheduler refusal as an HTTP error: unknown -> 404, not now -> 409, bad input -> 400."""
-    status = {"not_found": 404, "conflict": 409}.get(exc.code, 400)
-    return error(status, exc.message)
-
-
 async def _run_repository(svc: Services, repo_id: UUID, branch: str, sha: str | None) -> dict[str, Any]:
     assert svc.triggers is not None
     if sha is not None and not (len(sha) == 40 and all(c in "0123456789abcdefABCDEF" for c in sha)):
         raise error(400, "'sha' must be a full 40-character hexadecimal commit id")
-    try:
-        run = await svc.triggers.trigger(repo_id, branch or None, sha.lower() if sha else None)
-    except NotFound as exc:
-        raise error(404, str(exc)) from None
+    run = await svc.triggers.trigger(repo_id, branch or None, sha.lower() if sha else None)
     if run is None:
         raise error(422, "that commit has no .buildit.kdl at the top of the repository: nothing to run")
     row = await services.find_run(run.pipeline_id, run.number)

@@ -23,6 +23,7 @@ from typing import Protocol
 from uuid import UUID
 
 from agent.contract.types import StageSpec, StageStatus, WorkspaceSource
+from controller.errors import Conflict, Invalid, LeaseLost, NotFound, Unauthenticated
 from controller.events import EventBus
 from controller.pipeline.dag import Dag
 from controller.pipeline.model import Pipeline, PipelineInvalid
@@ -52,15 +53,6 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-class SchedulingError(Exception):
-    """A request the scheduler refuses; `code` says which kind (for HTTP/gRPC mapping)."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code  # "not_found" | "invalid" | "conflict" | "lease_lost" | "unauthenticated"
-        self.message = message
-
-
 _SHA = re.compile(r"[0-9a-fA-F]{4,64}\Z")
 
 
@@ -72,16 +64,12 @@ def check_trigger(branch: str, sha: str, message: str, author: str) -> None:
         or len(branch) > 255
         or any(c in branch for c in "\0\n\r")
     ):
-        raise SchedulingError(
-            "invalid", "'branch' must be a branch name (1-255 characters, one line), e.g. \"main\""
-        )
+        raise Invalid("'branch' must be a branch name (1-255 characters, one line), e.g. \"main\"")
     if sha and (not isinstance(sha, str) or not _SHA.match(sha)):
-        raise SchedulingError("invalid", f"'sha' must be a hexadecimal commit id (4-64 digits), got {sha!r}")
+        raise Invalid(f"'sha' must be a hexadecimal commit id (4-64 digits), got {sha!r}")
     for field_name, value, limit in (("message", message, 10_000), ("author", author, 255)):
         if not isinstance(value, str) or "\0" in value or len(value) > limit:
-            raise SchedulingError(
-                "invalid", f"'{field_name}' must be text of at most {limit} characters without NUL characters"
-            )
+            raise Invalid(f"'{field_name}' must be text of at most {limit} characters without NUL characters")
 
 
 @dataclass(frozen=True)
@@ -333,12 +321,12 @@ class Scheduler:
         if source is None:
             config = await self.store.pipeline_config(pipeline_id)
             if config is None:
-                raise SchedulingError("not_found", f"pipeline {pipeline_id} not found")
+                raise NotFound(f"pipeline {pipeline_id} not found")
             _, source = config
         async with self._operation():
             number = await self.store.next_run_number(pipeline_id)
             if number is None:
-                raise SchedulingError("not_found", f"pipeline {pipeline_id} not found")
+                raise NotFound(f"pipeline {pipeline_id} not found")
             run_id = uuid.uuid4()
             run = RunState(
                 id=run_id,
@@ -439,32 +427,27 @@ class Scheduler:
             if run is None:
                 run = await self.store.load_run(run_id)
                 if run is None:
-                    raise SchedulingError("not_found", f"run {run_id} not found")
+                    raise NotFound(f"run {run_id} not found")
                 active = False
             else:
                 active = True
             stage = run.stages.get(stage_name)
             if stage is None:
                 names = ", ".join(run.stages) or "none (the pipeline could not be planned)"
-                raise SchedulingError(
-                    "not_found", f"run {run.number} has no stage '{stage_name}'; its stages: {names}"
-                )
+                raise NotFound(f"run {run.number} has no stage '{stage_name}'; its stages: {names}")
             if stage.status not in RETRYABLE:
-                raise SchedulingError(
-                    "conflict",
+                raise Conflict(
                     f"stage '{stage_name}' is {stage.status.value}; only a failed, timed-out, errored "
                     "or cancelled stage can be retried",
                 )
             if active and run.cancel_requested:
-                raise SchedulingError(
-                    "conflict",
+                raise Conflict(
                     f"run {run.number} is being cancelled; wait until it has finished, then retry "
                     f"stage '{stage_name}'",
                 )
             unmet = [n for n in stage.needs if run.stages[n].status is not StageStatus.SUCCEEDED]
             if unmet:
-                raise SchedulingError(
-                    "conflict",
+                raise Conflict(
                     f"stage '{stage_name}' needs {', '.join(repr(n) for n in unmet)}, which did not "
                     f"succeed; retry {'that stage' if len(unmet) == 1 else 'those stages'} instead "
                     f"('{stage_name}' runs after it succeeds)",
@@ -531,10 +514,9 @@ class Scheduler:
         """
         origin = await self.store.run_origin(run_id)
         if origin is None:
-            raise SchedulingError("not_found", f"run {run_id} not found")
+            raise NotFound(f"run {run_id} not found")
         if run_id in self.runs or not origin.status.finished:
-            raise SchedulingError(
-                "conflict",
+            raise Conflict(
                 f"run {origin.number} is still {origin.status.value}; cancel it first "
                 f"(POST .../runs/{origin.number}/cancel), then re-run it",
             )
@@ -565,7 +547,7 @@ class Scheduler:
         async with self._operation():
             agent = self.agents.get(agent_id)
             if agent is None:
-                raise SchedulingError("not_found", f"agent {agent_id} not found")
+                raise NotFound(f"agent {agent_id} not found")
             if agent.operator_draining != draining:
                 agent.operator_draining = draining
                 await self.store.save_agent_status(agent)
@@ -597,7 +579,7 @@ class Scheduler:
         """
         agent = self.agents.get(agent_id)
         if agent is None:
-            raise SchedulingError("unauthenticated", "unknown agent")
+            raise Unauthenticated("unknown agent")
         queue: asyncio.Queue[AgentEvent] = asyncio.Queue()
         async with self._operation():
             if agent.events is not None:
@@ -676,7 +658,7 @@ class Scheduler:
         async with self._operation():
             agent = self.agents.get(agent_id)
             if agent is None:
-                raise SchedulingError("unauthenticated", "unknown agent")
+                raise Unauthenticated("unknown agent")
             agent.last_seen = now()
             if agent.agent_draining != draining:
                 # Only the agent's own flag: its heartbeat never clears an operator's drain.
@@ -713,7 +695,7 @@ class Scheduler:
     def _current(self, agent_id: UUID, lease_id: str) -> StageState:
         stage = self.by_lease.get(lease_id)
         if stage is None or stage.agent_id != agent_id or stage.status.finished:
-            raise SchedulingError("lease_lost", f"lease {lease_id} is not held by this agent any more")
+            raise LeaseLost(f"lease {lease_id} is not held by this agent any more")
         return stage
 
     async def stage_started(self, agent_id: UUID, lease_id: str, started_at: datetime | None) -> StageState:

@@ -40,6 +40,7 @@ from typing import TypeVar
 from uuid import UUID
 
 from agent.contract.types import WorkspaceSource
+from controller.errors import BuildItError, Invalid, NotFound
 from controller.git.mirror import (
     CommitMeta,
     GitError,
@@ -55,7 +56,7 @@ from controller.pipeline.validate import load
 from controller.repos import services as repos
 from controller.repos.services import RepoRow, RepoSettings, check_settings
 from controller.scheduling.model import RunState
-from controller.scheduling.scheduler import Scheduler, SchedulingError
+from controller.scheduling.scheduler import Scheduler
 from controller.triggers.schedule import cron_schedule, next_cron, runs_on_push
 
 log = logging.getLogger(__name__)
@@ -68,14 +69,6 @@ WATCH_SETUP_S = 0.5
 #: `_maintain_later`): long enough for the new runs' agents to have fetched.
 MAINTAIN_DELAY_S = 2.0
 _T = TypeVar("_T")
-
-
-class RegistrationError(ValueError):
-    """A repository cannot be registered; the message says why and how to fix it."""
-
-
-class NotFound(LookupError):
-    """No such repository, branch or commit (the message names it)."""
 
 
 @dataclass
@@ -173,14 +166,14 @@ class TriggerEngine:
         """Check, mirror and store a repository, then watch it.
 
         The first fetch happens here, so a bad URL, an unreachable remote or a directory that is
-        not a repository is refused now with the reason (RegistrationError), and nothing is
+        not a repository is refused now with the reason (Invalid), and nothing is
         stored. Pushes already on the branches are not built: the next one is.
         """
         check_settings(settings)
         try:
             source = parse_source(settings.url, base)
         except GitError as exc:
-            raise RegistrationError(str(exc)) from None
+            raise Invalid(str(exc)) from None
         staging = self.mirrors_dir / f"new-{secrets.token_hex(8)}.git"
         self.mirrors_dir.mkdir(parents=True, exist_ok=True)
         mirror = Mirror(staging, source)
@@ -194,7 +187,7 @@ class TriggerEngine:
         except GitError as exc:
             mirror.close()
             shutil.rmtree(staging, ignore_errors=True)
-            raise RegistrationError(f"cannot fetch {redact(source.url)}: {exc}") from None
+            raise Invalid(f"cannot fetch {redact(source.url)}: {exc}") from None
         except BaseException:
             mirror.close()
             shutil.rmtree(staging, ignore_errors=True)
@@ -453,7 +446,7 @@ class TriggerEngine:
                 source=text,
                 workspace=WorkspaceSource(self.git_url(repo.id), sha, f"refs/heads/{branch}"),
             )
-        except SchedulingError as exc:
+        except BuildItError as exc:
             await repos.finish_trigger(trigger_id, f"not run: {exc.message}", None)
             return None
         if pipeline is not None and branch == default_branch(await repos.branch_heads(repo.id)):

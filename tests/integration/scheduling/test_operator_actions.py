@@ -17,10 +17,11 @@ import pytest
 
 from agent.contract.types import StageStatus, WorkspaceSource
 from controller.agents.tables import Agent
+from controller.errors import BuildItError
 from controller.events import Event
 from controller.pipelines.services import create_pipeline
 from controller.runs.tables import Run, StageRun
-from controller.scheduling.scheduler import CancelOrder, LeaseOffer, SchedulingError
+from controller.scheduling.scheduler import CancelOrder, LeaseOffer
 from tests.integration.scheduling.test_scheduler import Harness, statuses
 
 CHAIN = """
@@ -202,16 +203,16 @@ async def test_a_cancelled_run_is_resumed_by_retrying_its_cancelled_stage(harnes
     order = await harness.next_event(agent)
     assert isinstance(order, CancelOrder)
     # While the cancel is under way nothing can be retried.
-    with pytest.raises(SchedulingError) as busy:
+    with pytest.raises(BuildItError) as busy:
         await harness.scheduler.retry_stage(run.id, "b")
-    assert busy.value.code == "conflict"
+    assert busy.value.kind == "conflict"
     await harness.scheduler.stage_finished(agent, offer.lease_id, StageStatus.CANCELLED, None, "cancelled")
     stored = await run_row(run.id)
     assert stored["status"] == "cancelled" and stored["cancel_requested"]
     # b never ran because a was cancelled: retrying b alone cannot work, the message says what to do.
-    with pytest.raises(SchedulingError) as blocked:
+    with pytest.raises(BuildItError) as blocked:
         await harness.scheduler.retry_stage(run.id, "b")
-    assert blocked.value.code == "conflict" and "retry that stage instead" in blocked.value.message
+    assert blocked.value.kind == "conflict" and "retry that stage instead" in blocked.value.message
 
     await harness.scheduler.retry_stage(run.id, "a")
     stored = await run_row(run.id)
@@ -236,20 +237,20 @@ async def test_retry_refuses_stages_that_are_not_failed_and_changes_nothing(harn
     running, queued = offer.spec.name, ("b" if offer.spec.name == "a" else "a")
     before = (await rows(run.id), await run_row(run.id))
 
-    async def refused(run_id: uuid.UUID, name: str) -> SchedulingError:
-        with pytest.raises(SchedulingError) as caught:
+    async def refused(run_id: uuid.UUID, name: str) -> BuildItError:
+        with pytest.raises(BuildItError) as caught:
             await harness.scheduler.retry_stage(run_id, name)
         return caught.value
 
     exc = await refused(run.id, running)
-    assert exc.code == "conflict"
+    assert exc.kind == "conflict"
     assert exc.message == (
         f"stage '{running}' is running; only a failed, timed-out, errored or cancelled stage can be retried"
     )
-    assert (await refused(run.id, queued)).code == "conflict"
+    assert (await refused(run.id, queued)).kind == "conflict"
     missing = await refused(run.id, "nope")
-    assert missing.code == "not_found" and "its stages: a, b" in missing.message
-    assert (await refused(uuid.uuid4(), "a")).code == "not_found"
+    assert missing.kind == "not_found" and "its stages: a, b" in missing.message
+    assert (await refused(uuid.uuid4(), "a")).kind == "not_found"
     assert (await rows(run.id), await run_row(run.id)) == before
 
     await harness.run_stage(agent, offer)
@@ -257,7 +258,7 @@ async def test_retry_refuses_stages_that_are_not_failed_and_changes_nothing(harn
     done = (await rows(run.id), await run_row(run.id))
     assert done[1]["status"] == "succeeded"
     exc = await refused(run.id, "a")
-    assert exc.code == "conflict" and "is succeeded" in exc.message
+    assert exc.kind == "conflict" and "is succeeded" in exc.message
     assert (await rows(run.id), await run_row(run.id)) == done
     assert run.id not in harness.scheduler.runs
 
@@ -284,9 +285,9 @@ async def test_rerun_makes_the_next_run_of_the_same_commit_and_pipeline_file(har
         workspace=workspace,
     )
     offer = await harness.next_event(agent)
-    with pytest.raises(SchedulingError) as busy:
+    with pytest.raises(BuildItError) as busy:
         await harness.scheduler.rerun(run.id)
-    assert busy.value.code == "conflict" and "cancel it first" in busy.value.message
+    assert busy.value.kind == "conflict" and "cancel it first" in busy.value.message
     await harness.run_stage(agent, offer)
     await fail(harness, agent, await harness.next_event(agent))
     assert (await run_row(run.id))["status"] == "failed"
@@ -305,9 +306,9 @@ async def test_rerun_makes_the_next_run_of_the_same_commit_and_pipeline_file(har
     assert offer.spec.source == WorkspaceSource("http://127.0.0.1:2/git/r.git", "ab" * 20, "refs/heads/main")
     assert offer.spec.env["BUILDIT_GIT_SHA"] == "ab" * 20
     assert offer.spec.env["BUILDIT_RUN_NUMBER"] == str(again.number)
-    with pytest.raises(SchedulingError) as missing:
+    with pytest.raises(BuildItError) as missing:
         await harness.scheduler.rerun(uuid.uuid4())
-    assert missing.value.code == "not_found"
+    assert missing.value.kind == "not_found"
 
 
 # --------------------------------------------------------------------------- drain / resume
@@ -354,9 +355,9 @@ async def test_operator_drain_holds_new_leases_across_heartbeats_and_restarts(ha
     assert isinstance(offer, LeaseOffer) and offer.run_id == waiting.id
     row = await Agent.select().where(Agent.id == agent).first()
     assert (row["operator_drain"], row["status"]) == (False, "online")
-    with pytest.raises(SchedulingError) as missing:
+    with pytest.raises(BuildItError) as missing:
         await harness.scheduler.set_operator_drain(uuid.uuid4(), True)
-    assert missing.value.code == "not_found"
+    assert missing.value.kind == "not_found"
 
 
 async def test_the_agents_own_drain_and_the_operators_are_told_apart(harness: Harness) -> None:

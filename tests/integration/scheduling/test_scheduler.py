@@ -197,11 +197,11 @@ async def test_lease_expiry_requeues_then_gives_up_and_fences_the_zombie(db: Any
         assert row["status"] == "error" and row["infra_failures"] == 3
         assert "giving up" in row["message"]
         # Zombie writes with any old lease are refused and change nothing.
-        from controller.scheduling.scheduler import SchedulingError
+        from controller.errors import BuildItError
 
-        with pytest.raises(SchedulingError) as refused:
+        with pytest.raises(BuildItError) as refused:
             await harness.scheduler.stage_finished(agent, offers[0].lease_id, StageStatus.SUCCEEDED, 0, "")
-        assert refused.value.code == "lease_lost"
+        assert refused.value.kind == "lease_lost"
         assert await harness.scheduler.heartbeat(agent, [offers[1].lease_id], 1, False) == [
             offers[1].lease_id
         ]

@@ -1,0 +1,63 @@
+"""Wrapping a gRPC method handler of any of the four kinds in one async context manager.
+
+Server interceptors (authentication, error mapping) need to run code around every call of every
+method, whatever its cardinality; grpc.aio offers no single hook for that, so this is the one place
+that knows the four handler shapes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import grpc
+from grpc import aio
+
+#: Code run around one call: entered before the servicer, exited (with its exception) after it.
+Guard = Callable[[aio.ServicerContext], AbstractAsyncContextManager[None]]
+
+
+def wrap_handler(handler: grpc.RpcMethodHandler, guard: Guard) -> grpc.RpcMethodHandler:
+    """`handler` with every call run inside `guard(context)`."""
+    if handler.unary_unary:
+        inner_uu = handler.unary_unary
+
+        async def unary_unary(request: Any, context: aio.ServicerContext) -> Any:
+            async with guard(context):
+                return await inner_uu(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(
+            unary_unary, handler.request_deserializer, handler.response_serializer
+        )
+    if handler.unary_stream:
+        inner_us = handler.unary_stream
+
+        async def unary_stream(request: Any, context: aio.ServicerContext) -> Any:
+            async with guard(context):
+                async for item in inner_us(request, context):
+                    yield item
+
+        return grpc.unary_stream_rpc_method_handler(
+            unary_stream, handler.request_deserializer, handler.response_serializer
+        )
+    if handler.stream_unary:
+        inner_su = handler.stream_unary
+
+        async def stream_unary(requests: Any, context: aio.ServicerContext) -> Any:
+            async with guard(context):
+                return await inner_su(requests, context)
+
+        return grpc.stream_unary_rpc_method_handler(
+            stream_unary, handler.request_deserializer, handler.response_serializer
+        )
+    inner_ss = handler.stream_stream
+
+    async def stream_stream(requests: Any, context: aio.ServicerContext) -> Any:
+        async with guard(context):
+            async for item in inner_ss(requests, context):
+                yield item
+
+    return grpc.stream_stream_rpc_method_handler(
+        stream_stream, handler.request_deserializer, handler.response_serializer
+    )
