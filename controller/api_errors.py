@@ -6,6 +6,7 @@ own shape, so framework errors like malformed JSON or a too-large body look the 
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from litestar import Request, Response
@@ -13,11 +14,7 @@ from litestar.exceptions import ClientException, HTTPException, ValidationExcept
 
 from controller.errors import HTTP_STATUS, BuildItError
 
-
-def error(status: int, detail: str, **extra: Any) -> HTTPException:
-    """An HTTP error with a clear message (raise it)."""
-    return HTTPException(status_code=status, detail=detail, extra=extra or None)
-
+log = logging.getLogger(__name__)
 
 BODY_EXAMPLE = 'e.g. {"config": "<kdl source>"} to create a pipeline, {"branch": "main"} to trigger a run'
 
@@ -65,3 +62,12 @@ def buildit_error_handler(request: Request[Any, Any, Any], exc: BuildItError) ->
     if exc.extra:
         body["extra"] = exc.extra
     return Response(body, status_code=status)
+
+
+def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    """Anything else: logged with its traceback for the operator, a plain 500 for the client."""
+    if isinstance(exc, HTTPException):
+        body: dict[str, Any] = {"status_code": exc.status_code, "detail": exc.detail}
+        return Response(body, status_code=exc.status_code, headers=exc.headers)
+    log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+    return Response({"status_code": 500, "detail": "Internal Server Error"}, status_code=500)

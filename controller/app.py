@@ -5,22 +5,28 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Litestar, get
-from litestar.datastructures import State
+from litestar.di import Provide
 from litestar.exceptions import ClientException, ValidationException
 from litestar.openapi import OpenAPIConfig
 
 from controller import __version__
 from controller.agents.api import AgentsController
-from controller.api_errors import buildit_error_handler, client_error_handler, error, validation_handler
+from controller.api_errors import (
+    buildit_error_handler,
+    client_error_handler,
+    internal_error_handler,
+    validation_handler,
+)
 from controller.artifacts.api import ArtifactsController
-from controller.errors import BuildItError
+from controller.deps import Deps
+from controller.errors import BuildItError, Unavailable
 from controller.hooks.api import HooksController
 from controller.live.socket import LIVE_HANDLERS
 from controller.pipelines.api import PipelinesController
 from controller.repos.api import ReposController
 from controller.repos.git_http import GitHttpController
 from controller.runs.api import RunsController
-from controller.services import Services
+from controller.runs.commands import RunCommands
 from controller.web import routes as web_routes
 
 
@@ -31,19 +37,29 @@ async def health() -> dict[str, str]:
 
 
 @get("/ready", tags=["health"])
-async def ready(state: State) -> dict[str, str]:
+async def ready() -> dict[str, str]:
     """Readiness: the database answers."""
     from controller.pipelines.tables import Pipeline
 
     try:
         await Pipeline.count()
     except Exception as exc:
-        raise error(503, f"database not reachable: {exc.__class__.__name__}") from None
+        raise Unavailable(f"database not reachable: {exc.__class__.__name__}") from None
     return {"status": "ok", "database": "ok"}
 
 
-def create_app(services: Services, max_body_bytes: int = 1024 * 1024) -> Litestar:
-    """The HTTP application: REST API, web UI pages and /static, OpenAPI at /schema, health checks."""
+def create_app(deps: Deps, max_body_bytes: int = 1024 * 1024) -> Litestar:
+    """The HTTP application: REST API, web UI pages and /static, OpenAPI at /schema, health checks.
+
+    Handlers get `deps` (and `commands`, the run operations) by Litestar's dependency injection.
+    """
+
+    def provide_deps() -> Deps:
+        return deps
+
+    def provide_commands() -> RunCommands:
+        return deps.runs
+
     handlers: list[Any] = [
         health,
         ready,
@@ -59,12 +75,16 @@ def create_app(services: Services, max_body_bytes: int = 1024 * 1024) -> Litesta
     ]
     return Litestar(
         route_handlers=handlers,
-        state=State({"services": services}),
+        dependencies={
+            "deps": Provide(provide_deps, use_cache=True, sync_to_thread=False),
+            "commands": Provide(provide_commands, use_cache=True, sync_to_thread=False),
+        },
         openapi_config=OpenAPIConfig(title="BuildIt", version=__version__, path="/schema"),
         exception_handlers={
             ValidationException: validation_handler,
             ClientException: client_error_handler,
             BuildItError: buildit_error_handler,
+            Exception: internal_error_handler,
         },
         request_max_body_size=max_body_bytes,
         template_config=web_routes.templates(),

@@ -28,6 +28,7 @@ from controller.app import create_app
 from controller.artifacts import services as artifact_rows
 from controller.artifacts.store import ArtifactStore
 from controller.db.engine import close_database, open_database
+from controller.deps import Deps
 from controller.events import EventBus
 from controller.orgs.services import ensure_default_org_and_tenant
 from controller.rpc.agent_service import AgentServicer
@@ -38,7 +39,6 @@ from controller.runs.logs import LogStore
 from controller.scheduling.model import StageState
 from controller.scheduling.scheduler import Scheduler
 from controller.scheduling.store import PiccoloStore
-from controller.services import Services
 from controller.settings import ControllerSettings
 from controller.triggers.engine import TriggerEngine
 from controller.triggers.status import StatusReporter
@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 class Running:
     """A started controller: where it listens, and how to stop it."""
 
-    services: Services
+    deps: Deps
     http_port: int
     grpc_port: int
     stop: Callable[[], Awaitable[None]]
@@ -78,9 +78,7 @@ async def start(settings: ControllerSettings) -> Running:
     triggers = TriggerEngine(scheduler, org, tenant, settings.data_dir / "mirrors")
     artifact_store = ArtifactStore(settings.data_dir / "artifacts")
     scheduler.lease_listeners.append(_forget_artifacts_of_earlier_attempts())
-    services = Services(
-        scheduler, registry, logs, events, org, tenant, triggers=triggers, artifacts=artifact_store
-    )
+    deps = Deps(scheduler, registry, logs, events, org, tenant, triggers=triggers, artifacts=artifact_store)
 
     grpc_server = aio.server(
         interceptors=[ErrorInterceptor(), AgentAuthInterceptor(registry.authenticate)],
@@ -89,7 +87,7 @@ async def start(settings: ControllerSettings) -> Running:
     pb_grpc.add_AgentServiceServicer_to_server(
         AgentServicer(scheduler, registry, artifact_store, settings.artifact_max_bytes), grpc_server
     )
-    pb_grpc.add_BuildItServiceServicer_to_server(BuildItServicer(services), grpc_server)
+    pb_grpc.add_BuildItServiceServicer_to_server(BuildItServicer(deps), grpc_server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, grpc_server)
     names = (
@@ -106,7 +104,7 @@ async def start(settings: ControllerSettings) -> Running:
     for name in (*names[:2], ""):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
 
-    app = create_app(services, settings.max_body_bytes)
+    app = create_app(deps, settings.max_body_bytes)
     config = uvicorn.Config(
         app,
         host=settings.http_host,
@@ -141,7 +139,7 @@ async def start(settings: ControllerSettings) -> Running:
             await http_task
         await close_database(engine)
 
-    return Running(services, http_port, grpc_port, stop)
+    return Running(deps, http_port, grpc_port, stop)
 
 
 def _url_host(host: str) -> str:

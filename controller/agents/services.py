@@ -93,18 +93,19 @@ async def agent_view(scheduler: Scheduler, tenant: UUID, agent_id: UUID) -> Agen
     return _view(scheduler, row) if row is not None else None
 
 
-async def set_drain(scheduler: Scheduler, tenant: UUID, agent_id: UUID, draining: bool) -> AgentView | None:
-    """Drain or resume an agent of a tenant for an operator; None when there is no such agent.
+async def set_drain(scheduler: Scheduler, tenant: UUID, agent_id: UUID, draining: bool) -> AgentView:
+    """Drain or resume an agent of a tenant for an operator (REST, gRPC and the UI's buttons).
 
     The tenant is checked against the stored row first, so one tenant cannot drain another's.
     """
+    missing = NotFound(f"agent {agent_id} not found; list agents with GET /api/v1/agents")
     if await agent_view(scheduler, tenant, agent_id) is None:
-        return None
-    try:
-        await scheduler.set_operator_drain(agent_id, draining)
-    except NotFound:
-        return None
-    return await agent_view(scheduler, tenant, agent_id)
+        raise missing
+    await scheduler.set_operator_drain(agent_id, draining)
+    view = await agent_view(scheduler, tenant, agent_id)
+    if view is None:
+        raise missing
+    return view
 
 
 def hash_token(token: str) -> str:

@@ -12,14 +12,13 @@ from typing import Any
 from uuid import UUID
 
 from litestar import Controller, get
-from litestar.datastructures import State
 from litestar.response import File
 
-from controller.api_errors import error
 from controller.artifacts import services
+from controller.deps import Deps
+from controller.errors import BuildItError, NotFound
 from controller.pipelines.services import get_pipeline
 from controller.runs.services import find_run
-from controller.services import Services
 
 MAX_NUMBER = 2**31 - 1
 
@@ -30,39 +29,35 @@ class ArtifactsController(Controller):
     path = "/api/v1/pipelines/{pipeline_id:uuid}/runs/{number:int}/artifacts"
     tags = ["artifacts"]
 
-    async def _run(self, svc: Services, pipeline_id: UUID, number: int) -> dict[str, Any]:
-        if await get_pipeline(svc.tenant, pipeline_id) is None:
-            raise error(404, f"pipeline {pipeline_id} not found; list pipelines with GET /api/v1/pipelines")
+    async def _run(self, deps: Deps, pipeline_id: UUID, number: int) -> dict[str, Any]:
+        if await get_pipeline(deps.tenant, pipeline_id) is None:
+            raise NotFound(f"pipeline {pipeline_id} not found; list pipelines with GET /api/v1/pipelines")
         row = await find_run(pipeline_id, number) if 1 <= number <= MAX_NUMBER else None
         if row is None:
-            raise error(404, f"run {number} of pipeline {pipeline_id} not found")
+            raise NotFound(f"run {number} of pipeline {pipeline_id} not found")
         return row
 
     @get("/")
-    async def list_artifacts(self, state: State, pipeline_id: UUID, number: int) -> dict[str, Any]:
+    async def list_artifacts(self, deps: Deps, pipeline_id: UUID, number: int) -> dict[str, Any]:
         """Every artifact of the run: stage, path, size, sha256, and where to download it."""
-        svc: Services = state.services
-        run = await self._run(svc, pipeline_id, number)
+        run = await self._run(deps, pipeline_id, number)
         base = f"/api/v1/pipelines/{pipeline_id}/runs/{number}/artifacts"
-        rows = await services.list_for_run(svc.tenant, run["id"])
+        rows = await services.list_for_run(deps.tenant, run["id"])
         return {"artifacts": [services.artifact_json(row, f"{base}/{row['id']}") for row in rows]}
 
     @get("/{artifact_id:uuid}", media_type="application/octet-stream")
-    async def download(self, state: State, pipeline_id: UUID, number: int, artifact_id: UUID) -> File:
+    async def download(self, deps: Deps, pipeline_id: UUID, number: int, artifact_id: UUID) -> File:
         """The artifact's bytes, as an attachment named after its file name."""
-        svc: Services = state.services
-        run = await self._run(svc, pipeline_id, number)
-        row = await services.find_artifact(svc.tenant, run["id"], artifact_id)
+        run = await self._run(deps, pipeline_id, number)
+        row = await services.find_artifact(deps.tenant, run["id"], artifact_id)
         if row is None:
-            raise error(
-                404,
+            raise NotFound(
                 f"run {number} of pipeline {pipeline_id} has no artifact {artifact_id}; list them with "
                 f"GET /api/v1/pipelines/{pipeline_id}/runs/{number}/artifacts",
             )
-        store = svc.artifacts
+        store = deps.artifacts
         if store is None or not store.exists(str(row["sha256"])):
-            raise error(
-                500,
+            raise BuildItError(
                 f"the content of artifact '{row['path']}' ({row['sha256']}) is missing from the controller's "
                 "data dir",
             )

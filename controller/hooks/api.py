@@ -14,13 +14,12 @@ from typing import Any
 from uuid import UUID
 
 from litestar import Controller, Request, post
-from litestar.datastructures import State
 
-from controller.api_errors import error
+from controller.deps import Deps
+from controller.errors import Invalid, NotFound, Unauthenticated
 from controller.hooks.payloads import PayloadError, parse_generic, parse_push, same_repository
 from controller.hooks.verify import verify_bearer, verify_gitea, verify_github, verify_gitlab
 from controller.repos.services import RepoRow
-from controller.services import Services
 
 _EVENT_HEADER = {"github": "x-github-event", "gitea": "x-gitea-event", "gitlab": "x-gitlab-event"}
 
@@ -40,67 +39,66 @@ class HooksController(Controller):
     path = "/hooks"
     tags = ["webhooks"]
 
-    async def _forge(self, forge: str, state: State, request: Request[Any, Any, Any]) -> dict[str, Any]:
-        svc: Services = state.services
-        assert svc.triggers is not None
+    async def _forge(self, forge: str, deps: Deps, request: Request[Any, Any, Any]) -> dict[str, Any]:
+        assert deps.triggers is not None
         body = await request.body()
         try:
             event = parse_push(forge, request.headers.get(_EVENT_HEADER[forge]), body)
         except PayloadError as exc:
-            raise error(400, f"not a {forge} webhook payload: {exc}") from None
+            raise Invalid(f"not a {forge} webhook payload: {exc}") from None
         if event is None:
             return {"status": "ignored", "detail": "not a push event"}
         matching = [
             repo
-            for repo in svc.triggers.repositories()
+            for repo in deps.triggers.repositories()
             if any(same_repository(repo.url, url) for url in event.clone_urls)
         ]
         if not matching:
-            raise error(
-                404,
+            raise NotFound(
                 f"no registered repository matches {', '.join(event.clone_urls[:3]) or 'this payload'}; "
                 "register it with POST /api/v1/repos",
             )
         verified = [repo for repo in matching if _verified(forge, repo, body, request.headers)]
         if not verified:
-            raise error(401, f"the {forge} webhook signature does not match the repository's webhook secret")
+            raise Unauthenticated(
+                f"the {forge} webhook signature does not match the repository's webhook secret"
+            )
         head = (event.branch, event.after) if event.branch and event.after else None
         for repo in verified:
-            await svc.triggers.hook(repo.id, head)
+            await deps.triggers.hook(repo.id, head)
         return {"status": "accepted", "repositories": [str(repo.id) for repo in verified]}
 
     @post("/github", status_code=202)
-    async def github(self, state: State, request: Request[Any, Any, Any]) -> dict[str, Any]:
+    async def github(self, deps: Deps, request: Request[Any, Any, Any]) -> dict[str, Any]:
         """GitHub push webhook (`X-Hub-Signature-256`)."""
-        return await self._forge("github", state, request)
+        return await self._forge("github", deps, request)
 
     @post("/gitea", status_code=202)
-    async def gitea(self, state: State, request: Request[Any, Any, Any]) -> dict[str, Any]:
+    async def gitea(self, deps: Deps, request: Request[Any, Any, Any]) -> dict[str, Any]:
         """Gitea (and Forgejo) push webhook (`X-Gitea-Signature`)."""
-        return await self._forge("gitea", state, request)
+        return await self._forge("gitea", deps, request)
 
     @post("/gitlab", status_code=202)
-    async def gitlab(self, state: State, request: Request[Any, Any, Any]) -> dict[str, Any]:
+    async def gitlab(self, deps: Deps, request: Request[Any, Any, Any]) -> dict[str, Any]:
         """GitLab push webhook (`X-Gitlab-Token`)."""
-        return await self._forge("gitlab", state, request)
+        return await self._forge("gitlab", deps, request)
 
     @post("/git/{repo_id:uuid}", status_code=202)
-    async def generic(self, state: State, request: Request[Any, Any, Any], repo_id: UUID) -> dict[str, Any]:
+    async def generic(self, deps: Deps, request: Request[Any, Any, Any], repo_id: UUID) -> dict[str, Any]:
         """Any other notifier: `Authorization: Bearer <webhook secret>`.
 
         The body is empty, or `{"ref": "refs/heads/<branch>", "after": "<sha>"}` (what a
         `post-receive` hook knows), which lets the controller fetch that commit in one request.
         """
-        svc: Services = state.services
-        assert svc.triggers is not None
-        repo = svc.triggers.repository(repo_id)
+        assert deps.triggers is not None
+        repo = deps.triggers.repository(repo_id)
         if repo is None:
-            raise error(404, f"repository {repo_id} not found")
+            raise NotFound(f"repository {repo_id} not found")
         if not verify_bearer(repo.webhook_secret, request.headers.get("authorization")):
-            raise error(401, "missing or wrong 'Authorization: Bearer <webhook secret>'")
+            raise Unauthenticated("missing or wrong 'Authorization: Bearer <webhook secret>'")
         try:
             head = parse_generic(await request.body())
         except PayloadError as exc:
-            raise error(400, f"not a push notification: {exc}") from None
-        await svc.triggers.hook(repo_id, head)
+            raise Invalid(f"not a push notification: {exc}") from None
+        await deps.triggers.hook(repo_id, head)
         return {"status": "accepted", "repositories": [str(repo_id)]}

@@ -15,9 +15,9 @@ from collections.abc import Hashable
 from typing import Any, Protocol
 from uuid import UUID
 
+from controller.deps import Deps
 from controller.events import Event, Overflow
 from controller.live import render
-from controller.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class Watcher(Protocol):
 class LiveHub:
     """Topic registry and the task that turns bus events into frames for the watchers."""
 
-    def __init__(self, svc: Services) -> None:
+    def __init__(self, svc: Deps) -> None:
         self.svc = svc
         self._watchers: dict[Hashable, set[Watcher]] = {}
         self._task: asyncio.Task[None] | None = None

@@ -15,17 +15,17 @@ from uuid import UUID
 
 from controller.agents.services import agent_json, list_agent_views
 from controller.agents.tables import Agent
+from controller.deps import Deps
 from controller.runs.services import run_json, stage_json
 from controller.runs.tables import Run, StageRun
-from controller.services import Services
 
 
-async def settled(svc: Services) -> None:
+async def settled(deps: Deps) -> None:
     """Wait until the scheduler operation that may have published an event committed its rows."""
-    await svc.scheduler.settled()
+    await deps.scheduler.settled()
 
 
-async def run_message(svc: Services, run_id: UUID) -> dict[str, Any] | None:
+async def run_message(deps: Deps, run_id: UUID) -> dict[str, Any] | None:
     """`{"type":"run","run":…}`: `run_json` plus `pipeline_id` and `pipeline_name`."""
     row = (
         await Run.select(
@@ -36,17 +36,17 @@ async def run_message(svc: Services, run_id: UUID) -> dict[str, Any] | None:
         .where(Run.id == run_id)
         .first()
     )
-    if row is None or row["pipeline_tenant"] != svc.tenant:
+    if row is None or row["pipeline_tenant"] != deps.tenant:
         return None
     run = run_json(row)
     run["pipeline_name"] = row["pipeline_name"]
     return {"type": "run", "run": run}
 
 
-async def run_tenant_ok(svc: Services, run_id: UUID) -> bool:
+async def run_tenant_ok(deps: Deps, run_id: UUID) -> bool:
     """Whether the run exists and belongs to this controller's tenant."""
     row = await Run.select(Run.pipeline.tenant.as_alias("tenant")).where(Run.id == run_id).first()
-    return row is not None and row["tenant"] == svc.tenant
+    return row is not None and row["tenant"] == deps.tenant
 
 
 async def stage_messages(run_id: UUID, name: str | None = None) -> list[dict[str, Any]]:
@@ -68,14 +68,14 @@ async def stage_messages(run_id: UUID, name: str | None = None) -> list[dict[str
     return out
 
 
-async def agent_messages(svc: Services) -> dict[UUID, dict[str, Any]]:
+async def agent_messages(deps: Deps) -> dict[UUID, dict[str, Any]]:
     """`{"type":"agent","agent":…}` for every agent, as GET /api/v1/agents renders them, by id."""
     return {
         v.id: {"type": "agent", "agent": agent_json(v)}
-        for v in await list_agent_views(svc.scheduler, svc.tenant)
+        for v in await list_agent_views(deps.scheduler, deps.tenant)
     }
 
 
-async def agent_message(svc: Services, agent_id: UUID) -> dict[str, Any] | None:
+async def agent_message(deps: Deps, agent_id: UUID) -> dict[str, Any] | None:
     """One agent's message (None when it is not this tenant's)."""
-    return (await agent_messages(svc)).get(agent_id)
+    return (await agent_messages(deps)).get(agent_id)

@@ -18,12 +18,12 @@ from litestar import WebSocket, websocket
 from litestar.datastructures import State
 from litestar.exceptions import WebSocketDisconnect
 
+from controller.deps import Deps
 from controller.live.hub import AGENTS, RUNS, LiveHub, run_key
 from controller.live.logfollow import FollowError, LogFollower, dumps
 from controller.live.outbox import Outbox
 from controller.live.render import agent_messages, run_message, run_tenant_ok, stage_messages
 from controller.live.requests import BadRequest, FollowLog, StopLog, Watch, parse
-from controller.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +31,11 @@ MAX_LOG_STREAMS = 32
 MAX_FRAME_CHARS = 64 * 1024
 
 
-def _hub(state: State) -> LiveHub:
+def _hub(state: State, deps: Deps) -> LiveHub:
+    """The app's one hub (made at the first socket), fanning events out to every connection."""
     hub = state.get("live_hub")
     if hub is None:
-        hub = LiveHub(state.services)
+        hub = LiveHub(deps)
         state["live_hub"] = hub
     assert isinstance(hub, LiveHub)
     return hub
@@ -43,7 +44,7 @@ def _hub(state: State) -> LiveHub:
 class Connection:
     """One page's socket: its topics, its log streams and its outbox."""
 
-    def __init__(self, svc: Services, hub: LiveHub, outbox: Outbox | None = None) -> None:
+    def __init__(self, svc: Deps, hub: LiveHub, outbox: Outbox | None = None) -> None:
         self.svc = svc
         self.hub = hub
         self.outbox = outbox or Outbox()
@@ -178,12 +179,12 @@ async def _write(socket: WebSocket[Any, Any, Any], outbox: Outbox) -> None:
 
 
 @websocket("/ws")
-async def live_socket(socket: WebSocket[Any, Any, Any], state: State) -> None:
+async def live_socket(socket: WebSocket[Any, Any, Any], deps: Deps) -> None:
     """Live updates for one page: watch topics, follow logs (protocol in README, "Live updates")."""
     await socket.accept()
-    hub = _hub(state)
+    hub = _hub(socket.app.state, deps)
     hub.connect()
-    conn = Connection(state.services, hub)
+    conn = Connection(deps, hub)
     writer = asyncio.create_task(_write(socket, conn.outbox), name="live-writer")
     try:
         while not writer.done():

@@ -90,6 +90,19 @@ async def get_pipeline(tenant: UUID, pipeline_id: UUID) -> dict[str, Any] | None
     return row
 
 
+async def find_pipeline(tenant: UUID, name_or_id: str) -> dict[str, Any] | None:
+    """A pipeline of a tenant by id (its text) or by name, or None: how integrations name one."""
+    try:
+        key: UUID | None = UUID(name_or_id)
+    except ValueError:
+        key = None
+    query = Pipeline.select().where(Pipeline.tenant == tenant)
+    row: dict[str, Any] | None = await (
+        query.where(Pipeline.id == key) if key else query.where(Pipeline.name == name_or_id)
+    ).first()
+    return row
+
+
 async def list_pipelines(tenant: UUID) -> list[dict[str, Any]]:
     """All pipelines of a tenant, by name."""
     rows: list[dict[str, Any]] = (

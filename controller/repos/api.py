@@ -7,13 +7,13 @@ from typing import Any
 from uuid import UUID
 
 from litestar import Controller, delete, get, post
-from litestar.datastructures import State
 
-from controller.api_errors import error
+from controller.deps import Deps
+from controller.errors import Invalid, NotFound
 from controller.repos import services
 from controller.repos.services import RepoSettings
-from controller.runs.services import find_run, run_with_stages
-from controller.services import Services
+from controller.runs.commands import RunCommands, TriggerInput
+from controller.runs.services import record_json
 from controller.triggers.engine import TriggerEngine
 
 
@@ -46,12 +46,13 @@ class RunRepo:
 
     branch: str | None = None
     sha: str | None = None
+    #: Extra variables for this run, visible to the pipeline as ${env.NAME}.
+    env: dict[str, str] = field(default_factory=dict)
 
 
-def _engine(state: State) -> TriggerEngine:
-    svc: Services = state.services
-    assert svc.triggers is not None
-    return svc.triggers
+def _engine(deps: Deps) -> TriggerEngine:
+    assert deps.triggers is not None
+    return deps.triggers
 
 
 class ReposController(Controller):
@@ -61,21 +62,21 @@ class ReposController(Controller):
     tags = ["repositories"]
 
     @get("/")
-    async def list_repos(self, state: State) -> dict[str, Any]:
+    async def list_repos(self, deps: Deps) -> dict[str, Any]:
         """Every repository with its watch status (`ok`, or `error` with the reason)."""
-        engine = _engine(state)
-        rows = await services.list_repositories(_engine(state).tenant)
+        engine = _engine(deps)
+        rows = await services.list_repositories(_engine(deps).tenant)
         return {"repos": [services.repo_json(r, engine.git_url(r.id)) for r in rows]}
 
     @post("/", status_code=201)
-    async def register(self, state: State, data: RegisterRepo) -> dict[str, Any]:
+    async def register(self, deps: Deps, data: RegisterRepo) -> dict[str, Any]:
         """Register a repository (URL or a path on the controller's machine) and start watching it.
 
         The answer includes the webhook secret, this once: configure it on the forge's webhook.
         """
-        engine = _engine(state)
+        engine = _engine(deps)
         if not isinstance(data.url, str) or not data.url.strip() or "\0" in data.url:
-            raise error(400, "'url' must be a Git URL (https://, ssh://, git://, file://) or a local path")
+            raise Invalid("'url' must be a Git URL (https://, ssh://, git://, file://) or a local path")
         status = data.commit_status
         settings = RepoSettings(
             url=data.url.strip(),
@@ -93,41 +94,32 @@ class ReposController(Controller):
         return services.repo_json(repo, engine.git_url(repo.id), include_secret=True)
 
     @get("/{repo_id:uuid}")
-    async def show(self, state: State, repo_id: UUID) -> dict[str, Any]:
+    async def show(self, deps: Deps, repo_id: UUID) -> dict[str, Any]:
         """One repository and what its recent triggers became (a run, or why not)."""
-        engine = _engine(state)
+        engine = _engine(deps)
         repo = await services.get_repository(engine.tenant, repo_id)
         if repo is None:
-            raise error(404, f"repository {repo_id} not found; list them with GET /api/v1/repos")
+            raise NotFound(f"repository {repo_id} not found; list them with GET /api/v1/repos")
         body = services.repo_json(repo, engine.git_url(repo.id))
         body["branch_heads"] = await services.branch_heads(repo_id)
         body["triggers"] = await services.recent_triggers(repo_id)
         return body
 
     @delete("/{repo_id:uuid}", status_code=204)
-    async def unregister(self, state: State, repo_id: UUID) -> None:
+    async def unregister(self, deps: Deps, repo_id: UUID) -> None:
         """Stop watching; deletes the repository's pipeline, runs and mirror."""
-        if not await _engine(state).unregister(repo_id):
-            raise error(404, f"repository {repo_id} not found; list them with GET /api/v1/repos")
+        if not await _engine(deps).unregister(repo_id):
+            raise NotFound(f"repository {repo_id} not found; list them with GET /api/v1/repos")
 
     @post("/{repo_id:uuid}/runs", status_code=201)
-    async def run(self, state: State, repo_id: UUID, data: RunRepo) -> dict[str, Any]:
+    async def run(self, commands: RunCommands, repo_id: UUID, data: RunRepo) -> dict[str, Any]:
         """Run a branch head or one commit now (`.buildit.kdl` read at that commit)."""
-        engine = _engine(state)
-        repo = engine.repository(repo_id)
-        if repo is None:
-            raise error(404, f"repository {repo_id} not found; list them with GET /api/v1/repos")
         for value, what in ((data.branch, "branch"), (data.sha, "sha")):
             if value is not None and (not isinstance(value, str) or not value.strip() or "\0" in value):
-                raise error(400, f"'{what}' must be a non-empty string")
-        if data.sha is not None and not _is_sha(data.sha):
-            raise error(400, "'sha' must be a full 40-character hexadecimal commit id")
-        run = await engine.trigger(repo_id, data.branch, data.sha.lower() if data.sha else None)
-        if run is None:
-            raise error(422, "that commit has no .buildit.kdl at the top of the repository: nothing to run")
-        row = await find_run(run.pipeline_id, run.number)
-        assert row is not None
-        return await run_with_stages(row)
+                raise Invalid(f"'{what}' must be a non-empty string")
+        target = commands.repository(repo_id)
+        request = TriggerInput(target=str(repo_id), branch=data.branch, sha=data.sha, env=data.env)
+        return record_json(await commands.trigger(request, target))
 
 
 def _is_sha(value: str) -> bool:

@@ -15,13 +15,12 @@ from typing import Any
 from uuid import UUID
 
 from litestar import Controller, Request, Response, get, post
-from litestar.datastructures import State
 from litestar.exceptions import HTTPException
 
-from controller.api_errors import error
+from controller.deps import Deps
+from controller.errors import BuildItError, Forbidden, Invalid, NotFound
 from controller.git.mirror import GitError, Mirror
 from controller.git.smart_http import UPLOAD_PACK, advertisement, upload_pack
-from controller.services import Services
 
 _CHALLENGE = {"WWW-Authenticate": 'Basic realm="buildit"'}
 
@@ -57,12 +56,11 @@ class GitHttpController(Controller):
     include_in_schema = False
 
     async def _mirror(
-        self, state: State, request: Request[Any, Any, Any], name: str
+        self, deps: Deps, request: Request[Any, Any, Any], name: str
     ) -> tuple[Mirror, asyncio.Lock]:
-        svc: Services = state.services
-        assert svc.triggers is not None
+        assert deps.triggers is not None
         token = _token(request.headers.get("authorization"))
-        agent = await svc.registry.authenticate(token) if token else None
+        agent = await deps.registry.authenticate(token) if token else None
         if agent is None:
             raise HTTPException(
                 status_code=401,
@@ -70,30 +68,30 @@ class GitHttpController(Controller):
                 headers=_CHALLENGE,
             )
         repo_id = _repo_id(name)
-        served = svc.triggers.served(repo_id) if repo_id is not None else None
+        served = deps.triggers.served(repo_id) if repo_id is not None else None
         if served is None:
-            raise error(404, f"no repository mirror named {name}")
+            raise NotFound(f"no repository mirror named {name}")
         return served
 
     @get("/{name:str}/info/refs")
     async def info_refs(
-        self, state: State, request: Request[Any, Any, Any], name: str, service: str = ""
+        self, deps: Deps, request: Request[Any, Any, Any], name: str, service: str = ""
     ) -> Response[bytes]:
         """The ref advertisement (smart protocol only)."""
-        mirror, lock = await self._mirror(state, request, name)
+        mirror, lock = await self._mirror(deps, request, name)
         if service != UPLOAD_PACK:
-            raise error(403, "this server is read-only and speaks the smart protocol: use git-upload-pack")
+            raise Forbidden("this server is read-only and speaks the smart protocol: use git-upload-pack")
         try:
             async with lock:  # not while a fetch or repack changes the mirror
                 content_type, body = await asyncio.to_thread(advertisement, mirror, service)
         except GitError as exc:
-            raise error(500, str(exc)) from None
+            raise BuildItError(str(exc)) from None
         return Response(body, media_type=content_type, headers={"Cache-Control": "no-cache"})
 
     @post("/{name:str}/git-upload-pack", status_code=200)
-    async def upload(self, state: State, request: Request[Any, Any, Any], name: str) -> Response[bytes]:
+    async def upload(self, deps: Deps, request: Request[Any, Any, Any], name: str) -> Response[bytes]:
         """Negotiation and the pack."""
-        mirror, lock = await self._mirror(state, request, name)
+        mirror, lock = await self._mirror(deps, request, name)
         body = await request.body()
         try:
             async with lock:
@@ -101,5 +99,5 @@ class GitHttpController(Controller):
                     upload_pack, mirror, body, request.headers.get("content-encoding")
                 )
         except GitError as exc:
-            raise error(400, str(exc)) from None
+            raise Invalid(str(exc)) from None
         return Response(result, media_type=content_type, headers={"Cache-Control": "no-cache"})

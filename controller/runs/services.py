@@ -1,14 +1,58 @@
-"""Reading runs, their stages and logs for the API (the scheduler owns writes)."""
+"""Reading runs and their stages: `RunRecord`, and the one JSON shape of a run (the scheduler writes).
+
+Every door reads a run through `load_run`/`record_of` and renders it from the same record: REST
+and the live socket with `record_json` (or `run_json` for a list entry), gRPC with its proto codec.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+from agent.contract.types import StageStatus
 from controller.agents.tables import Agent
 from controller.db.columns import loaded
+from controller.pipelines.tables import Pipeline
 from controller.runs.tables import Run, StageRun
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A run as stored: its row, its stages' rows in file order, and the names they refer to."""
+
+    row: dict[str, Any]
+    stages: list[dict[str, Any]]
+    #: Names of the agents the stages ran on, by agent id.
+    agent_names: dict[Any, str]
+    pipeline_name: str
+    tenant: UUID
+
+    @property
+    def id(self) -> UUID:
+        """The run's id."""
+        return UUID(str(self.row["id"]))
+
+    @property
+    def pipeline_id(self) -> UUID:
+        """The pipeline it is a run of."""
+        return UUID(str(self.row["pipeline"]))
+
+    @property
+    def number(self) -> int:
+        """Its number within the pipeline."""
+        return int(self.row["number"])
+
+    @property
+    def status(self) -> str:
+        """Its status word (a StageStatus value)."""
+        return str(self.row["status"])
+
+    @property
+    def finished(self) -> bool:
+        """Whether it has ended (nothing more will run without a retry or re-run)."""
+        return StageStatus(self.status).finished
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -58,45 +102,6 @@ def stage_json(row: dict[str, Any], agent_names: dict[Any, str]) -> dict[str, An
     }
 
 
-def new_run_json(run: Any, branch: str, sha: str, message: str, author: str, trigger: str) -> dict[str, Any]:
-    """A just-triggered run from the scheduler's in-memory state (no database round trip)."""
-    stages = [
-        {
-            "name": s.name,
-            "index": s.index,
-            "status": s.status.value,
-            "attempt": s.attempt,
-            "agent": None,
-            "exit_code": s.exit_code,
-            "message": s.message,
-            "needs": list(s.needs),
-            "executor": s.executor,
-            "queued_at": _iso(s.queued_at),
-            "started_at": _iso(s.started_at),
-            "finished_at": _iso(s.finished_at),
-            "log_size": s.log_size,
-        }
-        for s in run.stages.values()
-    ]
-    return {
-        "id": str(run.id),
-        "pipeline_id": str(run.pipeline_id),
-        "number": run.number,
-        "status": run.status.value,
-        "branch": branch,
-        "sha": sha,
-        "commit_message": message,
-        "author": author,
-        "trigger": trigger,
-        "error": run.error,
-        "cancel_requested": run.cancel_requested,
-        "created_at": _iso(run.created_at),
-        "started_at": _iso(run.started_at),
-        "finished_at": _iso(run.finished_at),
-        "stages": stages,
-    }
-
-
 async def find_run(pipeline_id: UUID, number: int) -> dict[str, Any] | None:
     """The run `number` of a pipeline."""
     row: dict[str, Any] | None = (
@@ -105,15 +110,45 @@ async def find_run(pipeline_id: UUID, number: int) -> dict[str, Any] | None:
     return row
 
 
-async def run_with_stages(row: dict[str, Any]) -> dict[str, Any]:
-    """A run and its stages, in file order."""
-    stages = await StageRun.select().where(StageRun.run == row["id"]).order_by(StageRun.index)
-    agent_ids = {s["agent"] for s in stages if s["agent"]}
+async def agent_names(stages: list[dict[str, Any]]) -> dict[Any, str]:
+    """Names of the agents some stage rows ran on, by agent id (one query)."""
+    agent_ids = list({s["agent"] for s in stages if s["agent"]})
     names: dict[Any, str] = {}
     if agent_ids:
-        for agent in await Agent.select(Agent.id, Agent.name).where(Agent.id.is_in(list(agent_ids))):
+        for agent in await Agent.select(Agent.id, Agent.name).where(Agent.id.is_in(agent_ids)):
             names[agent["id"]] = agent["name"]
-    return run_json(row, [stage_json(s, names) for s in stages])
+    return names
+
+
+async def record_of(row: dict[str, Any]) -> RunRecord:
+    """The full record of a run row: its stages, their agents' names and its pipeline."""
+    stages = await StageRun.select().where(StageRun.run == row["id"]).order_by(StageRun.index)
+    pipeline = (
+        await Pipeline.select(Pipeline.name, Pipeline.tenant).where(Pipeline.id == row["pipeline"]).first()
+    )
+    return RunRecord(
+        row=row,
+        stages=stages,
+        agent_names=await agent_names(stages),
+        pipeline_name=pipeline["name"] if pipeline else "",
+        tenant=UUID(str(pipeline["tenant"])) if pipeline else UUID(int=0),
+    )
+
+
+async def load_run(run_id: UUID) -> RunRecord | None:
+    """A run by id with everything needed to show it, or None."""
+    row = await Run.select().where(Run.id == run_id).first()
+    return None if row is None else await record_of(row)
+
+
+def record_json(record: RunRecord) -> dict[str, Any]:
+    """A run with its stages for API responses and live updates."""
+    return run_json(record.row, [stage_json(s, record.agent_names) for s in record.stages])
+
+
+async def run_with_stages(row: dict[str, Any]) -> dict[str, Any]:
+    """A run row and its stages as JSON (REST views of runs found by number)."""
+    return record_json(await record_of(row))
 
 
 async def list_runs(pipeline_id: UUID, limit: int, before: int | None) -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ import logging
 import re
 import secrets as pysecrets
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -310,6 +310,7 @@ class Scheduler:
         trigger: str = "api",
         source: str | None = None,
         workspace: WorkspaceSource | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> RunState:
         """Create a run of a pipeline: plan it, persist it, queue what is ready.
 

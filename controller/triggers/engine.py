@@ -32,7 +32,7 @@ import contextlib
 import logging
 import secrets
 import shutil
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -368,12 +368,18 @@ class TriggerEngine:
     # ------------------------------------------------------------------ triggers -> runs
 
     async def trigger(
-        self, repo_id: UUID, branch: str | None, sha: str | None, source: str = "api"
+        self,
+        repo_id: UUID,
+        branch: str | None,
+        sha: str | None,
+        source: str = "api",
+        env: Mapping[str, str] | None = None,
     ) -> RunState | None:
-        """A deliberate run of a branch head or of one commit (API, CLI, cron).
+        """A deliberate run of a branch head or of one commit (API, CLI, cron), with extra `env`.
 
         Returns the run, or None when the commit has no `.buildit.kdl` (NotFound for an unknown
-        repository, branch or commit).
+        repository, branch or commit). The trigger row is durable before the run is made, but
+        `env` is not kept in it: a controller that dies in between runs the commit without it.
         """
         active = self._active.get(repo_id)
         if active is None:
@@ -398,21 +404,29 @@ class TriggerEngine:
                     )
                 sha = heads[branch]
             trigger_id = await repos.add_manual_trigger(self.org, self.tenant, repo_id, branch, sha, source)
-            runs = await self._run_pending(active, only=trigger_id)
+            runs = await self._run_pending(active, only=trigger_id, env=env)
             return runs[0] if runs else None
 
-    async def _run_pending(self, active: _Active, only: UUID | None = None) -> list[RunState]:
+    async def _run_pending(
+        self, active: _Active, only: UUID | None = None, env: Mapping[str, str] | None = None
+    ) -> list[RunState]:
         runs: list[RunState] = []
         for row in await repos.pending_triggers(active.repo.id):
             if only is not None and row["id"] != only:
                 continue
-            run = await self._run_commit(active, row["id"], row["branch"], row["sha"], row["source"])
+            run = await self._run_commit(active, row["id"], row["branch"], row["sha"], row["source"], env)
             if run is not None:
                 runs.append(run)
         return runs
 
     async def _run_commit(
-        self, active: _Active, trigger_id: UUID, branch: str, sha: str, source: str
+        self,
+        active: _Active,
+        trigger_id: UUID,
+        branch: str,
+        sha: str,
+        source: str,
+        env: Mapping[str, str] | None = None,
     ) -> RunState | None:
         repo = active.repo
         try:
@@ -445,6 +459,7 @@ class TriggerEngine:
                 trigger=source,
                 source=text,
                 workspace=WorkspaceSource(self.git_url(repo.id), sha, f"refs/heads/{branch}"),
+                env=env,
             )
         except BuildItError as exc:
             await repos.finish_trigger(trigger_id, f"not run: {exc.message}", None)

@@ -13,17 +13,16 @@ from typing import Any
 from uuid import UUID
 
 from litestar import Controller, Request, get
-from litestar.datastructures import State
 from litestar.response import Template
 
 from controller.agents.services import list_agent_views
-from controller.api_errors import error
 from controller.artifacts import services as artifacts
+from controller.deps import Deps
+from controller.errors import Invalid, NotFound
 from controller.pipeline.model import PipelineInvalid
 from controller.pipeline.validate import load
 from controller.pipelines.services import diagnostic_json, get_pipeline, list_pipelines
 from controller.runs import services as runs
-from controller.services import Services
 from controller.web import logpage, queries
 from controller.web.dag_layout import LayoutError, layout
 from controller.web.format import FINISHED
@@ -55,9 +54,9 @@ def _parse_uuid(text: str) -> UUID | None:
 
 
 async def _run_or_none(
-    svc: Services, pipeline_id: UUID, number: int
+    deps: Deps, pipeline_id: UUID, number: int
 ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-    pipeline = await get_pipeline(svc.tenant, pipeline_id)
+    pipeline = await get_pipeline(deps.tenant, pipeline_id)
     if pipeline is None or not 1 <= number <= MAX_NUMBER:
         return pipeline, None
     return pipeline, await runs.find_run(pipeline_id, number)
@@ -87,7 +86,7 @@ class PagesController(Controller):
     @get("/")
     async def dashboard(
         self,
-        state: State,
+        deps: Deps,
         request: Request[Any, Any, Any],
         status: str = "",
         branch: str = "",
@@ -95,12 +94,11 @@ class PagesController(Controller):
         page: int = 1,
     ) -> Template:
         """Recent runs of every pipeline, filterable by status, branch and pipeline, paged."""
-        svc: Services = state.services
         pipeline_id = _parse_uuid(pipeline) if pipeline else None
         if status and status != "active" and status not in queries.STATUSES:
             status = ""
         filters = queries.RunFilter(status=status, branch=branch.strip(), pipeline=pipeline_id)
-        result = await queries.recent_runs(svc.tenant, filters, page)
+        result = await queries.recent_runs(deps.tenant, filters, page)
         params = {"status": status, "branch": filters.branch, "pipeline": str(pipeline_id or "")}
         context = {
             "page": result,
@@ -112,10 +110,10 @@ class PagesController(Controller):
         }
         if _fragment(request):
             return Template(template_name="_runs.html", context=context)
-        names = await queries.pipeline_names(svc.tenant)
+        names = await queries.pipeline_names(deps.tenant)
         context.update(
             statuses=queries.STATUSES,
-            branches=await queries.branches(svc.tenant),
+            branches=await queries.branches(deps.tenant),
             pipelines=names,
             has_pipelines=bool(names),
             active="dashboard",
@@ -123,22 +121,20 @@ class PagesController(Controller):
         return Template(template_name="dashboard.html", context=context)
 
     @get("/pipelines")
-    async def pipelines(self, state: State) -> Template:
+    async def pipelines(self, deps: Deps) -> Template:
         """Every pipeline, with links to its page."""
-        svc: Services = state.services
-        rows = await list_pipelines(svc.tenant)
+        rows = await list_pipelines(deps.tenant)
         return Template(template_name="pipelines.html", context={"pipelines": rows, "active": "pipelines"})
 
     @get("/pipelines/{pipeline_id:uuid}")
     async def pipeline(
-        self, state: State, request: Request[Any, Any, Any], pipeline_id: UUID, page: int = 1
+        self, deps: Deps, request: Request[Any, Any, Any], pipeline_id: UUID, page: int = 1
     ) -> Template:
         """A pipeline: its runs (live), a trigger form, its source highlighted and its stages."""
-        svc: Services = state.services
-        row = await get_pipeline(svc.tenant, pipeline_id)
+        row = await get_pipeline(deps.tenant, pipeline_id)
         if row is None:
             return _not_found(f"There is no pipeline {pipeline_id}.")
-        result = await queries.recent_runs(svc.tenant, queries.RunFilter(pipeline=pipeline_id), page)
+        result = await queries.recent_runs(deps.tenant, queries.RunFilter(pipeline=pipeline_id), page)
         context: dict[str, Any] = {
             "page": result,
             "links": _page_links(f"/pipelines/{pipeline_id}", {}, result),
@@ -165,11 +161,10 @@ class PagesController(Controller):
 
     @get("/pipelines/{pipeline_id:uuid}/runs/{number:int}")
     async def run(
-        self, state: State, request: Request[Any, Any, Any], pipeline_id: UUID, number: int
+        self, deps: Deps, request: Request[Any, Any, Any], pipeline_id: UUID, number: int
     ) -> Template:
         """A run: its DAG (live), stages, actions, diagnostics and artifacts."""
-        svc: Services = state.services
-        pipeline, row = await _run_or_none(svc, pipeline_id, number)
+        pipeline, row = await _run_or_none(deps, pipeline_id, number)
         if pipeline is None or row is None:
             return _not_found(f"There is no run {number} of pipeline {pipeline_id}.")
         run = await runs.run_with_stages(row)
@@ -182,7 +177,7 @@ class PagesController(Controller):
         base = f"/api/v1/pipelines/{pipeline_id}/runs/{number}/artifacts"
         files = [
             artifacts.artifact_json(a, f"{base}/{a['id']}")
-            for a in await artifacts.list_for_run(svc.tenant, row["id"])
+            for a in await artifacts.list_for_run(deps.tenant, row["id"])
         ]
         context = {
             "pipeline": pipeline,
@@ -201,7 +196,7 @@ class PagesController(Controller):
     @get("/pipelines/{pipeline_id:uuid}/runs/{number:int}/stages/{name:str}")
     async def stage_log(
         self,
-        state: State,
+        deps: Deps,
         request: Request[Any, Any, Any],
         pipeline_id: UUID,
         number: int,
@@ -209,8 +204,7 @@ class PagesController(Controller):
         attempt: int | None = None,
     ) -> Template:
         """A stage attempt's log, followed live; the page loads lines on demand (see log.js)."""
-        svc: Services = state.services
-        pipeline, row = await _run_or_none(svc, pipeline_id, number)
+        pipeline, row = await _run_or_none(deps, pipeline_id, number)
         if pipeline is None or row is None:
             return _not_found(f"There is no run {number} of pipeline {pipeline_id}.")
         stage_row = await runs.find_stage(row["id"], name)
@@ -234,10 +228,9 @@ class PagesController(Controller):
         return Template(template_name="log.html", context=context)
 
     @get("/agents")
-    async def agents(self, state: State, request: Request[Any, Any, Any]) -> Template:
+    async def agents(self, deps: Deps, request: Request[Any, Any, Any]) -> Template:
         """The fleet: status, labels, executors, load, version, last seen; drain and resume."""
-        svc: Services = state.services
-        views = await list_agent_views(svc.scheduler, svc.tenant)
+        views = await list_agent_views(deps.scheduler, deps.tenant)
         context = {"agents": views, "active": "agents"}
         if _fragment(request):
             return Template(template_name="_agents.html", context=context)
@@ -250,27 +243,25 @@ class LogLinesController(Controller):
     path = "/ui/pipelines/{pipeline_id:uuid}/runs/{number:int}/stages/{name:str}"
     include_in_schema = False
 
-    async def _log(
-        self, svc: Services, pipeline_id: UUID, number: int, name: str, attempt: int | None
-    ) -> Any:
-        _, row = await _run_or_none(svc, pipeline_id, number)
+    async def _log(self, deps: Deps, pipeline_id: UUID, number: int, name: str, attempt: int | None) -> Any:
+        _, row = await _run_or_none(deps, pipeline_id, number)
         if row is None:
-            raise error(404, f"run {number} of pipeline {pipeline_id} not found")
+            raise NotFound(f"run {number} of pipeline {pipeline_id} not found")
         stage = await runs.find_stage(row["id"], name)
         if stage is None:
-            raise error(404, f"run {number} has no stage '{name}'")
+            raise NotFound(f"run {number} has no stage '{name}'")
         current = int(stage["attempt"])
         chosen = current if attempt is None else attempt
         if not 1 <= chosen <= current:
-            raise error(404, f"stage '{name}' has attempts 1 to {current}")
-        path = svc.logs.find(row["id"], name, chosen)
+            raise NotFound(f"stage '{name}' has attempts 1 to {current}")
+        path = deps.logs.find(row["id"], name, chosen)
         size = int(stage["log_size"]) if chosen == current else (path.stat().st_size if path.exists() else 0)
         return path, size
 
     @get("/lines")
     async def lines(
         self,
-        state: State,
+        deps: Deps,
         pipeline_id: UUID,
         number: int,
         name: str,
@@ -282,12 +273,11 @@ class LogLinesController(Controller):
     ) -> dict[str, object]:
         """`?before=B` the page ending at byte B (the tail without it), `?after=A` the page from byte A,
         `?line=N` the page around line N; `count` lines (at most 5000)."""
-        svc: Services = state.services
-        path, size = await self._log(svc, pipeline_id, number, name, attempt)
+        path, size = await self._log(deps, pipeline_id, number, name, attempt)
         if sum(x is not None for x in (before, after, line)) > 1:
-            raise error(400, "give at most one of 'before', 'after' and 'line'")
+            raise Invalid("give at most one of 'before', 'after' and 'line'")
         if not 1 <= count <= logpage.MAX_LINES:
-            raise error(400, f"'count' must be between 1 and {logpage.MAX_LINES}")
+            raise Invalid(f"'count' must be between 1 and {logpage.MAX_LINES}")
         # File reads (newline counting over the whole log) run off the event loop, which also
         # serves gRPC to the agents.
         if after is not None:
@@ -301,7 +291,7 @@ class LogLinesController(Controller):
     @get("/search")
     async def search(
         self,
-        state: State,
+        deps: Deps,
         pipeline_id: UUID,
         number: int,
         name: str,
@@ -309,9 +299,8 @@ class LogLinesController(Controller):
         attempt: int | None = None,
     ) -> dict[str, object]:
         """Lines containing `q` (case-insensitive), at most 200, with their numbers."""
-        svc: Services = state.services
-        path, size = await self._log(svc, pipeline_id, number, name, attempt)
+        path, size = await self._log(deps, pipeline_id, number, name, attempt)
         if len(q) > 200:
-            raise error(400, "'q' must be at most 200 characters")
+            raise Invalid("'q' must be at most 200 characters")
         matches, truncated = await asyncio.to_thread(logpage.search, path, size, q)
         return {"matches": [{"line": m.line, "text": m.text} for m in matches], "truncated": truncated}

@@ -95,9 +95,9 @@ async def leased_build(running: Running) -> AsyncIterator[tuple[ControllerClient
     """An agent holding the lease of a fresh run's "build" stage (reported running)."""
     client, agent_id = await agent(running, "builder")
     stream = client.open_lease_stream(LeaseRequest(agent_id, 1))
-    svc = running.services
-    pipeline = await create_pipeline(svc.org, svc.tenant, PIPELINE, None)
-    await svc.scheduler.trigger(pipeline["id"])
+    deps = running.deps
+    pipeline = await create_pipeline(deps.org, deps.tenant, PIPELINE, None)
+    await deps.scheduler.trigger(pipeline["id"])
     lease = await next_lease(stream)
     assert lease.spec.name == "build"
     await client.update_stage(StageUpdate(lease.lease_id, StageStatus.RUNNING))
@@ -109,7 +109,7 @@ async def leased_build(running: Running) -> AsyncIterator[tuple[ControllerClient
         # Let the controller finish closing the stream before the test stops it: stopping a
         # PostgreSQL-backed controller in the middle of that cleanup can leave a pooled connection
         # held, and its stop() then waits forever (seen with the lease stream, not with artifacts).
-        conn = svc.scheduler.agents[uuid.UUID(agent_id)]
+        conn = deps.scheduler.agents[uuid.UUID(agent_id)]
         for _ in range(100):
             if conn.events is None:
                 break
@@ -117,7 +117,7 @@ async def leased_build(running: Running) -> AsyncIterator[tuple[ControllerClient
 
 
 def stored_files(running: Running) -> list[Path]:
-    store = running.services.artifacts
+    store = running.deps.artifacts
     assert store is not None
     return [p for p in store.root.rglob("*") if p.is_file()]
 
@@ -218,7 +218,7 @@ async def test_the_stage_limit_refuses_and_drops_the_stage_artifacts(controller:
         # A header that understates the size is caught while the content streams in.
         failure = await refused(client, upload(lease.lease_id, "c.bin", bytes(1200), size=10))
         assert (failure.code, failure.details) == ("RESOURCE_EXHAUSTED", message)
-        assert await list_for_run(controller.services.tenant, lease_run(lease)) == []
+        assert await list_for_run(controller.deps.tenant, lease_run(lease)) == []
 
 
 def lease_run(lease: StageLease) -> uuid.UUID:

@@ -9,17 +9,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
+from controller.cli.errors import ApiError
+
 DEFAULT_SERVER = "http://127.0.0.1:8080"
-
-
-class ApiError(Exception):
-    """The controller refused or could not be reached; the message says which and why."""
 
 
 def _server(args: argparse.Namespace) -> str:
@@ -156,9 +153,3 @@ def add_parsers(sub: Any) -> None:
     trigger.add_argument("--sha", help="exact commit to run (full 40-character sha)")
     server_flag(trigger)
     trigger.set_defaults(func=cmd_trigger)
-
-
-def report(exc: ApiError) -> int:
-    """Print an API error the CLI way; exit status 1."""
-    print(f"buildit: error: {exc}", file=sys.stderr)
-    return 1

@@ -1,0 +1,242 @@
+"""`buildit controller`, `buildit agent` and `buildit up`: the long-running processes.
+
+Heavy imports (the server stack, the agent, docker) happen inside the command that runs them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from controller import __version__
+from controller.cli.errors import EXIT_FAILED, EXIT_OK, UsageError
+
+if TYPE_CHECKING:  # the server stack is imported only by the commands that run it
+    from collections.abc import Awaitable, Callable
+
+    from controller.server import Running
+    from controller.settings import ControllerSettings
+
+    AfterStart = Callable[[Running, asyncio.Event], Awaitable[None]]
+
+
+def _controller_settings(args: argparse.Namespace) -> ControllerSettings:
+    from controller.settings import ControllerSettings
+
+    try:
+        return ControllerSettings.from_env(
+            data_dir=args.data_dir,
+            database_url=args.database_url,
+            http_host=args.host,
+            grpc_host=args.host,
+            http_port=args.http_port,
+            grpc_port=args.grpc_port,
+            registration_token=args.registration_token,
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+
+
+async def _serve_until_signal(settings: ControllerSettings, after_start: AfterStart | None = None) -> None:
+    """Run until SIGINT/SIGTERM, then stop cleanly."""
+    from controller.server import start as start_controller
+
+    running = await start_controller(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        if after_start is not None:
+            await after_start(running, stop)
+        await stop.wait()
+    finally:
+        await running.stop()
+
+
+def _print_banner(settings: ControllerSettings, running: Running, extra: str = "") -> None:
+    s, r = settings, running
+    print(
+        f"buildit {__version__} controller ready\n"
+        f"  UI / API:            http://{s.http_host}:{r.http_port}/  (OpenAPI: /schema)\n"
+        f"  agents (gRPC):       {s.grpc_host}:{r.grpc_port}\n"
+        f"  registration token:  {s.registration_token}\n"
+        f"  database:            {_redact(s.database_url)}\n"
+        f"  join another agent:  buildit agent --controller HOST:{r.grpc_port} "
+        f"--registration-token {s.registration_token}" + extra,
+        flush=True,
+    )
+
+
+def _redact(url: str) -> str:
+    from controller.db.engine import redact_url
+
+    return redact_url(url)
+
+
+def cmd_controller(args: argparse.Namespace) -> int:
+    """Run the controller (HTTP + gRPC) until SIGINT/SIGTERM."""
+    settings = _controller_settings(args)
+
+    async def announce(running: Running, stop: asyncio.Event) -> None:
+        _print_banner(settings, running)
+
+    try:
+        asyncio.run(_serve_until_signal(settings, announce))
+    except OSError as exc:
+        print(f"buildit: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except Exception as exc:
+        if exc.__class__.__name__ == "DatabaseUnavailable":
+            print(f"buildit: error: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        raise
+    return EXIT_OK
+
+
+def add_controller_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", help="state directory (env BUILDIT_DATA_DIR, default ./.buildit)")
+    parser.add_argument(
+        "--database-url",
+        help="sqlite:///PATH or postgresql://USER:PASS@HOST:PORT/DB "
+        "(env BUILDIT_DATABASE_URL, default SQLite under the data dir)",
+    )
+    parser.add_argument("--host", help="address to bind HTTP and gRPC to (default 127.0.0.1)")
+    parser.add_argument("--http-port", type=int, help="HTTP port (env BUILDIT_HTTP_PORT, default 8080)")
+    parser.add_argument(
+        "--grpc-port", type=int, help="gRPC port for agents (env BUILDIT_GRPC_PORT, default 9090)"
+    )
+    parser.add_argument(
+        "--registration-token",
+        help="secret agents join with (env BUILDIT_REGISTRATION_TOKEN; "
+        "default: generated once, kept in the data dir)",
+    )
+
+
+def cmd_agent(args: argparse.Namespace) -> int:
+    """Run one agent (see agent/cli.py)."""
+    from agent.cli import run as run_agent
+
+    return run_agent(args)
+
+
+def _register_examples(paths: Sequence[str]) -> list[Path]:
+    files: list[Path] = []
+    for item in paths:
+        path = Path(item)
+        if path.is_dir():
+            files.extend(sorted(path.glob("*.kdl")))
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise UsageError(f"--pipelines {item}: no such file or directory")
+    return files
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    """Controller + one local agent in one process, on SQLite under ./.buildit: the embedded default."""
+    from agent.runner import Agent, build_executors
+    from agent.settings import AgentSettings
+    from controller.errors import AlreadyExists, Unprocessable
+    from controller.pipelines.services import create_pipeline, list_pipelines
+
+    settings = _controller_settings(args)
+    files = _register_examples(args.pipelines)
+    repos = _repos_to_watch(args.repo)
+    executors = build_executors(args.executor, args.network)
+
+    async def with_agent(running: Running, stop: asyncio.Event) -> None:
+        svc = running.deps
+        registered = []
+        for file in files:
+            try:
+                row = await create_pipeline(svc.org, svc.tenant, file.read_text(encoding="utf-8"), None)
+                registered.append(row["name"])
+            except AlreadyExists:
+                pass
+            except Unprocessable as exc:
+                problems = len(exc.extra.get("diagnostics", ()))
+                print(f"buildit: skipped {file}: {problems} problem(s)", file=sys.stderr)
+        agent_settings = AgentSettings.from_sources(
+            controller=f"127.0.0.1:{running.grpc_port}",
+            registration_token=settings.registration_token,
+            name=args.agent_name,
+            capacity=str(args.capacity),
+            executor=args.executor,
+            state_dir=str(settings.data_dir / "agent"),
+        )
+        agent = Agent(agent_settings, executors)
+        agent_task = asyncio.create_task(agent.run(), name="embedded-agent")
+        extra = f"\n  embedded agent:      {agent_settings.name} ({', '.join(executors.advertised)})"
+        if registered:
+            extra += f"\n  pipelines added:     {', '.join(registered)}"
+        for path in repos:
+            extra += "\n  " + await _watch_local_repo(running, path)
+        _print_banner(settings, running, extra)
+        if args.trigger:
+            rows = {r["name"]: r["id"] for r in await list_pipelines(svc.tenant)}
+            for name in args.trigger:
+                if name not in rows:
+                    print(f"buildit: --trigger {name}: no such pipeline", file=sys.stderr)
+                    continue
+                run = await svc.scheduler.trigger(rows[name], branch="main", trigger="manual")
+                print(
+                    f"  triggered:           {name} run {run.number} -> "
+                    f"http://{settings.http_host}:{running.http_port}/api/v1/pipelines/{rows[name]}/runs/{run.number}",
+                    flush=True,
+                )
+        await stop.wait()
+        agent.drain("the controller is stopping")
+        try:
+            await asyncio.wait_for(agent_task, 30)
+        except (TimeoutError, Exception):
+            agent_task.cancel()
+
+    try:
+        asyncio.run(_serve_until_signal(settings, with_agent))
+    except OSError as exc:
+        print(f"buildit: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        asyncio.run(executors.close())
+    return EXIT_OK
+
+
+def _repos_to_watch(given: list[str] | None) -> list[Path]:
+    """`--repo` paths; with no flag, the current directory when it holds a .buildit.kdl."""
+    if given is None:
+        return [Path.cwd()] if (Path.cwd() / ".buildit.kdl").is_file() else []
+    paths = [Path(p).resolve() for p in given]
+    for path in paths:
+        if not path.is_dir():
+            raise UsageError(f"--repo {path}: no such directory")
+    return paths
+
+
+async def _watch_local_repo(running: Running, path: Path) -> str:
+    """Register `path` with the trigger engine (or find it registered); a banner line."""
+    from controller.errors import AlreadyExists, Invalid
+    from controller.repos.services import RepoSettings
+
+    engine = running.deps.triggers
+    assert engine is not None
+    for repo in engine.repositories():
+        if repo.kind == "local" and Path(repo.url) == path:
+            return f"watching:            {path} (repository {repo.name})"
+    try:
+        repo = await engine.register(RepoSettings(url=str(path)))
+    except AlreadyExists:
+        repo = await engine.register(
+            RepoSettings(
+                url=str(path), name=f"{path.name}-{hashlib.sha1(str(path).encode()).hexdigest()[:6]}"
+            )
+        )
+    except Invalid as exc:
+        return f"not watching:        {path}: {exc}"
+    return f"watching:            {path} (repository {repo.name}; commit to run its .buildit.kdl)"

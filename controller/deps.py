@@ -1,0 +1,54 @@
+"""What the controller's doors are given: its long-lived parts, built once per process.
+
+`Deps` is created by the composition root (`controller.server`, or a test) and handed to the
+Litestar app, which provides it to every handler through dependency injection (`deps: Deps`, or
+`commands: RunCommands` for the run operations), and to the gRPC servicers' constructors.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+from uuid import UUID
+
+from controller.agents.services import AgentRegistry
+from controller.events import EventBus
+from controller.runs.commands import RunCommands
+from controller.runs.logs import LogStore
+from controller.scheduling.scheduler import Scheduler
+
+if TYPE_CHECKING:
+    from controller.artifacts.store import ArtifactStore
+    from controller.triggers.engine import TriggerEngine
+
+
+class Deps:
+    """Everything request handlers need.
+
+    A plain class on purpose: Litestar validates injected values against their annotation with
+    msgspec, which would rebuild a dataclass (a new instance per request); a plain class is only
+    checked with isinstance.
+    """
+
+    def __init__(
+        self,
+        scheduler: Scheduler,
+        registry: AgentRegistry,
+        logs: LogStore,
+        events: EventBus,
+        org: UUID,
+        tenant: UUID,
+        triggers: TriggerEngine | None = None,
+        artifacts: ArtifactStore | None = None,
+    ) -> None:
+        self.scheduler = scheduler
+        self.registry = registry
+        self.logs = logs
+        self.events = events
+        self.org = org
+        self.tenant = tenant
+        #: Watched repositories (None in tests that need none).
+        self.triggers = triggers
+        #: Artifact content under the data dir (None in tests that need none).
+        self.artifacts = artifacts
+        #: The run operations every door adapts (built from the parts above).
+        self.runs = RunCommands(scheduler, tenant, triggers)
