@@ -25,7 +25,7 @@ from controller.live.socket import LIVE_HANDLERS
 from controller.pipelines.api import PipelinesController
 from controller.repos.api import ReposController
 from controller.repos.git_http import GitHttpController
-from controller.runs.api import RunsController
+from controller.runs.api import RunsController, TriggersController
 from controller.runs.commands import RunCommands
 from controller.web import routes as web_routes
 
@@ -65,6 +65,7 @@ def create_app(deps: Deps, max_body_bytes: int = 1024 * 1024) -> Litestar:
         ready,
         PipelinesController,
         RunsController,
+        TriggersController,
         ArtifactsController,
         AgentsController,
         ReposController,

@@ -14,7 +14,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from controller.cli.errors import ApiError
+from controller.cli.errors import ApiError, UsageError
 
 DEFAULT_SERVER = "http://127.0.0.1:8080"
 
@@ -97,15 +97,26 @@ def cmd_repo_remove(args: argparse.Namespace) -> int:
 
 
 def cmd_trigger(args: argparse.Namespace) -> int:
-    """Run a repository's branch head (or one commit) now; print the run."""
+    """Run a repository's branch head (or one commit), or a stored pipeline, now; print the run."""
     server = _server(args)
-    repo = _find_repo(server, args.repo)
-    body = {k: v for k, v in (("branch", args.branch), ("sha", args.sha)) if v}
-    run = call(server, "POST", f"/api/v1/repos/{repo['id']}/runs", body)
-    link = f"{server}/api/v1/pipelines/{run['pipeline_id']}/runs/{run['number']}"
-    where = f"({run['branch']} @ {run['sha'][:12]})"
-    print(f"{repo['name']} run {run['number']}: {run['status']} {where} -> {link}")
+    body: dict[str, Any] = {"target": args.target, "env": _env(args.env)}
+    body.update({k: v for k, v in (("branch", args.branch), ("sha", args.sha)) if v})
+    run = call(server, "POST", "/api/v1/runs", body)
+    link = f"{server}/pipelines/{run['pipeline_id']}/runs/{run['number']}"
+    where = f"({run['branch']} @ {run['sha'][:12]})" if run["sha"] else f"({run['branch']})"
+    print(f"{args.target} run {run['number']}: {run['status']} {where} -> {link}")
     return 0
+
+
+def _env(items: list[str]) -> dict[str, str]:
+    """`--env NAME=VALUE` options as a dict (the controller checks names and sizes)."""
+    env: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise UsageError(f"--env {item!r}: expected NAME=VALUE")
+        env[name] = value
+    return env
 
 
 def _scp_like(url: str) -> bool:
@@ -147,9 +158,16 @@ def add_parsers(sub: Any) -> None:
     server_flag(remove)
     remove.set_defaults(func=cmd_repo_remove)
 
-    trigger = sub.add_parser("trigger", help="run a repository's branch (or one commit) now")
-    trigger.add_argument("repo", metavar="REPO", help="repository name or id")
+    trigger = sub.add_parser("trigger", help="run a repository's branch (or one commit), or a pipeline, now")
+    trigger.add_argument("target", metavar="TARGET", help="repository or pipeline, by name or id")
     trigger.add_argument("--branch", help="branch to run (default: the default branch)")
     trigger.add_argument("--sha", help="exact commit to run (full 40-character sha)")
+    trigger.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra variable for this run, ${env.NAME} in the pipeline (repeatable)",
+    )
     server_flag(trigger)
     trigger.set_defaults(func=cmd_trigger)

@@ -239,9 +239,7 @@ class BuildItServicer(pb_grpc.BuildItServiceServicer):  # type: ignore[misc]
     async def CancelRun(
         self, request: pb.CancelRunRequest, context: aio.ServicerContext
     ) -> pb.CancelRunResponse:
-        record = await self._record(request.run_id)
-        if not record.finished:
-            record = await self.commands.cancel(record)
+        record = await self.commands.cancel(await self._record(request.run_id), request.reason)
         return pb.CancelRunResponse(run=_run_proto(record))
 
     async def ListAgents(

@@ -29,6 +29,34 @@ class TriggerRun:
     env: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass
+class TriggerTarget(TriggerRun):
+    """Body of POST /api/v1/runs: TriggerRun plus what to run."""
+
+    #: A watched repository or a pipeline, by id or name (as gRPC TriggerRun's `repository`).
+    target: str = ""
+
+
+class TriggersController(Controller):
+    """Start a run of anything by name: how the CLI and integrations that know names trigger."""
+
+    path = "/api/v1/runs"
+    tags = ["runs"]
+
+    @post("/", status_code=201)
+    async def trigger(self, commands: RunCommands, data: TriggerTarget) -> dict[str, Any]:
+        """Start a run of `target` (repository or pipeline, id or name); returns it with its `number`."""
+        request = TriggerInput(
+            target=data.target,
+            branch=data.branch,
+            sha=data.sha,
+            env=data.env,
+            message=data.message,
+            author=data.author,
+        )
+        return record_json(await commands.trigger(request))
+
+
 class RunsController(Controller):
     """Runs live under their pipeline and are addressed by number; each handler adapts one command."""
 

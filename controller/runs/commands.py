@@ -143,11 +143,16 @@ class RunCommands:
         )
         return await self.get(run.id)
 
-    async def cancel(self, run: RunRecord) -> RunRecord:
-        """Cancel a run that has not finished; running stages are told to stop at once."""
+    async def cancel(self, run: RunRecord, reason: str = "") -> RunRecord:
+        """Cancel a run that has not finished; running stages are told to stop at once.
+
+        `reason` (one line, at most 500 characters) becomes part of the cancelled stages' message.
+        """
         if run.finished:
             raise Conflict(f"run {run.number} already finished ({run.status}); nothing to cancel")
-        await self.scheduler.cancel_run(run.id)
+        if len(reason) > 500 or any(c in reason for c in "\0\n\r"):
+            raise Invalid("'reason' must be one line of at most 500 characters")
+        await self.scheduler.cancel_run(run.id, reason.strip())
         return await self.get(run.id)
 
     async def rerun(self, run: RunRecord) -> RunRecord:

@@ -382,8 +382,12 @@ class Scheduler:
             self.events.publish_run(run)
             return run
 
-    async def cancel_run(self, run_id: UUID) -> RunState | None:
-        """Cancel a run: unstarted stages end now, running ones are told to stop (within 1 s)."""
+    async def cancel_run(self, run_id: UUID, reason: str = "") -> RunState | None:
+        """Cancel a run: unstarted stages end now, running ones are told to stop (within 1 s).
+
+        `reason` (the canceller's words, may be empty) is added to every cancelled stage's message.
+        """
+        why = f": {reason}" if reason else ""
         async with self._operation():
             run = self.runs.get(run_id)
             if run is None:
@@ -395,10 +399,12 @@ class Scheduler:
                     continue
                 if stage.lease_id is not None:
                     stage.cancel_deadline = deadline
-                    self._tell(stage, CancelOrder(stage.lease_id, "user", "the run was cancelled"))
+                    self._tell(stage, CancelOrder(stage.lease_id, "user", f"the run was cancelled{why}"))
                     await self.store.save_stage(stage)
                 else:
-                    await self._finish_stage(stage, StageStatus.CANCELLED, "cancelled before it started")
+                    await self._finish_stage(
+                        stage, StageStatus.CANCELLED, f"cancelled before it started{why}"
+                    )
             self._wake.set()
             await self._advance(run)
             return run

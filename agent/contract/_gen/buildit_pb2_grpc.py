@@ -625,7 +625,7 @@ class BuildItServiceServicer:
 
     def CancelRun(self, request, context):
         """Cancel a run: queued and pending stages end CANCELLED, running ones are told to stop.
-        Cancelling a finished run is a no-op that returns it unchanged.
+        Cancelling a finished run is refused with FAILED_PRECONDITION (REST: 409), as on every door.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

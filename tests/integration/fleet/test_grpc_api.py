@@ -508,9 +508,12 @@ def test_cancel_a_running_run(client: Client, controller: Controller, worker: Ag
     assert time.monotonic() - started < 5
     assert finished.status == pb.STAGE_STATUS_CANCELLED, finished
     assert [s.status for s in finished.stages] == [pb.STAGE_STATUS_CANCELLED] * 2
-    # Cancelling a finished run is a no-op that returns it unchanged.
-    again = client.api.CancelRun(pb.CancelRunRequest(run_id=run.id), timeout=10).run
-    assert again == client.run(run.id) and again.status == pb.STAGE_STATUS_CANCELLED
+    # Cancelling a finished run is refused (409 on REST), and changes nothing.
+    with pytest.raises(grpc.RpcError) as refused:
+        client.api.CancelRun(pb.CancelRunRequest(run_id=run.id), timeout=10)
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "already finished" in (refused.value.details() or "")
+    assert client.run(run.id).status == pb.STAGE_STATUS_CANCELLED
     wait_for(lambda: controller.agents()[0]["running"] == 0, 10, "the agent to free its slot")
 
 
