@@ -29,19 +29,21 @@ from piccolo.engine.base import Engine
 from piccolo.engine.sqlite import SQLiteEngine, TransactionType
 from piccolo.table import Table
 
-from controller.db.piccolo_app import APP_CONFIG
-
 # Piccolo's Engine is generic in its transaction class; BuildIt code holds either kind.
 AnyEngine: TypeAlias = Engine[Any]
 
 PICCOLO_CONF_MODULE = "controller.db.piccolo_conf"
+#: The Piccolo app holding every BuildIt table (its module, `controller.tables`, is named in
+#: piccolo_conf's app registry and imported by Piccolo, so this layer imports no domain).
+APP_NAME = "buildit"
 
 _bound: AnyEngine | None = None
 
 
 def all_tables() -> list[type[Table]]:
     """Every table BuildIt queries: the app's tables and Piccolo's migration bookkeeping table."""
-    return [*APP_CONFIG.table_classes, Migration]
+    registry = importlib.import_module(PICCOLO_CONF_MODULE).APP_REGISTRY
+    return [*registry.get_table_classes(APP_NAME), Migration]
 
 
 def bind(engine: AnyEngine) -> None:

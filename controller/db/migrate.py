@@ -16,7 +16,7 @@ The bookkeeping table is Piccolo's own (`migration`, app name "buildit"), so the
 Adding a migration
 ------------------
 1. Change or add a table in `controller/<domain>/tables.py` (a new table is also listed in
-   `controller/db/piccolo_app.py`).
+   `controller/tables.py`).
 2. From the repository root, generate the migration from the difference between the tables and
    the existing migration files (the schema is not read from a database):
 
@@ -66,8 +66,7 @@ from piccolo.engine.sqlite import SQLiteEngine
 from piccolo.table import Table
 
 from controller.db import migrations as migrations_package
-from controller.db.binding import AnyEngine, bind
-from controller.db.piccolo_app import APP_NAME
+from controller.db.binding import APP_NAME, AnyEngine, bind
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from piccolo.conf.apps import AppRegistry
 from controller.db.binding import AnyEngine, bind, bound_engine
 from controller.db.engine import engine_from_url
 
-APP_REGISTRY = AppRegistry(apps=["controller.db.piccolo_app"])
+APP_REGISTRY = AppRegistry(apps=["controller.tables"])
 
 
 def __getattr__(name: str) -> AnyEngine:

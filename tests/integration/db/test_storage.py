@@ -36,11 +36,11 @@ from controller.db import (
     open_database,
     write_transaction,
 )
-from controller.db.piccolo_app import APP_CONFIG
 from controller.orgs.services import ensure_default_org_and_tenant
 from controller.orgs.tables import Organization, Tenant
 from controller.pipelines.tables import Pipeline
 from controller.runs.tables import Run, StageRun
+from controller.tables import APP_CONFIG
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[3] / "controller" / "db" / "migrations"
 

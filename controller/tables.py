@@ -1,7 +1,9 @@
-"""The Piccolo app "buildit": every BuildIt table, and where their migrations live.
+"""The table registry, the Piccolo app "buildit": every BuildIt table, and where their migrations live.
 
-Piccolo's auto migrations diff `table_classes` against the migration files in `migrations/`, so a
-new table must be listed here (and its module must be a `controller/<domain>/tables.py`).
+Piccolo's auto migrations diff `table_classes` against the migration files in
+`controller/db/migrations/`, so a new table must be listed here (and its module must be a
+`controller/<domain>/tables.py`). It lives above the storage layer (`controller.db`), which finds
+it by name through `controller.db.piccolo_conf`'s app registry and so imports no domain.
 """
 
 from __future__ import annotations
@@ -12,13 +14,13 @@ from piccolo.conf.apps import AppConfig
 
 from controller.agents.tables import Agent
 from controller.artifacts.tables import Artifact
+from controller.db.binding import APP_NAME
 from controller.orgs.tables import Organization, Tenant
 from controller.pipelines.tables import Pipeline
 from controller.repos.tables import BranchHead, CommitTrigger, Repository
 from controller.runs.tables import Run, StageRun
 
-APP_NAME = "buildit"
-MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "db" / "migrations"
 
 APP_CONFIG = AppConfig(
     app_name=APP_NAME,
