@@ -9,7 +9,7 @@ from uuid import UUID
 
 from controller.errors import AlreadyExists, Invalid, Unprocessable
 from controller.pipeline.model import Diagnostic
-from controller.pipeline.validate import load, validate
+from controller.pipelines.parsing import parse
 from controller.pipelines.tables import Pipeline
 
 MAX_NAME = 200
@@ -54,10 +54,9 @@ async def create_pipeline(org: UUID, tenant: UUID, config: str, name: str | None
     """Validate and store a pipeline; its name defaults to the file's `pipeline "name"`."""
     if "\0" in config or (name is not None and "\0" in name):
         raise Invalid("'config' and 'name' must not contain NUL characters")
-    diagnostics = validate(config, ".buildit.kdl")
-    if diagnostics:
+    pipeline, diagnostics = await parse(config)
+    if pipeline is None:
         raise pipeline_rejected(diagnostics)
-    pipeline = load(config, ".buildit.kdl")
     final = (name if name is not None else pipeline.name).strip()
     if not final or len(final) > MAX_NAME:
         raise Invalid(f"pipeline name must be 1-{MAX_NAME} characters")

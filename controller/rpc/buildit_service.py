@@ -20,7 +20,7 @@ from controller.db.columns import loaded
 from controller.deps import Deps
 from controller.errors import Invalid, NotFound
 from controller.events import Overflow
-from controller.pipeline.validate import load, validate
+from controller.pipelines.parsing import parse
 from controller.runs.commands import TriggerInput
 from controller.runs.logread import LogPiece, LogReader
 from controller.runs.services import RunRecord, record_of
@@ -124,9 +124,10 @@ class BuildItServicer(pb_grpc.BuildItServiceServicer):  # type: ignore[misc]
 
     async def _record(self, run_id: str) -> RunRecord:
         key = _uuid(run_id)
-        if key is None:
+        record = await self.commands.find_by_id(key) if key is not None else None
+        if record is None:
             raise NotFound(f"run {run_id!r} not found")
-        return await self.commands.get(key)
+        return record
 
     async def _load_run(self, run_id: str) -> pb.Run:
         return _run_proto(await self._record(run_id))
@@ -277,8 +278,8 @@ class BuildItServicer(pb_grpc.BuildItServiceServicer):  # type: ignore[misc]
         self, request: pb.ValidatePipelineRequest, context: aio.ServicerContext
     ) -> pb.ValidatePipelineResponse:
         filename = request.filename or ".buildit.kdl"
-        diagnostics = validate(request.source, filename)
-        stages = [] if diagnostics else [stage.name for stage in load(request.source, filename).stages]
+        pipeline, diagnostics = await parse(request.source, filename)
+        stages = [stage.name for stage in pipeline.stages] if pipeline is not None else []
         return pb.ValidatePipelineResponse(
             valid=not diagnostics,
             stages=stages,

@@ -69,10 +69,15 @@ class RunCommands:
 
     async def get(self, run_id: UUID) -> RunRecord:
         """A run of this tenant by id; NotFound otherwise."""
-        record = await services.load_run(run_id)
-        if record is None or record.tenant != self.tenant:
+        record = await self.find_by_id(run_id)
+        if record is None:
             raise NotFound(f"run {run_id} not found")
         return record
+
+    async def find_by_id(self, run_id: UUID) -> RunRecord | None:
+        """A run of this tenant by id, or None."""
+        record = await services.load_run(run_id)
+        return record if record is not None and record.tenant == self.tenant else None
 
     async def find(self, pipeline_id: UUID, number: int) -> RunRecord:
         """Run `number` of a pipeline of this tenant; NotFound (naming which) otherwise."""

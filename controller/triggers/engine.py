@@ -51,8 +51,7 @@ from controller.git.mirror import (
     remote_branches,
 )
 from controller.git.watch import watch_refs
-from controller.pipeline.model import Pipeline, PipelineInvalid
-from controller.pipeline.validate import load
+from controller.pipelines.parsing import parse
 from controller.repos import services as repos
 from controller.repos.services import RepoRow, RepoSettings, check_settings
 from controller.scheduling.model import RunState
@@ -414,7 +413,15 @@ class TriggerEngine:
         for row in await repos.pending_triggers(active.repo.id):
             if only is not None and row["id"] != only:
                 continue
-            run = await self._run_commit(active, row["id"], row["branch"], row["sha"], row["source"], env)
+            try:
+                run = await self._run_commit(active, row["id"], row["branch"], row["sha"], row["source"], env)
+            except Exception as exc:
+                # Never leave a trigger pending after an unexpected failure: every later commit
+                # of the repository would queue behind it and silently never run.
+                log.exception("repository %s: commit %s could not be run", active.repo.name, row["sha"])
+                reason = f"not run: internal error ({exc.__class__.__name__}); see the controller log"
+                await repos.finish_trigger(row["id"], reason, None)
+                continue
             if run is not None:
                 runs.append(run)
         return runs
@@ -438,7 +445,7 @@ class TriggerEngine:
             await repos.finish_trigger(trigger_id, f"no {PIPELINE_FILE} at this commit", None)
             return None
         text = data.decode("utf-8", "replace")
-        pipeline = _parsed(text)
+        pipeline, _ = await parse(text, PIPELINE_FILE)
         if (
             pipeline is not None
             and source in ("watch", "poll", "webhook", "start")
@@ -506,7 +513,9 @@ class TriggerEngine:
             if branch is None:
                 return []
             data = await _in_thread(active.mirror.read_file, heads[branch], PIPELINE_FILE)
-        pipeline = _parsed(data.decode("utf-8", "replace")) if data is not None else None
+        pipeline = (
+            (await parse(data.decode("utf-8", "replace"), PIPELINE_FILE))[0] if data is not None else None
+        )
         return cron_schedule(pipeline) if pipeline is not None else []
 
     async def _guarded(self, work: Awaitable[object]) -> None:
@@ -516,13 +525,6 @@ class TriggerEngine:
             raise
         except Exception:
             log.exception("repository sync failed")
-
-
-def _parsed(text: str) -> Pipeline | None:
-    try:
-        return load(text, PIPELINE_FILE)
-    except PipelineInvalid:
-        return None
 
 
 def _pipeline_at(mirror: Mirror, sha: str) -> tuple[bytes | None, CommitMeta]:

@@ -19,8 +19,7 @@ from controller.agents.services import list_agent_views
 from controller.artifacts import services as artifacts
 from controller.deps import Deps
 from controller.errors import Invalid, NotFound
-from controller.pipeline.model import PipelineInvalid
-from controller.pipeline.validate import load
+from controller.pipelines.parsing import parse
 from controller.pipelines.services import diagnostic_json, get_pipeline, list_pipelines
 from controller.runs import services as runs
 from controller.web import logpage, queries
@@ -145,12 +144,9 @@ class PagesController(Controller):
         }
         if _fragment(request):
             return Template(template_name="_runs.html", context=context)
-        stages: list[Any] = []
-        diagnostics: list[dict[str, Any]] = []
-        try:
-            stages = list(load(row["config"], ".buildit.kdl").stages)
-        except PipelineInvalid as exc:
-            diagnostics = [diagnostic_json(d) for d in exc.diagnostics]
+        pipeline, problems = await parse(row["config"])
+        stages: list[Any] = list(pipeline.stages) if pipeline is not None else []
+        diagnostics = [diagnostic_json(d) for d in problems]
         context.update(
             source=highlight(row["config"]),
             stages=stages,
