@@ -18,7 +18,7 @@ from controller.scheduling.scheduler import Scheduler
 
 if TYPE_CHECKING:
     from controller.artifacts.store import ArtifactStore
-    from controller.triggers.engine import TriggerEngine
+    from controller.triggers.trigger_engine import TriggerEngine
 
 
 class Deps:

@@ -30,6 +30,7 @@ from controller.artifacts.store import ArtifactStore
 from controller.db.engine import close_database, open_database
 from controller.deps import Deps
 from controller.events import EventBus
+from controller.forge.reporter import StatusReporter
 from controller.orgs.services import ensure_default_org_and_tenant
 from controller.rpc.agent_service import AgentServicer
 from controller.rpc.auth import AgentAuthInterceptor
@@ -40,8 +41,7 @@ from controller.scheduling.model import StageState
 from controller.scheduling.scheduler import Scheduler
 from controller.scheduling.store import PiccoloStore
 from controller.settings import ControllerSettings
-from controller.triggers.engine import TriggerEngine
-from controller.triggers.status import StatusReporter
+from controller.triggers.trigger_engine import TriggerEngine
 
 log = logging.getLogger(__name__)
 

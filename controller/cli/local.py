@@ -78,7 +78,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from agent.workspace import copy_source
     from controller.git.local import find_repo_root, head_commit, tracked_files
     from controller.localrun.console import ConsoleReporter
-    from controller.localrun.engine import LocalRun, StageOutcome
+    from controller.localrun.execute import LocalRun, StageOutcome
     from controller.pipeline.model import PipelineInvalid
     from controller.pipeline.plan import GitContext, RunContext, plan
     from controller.pipeline.validate import load

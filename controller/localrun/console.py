@@ -15,7 +15,7 @@ if TYPE_CHECKING:  # imported when needed: a non-interactive run never loads the
     from rich.spinner import Spinner
 
 from agent.contract.types import StageStatus
-from controller.localrun.engine import StageOutcome
+from controller.localrun.execute import StageOutcome
 
 STYLES: dict[StageStatus, tuple[str, str]] = {
     StageStatus.SUCCEEDED: ("green", "✔"),

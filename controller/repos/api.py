@@ -14,7 +14,7 @@ from controller.repos import services
 from controller.repos.services import RepoSettings
 from controller.runs.commands import RunCommands, TriggerInput
 from controller.runs.services import record_json
-from controller.triggers.engine import TriggerEngine
+from controller.triggers.trigger_engine import TriggerEngine
 
 
 @dataclass

@@ -23,7 +23,7 @@ from controller.runs.services import RunRecord
 from controller.scheduling.scheduler import Scheduler
 
 if TYPE_CHECKING:
-    from controller.triggers.engine import TriggerEngine
+    from controller.triggers.trigger_engine import TriggerEngine
 
 #: Largest run number an API accepts (a 32-bit signed integer, as stored).
 MAX_RUN_NUMBER = 2**31 - 1

@@ -7,7 +7,7 @@ import io
 
 from agent.contract.types import StageStatus
 from controller.localrun.console import ConsoleReporter, format_duration
-from controller.localrun.engine import StageOutcome
+from controller.localrun.execute import StageOutcome
 
 
 def test_lines_are_prefixed_and_aligned() -> None:

@@ -112,7 +112,7 @@ def test_order_equals_declaration_order_when_that_is_already_valid() -> None:
     # BUG: controller/pipeline/dag.py Dag._topological (FIFO Kahn) does not "keep declaration order
     # wherever order is free" (its class docstring): for stages declared a, b(needs a), c(needs b), d
     # — already a valid order — it returns ['a', 'd', 'b', 'c']. ready() lists stages in this order,
-    # so with jobs=1 controller/localrun/engine.py runs a, d, b, c instead of the file order.
+    # so with jobs=1 controller/localrun/execute.py runs a, d, b, c instead of the file order.
     # A stable topological sort (always take the earliest-declared stage whose needs are placed) fixes it.
     assert Dag({"a": [], "b": ["a"], "c": ["b"], "d": []}).order == ["a", "b", "c", "d"]
 

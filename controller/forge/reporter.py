@@ -17,7 +17,7 @@ from controller.forge.status import StatusReportError, StatusTarget, report_stat
 from controller.repos.services import RepoRow
 from controller.runs.services import find_run
 from controller.scheduling.model import RunState
-from controller.triggers.engine import TriggerEngine
+from controller.triggers.trigger_engine import TriggerEngine
 
 log = logging.getLogger(__name__)
 

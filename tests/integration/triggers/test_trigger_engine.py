@@ -25,7 +25,7 @@ from controller.runs.tables import Run
 from controller.scheduling.scheduler import Scheduler
 from controller.scheduling.store import PiccoloStore
 from controller.triggers import engine as engine_module
-from controller.triggers.engine import TriggerEngine
+from controller.triggers.trigger_engine import TriggerEngine
 from tests.integration.triggers.gitrepos import commit, make_repo
 
 CRON_ONLY = 'pipeline "nightly"\ntrigger "cron" "0 3 * * *"\nstage "s" { run "true"; }\n'
