@@ -13,11 +13,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from uuid import UUID
 
-import grpc
 from grpc import aio
 
 from controller.errors import Unauthenticated
-from controller.rpc.wrapping import wrap_handler
+from controller.rpc.wrapping import GuardingInterceptor
 
 OPEN_METHODS = frozenset({"/buildit.v1.AgentService/Register"})
 AGENT_PREFIX = "/buildit.v1.AgentService/"
@@ -35,41 +34,25 @@ def bearer_token(metadata: Any) -> str | None:
     return None
 
 
-class AgentAuthInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
-    """Rejects AgentService calls without a valid agent token (UNAUTHENTICATED)."""
+class AgentAuthInterceptor(GuardingInterceptor):
+    """Rejects AgentService calls without a valid agent token (Unauthenticated)."""
 
     def __init__(self, authenticate: Authenticate) -> None:
+        super().__init__()
         self.authenticate = authenticate
-        # Wrapped handlers by method: wrapping builds closures and a handler object, the same
-        # for every call of a method, so it is done once per method, not once per call.
-        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[Any], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        method = handler_call_details.method
-        wrapped = self._wrapped.get(method)
-        if wrapped is not None:
-            return wrapped
-        handler = await continuation(handler_call_details)
-        if handler is None or not method.startswith(AGENT_PREFIX) or method in OPEN_METHODS:
-            return handler
-        wrapped = self._wrapped[method] = _wrap(handler, self.authenticate)
-        return wrapped
+    def applies(self, method: str) -> bool:
+        """Every AgentService method but Register (authenticated by its registration token)."""
+        return method.startswith(AGENT_PREFIX) and method not in OPEN_METHODS
 
-
-def _wrap(handler: grpc.RpcMethodHandler, authenticate: Authenticate) -> grpc.RpcMethodHandler:
     @contextlib.asynccontextmanager
-    async def check(context: aio.ServicerContext) -> AsyncIterator[None]:
+    async def guard(self, context: aio.ServicerContext) -> AsyncIterator[None]:
+        """Authenticate the call's bearer token; the agent id is `current_agent` inside it."""
         token = bearer_token(context.invocation_metadata())
-        agent_id = await authenticate(token) if token else None
+        agent_id = await self.authenticate(token) if token else None
         if agent_id is None:
             raise Unauthenticated(
                 "missing or unknown agent token: register the agent again with the registration token"
             )
         current_agent.set(agent_id)
         yield
-
-    return wrap_handler(handler, check)

@@ -8,14 +8,14 @@ them) and never choose a status code themselves; this interceptor answers with t
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, NoReturn
+from collections.abc import AsyncIterator
+from typing import NoReturn
 
 import grpc
 from grpc import aio
 
 from controller.errors import GRPC_CODE, BuildItError
-from controller.rpc.wrapping import wrap_handler
+from controller.rpc.wrapping import GuardingInterceptor
 
 
 def grpc_code(exc: BuildItError) -> grpc.StatusCode:
@@ -29,31 +29,17 @@ async def abort(context: aio.ServicerContext, exc: BuildItError) -> NoReturn:
     raise AssertionError("unreachable")  # context.abort raises
 
 
-@contextlib.asynccontextmanager
-async def _mapped(context: aio.ServicerContext) -> AsyncIterator[None]:
-    try:
-        yield
-    except BuildItError as exc:
-        await abort(context, exc)
+class ErrorInterceptor(GuardingInterceptor):
+    """Maps BuildItError to its gRPC status on every method of both BuildIt services."""
 
+    def applies(self, method: str) -> bool:
+        """Every BuildIt method (not health or reflection, which raise none)."""
+        return method.startswith("/buildit.")
 
-class ErrorInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
-    """Maps BuildItError to its gRPC status on every method of every service."""
-
-    def __init__(self) -> None:
-        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[Any], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        method = handler_call_details.method
-        wrapped = self._wrapped.get(method)
-        if wrapped is not None:
-            return wrapped
-        handler = await continuation(handler_call_details)
-        if handler is None or not method.startswith("/buildit."):
-            return handler
-        wrapped = self._wrapped[method] = wrap_handler(handler, _mapped)
-        return wrapped
+    @contextlib.asynccontextmanager
+    async def guard(self, context: aio.ServicerContext) -> AsyncIterator[None]:
+        """Turn an escaping BuildItError into the call's status."""
+        try:
+            yield
+        except BuildItError as exc:
+            await abort(context, exc)

@@ -7,7 +7,7 @@ that knows the four handler shapes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -61,3 +61,35 @@ def wrap_handler(handler: grpc.RpcMethodHandler, guard: Guard) -> grpc.RpcMethod
     return grpc.stream_stream_rpc_method_handler(
         stream_stream, handler.request_deserializer, handler.response_serializer
     )
+
+
+class GuardingInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
+    """A server interceptor that runs `guard` around every call of the methods `applies` to."""
+
+    def __init__(self) -> None:
+        # Wrapped handlers by method: wrapping builds closures and a handler object, the same
+        # for every call of a method, so it is done once per method, not once per call.
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+
+    def applies(self, method: str) -> bool:
+        """Whether calls of `method` (e.g. "/buildit.v1.AgentService/Lease") are guarded."""
+        raise NotImplementedError
+
+    def guard(self, context: aio.ServicerContext) -> AbstractAsyncContextManager[None]:
+        """The code run around one call."""
+        raise NotImplementedError
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[Any], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        method = handler_call_details.method
+        wrapped = self._wrapped.get(method)
+        if wrapped is not None:
+            return wrapped
+        handler = await continuation(handler_call_details)
+        if handler is None or not self.applies(method):
+            return handler
+        wrapped = self._wrapped[method] = wrap_handler(handler, self.guard)
+        return wrapped

@@ -28,6 +28,10 @@ class TriggerRun:
     #: Extra variables for this run, visible to the pipeline as ${env.NAME}.
     env: dict[str, str] = field(default_factory=dict)
 
+    def command(self, target: str) -> TriggerInput:
+        """The run operation's input for this body."""
+        return TriggerInput(target, self.branch, self.sha, self.env, self.message, self.author)
+
 
 @dataclass
 class TriggerTarget(TriggerRun):
@@ -46,15 +50,7 @@ class TriggersController(Controller):
     @post("/", status_code=201)
     async def trigger(self, commands: RunCommands, data: TriggerTarget) -> dict[str, Any]:
         """Start a run of `target` (repository or pipeline, id or name); returns it with its `number`."""
-        request = TriggerInput(
-            target=data.target,
-            branch=data.branch,
-            sha=data.sha,
-            env=data.env,
-            message=data.message,
-            author=data.author,
-        )
-        return record_json(await commands.trigger(request))
+        return record_json(await commands.trigger(data.command(data.target)))
 
 
 class RunsController(Controller):
@@ -66,15 +62,8 @@ class RunsController(Controller):
     @post("/", status_code=201)
     async def trigger(self, commands: RunCommands, pipeline_id: UUID, data: TriggerRun) -> dict[str, Any]:
         """Start a run; returns it with its `number`."""
-        request = TriggerInput(
-            target=str(pipeline_id),
-            branch=data.branch,
-            sha=data.sha,
-            env=data.env,
-            message=data.message,
-            author=data.author,
-        )
-        return record_json(await commands.trigger(request, await commands.pipeline(pipeline_id)))
+        target = await commands.pipeline(pipeline_id)
+        return record_json(await commands.trigger(data.command(str(pipeline_id)), target))
 
     @get("/")
     async def list_runs(
