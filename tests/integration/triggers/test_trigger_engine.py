@@ -24,7 +24,7 @@ from controller.runs.logs import LogStore
 from controller.runs.tables import Run
 from controller.scheduling.scheduler import Scheduler
 from controller.scheduling.store import PiccoloStore
-from controller.triggers import engine as engine_module
+from controller.triggers import trigger_engine as engine_module
 from controller.triggers.trigger_engine import TriggerEngine
 from tests.integration.triggers.gitrepos import commit, make_repo
 
