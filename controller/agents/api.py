@@ -6,6 +6,8 @@ from typing import Any
 from uuid import UUID
 
 from litestar import Controller, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath
 
 from controller.agents.services import agent_json, list_agent_views, set_drain
 from controller.deps import Deps
@@ -18,18 +20,18 @@ class AgentsController(Controller):
     tags = ["agents"]
 
     @get("/")
-    async def list_agents(self, deps: Deps) -> dict[str, Any]:
+    async def list_agents(self, deps: NamedDependency[Deps]) -> dict[str, Any]:
         """Every registered agent: status, labels, executors, capacity, running stages, last seen."""
         views = await list_agent_views(deps.scheduler, deps.tenant)
         return {"agents": [agent_json(v) for v in views]}
 
     @post("/{agent_id:uuid}/drain", status_code=200)
-    async def drain(self, deps: Deps, agent_id: UUID) -> dict[str, Any]:
+    async def drain(self, deps: NamedDependency[Deps], agent_id: FromPath[UUID]) -> dict[str, Any]:
         """Take no new stages on this agent (running ones finish); holds until resumed, across restarts."""
         return await _set_drain(deps, agent_id, True)
 
     @post("/{agent_id:uuid}/resume", status_code=200)
-    async def resume(self, deps: Deps, agent_id: UUID) -> dict[str, Any]:
+    async def resume(self, deps: NamedDependency[Deps], agent_id: FromPath[UUID]) -> dict[str, Any]:
         """Undo an operator's drain: the agent takes queued stages again at once."""
         return await _set_drain(deps, agent_id, False)
 

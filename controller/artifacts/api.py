@@ -12,6 +12,8 @@ from typing import Any
 from uuid import UUID
 
 from litestar import Controller, get
+from litestar.di import NamedDependency
+from litestar.params import FromPath
 from litestar.response import File
 
 from controller.artifacts import services
@@ -38,7 +40,9 @@ class ArtifactsController(Controller):
         return row
 
     @get("/")
-    async def list_artifacts(self, deps: Deps, pipeline_id: UUID, number: int) -> dict[str, Any]:
+    async def list_artifacts(
+        self, deps: NamedDependency[Deps], pipeline_id: FromPath[UUID], number: FromPath[int]
+    ) -> dict[str, Any]:
         """Every artifact of the run: stage, path, size, sha256, and where to download it."""
         run = await self._run(deps, pipeline_id, number)
         base = f"/api/v1/pipelines/{pipeline_id}/runs/{number}/artifacts"
@@ -46,7 +50,13 @@ class ArtifactsController(Controller):
         return {"artifacts": [services.artifact_json(row, f"{base}/{row['id']}") for row in rows]}
 
     @get("/{artifact_id:uuid}", media_type="application/octet-stream")
-    async def download(self, deps: Deps, pipeline_id: UUID, number: int, artifact_id: UUID) -> File:
+    async def download(
+        self,
+        deps: NamedDependency[Deps],
+        pipeline_id: FromPath[UUID],
+        number: FromPath[int],
+        artifact_id: FromPath[UUID],
+    ) -> File:
         """The artifact's bytes, as an attachment named after its file name."""
         run = await self._run(deps, pipeline_id, number)
         row = await services.find_artifact(deps.tenant, run["id"], artifact_id)

@@ -14,6 +14,8 @@ from typing import Any
 from uuid import UUID
 
 from litestar import Controller, Request, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath
 
 from controller.deps import Deps
 from controller.errors import Invalid, NotFound, Unauthenticated
@@ -69,22 +71,24 @@ class HooksController(Controller):
         return {"status": "accepted", "repositories": [str(repo.id) for repo in verified]}
 
     @post("/github", status_code=202)
-    async def github(self, deps: Deps, request: Request[Any, Any, Any]) -> dict[str, Any]:
+    async def github(self, deps: NamedDependency[Deps], request: Request[Any, Any, Any]) -> dict[str, Any]:
         """GitHub push webhook (`X-Hub-Signature-256`)."""
         return await self._forge("github", deps, request)
 
     @post("/gitea", status_code=202)
-    async def gitea(self, deps: Deps, request: Request[Any, Any, Any]) -> dict[str, Any]:
+    async def gitea(self, deps: NamedDependency[Deps], request: Request[Any, Any, Any]) -> dict[str, Any]:
         """Gitea (and Forgejo) push webhook (`X-Gitea-Signature`)."""
         return await self._forge("gitea", deps, request)
 
     @post("/gitlab", status_code=202)
-    async def gitlab(self, deps: Deps, request: Request[Any, Any, Any]) -> dict[str, Any]:
+    async def gitlab(self, deps: NamedDependency[Deps], request: Request[Any, Any, Any]) -> dict[str, Any]:
         """GitLab push webhook (`X-Gitlab-Token`)."""
         return await self._forge("gitlab", deps, request)
 
     @post("/git/{repo_id:uuid}", status_code=202)
-    async def generic(self, deps: Deps, request: Request[Any, Any, Any], repo_id: UUID) -> dict[str, Any]:
+    async def generic(
+        self, deps: NamedDependency[Deps], request: Request[Any, Any, Any], repo_id: FromPath[UUID]
+    ) -> dict[str, Any]:
         """Any other notifier: `Authorization: Bearer <webhook secret>`.
 
         The body is empty, or `{"ref": "refs/heads/<branch>", "after": "<sha>"}` (what a

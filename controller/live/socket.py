@@ -16,6 +16,7 @@ from typing import Any
 
 from litestar import WebSocket, websocket
 from litestar.datastructures import State
+from litestar.di import NamedDependency
 from litestar.exceptions import WebSocketDisconnect
 
 from controller.deps import Deps
@@ -179,7 +180,7 @@ async def _write(socket: WebSocket[Any, Any, Any], outbox: Outbox) -> None:
 
 
 @websocket("/ws")
-async def live_socket(socket: WebSocket[Any, Any, Any], deps: Deps) -> None:
+async def live_socket(socket: WebSocket[Any, Any, Any], deps: NamedDependency[Deps]) -> None:
     """Live updates for one page: watch topics, follow logs (protocol in README, "Live updates")."""
     await socket.accept()
     hub = _hub(socket.app.state, deps)

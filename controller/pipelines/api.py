@@ -7,6 +7,8 @@ from typing import Any
 from uuid import UUID
 
 from litestar import Controller, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody
 
 from controller.deps import Deps
 from controller.errors import Invalid, NotFound
@@ -28,13 +30,15 @@ class PipelinesController(Controller):
     tags = ["pipelines"]
 
     @get("/")
-    async def list_pipelines(self, deps: Deps) -> dict[str, Any]:
+    async def list_pipelines(self, deps: NamedDependency[Deps]) -> dict[str, Any]:
         """All pipelines (without their sources)."""
         rows = await services.list_pipelines(deps.tenant)
         return {"pipelines": [services.pipeline_json(r, with_config=False) for r in rows]}
 
     @post("/", status_code=201)
-    async def create_pipeline(self, deps: Deps, data: CreatePipeline) -> dict[str, Any]:
+    async def create_pipeline(
+        self, deps: NamedDependency[Deps], data: JSONBody[CreatePipeline]
+    ) -> dict[str, Any]:
         """Store a pipeline; invalid KDL → 422 with every diagnostic, nothing stored."""
         if not isinstance(data.config, str) or not data.config.strip():
             raise Invalid("'config' must be the pipeline's KDL source as a non-empty string")
@@ -42,7 +46,7 @@ class PipelinesController(Controller):
         return services.pipeline_json(row)
 
     @get("/{pipeline_id:uuid}")
-    async def get_pipeline(self, deps: Deps, pipeline_id: UUID) -> dict[str, Any]:
+    async def get_pipeline(self, deps: NamedDependency[Deps], pipeline_id: FromPath[UUID]) -> dict[str, Any]:
         """One pipeline with its source."""
         row = await services.get_pipeline(deps.tenant, pipeline_id)
         if row is None:

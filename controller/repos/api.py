@@ -7,6 +7,8 @@ from typing import Any
 from uuid import UUID
 
 from litestar import Controller, delete, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody
 
 from controller.deps import Deps
 from controller.errors import Invalid, NotFound
@@ -62,14 +64,14 @@ class ReposController(Controller):
     tags = ["repositories"]
 
     @get("/")
-    async def list_repos(self, deps: Deps) -> dict[str, Any]:
+    async def list_repos(self, deps: NamedDependency[Deps]) -> dict[str, Any]:
         """Every repository with its watch status (`ok`, or `error` with the reason)."""
         engine = _engine(deps)
         rows = await services.list_repositories(_engine(deps).tenant)
         return {"repos": [services.repo_json(r, engine.git_url(r.id)) for r in rows]}
 
     @post("/", status_code=201)
-    async def register(self, deps: Deps, data: RegisterRepo) -> dict[str, Any]:
+    async def register(self, deps: NamedDependency[Deps], data: JSONBody[RegisterRepo]) -> dict[str, Any]:
         """Register a repository (URL or a path on the controller's machine) and start watching it.
 
         The answer includes the webhook secret, this once: configure it on the forge's webhook.
@@ -94,7 +96,7 @@ class ReposController(Controller):
         return services.repo_json(repo, engine.git_url(repo.id), include_secret=True)
 
     @get("/{repo_id:uuid}")
-    async def show(self, deps: Deps, repo_id: UUID) -> dict[str, Any]:
+    async def show(self, deps: NamedDependency[Deps], repo_id: FromPath[UUID]) -> dict[str, Any]:
         """One repository and what its recent triggers became (a run, or why not)."""
         engine = _engine(deps)
         repo = await services.get_repository(engine.tenant, repo_id)
@@ -106,13 +108,15 @@ class ReposController(Controller):
         return body
 
     @delete("/{repo_id:uuid}", status_code=204)
-    async def unregister(self, deps: Deps, repo_id: UUID) -> None:
+    async def unregister(self, deps: NamedDependency[Deps], repo_id: FromPath[UUID]) -> None:
         """Stop watching; deletes the repository's pipeline, runs and mirror."""
         if not await _engine(deps).unregister(repo_id):
             raise NotFound(f"repository {repo_id} not found; list them with GET /api/v1/repos")
 
     @post("/{repo_id:uuid}/runs", status_code=201)
-    async def run(self, commands: RunCommands, repo_id: UUID, data: RunRepo) -> dict[str, Any]:
+    async def run(
+        self, commands: NamedDependency[RunCommands], repo_id: FromPath[UUID], data: JSONBody[RunRepo]
+    ) -> dict[str, Any]:
         """Run a branch head or one commit now (`.buildit.kdl` read at that commit)."""
         for value, what in ((data.branch, "branch"), (data.sha, "sha")):
             if value is not None and (not isinstance(value, str) or not value.strip() or "\0" in value):

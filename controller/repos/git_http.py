@@ -15,7 +15,9 @@ from typing import Any
 from uuid import UUID
 
 from litestar import Controller, Request, Response, get, post
+from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException
+from litestar.params import FromPath, FromQuery
 
 from controller.deps import Deps
 from controller.errors import BuildItError, Forbidden, Invalid, NotFound
@@ -75,7 +77,11 @@ class GitHttpController(Controller):
 
     @get("/{name:str}/info/refs")
     async def info_refs(
-        self, deps: Deps, request: Request[Any, Any, Any], name: str, service: str = ""
+        self,
+        deps: NamedDependency[Deps],
+        request: Request[Any, Any, Any],
+        name: FromPath[str],
+        service: FromQuery[str] = "",
     ) -> Response[bytes]:
         """The ref advertisement (smart protocol only)."""
         mirror, lock = await self._mirror(deps, request, name)
@@ -89,7 +95,9 @@ class GitHttpController(Controller):
         return Response(body, media_type=content_type, headers={"Cache-Control": "no-cache"})
 
     @post("/{name:str}/git-upload-pack", status_code=200)
-    async def upload(self, deps: Deps, request: Request[Any, Any, Any], name: str) -> Response[bytes]:
+    async def upload(
+        self, deps: NamedDependency[Deps], request: Request[Any, Any, Any], name: FromPath[str]
+    ) -> Response[bytes]:
         """Negotiation and the pack."""
         mirror, lock = await self._mirror(deps, request, name)
         body = await request.body()

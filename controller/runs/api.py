@@ -7,6 +7,8 @@ from typing import Any
 from uuid import UUID
 
 from litestar import Controller, Response, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery, JSONBody
 
 from controller.deps import Deps
 from controller.errors import Invalid, NotFound
@@ -48,7 +50,9 @@ class TriggersController(Controller):
     tags = ["runs"]
 
     @post("/", status_code=201)
-    async def trigger(self, commands: RunCommands, data: TriggerTarget) -> dict[str, Any]:
+    async def trigger(
+        self, commands: NamedDependency[RunCommands], data: JSONBody[TriggerTarget]
+    ) -> dict[str, Any]:
         """Start a run of `target` (repository or pipeline, id or name); returns it with its `number`."""
         return record_json(await commands.trigger(data.command(data.target)))
 
@@ -60,14 +64,20 @@ class RunsController(Controller):
     tags = ["runs"]
 
     @post("/", status_code=201)
-    async def trigger(self, commands: RunCommands, pipeline_id: UUID, data: TriggerRun) -> dict[str, Any]:
+    async def trigger(
+        self, commands: NamedDependency[RunCommands], pipeline_id: FromPath[UUID], data: JSONBody[TriggerRun]
+    ) -> dict[str, Any]:
         """Start a run; returns it with its `number`."""
         target = await commands.pipeline(pipeline_id)
         return record_json(await commands.trigger(data.command(str(pipeline_id)), target))
 
     @get("/")
     async def list_runs(
-        self, commands: RunCommands, pipeline_id: UUID, limit: int = 50, before: int | None = None
+        self,
+        commands: NamedDependency[RunCommands],
+        pipeline_id: FromPath[UUID],
+        limit: FromQuery[int] = 50,
+        before: FromQuery[int | None] = None,
     ) -> dict[str, Any]:
         """Newest first; page with `?before=<number>`."""
         await commands.pipeline(pipeline_id)
@@ -80,23 +90,33 @@ class RunsController(Controller):
         return {"runs": await services.list_runs(pipeline_id, limit, before)}
 
     @get("/{number:int}")
-    async def get_run(self, commands: RunCommands, pipeline_id: UUID, number: int) -> dict[str, Any]:
+    async def get_run(
+        self, commands: NamedDependency[RunCommands], pipeline_id: FromPath[UUID], number: FromPath[int]
+    ) -> dict[str, Any]:
         """A run with its stages."""
         return record_json(await commands.find(pipeline_id, number))
 
     @post("/{number:int}/cancel", status_code=200)
-    async def cancel(self, commands: RunCommands, pipeline_id: UUID, number: int) -> dict[str, Any]:
+    async def cancel(
+        self, commands: NamedDependency[RunCommands], pipeline_id: FromPath[UUID], number: FromPath[int]
+    ) -> dict[str, Any]:
         """Cancel a run; running stages are told to stop at once."""
         return record_json(await commands.cancel(await commands.find(pipeline_id, number)))
 
     @post("/{number:int}/rerun", status_code=201)
-    async def rerun(self, commands: RunCommands, pipeline_id: UUID, number: int) -> dict[str, Any]:
+    async def rerun(
+        self, commands: NamedDependency[RunCommands], pipeline_id: FromPath[UUID], number: FromPath[int]
+    ) -> dict[str, Any]:
         """A new run (next number) of a finished run: same pipeline file, branch, commit and metadata."""
         return record_json(await commands.rerun(await commands.find(pipeline_id, number)))
 
     @post("/{number:int}/stages/{name:str}/retry", status_code=200)
     async def retry_stage(
-        self, commands: RunCommands, pipeline_id: UUID, number: int, name: str
+        self,
+        commands: NamedDependency[RunCommands],
+        pipeline_id: FromPath[UUID],
+        number: FromPath[int],
+        name: FromPath[str],
     ) -> dict[str, Any]:
         """Run a failed, timed-out, errored or cancelled stage again (attempt + 1), and what it blocked."""
         return record_json(await commands.retry_stage(await commands.find(pipeline_id, number), name))
@@ -104,13 +124,13 @@ class RunsController(Controller):
     @get("/{number:int}/stages/{name:str}/log", media_type="text/plain")
     async def stage_log(
         self,
-        deps: Deps,
-        commands: RunCommands,
-        pipeline_id: UUID,
-        number: int,
-        name: str,
-        offset: int = 0,
-        attempt: int | None = None,
+        deps: NamedDependency[Deps],
+        commands: NamedDependency[RunCommands],
+        pipeline_id: FromPath[UUID],
+        number: FromPath[int],
+        name: FromPath[str],
+        offset: FromQuery[int] = 0,
+        attempt: FromQuery[int | None] = None,
     ) -> Response[bytes]:
         """Plain-text log from byte `offset`; `X-Log-Size` and `X-Next-Offset` tell where to continue."""
         run = await commands.find(pipeline_id, number)

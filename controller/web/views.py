@@ -13,6 +13,8 @@ from typing import Any
 from uuid import UUID
 
 from litestar import Controller, Request, get
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery
 from litestar.response import Template
 
 from controller.agents.services import list_agent_views
@@ -85,12 +87,12 @@ class PagesController(Controller):
     @get("/")
     async def dashboard(
         self,
-        deps: Deps,
+        deps: NamedDependency[Deps],
         request: Request[Any, Any, Any],
-        status: str = "",
-        branch: str = "",
-        pipeline: str = "",
-        page: int = 1,
+        status: FromQuery[str] = "",
+        branch: FromQuery[str] = "",
+        pipeline: FromQuery[str] = "",
+        page: FromQuery[int] = 1,
     ) -> Template:
         """Recent runs of every pipeline, filterable by status, branch and pipeline, paged."""
         pipeline_id = _parse_uuid(pipeline) if pipeline else None
@@ -120,14 +122,18 @@ class PagesController(Controller):
         return Template(template_name="dashboard.html", context=context)
 
     @get("/pipelines")
-    async def pipelines(self, deps: Deps) -> Template:
+    async def pipelines(self, deps: NamedDependency[Deps]) -> Template:
         """Every pipeline, with links to its page."""
         rows = await list_pipelines(deps.tenant)
         return Template(template_name="pipelines.html", context={"pipelines": rows, "active": "pipelines"})
 
     @get("/pipelines/{pipeline_id:uuid}")
     async def pipeline(
-        self, deps: Deps, request: Request[Any, Any, Any], pipeline_id: UUID, page: int = 1
+        self,
+        deps: NamedDependency[Deps],
+        request: Request[Any, Any, Any],
+        pipeline_id: FromPath[UUID],
+        page: FromQuery[int] = 1,
     ) -> Template:
         """A pipeline: its runs (live), a trigger form, its source highlighted and its stages."""
         row = await get_pipeline(deps.tenant, pipeline_id)
@@ -157,7 +163,11 @@ class PagesController(Controller):
 
     @get("/pipelines/{pipeline_id:uuid}/runs/{number:int}")
     async def run(
-        self, deps: Deps, request: Request[Any, Any, Any], pipeline_id: UUID, number: int
+        self,
+        deps: NamedDependency[Deps],
+        request: Request[Any, Any, Any],
+        pipeline_id: FromPath[UUID],
+        number: FromPath[int],
     ) -> Template:
         """A run: its DAG (live), stages, actions, diagnostics and artifacts."""
         pipeline, row = await _run_or_none(deps, pipeline_id, number)
@@ -192,12 +202,12 @@ class PagesController(Controller):
     @get("/pipelines/{pipeline_id:uuid}/runs/{number:int}/stages/{name:str}")
     async def stage_log(
         self,
-        deps: Deps,
+        deps: NamedDependency[Deps],
         request: Request[Any, Any, Any],
-        pipeline_id: UUID,
-        number: int,
-        name: str,
-        attempt: int | None = None,
+        pipeline_id: FromPath[UUID],
+        number: FromPath[int],
+        name: FromPath[str],
+        attempt: FromQuery[int | None] = None,
     ) -> Template:
         """A stage attempt's log, followed live; the page loads lines on demand (see log.js)."""
         pipeline, row = await _run_or_none(deps, pipeline_id, number)
@@ -224,7 +234,7 @@ class PagesController(Controller):
         return Template(template_name="log.html", context=context)
 
     @get("/agents")
-    async def agents(self, deps: Deps, request: Request[Any, Any, Any]) -> Template:
+    async def agents(self, deps: NamedDependency[Deps], request: Request[Any, Any, Any]) -> Template:
         """The fleet: status, labels, executors, load, version, last seen; drain and resume."""
         views = await list_agent_views(deps.scheduler, deps.tenant)
         context = {"agents": views, "active": "agents"}
@@ -257,15 +267,15 @@ class LogLinesController(Controller):
     @get("/lines")
     async def lines(
         self,
-        deps: Deps,
-        pipeline_id: UUID,
-        number: int,
-        name: str,
-        attempt: int | None = None,
-        before: int | None = None,
-        after: int | None = None,
-        line: int | None = None,
-        count: int = 1000,
+        deps: NamedDependency[Deps],
+        pipeline_id: FromPath[UUID],
+        number: FromPath[int],
+        name: FromPath[str],
+        attempt: FromQuery[int | None] = None,
+        before: FromQuery[int | None] = None,
+        after: FromQuery[int | None] = None,
+        line: FromQuery[int | None] = None,
+        count: FromQuery[int] = 1000,
     ) -> dict[str, object]:
         """`?before=B` the page ending at byte B (the tail without it), `?after=A` the page from byte A,
         `?line=N` the page around line N; `count` lines (at most 5000)."""
@@ -287,12 +297,12 @@ class LogLinesController(Controller):
     @get("/search")
     async def search(
         self,
-        deps: Deps,
-        pipeline_id: UUID,
-        number: int,
-        name: str,
-        q: str = "",
-        attempt: int | None = None,
+        deps: NamedDependency[Deps],
+        pipeline_id: FromPath[UUID],
+        number: FromPath[int],
+        name: FromPath[str],
+        q: FromQuery[str] = "",
+        attempt: FromQuery[int | None] = None,
     ) -> dict[str, object]:
         """Lines containing `q` (case-insensitive), at most 200, with their numbers."""
         path, size = await self._log(deps, pipeline_id, number, name, attempt)
