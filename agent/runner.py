@@ -77,7 +77,6 @@ from agent.contract.types import (
     HeartbeatRequest,
     LeaseEvent,
     LeaseRequest,
-    LogStream,
     Ping,
     RegisterRequest,
     StageLease,
@@ -841,8 +840,8 @@ class Agent:
         def on_output(line: str) -> None:
             shipper.add(lease_id, mask(line))
 
-        def say(line: str) -> None:
-            shipper.add(lease_id, mask(line), LogStream.SYSTEM)
+        # BuildIt's own lines ("restored 3 artifact file(s)", errors) join the stage's one combined log.
+        say = on_output
 
         try:
             if spec.source is not None:

@@ -316,7 +316,7 @@ class FakeController(pb_grpc.AgentServiceServicer):
                 yield pb.LogAck(lease_id=lease_id, acked_seq=stored, lease_lost=True)
                 continue
             if chunk.seq == stored + 1:
-                # A LogLine may pack several lines of one stream, joined by "\n" (agent.logs).
+                # A LogLine may pack several lines, joined by "\n" (agent.logs).
                 lines = [text for line in chunk.lines for text in line.text.split("\n")]
                 self.stored_lines.setdefault(lease_id, []).extend(lines)
                 self.stored_chunk_sizes.setdefault(lease_id, []).append(len(lines))
