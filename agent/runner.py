@@ -13,9 +13,10 @@ Everything runs on one asyncio event loop over one gRPC channel (see `agent.clie
 * **Stages** – at most `capacity` at once. Per stage: RUNNING first, then the executor with its output
   masked and shipped, then (once every log chunk of the lease is acknowledged, so the stored log is
   complete when the stage is shown finished) the terminal status.
-* **Fencing** – an ABORTED answer, a heartbeat's lost_lease_ids, a LogAck.lease_lost or a
-  CancelStage(LEASE_LOST) means the lease belongs to someone else now: the stage is killed, its
-  buffered logs dropped, and nothing more is sent for it.
+* **Fencing** – a LEASE_GONE answer to a call about the lease (ABORTED or NOT_FOUND, see
+  `agent.client.classify`, the one reading of status codes), a heartbeat's lost_lease_ids, a
+  LogAck.lease_lost or a CancelStage(LEASE_LOST) means the lease belongs to someone else now: the
+  stage is killed, its buffered logs dropped, and nothing more is sent for it.
 * **Drain** – on SIGTERM/SIGINT (or the controller's Drain) the Lease stream is closed, a heartbeat
   says draining, running stages finish and report, and `run()` returns 0. A second signal kills the
   running stages and ends at once with exit status 1 (their leases expire and the controller retries
@@ -52,19 +53,15 @@ from typing import Any, BinaryIO, Final, TypeVar
 
 from agent import __version__
 from agent.client import (
-    ABORTED,
-    DEADLINE_EXCEEDED,
     FAILED_PRECONDITION,
-    NOT_FOUND,
-    PERMISSION_DENIED,
     RESOURCE_EXHAUSTED,
-    UNAUTHENTICATED,
-    UNAVAILABLE,
     UNIMPLEMENTED,
     ControllerClient,
+    FailureKind,
     LeaseStream,
     LogStreamCall,
     RpcFailure,
+    classify,
 )
 from agent.contract.types import (
     ArtifactAck,
@@ -115,10 +112,6 @@ _UPLOAD_BASE_TIMEOUT_S: Final = 60.0
 #: Files listed one by one in the stage log after an upload; beyond that only the total.
 _LISTED_ARTIFACTS: Final = 20
 
-_RETRY_CODES: Final = frozenset({UNAVAILABLE, DEADLINE_EXCEEDED})
-# Answers to a write about one lease that mean the lease is not (or no longer) ours.
-_LEASE_GONE_CODES: Final = frozenset({ABORTED, PERMISSION_DENIED, NOT_FOUND})
-_MAX_OTHER_FAILURES: Final = 5
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")
 
 _T = TypeVar("_T")
@@ -430,19 +423,20 @@ class Agent:
                 response = await self._client.register(request)
                 break
             except RpcFailure as exc:
-                if exc.code == UNAUTHENTICATED:
+                kind = classify(exc.code, lease_scoped=False)
+                if kind is FailureKind.REAUTHENTICATE:  # the registration token itself is refused
                     raise AgentExit(
                         1,
                         f"registration refused by {settings.controller}: {exc.details or exc.code} "
                         "(check --registration-token)",
                     ) from None
-                if exc.code == FAILED_PRECONDITION:
+                if kind is FailureKind.FATAL and exc.code == FAILED_PRECONDITION:
                     raise AgentExit(
                         1,
                         f"controller {settings.controller} refused agent version {self.version}: "
                         f"{exc.details or exc.code}",
                     ) from None
-                if exc.code not in _RETRY_CODES:
+                if kind is not FailureKind.RETRY:
                     raise AgentExit(1, f"registration with {settings.controller} failed: {exc}") from None
                 delay = backoff.next()
                 attempts += 1
@@ -570,9 +564,12 @@ class Agent:
             except RpcFailure as exc:
                 if self._draining:
                     break
-                if exc.code in (UNAUTHENTICATED, PERMISSION_DENIED):
+                kind = classify(exc.code, lease_scoped=False)
+                if kind is FailureKind.REAUTHENTICATE:
                     await self._reauthenticate(token, exc)
                     continue
+                if kind is FailureKind.FATAL:
+                    raise _refused("the Lease stream", exc) from None
                 reason = str(exc)
             except (AgentExit, asyncio.CancelledError):
                 raise
@@ -639,9 +636,13 @@ class Agent:
                 elif isinstance(result, Exception) and not isinstance(result, RpcFailure):
                     # Whatever broke, the remedy is the same: a new stream resends what is unacked.
                     log.warning("log stream failed unexpectedly; reconnecting", exc_info=result)
-            if failure is not None and failure.code in (UNAUTHENTICATED, PERMISSION_DENIED):
-                await self._reauthenticate(token, failure)
-                continue
+            if failure is not None:
+                kind = classify(failure.code, lease_scoped=False)
+                if kind is FailureKind.REAUTHENTICATE:
+                    await self._reauthenticate(token, failure)
+                    continue
+                if kind is FailureKind.FATAL:
+                    raise _refused("the log stream (StreamLogs)", failure)
             gap = results[0] is False
             if progress.is_set() or loop.time() - opened >= backoff.maximum:
                 backoff.reset()
@@ -697,8 +698,13 @@ class Agent:
         except TimeoutError:
             return
         except RpcFailure as exc:
-            if exc.code in (UNAUTHENTICATED, PERMISSION_DENIED) and reauthenticate:
+            kind = classify(exc.code, lease_scoped=False)
+            if not reauthenticate:  # the goodbye heartbeat at shutdown: best effort only
+                log.debug("heartbeat failed: %s", exc)
+            elif kind is FailureKind.REAUTHENTICATE:
                 await self._reauthenticate(token, exc)
+            elif kind is FailureKind.FATAL:
+                raise _refused("heartbeats", exc) from None
             else:
                 log.debug("heartbeat failed: %s", exc)
             return
@@ -758,7 +764,7 @@ class Agent:
     async def _run_stage(self, stage: _Stage) -> None:
         lease_id = stage.lease_id
         extender: asyncio.Task[None] | None = None
-        report: asyncio.Future[StageStatus | None] | None = None
+        report: asyncio.Future[StageStatus | _Refused | None] | None = None
         try:
             async with self._slots:
                 if stage.lost:
@@ -791,8 +797,11 @@ class Agent:
                     started_at=started_at,
                     finished_at=_now(),
                 )
-                await self._lease_call(stage, lambda: self._client_or_fail().update_stage(update))
-                if not stage.lost:
+                sent = await self._lease_call(stage, lambda: self._client_or_fail().update_stage(update))
+                if isinstance(sent, _Refused):
+                    # Nothing more can be said about it: the lease expires and the controller retries it.
+                    log.error("lease %s: the controller refused its final status: %s", lease_id, sent.failure)
+                elif not stage.lost:
                     log.info("lease %s: %s", lease_id, result.status)
         except (AgentExit, asyncio.CancelledError):
             raise
@@ -816,7 +825,7 @@ class Agent:
         return self._client
 
     async def _execute(
-        self, stage: _Stage, admitted: Awaitable[StageStatus | None] | None = None
+        self, stage: _Stage, admitted: Awaitable[StageStatus | _Refused | None] | None = None
     ) -> ExecutionResult:
         """Run the stage in a fresh workspace: sources and needed artifacts in, commands, artifacts out.
 
@@ -856,6 +865,10 @@ class Agent:
                 recorded = await admitted
                 if stage.lost:
                     return ExecutionResult(StageStatus.CANCELLED, message="lease lost before it ran")
+                if isinstance(recorded, _Refused):
+                    message = f"the controller refused to record the stage running: {recorded.failure}"
+                    say(f"error: {message}")
+                    return ExecutionResult(StageStatus.ERROR, message=message)
                 if recorded is not None and recorded.finished:
                     self._cancel(lease_id, CancelReason.USER, f"the controller recorded it {recorded}")
             if stage.cancel.is_set():
@@ -934,13 +947,14 @@ class Agent:
             try:
                 files, size, producers = await self._receive_artifacts(stage, workspace)
             except RpcFailure as exc:
-                if exc.code in _LEASE_GONE_CODES:
+                kind = classify(exc.code, lease_scoped=True)
+                if kind is FailureKind.LEASE_GONE:
                     self._lose(stage.lease_id, f"DownloadArtifacts: {exc}")
                     return ExecutionResult(StageStatus.ERROR, message="lease lost")
-                if exc.code == UNAUTHENTICATED:
+                if kind is FailureKind.REAUTHENTICATE:
                     await self._reauthenticate(token, exc)
                     continue
-                if exc.code in _RETRY_CODES:
+                if kind is FailureKind.RETRY:
                     delay = backoff.next()
                     log.debug("lease %s: artifact download failed (%s); retrying", stage.lease_id, exc)
                     await asyncio.sleep(delay)
@@ -1040,13 +1054,14 @@ class Agent:
             try:
                 return await client.upload_artifact(_artifact_parts(header, file), timeout)
             except RpcFailure as exc:
-                if exc.code in _LEASE_GONE_CODES:
+                kind = classify(exc.code, lease_scoped=True)
+                if kind is FailureKind.LEASE_GONE:
                     self._lose(stage.lease_id, f"UploadArtifact: {exc}")
                     break
-                if exc.code == UNAUTHENTICATED:
+                if kind is FailureKind.REAUTHENTICATE:
                     await self._reauthenticate(token, exc)
                     continue
-                if exc.code in _RETRY_CODES:
+                if kind is FailureKind.RETRY:
                     delay = backoff.next()
                     log.debug(
                         "lease %s: upload of %s failed (%s); retrying", stage.lease_id, header.path, exc
@@ -1105,40 +1120,44 @@ class Agent:
             try:
                 response = await client.extend_lease(stage.lease_id)
             except RpcFailure as exc:
-                if exc.code in _LEASE_GONE_CODES:
+                kind = classify(exc.code, lease_scoped=True)
+                if kind is FailureKind.LEASE_GONE:
                     self._lose(stage.lease_id, f"ExtendLease: {exc}")
                     return
-                if exc.code == UNAUTHENTICATED:
+                if kind is FailureKind.REAUTHENTICATE:
                     await self._reauthenticate(token, exc)
+                elif kind is FailureKind.FATAL:
+                    # Heartbeats still extend the lease; only this fallback path for missed cancels ends.
+                    log.warning(
+                        "lease %s: ExtendLease refused (%s); relying on heartbeats", stage.lease_id, exc
+                    )
+                    return
                 continue
             self._authenticated()
             if response.cancel_requested:
                 self._cancel(stage.lease_id, response.cancel_reason or CancelReason.USER)
 
-    async def _lease_call(self, stage: _Stage, call: Callable[[], Awaitable[_T]]) -> _T | None:
-        """A write about one lease, retried while the controller is unreachable.
+    async def _lease_call(self, stage: _Stage, call: Callable[[], Awaitable[_T]]) -> _T | _Refused | None:
+        """A write about one lease, retried while the controller is unreachable (RETRY codes).
 
-        Returns None when the lease is gone (ABORTED and friends: the stage is then stopped) or the
-        call kept failing for another reason (then the lease expires and the controller retries).
+        Returns None when the lease is gone (LEASE_GONE: the stage is then stopped), `_Refused` when
+        the controller refuses the write for good (FATAL: the caller decides what that ends).
         """
         backoff = Backoff()
-        others = 0
         while not stage.lost:
             token = self._client_or_fail().token
             try:
                 result = await call()
             except RpcFailure as exc:
-                if exc.code in _LEASE_GONE_CODES:
+                kind = classify(exc.code, lease_scoped=True)
+                if kind is FailureKind.LEASE_GONE:
                     self._lose(stage.lease_id, str(exc))
                     return None
-                if exc.code == UNAUTHENTICATED:
+                if kind is FailureKind.REAUTHENTICATE:
                     await self._reauthenticate(token, exc)
                     continue
-                if exc.code not in _RETRY_CODES:
-                    others += 1
-                    if others >= _MAX_OTHER_FAILURES:
-                        log.error("lease %s: giving up on a status update: %s", stage.lease_id, exc)
-                        return None
+                if kind is FailureKind.FATAL:
+                    return _Refused(exc)
                 delay = backoff.next()
                 log.debug("lease %s: update failed (%s); retrying in %.2fs", stage.lease_id, exc, delay)
                 await asyncio.sleep(delay)
@@ -1170,6 +1189,11 @@ class Agent:
         await client.close()
 
 
+def _refused(what: str, failure: RpcFailure) -> AgentExit:
+    """The exit of an agent whose agent-wide call the controller refuses for good (a FATAL code)."""
+    return AgentExit(1, f"the controller refuses {what} of this agent: {failure} (retrying cannot help)")
+
+
 def _lock_state_dir(state_dir: Path) -> int:
     """Hold an exclusive lock on the state dir for the process's lifetime (one agent per state dir).
 
@@ -1199,6 +1223,13 @@ def _clean_workspaces(work: Path) -> None:
                 shutil.rmtree(entry, ignore_errors=True)
             else:
                 entry.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class _Refused:
+    """A write about a lease the controller refused for good (a FATAL code): retrying cannot help."""
+
+    failure: RpcFailure
 
 
 class _TransferError(Exception):

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
 from agent.contract._gen import buildit_pb2 as pb
@@ -177,6 +178,38 @@ async def test_version_mismatch_is_refused_with_both_versions(fake: FakeControll
             await asyncio.wait_for(task, 10)
     assert refused.value.code == 1
     assert "0.1.0" in refused.value.message and "refused agent version" in refused.value.message
+
+
+async def test_registration_retries_server_errors_and_exits_on_a_refusal(
+    fake: FakeController, tmp_path: Path
+) -> None:
+    # INTERNAL and UNKNOWN are a controller's unexpected errors: retried, like an unreachable one.
+    fake.failures["Register"] = [grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN]
+    async with running_agent(fake, tmp_path / "a") as (agent, task):
+        await serving(fake)
+        agent.drain("test")
+        assert await asyncio.wait_for(task, 10) == 0
+    assert len(fake.registrations) == 3
+    # PERMISSION_DENIED: this agent is not allowed; asking again cannot help.
+    fake.failures["Register"] = [grpc.StatusCode.PERMISSION_DENIED]
+    async with running_agent(fake, tmp_path / "b") as (_agent, task):
+        with pytest.raises(AgentExit) as refused:
+            await asyncio.wait_for(task, 10)
+    assert refused.value.code == 1
+    assert "registration with" in refused.value.message and "PERMISSION_DENIED" in refused.value.message
+    assert len(fake.registrations) == 4
+
+
+async def test_a_refused_lease_stream_ends_the_agent_without_registering_again(
+    fake: FakeController, tmp_path: Path
+) -> None:
+    fake.failures["Lease"] = [grpc.StatusCode.PERMISSION_DENIED]
+    async with running_agent(fake, tmp_path) as (_agent, task):
+        with pytest.raises(AgentExit) as refused:
+            await asyncio.wait_for(task, 10)
+    assert refused.value.code == 1
+    assert "Lease stream" in refused.value.message and "PERMISSION_DENIED" in refused.value.message
+    assert len(fake.registrations) == 1
 
 
 # --- running stages ------------------------------------------------------------------------------------
@@ -681,6 +714,24 @@ async def test_aborted_running_update_never_starts_the_stage(fake: FakeControlle
     assert not marker.exists()
     assert fake.aborted == [("UpdateStage", "lease-zombie")]  # refused once, never retried
     assert fake.updates == [] and fake.extends == [] and fake.chunks_received == []
+
+
+async def test_a_refused_running_report_ends_the_stage_in_error_before_its_commands(
+    fake: FakeController, tmp_path: Path
+) -> None:
+    # INVALID_ARGUMENT is not "lease gone": the lease is still ours, so the stage ends in ERROR.
+    marker = tmp_path / "ran"
+    fake.failures["UpdateStage"] = [grpc.StatusCode.INVALID_ARGUMENT]
+    async with running_agent(fake, tmp_path) as (_agent, _task):
+        await serving(fake)
+        lease = fake.push_lease(spec(f"touch {marker}"))
+        await fake.wait_for(lambda: fake.final_update(lease), what="the final update")
+    final = fake.final_update(lease)
+    assert final is not None and final.status is StageStatus.ERROR
+    assert "refused" in final.message and "INVALID_ARGUMENT" in final.message
+    assert fake.lines(lease) == [f"error: {final.message}"]
+    assert fake.updates_for(lease) == [StageStatus.ERROR]  # the refused RUNNING was not recorded
+    assert not marker.exists()
 
 
 TICKING = "while true; do echo tick; sleep 0.02; done"
