@@ -24,7 +24,7 @@ Everything runs on one asyncio event loop over one gRPC channel (see `agent.clie
   it and stays up, because the controller simply offers no leases until the operator resumes it.
 
 * **Workspaces** – each stage gets a fresh directory under `<state_dir>/work/`. A stage with a
-  `source` gets a clone of its repository at the exact commit (`agent.gitfetch`: a per-repository
+  `source` gets a clone of its repository at the exact commit (`agent.git.fetch`: a per-repository
   cache under `<state_dir>/git-cache/`, the agent token sent as an HTTP header, never in argv);
   a stage with `needs` gets the artifacts of those stages (DownloadArtifacts) before its commands
   run. After the commands succeeded, the files matching its `artifacts` globs are uploaded one by
@@ -83,7 +83,7 @@ from agent.contract.types import (
 )
 from agent.executors.base import Executor, ExecutorError
 from agent.executors.local import LocalExecutor
-from agent.gitfetch import GitFetcher, GitFetchError, redact_url
+from agent.git.fetch import GitFetcher, GitFetchError, redact_url
 from agent.logs import LogShipper, Masker
 from agent.settings import AgentSettings, ExecutorChoice
 from agent.state import AgentState, StateError, clear_state, load_state, save_state
@@ -912,7 +912,7 @@ class Agent:
     async def _fetch_source(
         self, stage: _Stage, workspace: Path, say: Callable[[str], None]
     ) -> ExecutionResult | None:
-        """Fill the workspace with the stage's repository at its commit (see agent.gitfetch)."""
+        """Fill the workspace with the stage's repository at its commit (see agent.git.fetch)."""
         source = stage.lease.spec.source
         assert source is not None
         try:
