@@ -24,8 +24,10 @@ import pytest
 
 from agent.contract._gen import buildit_pb2 as pb
 from agent.contract.types import CancelReason, StageSpec, StageStatus, WorkspaceSource
+from agent.errors import AgentExit
+from agent.executors.registry import Executors, build_executors
 from agent.logs import MAX_CHUNK_LINES
-from agent.runner import Agent, AgentExit, Executors, build_executors
+from agent.runner import Agent
 from agent.settings import AgentSettings
 from tests.integration.agent.fake_controller import FakeController
 from tests.integration.agent.git_server import GitHttpServer, Upstream, git

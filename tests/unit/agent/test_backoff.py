@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.runner import Backoff
+from agent.backoff import Backoff
 
 
 def test_doubles_up_to_the_maximum_without_jitter_at_the_top() -> None:
