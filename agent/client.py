@@ -1,7 +1,7 @@
 """The agent's connection to the controller: AgentService over one grpc.aio channel, in dataclasses.
 
-Why a wrapper: the runner should reason about the protocol (leases, acks, fencing), not about grpc
-call objects, metadata tuples or proto classes. Requests and responses are the dataclasses of
+Why a wrapper: the agent's loops should reason about the protocol (leases, acks, fencing), not about
+grpc call objects, metadata tuples or proto classes. Requests and responses are the dataclasses of
 `agent.contract.types` (the codecs come from `agent.contract.convert`, the only agent module that
 touches proto types), every call but Register carries `authorization: Bearer <agent token>`, and every
 gRPC failure surfaces as one exception type, `RpcFailure`, carrying the status code name.
@@ -110,7 +110,7 @@ UNKNOWN: Final = "UNKNOWN"
 CALL_TIMEOUT_S: Final = 10.0
 
 # The channel's own reconnect backoff defaults to 1 s growing to 120 s, which would keep an agent
-# away for minutes after a controller restart; keep it as short as the runner's own backoff.
+# away for minutes after a controller restart; keep it as short as the agent's own (agent.backoff).
 _CHANNEL_OPTIONS: Final = (
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.min_reconnect_backoff_ms", 100),

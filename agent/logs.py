@@ -5,8 +5,8 @@ in any log, however it was printed.
 
 `LogShipper` is the agent's side of AgentService.StreamLogs, without the transport: it batches lines
 into sequence-numbered chunks per lease and keeps every chunk until the controller acknowledges it, so
-whatever happens to the connection, the stored log ends up with neither gaps nor duplicates. The
-runner owns the gRPC stream and moves chunks and acks between it and the shipper.
+whatever happens to the connection, the stored log ends up with neither gaps nor duplicates.
+`agent.logstream` owns the gRPC stream and moves chunks and acks between it and the shipper.
 
 Throughput: a chatty stage prints hundreds of thousands of lines a second, and everything done per
 line in Python (an object, a protobuf message) costs more than the line itself. A stage's log is one
