@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING
 
 from agent.settings import ENV, AgentSettings
 
-if TYPE_CHECKING:  # the runner (grpc) is imported only when an agent actually runs
-    from agent.runner import Executors
+if TYPE_CHECKING:  # the executors and the runner (grpc) are imported only when an agent actually runs
+    from agent.executors.registry import Executors
 
 __all__ = ["add_arguments", "main", "run"]
 
@@ -108,8 +108,9 @@ def run(args: argparse.Namespace) -> int:
         _fail(f"error: {exc}")
         return 2
     _configure_logging()
+    from agent.errors import AgentExit
     from agent.executors.base import ExecutorError
-    from agent.runner import AgentExit, build_executors
+    from agent.executors.registry import build_executors
 
     try:
         executors = build_executors(settings.executor, settings.network)

@@ -1,15 +1,50 @@
 """The agent's connection to the controller: AgentService over one grpc.aio channel, in dataclasses.
 
-Why a wrapper: the runner should reason about the protocol (leases, acks, fencing), not about grpc
-call objects, metadata tuples or proto classes. Requests and responses are the dataclasses of
+Why a wrapper: the agent's loops should reason about the protocol (leases, acks, fencing), not about
+grpc call objects, metadata tuples or proto classes. Requests and responses are the dataclasses of
 `agent.contract.types` (the codecs come from `agent.contract.convert`, the only agent module that
 touches proto types), every call but Register carries `authorization: Bearer <agent token>`, and every
 gRPC failure surfaces as one exception type, `RpcFailure`, carrying the status code name.
+
+What a failure means is decided in one place, `classify`, so every caller in the agent reads a status
+code the same way. It follows the controller's one mapping of its error tree to gRPC codes (NotFound
+NOT_FOUND, Invalid INVALID_ARGUMENT, Conflict FAILED_PRECONDITION, AlreadyExists ALREADY_EXISTS,
+LeaseLost ABORTED, Unauthenticated UNAUTHENTICATED, Forbidden PERMISSION_DENIED, TooLarge
+RESOURCE_EXHAUSTED, Unavailable UNAVAILABLE, anything unexpected INTERNAL or UNKNOWN):
+
+    code                 lease-scoped call     other call       why
+    -------------------  --------------------  ---------------  ---------------------------------------
+    UNAUTHENTICATED      REAUTHENTICATE        REAUTHENTICATE   the agent token is unknown or revoked
+    ABORTED              LEASE_GONE            RETRY            LeaseLost: the lease is someone else's
+    NOT_FOUND            LEASE_GONE            FATAL            no such lease (any more)
+    UNAVAILABLE          RETRY                 RETRY            controller away, restarting, overloaded
+    DEADLINE_EXCEEDED    RETRY                 RETRY            no answer in time
+    INTERNAL, UNKNOWN    RETRY                 RETRY            a controller bug or crash mid-call
+    CANCELLED            RETRY                 RETRY            the call was cut (proxy, server shutdown)
+    PERMISSION_DENIED    FATAL                 FATAL            Forbidden: the agent is not allowed
+    INVALID_ARGUMENT     FATAL                 FATAL            the request itself is refused
+    FAILED_PRECONDITION  FATAL                 FATAL            Conflict (e.g. an incompatible version)
+    ALREADY_EXISTS       FATAL                 FATAL            the same request cannot succeed later
+    RESOURCE_EXHAUSTED   FATAL                 FATAL            TooLarge (e.g. artifacts over the limit)
+    UNIMPLEMENTED        FATAL                 FATAL            the controller lacks the method
+    OUT_OF_RANGE         FATAL                 FATAL            the request itself is refused
+    DATA_LOSS            FATAL                 FATAL            content corrupted; sending it again
+                                                                reproduces it
+    any other name       FATAL                 FATAL            OK or a code this build does not know
+
+A lease-scoped call is one about one lease (UpdateStage, ExtendLease, UploadArtifact,
+DownloadArtifacts); the Lease stream, StreamLogs, Heartbeat and Register are not. ABORTED outside a
+lease is gRPC's "retry at a higher level". FATAL is fatal for that call only: its caller decides what
+that means (registration: the agent exits with the reason; a stage's write: the stage ends in ERROR;
+the Lease stream, StreamLogs or a heartbeat: the agent exits, its running stages' leases expire and
+are retried). A call the agent cancelled itself also ends as RpcFailure(CANCELLED); its caller
+cancelled it for a reason it already acts on (draining, a new token), so RETRY is right there too.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, Final, cast
 
@@ -38,6 +73,7 @@ __all__ = [
     "DATA_LOSS",
     "DEADLINE_EXCEEDED",
     "FAILED_PRECONDITION",
+    "INTERNAL",
     "INVALID_ARGUMENT",
     "NOT_FOUND",
     "PERMISSION_DENIED",
@@ -45,10 +81,13 @@ __all__ = [
     "UNAUTHENTICATED",
     "UNAVAILABLE",
     "UNIMPLEMENTED",
+    "UNKNOWN",
     "ControllerClient",
+    "FailureKind",
     "LeaseStream",
     "LogStreamCall",
     "RpcFailure",
+    "classify",
 ]
 
 # gRPC status code names, as carried by RpcFailure.code.
@@ -57,6 +96,7 @@ CANCELLED: Final = "CANCELLED"
 DATA_LOSS: Final = "DATA_LOSS"
 DEADLINE_EXCEEDED: Final = "DEADLINE_EXCEEDED"
 FAILED_PRECONDITION: Final = "FAILED_PRECONDITION"
+INTERNAL: Final = "INTERNAL"
 INVALID_ARGUMENT: Final = "INVALID_ARGUMENT"
 NOT_FOUND: Final = "NOT_FOUND"
 PERMISSION_DENIED: Final = "PERMISSION_DENIED"
@@ -64,12 +104,13 @@ RESOURCE_EXHAUSTED: Final = "RESOURCE_EXHAUSTED"
 UNAUTHENTICATED: Final = "UNAUTHENTICATED"
 UNAVAILABLE: Final = "UNAVAILABLE"
 UNIMPLEMENTED: Final = "UNIMPLEMENTED"
+UNKNOWN: Final = "UNKNOWN"
 
 #: Unary calls give up after this long; the caller decides whether to retry.
 CALL_TIMEOUT_S: Final = 10.0
 
 # The channel's own reconnect backoff defaults to 1 s growing to 120 s, which would keep an agent
-# away for minutes after a controller restart; keep it as short as the runner's own backoff.
+# away for minutes after a controller restart; keep it as short as the agent's own (agent.backoff).
 _CHANNEL_OPTIONS: Final = (
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.min_reconnect_backoff_ms", 100),
@@ -90,6 +131,45 @@ class RpcFailure(Exception):
         self.details = details
 
 
+class FailureKind(enum.Enum):
+    """What a failed call means for its caller (see the table in the module docstring)."""
+
+    #: The lease is not (or no longer) this agent's: stop its stage, send nothing more about it.
+    LEASE_GONE = "lease gone"
+    #: The controller does not accept the agent token: register again (once), then repeat the call.
+    REAUTHENTICATE = "reauthenticate"
+    #: Transient: repeat the call after a backoff.
+    RETRY = "retry"
+    #: Repeating the same call cannot help: the caller gives up on it.
+    FATAL = "fatal"
+
+
+_ANY_CALL: Final[dict[str, FailureKind]] = {
+    UNAUTHENTICATED: FailureKind.REAUTHENTICATE,
+    UNAVAILABLE: FailureKind.RETRY,
+    DEADLINE_EXCEEDED: FailureKind.RETRY,
+    INTERNAL: FailureKind.RETRY,
+    UNKNOWN: FailureKind.RETRY,
+    CANCELLED: FailureKind.RETRY,
+    ABORTED: FailureKind.RETRY,
+}
+_LEASE_CALL: Final[dict[str, FailureKind]] = {
+    **_ANY_CALL,
+    ABORTED: FailureKind.LEASE_GONE,
+    NOT_FOUND: FailureKind.LEASE_GONE,
+}
+
+
+def classify(code: str, *, lease_scoped: bool) -> FailureKind:
+    """The one reading of a failed call's status code (`RpcFailure.code`) used everywhere in the agent.
+
+    Why one function: the same code must not mean "lease gone" to one caller and "register again" to
+    another. `lease_scoped` says whether the call is about one lease (then ABORTED and NOT_FOUND mean
+    the lease is gone); every code not listed as another kind is FATAL.
+    """
+    return (_LEASE_CALL if lease_scoped else _ANY_CALL).get(code, FailureKind.FATAL)
+
+
 def _cancelled_by_us(cancelled: bool) -> bool:
     """Whether a CancelledError comes from our own `cancel()` of the call, not of the running task.
 
@@ -102,7 +182,7 @@ def _cancelled_by_us(cancelled: bool) -> bool:
 
 def _failure(exc: grpc.aio.AioRpcError) -> RpcFailure:
     code = exc.code()
-    return RpcFailure(code.name if code is not None else "UNKNOWN", str(exc.details() or ""))
+    return RpcFailure(code.name if code is not None else UNKNOWN, str(exc.details() or ""))
 
 
 class LeaseStream:

@@ -5,15 +5,15 @@ in any log, however it was printed.
 
 `LogShipper` is the agent's side of AgentService.StreamLogs, without the transport: it batches lines
 into sequence-numbered chunks per lease and keeps every chunk until the controller acknowledges it, so
-whatever happens to the connection, the stored log ends up with neither gaps nor duplicates. The
-runner owns the gRPC stream and moves chunks and acks between it and the shipper.
+whatever happens to the connection, the stored log ends up with neither gaps nor duplicates.
+`agent.logstream` owns the gRPC stream and moves chunks and acks between it and the shipper.
 
 Throughput: a chatty stage prints hundreds of thousands of lines a second, and everything done per
-line in Python (an object, a clock read, a protobuf message with a Timestamp) costs more than the
-line itself. So consecutive lines of one stream are packed into one `LogLine` whose text joins
-them with "\n" (stamped when its first line was read): the controller stores `text + "\n"` per
-`LogLine`, which gives the same bytes as one `LogLine` per line. Masking stays per line, before
-packing, so a secret can never straddle a boundary unmasked.
+line in Python (an object, a protobuf message) costs more than the line itself. A stage's log is one
+combined byte stream (stdout, stderr and BuildIt's own lines in the order they were read), so the
+lines of a chunk are packed into one `LogLine` whose text joins them with "\n": the controller
+appends `text + "\n"` per `LogLine`, which gives the same bytes as one `LogLine` per line. Masking
+stays per line, before packing, so a secret can never straddle a boundary unmasked.
 """
 
 from __future__ import annotations
@@ -24,10 +24,9 @@ import logging
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Final
 
-from agent.contract.types import LogAck, LogChunk, LogLine, LogStream
+from agent.contract.types import LogAck, LogChunk, LogLine
 
 __all__ = ["MASK", "LogShipper", "Masker"]
 
@@ -90,9 +89,9 @@ FLUSH_INTERVAL_S: Final = 0.05
 MAX_CHUNK_LINES: Final = 50_000
 MAX_CHUNK_BYTES: Final = 1024 * 1024
 MAX_UNACKED_BYTES: Final = 64 * 1024 * 1024
-# Estimates used for the limits: the wire cost of a line beyond its text (its "\n" inside a packed
-# LogLine; a LogLine's own timestamp, stream and framing are counted when one starts), and its
-# in-memory cost (the str header and list slot), which is what the memory bound is for.
+# Estimates used for the limits: the wire cost of a line beyond its text (its "\n" inside the packed
+# LogLine; the LogLine's own framing is counted once per chunk), and its in-memory cost (the str
+# header and list slot), which is what the memory bound is for.
 _WIRE_OVERHEAD: Final = 1
 _LOGLINE_WIRE_OVERHEAD: Final = 24
 _MEMORY_OVERHEAD: Final = 64
@@ -100,10 +99,6 @@ _MEMORY_OVERHEAD: Final = 64
 
 def _utf8_len(text: str) -> int:
     return len(text) if text.isascii() else len(text.encode("utf-8", "replace"))
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass
@@ -117,11 +112,8 @@ class _LeaseLog:
     lease_id: str
     next_seq: int = 1
     acked_seq: int = 0
-    # the next chunk: packed LogLines, then the run of lines being packed (`texts`, one stream)
-    pending: list[LogLine] = field(default_factory=list)
+    # the lines of the next chunk, packed into its one LogLine when it is cut
     texts: list[str] = field(default_factory=list)
-    texts_stream: LogStream = LogStream.STDOUT
-    texts_time: datetime | None = None
     pending_lines: int = 0
     pending_wire: int = 0
     pending_memory: int = 0
@@ -155,9 +147,10 @@ class LogShipper:
 
     Memory is bounded: when more than `max_unacked_bytes` of one lease's output waits for an
     acknowledgement (the controller is away or slower than the stage), further lines of that lease are
-    dropped and counted, and a SYSTEM line saying how many were dropped is logged as soon as there is
-    room again (or when the stage ends). Blocking the stage instead would need every executor to stop
-    reading its output, and an unbounded queue would let one chatty stage take the host's memory.
+    dropped and counted, and a line saying how many were dropped ("buildit: N line(s) ... dropped") is
+    logged as soon as there is room again (or when the stage ends). Blocking the stage instead would
+    need every executor to stop reading its output, and an unbounded queue would let one chatty stage
+    take the host's memory.
     """
 
     def __init__(
@@ -168,7 +161,6 @@ class LogShipper:
         max_chunk_bytes: int = MAX_CHUNK_BYTES,
         max_unacked_bytes: int = MAX_UNACKED_BYTES,
         on_lease_lost: Callable[[str], None] | None = None,
-        clock: Callable[[], datetime] = _now,
     ) -> None:
         """`on_lease_lost(lease_id)` is called when an ack says the lease is no longer ours."""
         self.flush_interval_s = flush_interval_s
@@ -176,7 +168,6 @@ class LogShipper:
         self.max_chunk_bytes = max_chunk_bytes
         self.max_unacked_bytes = max_unacked_bytes
         self.on_lease_lost = on_lease_lost
-        self._clock = clock
         self._leases: dict[str, _LeaseLog] = {}
         self._outbox: deque[tuple[str, int]] = deque()
         self._ready = asyncio.Event()
@@ -188,11 +179,11 @@ class LogShipper:
         if lease_id not in self._leases:
             self._leases[lease_id] = _LeaseLog(lease_id)
 
-    def add(self, lease_id: str, text: str, stream: LogStream = LogStream.STDOUT) -> None:
+    def add(self, lease_id: str, text: str) -> None:
         """Queue one line (already masked) of a lease; ignored when the lease is not open.
 
-        Called once per output line, so it does as little as it can: the line joins the run of
-        lines being packed, and objects and timestamps are made once per run, not per line.
+        Called once per output line, so it does as little as it can: the line joins the lines of
+        the next chunk, and the LogLine and LogChunk objects are made once per chunk, not per line.
         """
         lease = self._leases.get(lease_id)
         if lease is None or lease.gone:
@@ -211,7 +202,7 @@ class LogShipper:
             return
         if lease.dropped_lines:
             self._note_dropped(lease)
-        self._append(lease, text, stream, size)
+        self._append(lease, text, size)
 
     def flush(self, lease_id: str) -> None:
         """Cut the lines queued for a lease into a chunk now (e.g. when its stage ended)."""
@@ -256,7 +247,6 @@ class LogShipper:
         if lease.timer is not None:
             lease.timer.cancel()
             lease.timer = None
-        lease.pending.clear()
         lease.texts.clear()
         lease.pending_lines = 0
         lease.unacked.clear()
@@ -275,7 +265,7 @@ class LogShipper:
         return lease.memory if lease is not None else 0
 
     def dropped_lines(self, lease_id: str) -> int:
-        """Lines of the lease dropped and not yet reported by a SYSTEM line."""
+        """Lines of the lease dropped and not yet reported by a "buildit: ... dropped" line."""
         lease = self._leases.get(lease_id)
         return lease.dropped_lines if lease is not None else 0
 
@@ -330,14 +320,11 @@ class LogShipper:
 
     # --- internals
 
-    def _append(self, lease: _LeaseLog, text: str, stream: LogStream, size: int) -> None:
+    def _append(self, lease: _LeaseLog, text: str, size: int) -> None:
         wire = size + _WIRE_OVERHEAD
         if lease.pending_lines and lease.pending_wire + wire > self.max_chunk_bytes:
             self._cut(lease)
-        if stream is not lease.texts_stream or not lease.texts:
-            self._pack(lease)
-            lease.texts_stream = stream
-            lease.texts_time = self._clock()
+        if not lease.pending_lines:
             wire += _LOGLINE_WIRE_OVERHEAD
         lease.texts.append(text)
         lease.pending_lines += 1
@@ -349,25 +336,17 @@ class LogShipper:
             loop = asyncio.get_running_loop()
             lease.timer = loop.call_later(self.flush_interval_s, self._cut, lease)
 
-    def _pack(self, lease: _LeaseLog) -> None:
-        """Close the run of lines being packed into one LogLine of the next chunk."""
-        if lease.texts:
-            assert lease.texts_time is not None
-            lease.pending.append(LogLine("\n".join(lease.texts), lease.texts_time, lease.texts_stream))
-            lease.texts = []
-
     def _cut(self, lease: _LeaseLog) -> None:
         if lease.timer is not None:
             lease.timer.cancel()
             lease.timer = None
         if lease.gone or not lease.pending_lines:
             return
-        self._pack(lease)
-        chunk = LogChunk(lease.lease_id, lease.next_seq, tuple(lease.pending))
+        chunk = LogChunk(lease.lease_id, lease.next_seq, (LogLine("\n".join(lease.texts)),))
         lease.next_seq += 1
         lease.unacked.append(_Chunk(chunk, lease.pending_memory))
         lease.unacked_memory += lease.pending_memory
-        lease.pending = []
+        lease.texts = []
         lease.pending_lines = lease.pending_wire = lease.pending_memory = 0
         self._outbox.append((lease.lease_id, chunk.seq))
         self._ready.set()
@@ -379,4 +358,4 @@ class LogShipper:
             "the controller did not acknowledge logs fast enough"
         )
         lease.dropped_lines = lease.dropped_bytes = 0
-        self._append(lease, text, LogStream.SYSTEM, _utf8_len(text))
+        self._append(lease, text, _utf8_len(text))

@@ -34,7 +34,6 @@ from agent.contract.types import (
     LogAck,
     LogChunk,
     LogLine,
-    LogStream,
     Ping,
     RegisterRequest,
     RegisterResponse,
@@ -79,8 +78,6 @@ __all__ = [
     "log_chunk_to_proto",
     "log_line_from_proto",
     "log_line_to_proto",
-    "log_stream_from_proto",
-    "log_stream_to_proto",
     "register_request_from_proto",
     "register_request_to_proto",
     "register_response_from_proto",
@@ -311,13 +308,6 @@ def result_from_update(update: pb.StageUpdate) -> ExecutionResult:
 # whose serializers are the `Method` codecs below, so requests go in and responses come out as the
 # dataclasses of types.py.
 
-_LOG_STREAM_TO_PROTO: dict[LogStream, pb.LogStream] = {
-    LogStream.STDOUT: pb.LOG_STREAM_STDOUT,
-    LogStream.STDERR: pb.LOG_STREAM_STDERR,
-    LogStream.SYSTEM: pb.LOG_STREAM_SYSTEM,
-}
-_LOG_STREAM_FROM_PROTO: dict[int, LogStream] = {value: kind for kind, value in _LOG_STREAM_TO_PROTO.items()}
-
 _CANCEL_REASON_TO_PROTO: dict[CancelReason, pb.CancelReason] = {
     CancelReason.USER: pb.CANCEL_REASON_USER,
     CancelReason.TIMEOUT: pb.CANCEL_REASON_TIMEOUT,
@@ -326,16 +316,6 @@ _CANCEL_REASON_TO_PROTO: dict[CancelReason, pb.CancelReason] = {
 _CANCEL_REASON_FROM_PROTO: dict[int, CancelReason] = {
     value: reason for reason, value in _CANCEL_REASON_TO_PROTO.items()
 }
-
-
-def log_stream_to_proto(stream: LogStream) -> pb.LogStream:
-    """The wire enum value of a log stream."""
-    return _LOG_STREAM_TO_PROTO[stream]
-
-
-def log_stream_from_proto(value: int) -> LogStream:
-    """The log stream of a wire value; unspecified or unknown values read as stdout (display only)."""
-    return _LOG_STREAM_FROM_PROTO.get(value, LogStream.STDOUT)
 
 
 def cancel_reason_to_proto(reason: CancelReason) -> pb.CancelReason:
@@ -359,20 +339,13 @@ def _set_time(field: Timestamp, moment: datetime | None) -> None:
 
 
 def log_line_to_proto(line: LogLine) -> pb.LogLine:
-    """The wire form of one log line."""
-    message = pb.LogLine(text=line.text, stream=_LOG_STREAM_TO_PROTO[line.stream])
-    _set_time(message.timestamp, line.timestamp)
-    return message
+    """The wire form of stage output."""
+    return pb.LogLine(text=line.text)
 
 
 def log_line_from_proto(message: pb.LogLine) -> LogLine:
-    """The dataclass form of one log line (an unset timestamp reads as the Unix epoch)."""
-    moment = timestamp_from_proto(message.timestamp) if message.HasField("timestamp") else None
-    return LogLine(
-        text=message.text,
-        timestamp=moment or datetime.fromtimestamp(0, UTC),
-        stream=log_stream_from_proto(message.stream),
-    )
+    """The dataclass form of stage output."""
+    return LogLine(text=message.text)
 
 
 def log_chunk_to_proto(chunk: LogChunk) -> pb.LogChunk:

@@ -102,22 +102,15 @@ class ExecutionResult:
 # to and from the wire messages of the same names in buildit.proto (see there for the full semantics).
 
 
-class LogStream(enum.StrEnum):
-    """Which output stream a log line came from."""
-
-    STDOUT = "stdout"
-    STDERR = "stderr"
-    #: Lines written by BuildIt itself (e.g. "N lines dropped").
-    SYSTEM = "system"
-
-
 @dataclass(frozen=True, slots=True)
 class LogLine:
-    """One line of stage output, secret values already masked by the agent."""
+    """Stage output: one or more lines joined by "\n" (no trailing newline), secrets already masked.
+
+    A stage's log is one combined byte stream, so a line has no stream or time of its own; the
+    controller appends `text + "\n"` to the stage's log.
+    """
 
     text: str
-    timestamp: datetime
-    stream: LogStream = LogStream.STDOUT
 
 
 @dataclass(frozen=True)

@@ -141,7 +141,8 @@ def _register_examples(paths: Sequence[str]) -> list[Path]:
 
 def cmd_up(args: argparse.Namespace) -> int:
     """Controller + one local agent in one process, on SQLite under ./.buildit: the embedded default."""
-    from agent.runner import Agent, build_executors
+    from agent.executors.registry import build_executors
+    from agent.runner import Agent
     from agent.settings import AgentSettings
     from controller.errors import AlreadyExists, Unprocessable
     from controller.pipelines.services import create_pipeline, list_pipelines

@@ -76,7 +76,7 @@ ONLINE_TIMEOUT_S = 60.0  # agents reaching "online"
 #: How long a simulated stage runs in the fleet bench: at 20 runs/s about 20 overlap, so leases go to
 #: many agents and the controller holds that many leases, heartbeats listing them, at once.
 FLEET_STAGE_S = 1.0
-_SUCCEEDED_LINE = re.compile(r"lease \S+: succeeded$")  # what agent.runner logs after the final update
+_SUCCEEDED_LINE = re.compile(r"lease \S+: succeeded$")  # what agent.stage logs after the final update
 
 
 # --------------------------------------------------------------------------- plumbing

@@ -220,7 +220,7 @@ class SimAgent:
                 await asyncio.sleep(self.stage_s)
             assert self._log_call is not None
             async with self._log_lock:  # acks come back in order on the one stream: pair each with its chunk
-                await self._log_call.send(LogChunk(lease_id, 1, (LogLine("bench", started),)))
+                await self._log_call.send(LogChunk(lease_id, 1, (LogLine("bench"),)))
                 ack = await self._log_call.receive()
             if ack is None or ack.lease_id != lease_id or ack.acked_seq != 1 or ack.lease_lost:
                 raise RpcFailure("BENCH", f"unexpected log ack {ack!r}")

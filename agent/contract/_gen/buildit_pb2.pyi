@@ -24,13 +24,6 @@ class StageStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     STAGE_STATUS_TIMED_OUT: _ClassVar[StageStatus]
     STAGE_STATUS_ERROR: _ClassVar[StageStatus]
 
-class LogStream(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
-    __slots__ = ()
-    LOG_STREAM_UNSPECIFIED: _ClassVar[LogStream]
-    LOG_STREAM_STDOUT: _ClassVar[LogStream]
-    LOG_STREAM_STDERR: _ClassVar[LogStream]
-    LOG_STREAM_SYSTEM: _ClassVar[LogStream]
-
 class CancelReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     CANCEL_REASON_UNSPECIFIED: _ClassVar[CancelReason]
@@ -68,10 +61,6 @@ STAGE_STATUS_CANCELLED: StageStatus
 STAGE_STATUS_SKIPPED: StageStatus
 STAGE_STATUS_TIMED_OUT: StageStatus
 STAGE_STATUS_ERROR: StageStatus
-LOG_STREAM_UNSPECIFIED: LogStream
-LOG_STREAM_STDOUT: LogStream
-LOG_STREAM_STDERR: LogStream
-LOG_STREAM_SYSTEM: LogStream
 CANCEL_REASON_UNSPECIFIED: CancelReason
 CANCEL_REASON_USER: CancelReason
 CANCEL_REASON_TIMEOUT: CancelReason
@@ -151,14 +140,10 @@ class StageSpec(_message.Message):
     def __init__(self, name: _Optional[str] = ..., index: _Optional[int] = ..., commands: _Optional[_Iterable[str]] = ..., image: _Optional[str] = ..., env: _Optional[_Mapping[str, str]] = ..., secrets: _Optional[_Mapping[str, str]] = ..., needs: _Optional[_Iterable[str]] = ..., artifacts: _Optional[_Iterable[str]] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., retries: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., workdir: _Optional[str] = ..., source: _Optional[_Union[WorkspaceSource, _Mapping]] = ...) -> None: ...
 
 class LogLine(_message.Message):
-    __slots__ = ("text", "timestamp", "stream")
+    __slots__ = ("text",)
     TEXT_FIELD_NUMBER: _ClassVar[int]
-    TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
-    STREAM_FIELD_NUMBER: _ClassVar[int]
     text: str
-    timestamp: _timestamp_pb2.Timestamp
-    stream: LogStream
-    def __init__(self, text: _Optional[str] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., stream: _Optional[_Union[LogStream, str]] = ...) -> None: ...
+    def __init__(self, text: _Optional[str] = ...) -> None: ...
 
 class RegisterRequest(_message.Message):
     __slots__ = ("registration_token", "name", "labels", "executors", "capacity", "version")

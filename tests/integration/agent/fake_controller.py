@@ -5,7 +5,8 @@ buildit.proto where the agent can observe it (bearer-token auth, the Lease strea
 one, log dedup by seq with acks carrying the highest stored seq, ABORTED for leases it no longer
 honours), but it has no database, scheduler or planner: tests push leases and cancels by hand, and
 knobs simulate trouble (acks dropped or delayed, log streams closed mid-stage, leases aborted or lost,
-tokens forgotten, a restart). Everything the agent sends is recorded, in order, in `timeline`.
+tokens forgotten, a restart, any status code queued for a method). Everything the agent sends is
+recorded, in order, in `timeline`.
 Artifacts: uploads are checked (header first, size, sha256) and kept in `uploaded`; DownloadArtifacts
 serves what a test put in `downloads` for a lease (or raw messages from `raw_downloads`).
 
@@ -78,6 +79,9 @@ class FakeController(pb_grpc.AgentServiceServicer):
     downloads: dict[str, list[tuple[str, bytes, str]]] = field(default_factory=dict)
     #: lease_id -> raw ArtifactChunk messages served by DownloadArtifacts (wins over `downloads`).
     raw_downloads: dict[str, list[pb.ArtifactChunk]] = field(default_factory=dict)
+    #: Method name ("Register", "Lease", "Heartbeat", "UpdateStage", ...) -> status codes its next calls
+    #: fail with, one per call, in order (after authentication; each is used once).
+    failures: dict[str, list[grpc.StatusCode]] = field(default_factory=dict)
 
     # --- records
     registrations: list[pb.RegisterRequest] = field(default_factory=list)
@@ -195,6 +199,13 @@ class FakeController(pb_grpc.AgentServiceServicer):
 
     # --- AgentService
 
+    async def _inject(self, method: str, context: grpc.aio.ServicerContext) -> None:
+        """Fail this call with the next code queued in `failures` for `method`, if any."""
+        codes = self.failures.get(method)
+        if codes:
+            code = codes.pop(0)
+            await context.abort(code, f"{method} refused by the test ({code.name})")
+
     async def _agent(self, context: grpc.aio.ServicerContext) -> str:
         bearer = str(dict(context.invocation_metadata() or ()).get("authorization", ""))
         token = bearer.removeprefix("Bearer ")
@@ -208,6 +219,7 @@ class FakeController(pb_grpc.AgentServiceServicer):
         self, request: pb.RegisterRequest, context: grpc.aio.ServicerContext
     ) -> pb.RegisterResponse:
         self.registrations.append(request)
+        await self._inject("Register", context)
         if request.registration_token != self.registration_token:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "invalid registration token")
         if self.accepted_versions is not None and request.version not in self.accepted_versions:
@@ -229,6 +241,7 @@ class FakeController(pb_grpc.AgentServiceServicer):
         self, request: pb.LeaseRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.LeaseEvent]:
         await self._agent(context)
+        await self._inject("Lease", context)
         self.lease_requests.append(request)
         self.lease_metadata.append(str(dict(context.invocation_metadata() or ()).get("authorization", "")))
         if self._queue is not None:  # a new stream closes the agent's previous one
@@ -260,6 +273,7 @@ class FakeController(pb_grpc.AgentServiceServicer):
         self, request: pb.ExtendLeaseRequest, context: grpc.aio.ServicerContext
     ) -> pb.ExtendLeaseResponse:
         await self._agent(context)
+        await self._inject("ExtendLease", context)
         self.extends.append(request.lease_id)
         if request.lease_id in self.abort_leases | self.abort_extends:
             self.aborted.append(("ExtendLease", request.lease_id))
@@ -275,6 +289,7 @@ class FakeController(pb_grpc.AgentServiceServicer):
         self, request: pb.HeartbeatRequest, context: grpc.aio.ServicerContext
     ) -> pb.HeartbeatResponse:
         await self._agent(context)
+        await self._inject("Heartbeat", context)
         self.heartbeats.append(request)
         lost = [lease for lease in request.running_lease_ids if lease in self.lost_in_heartbeat]
         return pb.HeartbeatResponse(lost_lease_ids=lost, draining=self.drain_in_heartbeat)
@@ -283,6 +298,7 @@ class FakeController(pb_grpc.AgentServiceServicer):
         self, request: pb.StageUpdate, context: grpc.aio.ServicerContext
     ) -> pb.StageUpdateAck:
         await self._agent(context)
+        await self._inject("UpdateStage", context)
         if request.lease_id in self.abort_leases | self.abort_updates:
             self.aborted.append(("UpdateStage", request.lease_id))
             await context.abort(grpc.StatusCode.ABORTED, "lease is no longer current")
@@ -316,7 +332,7 @@ class FakeController(pb_grpc.AgentServiceServicer):
                 yield pb.LogAck(lease_id=lease_id, acked_seq=stored, lease_lost=True)
                 continue
             if chunk.seq == stored + 1:
-                # A LogLine may pack several lines of one stream, joined by "\n" (agent.logs).
+                # A LogLine may pack several lines, joined by "\n" (agent.logs).
                 lines = [text for line in chunk.lines for text in line.text.split("\n")]
                 self.stored_lines.setdefault(lease_id, []).extend(lines)
                 self.stored_chunk_sizes.setdefault(lease_id, []).append(len(lines))

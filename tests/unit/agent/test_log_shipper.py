@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from agent.contract.types import LogAck, LogChunk, LogStream
+from agent.contract.types import LogAck, LogChunk
 from agent.logs import LogShipper
 
 
@@ -19,7 +19,7 @@ async def drain_outbox(shipper: LogShipper) -> list[LogChunk]:
 
 
 def texts(chunks: list[LogChunk]) -> list[str]:
-    """The output lines, unpacked (a LogLine holds consecutive lines of one stream joined by \\n)."""
+    """The output lines, unpacked (a LogLine holds consecutive lines joined by \\n)."""
     return [text for chunk in chunks for line in chunk.lines for text in line.text.split("\n")]
 
 
@@ -35,30 +35,18 @@ async def test_a_chunk_is_cut_after_the_flush_interval() -> None:
     assert await drain_outbox(shipper) == []  # not yet: 50 ms have not passed
     chunk = await asyncio.wait_for(shipper.next_chunk(), 1)
     assert (chunk.lease_id, chunk.seq, [line.text for line in chunk.lines]) == ("a", 1, ["one\ntwo"])
-    assert all(line.stream is LogStream.STDOUT for line in chunk.lines)
 
 
-async def test_consecutive_lines_of_one_stream_are_packed_into_one_log_line() -> None:
-    # The controller stores text + "\n" per LogLine: packing must give the same bytes as before.
+async def test_the_lines_of_a_chunk_are_packed_into_one_log_line() -> None:
+    # The controller stores text + "\n" per LogLine: packing must give the same bytes as one LogLine
+    # per line, empty lines included.
     shipper = LogShipper(flush_interval_s=60)
     shipper.open("a")
-    for text, stream in [
-        ("$ make", LogStream.SYSTEM),
-        ("cc -c a.c", LogStream.STDOUT),
-        ("", LogStream.STDOUT),
-        ("warning: x", LogStream.STDERR),
-        ("done", LogStream.STDOUT),
-        ("ok", LogStream.STDOUT),
-    ]:
-        shipper.add("a", text, stream)
+    for text in ["$ make", "cc -c a.c", "", "warning: x", "done", "ok"]:
+        shipper.add("a", text)
     shipper.flush("a")
     (chunk,) = await drain_outbox(shipper)
-    assert [(line.text, line.stream) for line in chunk.lines] == [
-        ("$ make", LogStream.SYSTEM),
-        ("cc -c a.c\n", LogStream.STDOUT),
-        ("warning: x", LogStream.STDERR),
-        ("done\nok", LogStream.STDOUT),
-    ]
+    assert [line.text for line in chunk.lines] == ["$ make\ncc -c a.c\n\nwarning: x\ndone\nok"]
     stored = "".join(line.text + "\n" for line in chunk.lines)
     assert stored == "$ make\ncc -c a.c\n\nwarning: x\ndone\nok\n"
 
@@ -243,10 +231,9 @@ async def test_memory_is_bounded_and_dropped_output_is_reported() -> None:
     shipper.acknowledge(LogAck("a", chunks[-1].seq))  # the controller caught up
     shipper.add("a", "after")
     shipper.flush("a")
-    notice, after = (line for chunk in await drain_outbox(shipper) for line in chunk.lines)
-    assert notice.stream is LogStream.SYSTEM
-    assert notice.text.startswith(f"buildit: {dropped} line(s) (")
-    assert after.text == "after"
+    notice, after = texts(await drain_outbox(shipper))
+    assert notice.startswith(f"buildit: {dropped} line(s) (")
+    assert after == "after"
     assert shipper.dropped_lines("a") == 0
 
 

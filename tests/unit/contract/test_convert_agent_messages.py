@@ -21,7 +21,6 @@ from agent.contract.types import (
     LogAck,
     LogChunk,
     LogLine,
-    LogStream,
     Ping,
     RegisterRequest,
     RegisterResponse,
@@ -41,9 +40,9 @@ ROUND_TRIPS: list[tuple[Any, Any, Any]] = [
             "l-1",
             7,
             (
-                LogLine("out ✓", T1),
-                LogLine("err", T2, LogStream.STDERR),
-                LogLine("buildit: note", T1, LogStream.SYSTEM),
+                LogLine("out ✓\nerr"),
+                LogLine(""),
+                LogLine("buildit: note"),
             ),
         ),
         convert.log_chunk_to_proto,
@@ -132,9 +131,18 @@ def test_unspecified_cancel_reason_reads_as_user() -> None:
     assert event == CancelStage("l", CancelReason.USER)
 
 
-def test_every_cancel_reason_and_log_stream_is_mapped() -> None:
+def test_every_cancel_reason_is_mapped() -> None:
     assert {convert.cancel_reason_to_proto(r) for r in CancelReason} == set(pb.CancelReason.values()) - {0}
-    assert {convert.log_stream_to_proto(s) for s in LogStream} == set(pb.LogStream.values()) - {0}
+
+
+def test_a_log_line_is_text_only_and_its_old_fields_are_reserved() -> None:
+    # Logs are one combined byte stream per stage: no per-line time or stream is carried, and the
+    # numbers and names they had stay reserved so no later field reuses them with another meaning.
+    assert [f.name for f in pb.LogLine.DESCRIPTOR.fields] == ["text"]
+    assert "LogStream" not in pb.DESCRIPTOR.enum_types_by_name
+    # A message from an older peer that still sets field 2 or 3 parses; the fields are ignored.
+    old = bytes([0x0A, 0x02]) + b"hi" + bytes([0x12, 0x02, 0x08, 0x01]) + bytes([0x18, 0x02])
+    assert convert.log_line_from_proto(pb.LogLine.FromString(old)) == LogLine("hi")
 
 
 def test_codec_paths_match_the_generated_stub() -> None:

@@ -205,13 +205,9 @@ class FakeBuildItService(pb_grpc.BuildItServiceServicer):
     ) -> AsyncIterator[pb.StreamLogsResponse]:
         lines = [f"{request.stage} line {i}" for i in range(3)]
         for offset, text in enumerate(lines[request.offset :], start=request.offset):
-            yield pb.StreamLogsResponse(
-                lines=[pb.LogLine(text=text, stream=pb.LOG_STREAM_STDOUT)], next_offset=offset + 1
-            )
+            yield pb.StreamLogsResponse(lines=[pb.LogLine(text=text)], next_offset=offset + 1)
         if request.follow:
-            yield pb.StreamLogsResponse(
-                lines=[pb.LogLine(text="followed", stream=pb.LOG_STREAM_SYSTEM)], next_offset=4
-            )
+            yield pb.StreamLogsResponse(lines=[pb.LogLine(text="followed")], next_offset=4)
 
     async def CancelRun(
         self, request: pb.CancelRunRequest, context: grpc.aio.ServicerContext
@@ -367,10 +363,9 @@ async def test_update_stage_carries_the_result(
 
 async def test_log_stream_acks_each_chunk_and_ignores_duplicates(channel: grpc.aio.Channel) -> None:
     stub = pb_grpc.AgentServiceStub(channel)
-    stamp = convert.timestamp_to_proto(DEADLINE)
 
     def chunk(seq: int, lease_id: str = "lease-1") -> pb.LogChunk:
-        line = pb.LogLine(text=f"line {seq}", timestamp=stamp, stream=pb.LOG_STREAM_STDERR)
+        line = pb.LogLine(text=f"line {seq}")
         return pb.LogChunk(lease_id=lease_id, seq=seq, lines=[line])
 
     # 1, 2, 3 in order; 2 again (a resend after reconnect); 5 (a gap); 4; a zombie lease.
@@ -440,7 +435,7 @@ async def test_buildit_service_round_trips(channel: grpc.aio.Channel) -> None:
     logs = [r async for r in stub.StreamLogs(pb.StreamLogsRequest(run_id="run-1", stage="build", offset=1))]
     assert [(r.lines[0].text, r.next_offset) for r in logs] == [("build line 1", 2), ("build line 2", 3)]
     followed = [r async for r in stub.StreamLogs(pb.StreamLogsRequest(stage="b", offset=3, follow=True))]
-    assert [(r.lines[0].text, r.lines[0].stream) for r in followed] == [("followed", pb.LOG_STREAM_SYSTEM)]
+    assert [r.lines[0].text for r in followed] == ["followed"]
 
     cancelled = await stub.CancelRun(pb.CancelRunRequest(run_id="run-1", reason="not needed"))
     assert convert.status_from_proto(cancelled.run.status) is StageStatus.CANCELLED

@@ -8,13 +8,13 @@ Why this shape:
   under `refs/buildit/fetched/<sha>`, so it stays reachable (Git's housekeeping never prunes it)
   and tells the next negotiation what we have.
 * **Exactly the run's commit**, never a branch, in **one request** when the server allows it:
-  `agent.githttp` POSTs `want <sha>` with the cache's recent commits as `have`s (no ref
+  `agent.git.smart_http` POSTs `want <sha>` with the cache's recent commits as `have`s (no ref
   advertisement first), and `git index-pack --fix-thin` stores the pack it answers. The controller
   pins every commit it runs (`refs/buildit/pins/<sha>`), so its mirror always allows it. Anything
   else (another server, a proxy, a refusal) falls back to `git fetch <url> <sha>`, and a v0 server
   that refuses an unadvertised object by id is then asked for `refs/buildit/pins/<sha>`.
 * **The workspace is a repository** at a detached HEAD: `.git` is written directly
-  (`agent.gitlayout`). For a container it is self-contained, with the cache's object files
+  (`agent.git.layout`). For a container it is self-contained, with the cache's object files
   hardlinked in as `git clone --local` would, so `git` works in a container that sees only
   `/workspace`; a process on this host borrows the cache's objects (`objects/info/alternates`, as
   `git clone --shared`). `git read-tree -u` writes the files.
@@ -55,8 +55,7 @@ from typing import Final
 from urllib.parse import urlsplit, urlunsplit
 
 from agent.contract.types import WorkspaceSource
-from agent.githttp import FastFetchUnavailable, fetch_pack, proxy_configured
-from agent.gitlayout import (
+from agent.git.layout import (
     FETCHED_PREFIX,
     adopt_pack,
     fetched,
@@ -65,6 +64,7 @@ from agent.gitlayout import (
     recent_fetched,
     record_fetched,
 )
+from agent.git.smart_http import FastFetchUnavailable, fetch_pack, proxy_configured
 
 __all__ = [
     "DEFAULT_TIMEOUT_S",
@@ -278,7 +278,7 @@ class GitFetcher:
         await self._fetch_with_git(git, cache, url, sha, token)
 
     async def _fetch_fast(self, git: str, cache: Path, url: str, sha: str, token: str) -> bool:
-        """One upload-pack request (agent.githttp), indexed by `git index-pack`; False to fall back."""
+        """One upload-pack request (agent.git.smart_http), indexed by `git index-pack`; False: fall back."""
         if proxy_configured():
             return False
         pack_dir = cache / "objects" / "pack"

@@ -1,4 +1,4 @@
-"""agent.gitfetch's pure parts: URL redaction, cache naming, git's environment, error lines."""
+"""agent.git.fetch's pure parts: URL redaction, cache naming, git's environment, error lines."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.gitfetch import GitFetcher, _reason, cache_dir_for, redact_url
+from agent.git.fetch import GitFetcher, _reason, cache_dir_for, redact_url
 
 
 @pytest.mark.parametrize(

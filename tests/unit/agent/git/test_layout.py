@@ -1,4 +1,4 @@
-"""agent.gitlayout against repositories and packs made by the real `git`."""
+"""agent.git.layout against repositories and packs made by the real `git`."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from agent.githttp import upload_pack_request
-from agent.gitlayout import (
+from agent.git.layout import (
     fetched,
     idx_contains,
     init_workspace_repository,
@@ -15,6 +14,7 @@ from agent.gitlayout import (
     recent_fetched,
     record_fetched,
 )
+from agent.git.smart_http import upload_pack_request
 
 ENV = {
     "PATH": os.environ.get("PATH", os.defpath),

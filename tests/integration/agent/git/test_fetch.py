@@ -1,4 +1,4 @@
-"""agent.gitfetch against a real smart-HTTP server (git http-backend) on 127.0.0.1, real git repositories."""
+"""agent.git.fetch against a real smart-HTTP server (git http-backend) on 127.0.0.1, real git repositories."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from agent.contract.types import WorkspaceSource
-from agent.gitfetch import PIN_PREFIX, GitFetcher, GitFetchError, cache_dir_for
+from agent.git.fetch import PIN_PREFIX, GitFetcher, GitFetchError, cache_dir_for
 from tests.integration.agent.git_server import GitHttpServer, Upstream, git
 
 pytestmark = pytest.mark.timeout(60)

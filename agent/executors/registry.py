@@ -1,0 +1,77 @@
+"""Which executors this agent has: local always, docker when an engine answers (`build_executors`).
+
+Kept apart from the executors themselves so that an agent on a host without Docker never imports
+the docker SDK (`agent.executors.docker` is imported only once an engine is configured).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+from agent.contract.types import StageSpec
+from agent.executors.base import Executor, ExecutorError
+from agent.executors.local import LocalExecutor
+from agent.settings import ExecutorChoice
+
+__all__ = ["Executors", "build_executors"]
+
+log = logging.getLogger("agent")
+
+
+@dataclass
+class Executors:
+    """The executors this agent has: always local, docker when an engine answered at start-up."""
+
+    local: Executor
+    docker: Executor | None = None
+
+    @property
+    def advertised(self) -> tuple[str, ...]:
+        """Executor kinds sent in RegisterRequest (decides which stages the controller leases us)."""
+        return ("docker", "local") if self.docker is not None else ("local",)
+
+    def for_spec(self, spec: StageSpec) -> Executor:
+        """Docker for a stage with an image when available, else local (which ignores the image)."""
+        if spec.image and self.docker is not None:
+            return self.docker
+        return self.local
+
+    async def close(self) -> None:
+        """Release the executors' resources."""
+        if self.docker is not None:
+            await self.docker.close()
+        await self.local.close()
+
+
+def _docker_configured() -> bool:
+    """Cheap check before importing the docker SDK: is any engine named or present on this host?"""
+    return bool(os.environ.get("DOCKER_HOST")) or os.path.exists("/var/run/docker.sock")
+
+
+def build_executors(choice: ExecutorChoice, network: str = "bridge") -> Executors:
+    """The executors for `--executor`: local only, docker + local (required), or docker if it works.
+
+    Blocking (it pings the Docker engine): call it before the event loop starts. Raises ExecutorError
+    when docker is required but unusable. In "auto" mode the docker SDK is not even imported on a
+    host with no engine configured, which keeps such agents small.
+    """
+    local = LocalExecutor()
+    if choice == "local":
+        log.info("executors: local")
+        return Executors(local)
+    if choice == "auto" and not _docker_configured():
+        log.info("executors: local (no Docker engine configured: DOCKER_HOST unset, no /var/run/docker.sock)")
+        return Executors(local)
+    try:
+        from agent.executors.docker import DockerExecutor
+
+        docker = DockerExecutor.connect(network_mode=network)
+    except (ExecutorError, ImportError) as exc:
+        if choice == "docker":
+            raise ExecutorError(str(exc)) from None
+        log.info("executors: local (Docker unusable: %s)", exc)
+        return Executors(local)
+    log.info("executors: docker (network %s) and local", network)
+    return Executors(local, docker)

@@ -1,0 +1,394 @@
+"""One attempt of a leased stage: report it running, fill its workspace, run it, report how it ended.
+
+* **Order** – RUNNING is reported while the workspace is prepared and awaited before any command
+  runs (a lease lost or a run cancelled meanwhile means the commands never start). Then: the
+  repository at the stage's exact commit (`agent.git.fetch`: a per-repository cache under
+  `<state_dir>/git-cache/`, the agent token sent as an HTTP header, never in argv), the artifacts
+  it needs (`agent.artifacts`), the executor with its output masked and shipped, the artifacts it
+  made, and (once every log chunk of the lease is acknowledged, so the stored log is complete when
+  the stage is shown finished) the terminal status.
+* **Workspace** – a fresh directory under `<state_dir>/work/` per lease, removed afterwards.
+* **Cancellation** – a cancel (Lease stream, ExtendLease, or the controller recording the stage
+  finished) stops whatever step runs; a timeout reports TIMED_OUT.
+* **Extend** – every running stage calls ExtendLease each heartbeat interval: it keeps the lease and
+  is the fallback path for a cancel missed while the Lease stream was down.
+* **Writes** – retried while the controller is unreachable; a LEASE_GONE answer (see
+  `agent.client.classify`) stops the stage and sends nothing more; a refused RUNNING report (FATAL)
+  ends it in ERROR before its commands; a refused final status is given up (the lease expires).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import re
+import shutil
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+from agent.artifacts import ArtifactTransfer
+from agent.backoff import Backoff
+from agent.client import FailureKind, RpcFailure, classify
+from agent.contract.types import CancelReason, ExecutionResult, StageLease, StageStatus, StageUpdate
+from agent.errors import AgentExit
+from agent.executors.registry import Executors
+from agent.git.fetch import GitFetcher, GitFetchError, redact_url
+from agent.logs import LogShipper, Masker
+from agent.logstream import LogStreamLoop
+from agent.session import Session
+
+__all__ = ["ACK_TIMEOUT_S", "Stage", "StageRunner"]
+
+log = logging.getLogger("agent")
+
+#: How long, while the log stream is connected, a finished stage waits for its last acks before it
+#: reports its status anyway (a controller that never acks must not hold the lease forever).
+ACK_TIMEOUT_S: Final = 30.0
+
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")
+
+_T = TypeVar("_T")
+
+
+@dataclass(eq=False)
+class Stage:
+    """One lease this agent holds, from StageLease to its final update (or its loss)."""
+
+    lease: StageLease
+    cancel: asyncio.Event = field(default_factory=asyncio.Event)
+    cancel_reason: CancelReason | None = None
+    cancel_message: str = ""
+    #: The lease is no longer ours (or the agent is aborting): send nothing more about it.
+    lost: bool = False
+    task: asyncio.Task[None] | None = None
+
+    @property
+    def lease_id(self) -> str:
+        """The lease's id (the fencing token every write about it carries)."""
+        return self.lease.lease_id
+
+    def request_cancel(self, reason: CancelReason, message: str = "") -> None:
+        """Stop the stage for `reason` (user or timeout); a no-op once lost or already cancelling."""
+        if self.lost or self.cancel.is_set():
+            return
+        log.info("lease %s: cancel (%s)%s", self.lease_id, reason, f": {message}" if message else "")
+        self.cancel_reason = reason
+        self.cancel_message = message
+        self.cancel.set()
+
+
+@dataclass(frozen=True)
+class _Refused:
+    """A write about a lease the controller refused for good (a FATAL code): retrying cannot help."""
+
+    failure: RpcFailure
+
+
+class StageRunner:
+    """Runs the attempts of the agent's stages, at most `capacity` at once.
+
+    `lose(lease_id, why)` is the agent's reaction to a lease found gone (stop the stage, drop its
+    logs), `cancel(lease_id, reason, message)` to a cancel the controller asked for; `logs` tells
+    whether the log stream works (how long to wait for the last acks).
+    """
+
+    def __init__(
+        self,
+        *,
+        session: Session,
+        shipper: LogShipper,
+        logs: LogStreamLoop,
+        executors: Executors,
+        git: GitFetcher,
+        work_dir: Path,
+        capacity: int,
+        lose: Callable[[str, str], None],
+        cancel: Callable[[str, CancelReason, str], None],
+        ack_timeout_s: float = ACK_TIMEOUT_S,
+    ) -> None:
+        self._session = session
+        self._shipper = shipper
+        self._logs = logs
+        self._executors = executors
+        self._git = git
+        self._work_dir = work_dir
+        self._slots = asyncio.Semaphore(capacity)
+        self._lose = lose
+        self._cancel = cancel
+        self._ack_timeout_s = ack_timeout_s
+        self._artifacts = ArtifactTransfer(session, lose)
+
+    async def run(self, stage: Stage) -> None:
+        """One attempt of a leased stage, from RUNNING to its final status (or the loss of its lease).
+
+        Never raises for the stage's own problems, nor for a bug in running it: such a lease is
+        dropped (the controller requeues it) so the agent's other stages go on.
+        """
+        lease_id = stage.lease_id
+        extender: asyncio.Task[None] | None = None
+        report: asyncio.Future[StageStatus | _Refused | None] | None = None
+        try:
+            async with self._slots:
+                if stage.lost:
+                    return
+                started_at: datetime | None = None
+                if not stage.cancel.is_set():
+                    started_at = _now()
+                    running = StageUpdate(lease_id, StageStatus.RUNNING, started_at=started_at)
+                    # Reported while the workspace is prepared (a fetch takes longer than the round
+                    # trip), and awaited before any command runs: a refused report still means the
+                    # stage's commands never start.
+                    report = asyncio.ensure_future(
+                        self._lease_call(stage, lambda: self._session.client.update_stage(running))
+                    )
+                extender = asyncio.create_task(self._extend_loop(stage))
+                self._shipper.open(lease_id)
+                result = self._final_result(stage, await self._execute(stage, report))
+                if report is not None:
+                    await report  # the final update must not overtake the running one
+                if stage.lost:
+                    return
+                await self._wait_logs(stage)
+                if stage.lost:
+                    return
+                update = StageUpdate(
+                    lease_id,
+                    result.status,
+                    exit_code=result.exit_code,
+                    message=result.message,
+                    started_at=started_at,
+                    finished_at=_now(),
+                )
+                sent = await self._lease_call(stage, lambda: self._session.client.update_stage(update))
+                if isinstance(sent, _Refused):
+                    # Nothing more can be said about it: the lease expires and the controller retries it.
+                    log.error("lease %s: the controller refused its final status: %s", lease_id, sent.failure)
+                elif not stage.lost:
+                    log.info("lease %s: %s", lease_id, result.status)
+        except (AgentExit, asyncio.CancelledError):
+            raise
+        except Exception:
+            # A bug here must not take the other stages down: drop this lease (it is no longer listed
+            # in heartbeats, so the controller requeues it) and keep serving.
+            log.exception("lease %s: internal error; abandoning the lease", lease_id)
+            stage.lost = True
+            stage.cancel.set()
+        finally:
+            if report is not None and not report.done():
+                report.cancel()
+            if extender is not None:
+                extender.cancel()
+            self._shipper.discard(lease_id)
+
+    async def _execute(
+        self, stage: Stage, admitted: Awaitable[StageStatus | _Refused | None] | None = None
+    ) -> ExecutionResult:
+        """Run the stage in a fresh workspace: sources and needed artifacts in, commands, artifacts out.
+
+        `admitted` is the controller's answer to the "running" report: the commands start only once
+        it accepted it (the lease may have been lost, or the run cancelled, in the meantime).
+        """
+        spec = stage.lease.spec
+        lease_id = stage.lease_id
+        if stage.cancel.is_set():
+            return ExecutionResult(StageStatus.CANCELLED, message="cancelled before it started")
+        workspace = self._work_dir / _workspace_name(lease_id)
+        try:
+            await asyncio.to_thread(_fresh_dir, workspace)
+        except OSError as exc:
+            return ExecutionResult(StageStatus.ERROR, message=f"cannot create workspace {workspace}: {exc}")
+        executor = self._executors.for_spec(spec)
+        # The agent token is masked too: no stage output can carry it to the controller's logs.
+        mask = Masker([*spec.secrets.values(), self._session.client.token])
+        shipper = self._shipper
+
+        def on_output(line: str) -> None:
+            shipper.add(lease_id, mask(line))
+
+        # BuildIt's own lines ("restored 3 artifact file(s)", errors) join the stage's one combined log.
+        say = on_output
+
+        try:
+            if spec.source is not None:
+                failed = await self._until_cancelled(stage, self._fetch_source(stage, workspace, say))
+                if failed is not None:
+                    return failed
+            if spec.needs:
+                failed = await self._until_cancelled(stage, self._artifacts.download(stage, workspace, say))
+                if failed is not None:
+                    return failed
+            if admitted is not None:
+                recorded = await admitted
+                if stage.lost:
+                    return ExecutionResult(StageStatus.CANCELLED, message="lease lost before it ran")
+                if isinstance(recorded, _Refused):
+                    message = f"the controller refused to record the stage running: {recorded.failure}"
+                    say(f"error: {message}")
+                    return ExecutionResult(StageStatus.ERROR, message=message)
+                if recorded is not None and recorded.finished:
+                    stage.request_cancel(CancelReason.USER, f"the controller recorded it {recorded}")
+            if stage.cancel.is_set():
+                return ExecutionResult(StageStatus.CANCELLED, message="cancelled before its commands ran")
+            try:
+                result = await executor.run(spec, workspace, on_output, stage.cancel)
+            except Exception as exc:  # executors report stage problems as results; this is a bug or crash
+                log.exception("lease %s: executor %s failed", lease_id, executor.name)
+                return ExecutionResult(StageStatus.ERROR, message=f"executor {executor.name} failed: {exc}")
+            if result.ok and spec.artifacts and not stage.cancel.is_set():
+                failed = await self._until_cancelled(stage, self._artifacts.upload(stage, workspace, say))
+                if failed is not None:
+                    return failed
+            return result
+        finally:
+            await asyncio.to_thread(shutil.rmtree, workspace, True)
+
+    @staticmethod
+    async def _until_cancelled(
+        stage: Stage, work: Coroutine[Any, Any, ExecutionResult | None]
+    ) -> ExecutionResult | None:
+        """Run a preparation or upload step, abandoning it as soon as the stage is cancelled.
+
+        Returns the step's result (None: it went fine), or CANCELLED when the cancel came first
+        (`_final_result` turns that into TIMED_OUT for a timeout).
+        """
+        task = asyncio.ensure_future(work)
+        cancelled = asyncio.ensure_future(stage.cancel.wait())
+        try:
+            await asyncio.wait({task, cancelled}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            cancelled.cancel()
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if task.cancelled():
+            return ExecutionResult(StageStatus.CANCELLED, message="cancelled")
+        return task.result()
+
+    async def _fetch_source(
+        self, stage: Stage, workspace: Path, say: Callable[[str], None]
+    ) -> ExecutionResult | None:
+        """Fill the workspace with the stage's repository at its commit (see agent.git.fetch)."""
+        source = stage.lease.spec.source
+        assert source is not None
+        try:
+            # A process on this host may borrow the agent's git cache; a container sees only its
+            # workspace, which must then hold the objects itself.
+            local = self._executors.for_spec(stage.lease.spec) is self._executors.local
+            await self._git.checkout(
+                source, workspace, self._session.client.token, say, self_contained=not local
+            )
+        except GitFetchError as exc:
+            say(f"error: {exc}")
+            return ExecutionResult(StageStatus.ERROR, message=str(exc))
+        except OSError as exc:
+            message = f"cannot prepare the workspace from {redact_url(source.repo_url)}: {exc}"
+            say(f"error: {message}")
+            return ExecutionResult(StageStatus.ERROR, message=message)
+        return None
+
+    @staticmethod
+    def _final_result(stage: Stage, result: ExecutionResult) -> ExecutionResult:
+        """Turn the executor's CANCELLED into what the cancel asked for (TIMED_OUT for a timeout)."""
+        if result.status is not StageStatus.CANCELLED:
+            return result
+        if stage.cancel_reason is CancelReason.TIMEOUT:
+            return ExecutionResult(StageStatus.TIMED_OUT, message=stage.cancel_message or "timed out")
+        if stage.cancel_message:
+            return ExecutionResult(StageStatus.CANCELLED, result.exit_code, stage.cancel_message)
+        return result
+
+    async def _wait_logs(self, stage: Stage) -> None:
+        """Wait until every log chunk of the lease is acknowledged (bounded while connected)."""
+        loop = asyncio.get_running_loop()
+        waited_connected = 0.0
+        while not stage.lost:
+            started = loop.time()
+            if await self._shipper.wait_acked(stage.lease_id, 0.5):
+                return
+            if self._logs.connected:
+                waited_connected += loop.time() - started
+            if waited_connected >= self._ack_timeout_s:
+                log.warning(
+                    "lease %s: logs still unacknowledged after %.0fs; reporting the status anyway",
+                    stage.lease_id,
+                    waited_connected,
+                )
+                return
+
+    async def _extend_loop(self, stage: Stage) -> None:
+        """ExtendLease every heartbeat interval: keeps the lease and catches cancels missed meanwhile."""
+        client = self._session.client
+        while not stage.lost:
+            await asyncio.sleep(self._session.heartbeat_interval_s)
+            token = client.token
+            try:
+                response = await client.extend_lease(stage.lease_id)
+            except RpcFailure as exc:
+                kind = classify(exc.code, lease_scoped=True)
+                if kind is FailureKind.LEASE_GONE:
+                    self._lose(stage.lease_id, f"ExtendLease: {exc}")
+                    return
+                if kind is FailureKind.REAUTHENTICATE:
+                    await self._session.reauthenticate(token, exc)
+                elif kind is FailureKind.FATAL:
+                    # Heartbeats still extend the lease; only this fallback path for missed cancels ends.
+                    log.warning(
+                        "lease %s: ExtendLease refused (%s); relying on heartbeats", stage.lease_id, exc
+                    )
+                    return
+                continue
+            self._session.authenticated()
+            if response.cancel_requested:
+                self._cancel(stage.lease_id, response.cancel_reason or CancelReason.USER, "")
+
+    async def _lease_call(self, stage: Stage, call: Callable[[], Awaitable[_T]]) -> _T | _Refused | None:
+        """A write about one lease, retried while the controller is unreachable (RETRY codes).
+
+        Returns None when the lease is gone (LEASE_GONE: the stage is then stopped), `_Refused` when
+        the controller refuses the write for good (FATAL: the caller decides what that ends).
+        """
+        backoff = Backoff()
+        while not stage.lost:
+            token = self._session.client.token
+            try:
+                result = await call()
+            except RpcFailure as exc:
+                kind = classify(exc.code, lease_scoped=True)
+                if kind is FailureKind.LEASE_GONE:
+                    self._lose(stage.lease_id, str(exc))
+                    return None
+                if kind is FailureKind.REAUTHENTICATE:
+                    await self._session.reauthenticate(token, exc)
+                    continue
+                if kind is FailureKind.FATAL:
+                    return _Refused(exc)
+                delay = backoff.next()
+                log.debug("lease %s: update failed (%s); retrying in %.2fs", stage.lease_id, exc, delay)
+                await asyncio.sleep(delay)
+                continue
+            self._session.authenticated()
+            return result
+        return None
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _workspace_name(lease_id: str) -> str:
+    """A directory name for a lease: the id itself when it is a safe name, else a hash of it."""
+    if _SAFE_NAME.fullmatch(lease_id) and lease_id not in (".", ".."):
+        return lease_id
+    return hashlib.sha256(lease_id.encode()).hexdigest()[:32]
+
+
+def _fresh_dir(path: Path) -> None:
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
