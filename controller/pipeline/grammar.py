@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from controller.pipeline import interpolate
 from controller.pipeline.kdl import RawNode, SourceMap, Value
+from controller.pipeline.limits import MAX_ENV_VALUE_CHARS, MAX_NAME_CHARS
 from controller.pipeline.model import Diagnostic
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -87,7 +88,60 @@ def did_you_mean(word: str, choices: Iterable[str], what: str) -> str:
     close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
     if close:
         return f"did you mean '{close[0]}'?"
-    return f"{what}: " + ", ".join(options)
+    return listing(options, what)
+
+
+# How many names a hint lists before "and N more": a hint names choices, it is not an index.
+LISTED_CHOICES = 20
+
+
+def listing(options: list[str], what: str) -> str:
+    """`what: a, b, c`, cut after LISTED_CHOICES names so a hint stays one readable line."""
+    shown = ", ".join(options[:LISTED_CHOICES])
+    more = len(options) - LISTED_CHOICES
+    return f"{what}: {shown}" + (f" and {more:,} more" if more > 0 else "")
+
+
+def expanded_length(text: str, lengths: Mapping[str, int]) -> int:
+    """How long an env value becomes once its `${env.NAME}` are substituted, without substituting.
+
+    `lengths` holds the expanded length of each env entry declared so far; the values of the other
+    contexts (git, run, ...) are known only when a run is planned, so they count as empty here
+    (plan.py checks the real values). Capped just above the limit: the sum can grow exponentially.
+    """
+    total = len(text)
+    for ref in interpolate.references(text):
+        total -= ref.end - ref.start
+        if ref.context == "env":
+            total += lengths.get(ref.name, 0)
+    return min(total, MAX_ENV_VALUE_CHARS + 1)
+
+
+def env_entry_problem(key: str, where: str) -> tuple[str, str] | None:
+    """Why an env name cannot be used (message, hint), else None: shared by both env scopes."""
+    if len(key) > MAX_NAME_CHARS:
+        return (
+            f"env name '{key[:40]}...'{where} is {len(key):,} characters; the limit is {MAX_NAME_CHARS}",
+            "use a shorter name",
+        )
+    if not ENV_NAME.match(key):
+        return (
+            f"env name '{key}'{where} is not a valid variable name",
+            "use letters, digits and '_', not starting with a digit",
+        )
+    if key.startswith("BUILDIT_"):
+        return f"env name '{key}'{where} is reserved", "BUILDIT_* names are set by BuildIt"
+    return None
+
+
+def env_too_long(key: str, where: str) -> tuple[str, str]:
+    """The diagnostic (message, hint) for an env value longer than the limit once expanded."""
+    return (
+        f"env '{key}'{where} is longer than {MAX_ENV_VALUE_CHARS:,} characters once its "
+        "${env.*} variables are substituted",
+        "each use of another env variable copies its value: do not build a value by repeating "
+        "others; keep large data in files in the repository",
+    )
 
 
 def type_name(types: tuple[type, ...]) -> str:

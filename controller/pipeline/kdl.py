@@ -13,6 +13,7 @@ from typing import Any
 
 import kdl
 
+from controller.pipeline.limits import source_problem
 from controller.pipeline.model import Diagnostic
 
 Value = str | int | float | bool | None
@@ -71,7 +72,13 @@ def _plain(value: Any) -> Value:
 
 
 def parse(source: str, filename: str) -> tuple[list[RawNode], SourceMap] | Diagnostic:
-    """Parse KDL text into positioned nodes, or return the syntax error as a diagnostic."""
+    """Parse KDL text into positioned nodes, or return the syntax error as a diagnostic.
+
+    Text over the size or nesting limits (limits.py) is refused before kdl-py sees it.
+    """
+    problem = source_problem(source, filename)
+    if problem is not None:
+        return problem
     smap = SourceMap(source)
     offsets: dict[int, int] = {}
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from agent.contract.types import StageSpec, WorkspaceSource
 from controller.pipeline import interpolate
+from controller.pipeline.limits import MAX_ENV_VALUE_CHARS
 from controller.pipeline.model import Diagnostic, Pipeline, PipelineInvalid, Stage
 
 
@@ -81,9 +82,21 @@ def plan(pipeline: Pipeline, ctx: RunContext, secrets: Mapping[str, str] | None 
     for stage in pipeline.stages:
         if stage.when_branch is not None and not fnmatch.fnmatchcase(ctx.git.branch, stage.when_branch):
             skipped.add(stage.name)
-        spec, missing = _compile(pipeline, stage, ctx, secrets)
+        spec, missing, oversized = _compile(pipeline, stage, ctx, secrets)
         if stage.name in skipped:
             missing = []  # a stage that will not run needs no secrets (e.g. deploy off main)
+        for what in oversized:
+            problems.append(
+                Diagnostic(
+                    pipeline.file,
+                    stage.location.line,
+                    stage.location.col,
+                    f"{what} of stage '{stage.name}' is longer than {MAX_ENV_VALUE_CHARS:,} characters "
+                    "once its variables are substituted",
+                    "values such as ${git.message} are inserted whole: use them in run commands, "
+                    "where they stay environment variables, rather than in env values",
+                )
+            )
         for name in missing:
             problems.append(
                 Diagnostic(
@@ -102,7 +115,9 @@ def plan(pipeline: Pipeline, ctx: RunContext, secrets: Mapping[str, str] | None 
 
 def _compile(
     pipeline: Pipeline, stage: Stage, ctx: RunContext, secrets: dict[str, str]
-) -> tuple[StageSpec, list[str]]:
+) -> tuple[StageSpec, list[str], list[str]]:
+    """The stage's spec, the secrets it uses that were not provided, and the values too long to
+    substitute (MAX_ENV_VALUE_CHARS; left empty in the spec, which is then refused)."""
     values = _values(pipeline, stage, ctx)
     env: dict[str, str] = {"CI": "true", "BUILDIT": "true"}
     for key, value in values.items():
@@ -111,12 +126,18 @@ def _compile(
 
     used_secrets: dict[str, str] = {}
     missing: list[str] = []
+    oversized: list[str] = []
 
-    def resolve(text: str, local_env: dict[str, str], secret_keys: set[str]) -> tuple[str, bool]:
-        """Literal substitution for plain values; True when a secret ended up in the result."""
+    def resolve(text: str, local_env: dict[str, str], secret_keys: set[str], what: str) -> tuple[str, bool]:
+        """Literal substitution for plain values; True when a secret ended up in the result.
+
+        The length is worked out before substituting: values that use other values can double at
+        each step, and a commit message can be long, so the result is bounded before it is built.
+        """
         lookup = dict(values)
         has_secret = False
-        for ref in interpolate.references(text):
+        refs = interpolate.references(text)
+        for ref in refs:
             if ref.context == "env":
                 lookup[ref.key] = local_env.get(ref.name, "")
                 has_secret = has_secret or ref.name in secret_keys
@@ -126,6 +147,10 @@ def _compile(
                     lookup[ref.key] = secrets[ref.name]
                 elif ref.name not in missing:
                     missing.append(ref.name)
+        size = len(text) + sum(len(lookup[r.key]) - (r.end - r.start) for r in refs if r.key in lookup)
+        if size > MAX_ENV_VALUE_CHARS:
+            oversized.append(what)
+            return "", has_secret
         return interpolate.substitute(text, lookup), has_secret
 
     # Env entries in order (pipeline level, then the stage's); an entry whose value carries a
@@ -133,7 +158,7 @@ def _compile(
     resolved: dict[str, str] = {}
     secret_keys: set[str] = set()
     for key, raw in (*pipeline.env, *stage.env):
-        value, has_secret = resolve(raw, resolved, secret_keys)
+        value, has_secret = resolve(raw, resolved, secret_keys, f"env '{key}'")
         resolved[key] = value
         if has_secret:
             secret_keys.add(key)
@@ -152,8 +177,8 @@ def _compile(
 
     env.update({k: v for k, v in resolved.items() if k not in secret_keys})
     used_secrets.update({k: resolved[k] for k in secret_keys})
-    image = resolve(stage.image, resolved, secret_keys)[0] if stage.image else None
-    workdir = resolve(stage.workdir, resolved, secret_keys)[0] if stage.workdir else ""
+    image = resolve(stage.image, resolved, secret_keys, "the image")[0] if stage.image else None
+    workdir = resolve(stage.workdir, resolved, secret_keys, "the workdir")[0] if stage.workdir else ""
     spec = StageSpec(
         name=stage.name,
         index=stage.index,
@@ -169,4 +194,4 @@ def _compile(
         workdir=workdir,
         source=ctx.source,
     )
-    return spec, missing
+    return spec, missing, oversized

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 from controller.pipeline.grammar import (
-    ENV_NAME,
     STAGE_CHILDREN,
     Collector,
     check_shape,
     check_variables,
     did_you_mean,
+    env_entry_problem,
+    env_too_long,
     env_value,
+    expanded_length,
     secret_bearing,
 )
 from controller.pipeline.kdl import RawNode
+from controller.pipeline.limits import MAX_COMMANDS_PER_STAGE, MAX_ENV_ENTRIES, MAX_ENV_VALUE_CHARS
 from controller.pipeline.model import Location, Stage
 
 STAGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")
@@ -53,8 +57,12 @@ def build_stage(
     out: Collector,
     global_env: dict[str, str],
     global_secret_env: frozenset[str] = frozenset(),
+    global_lengths: Mapping[str, int] | None = None,
 ) -> tuple[Stage | None, list[tuple[str, RawNode]]]:
-    """Validate one `stage` node; returns the stage and its needs (with their nodes for positions)."""
+    """Validate one `stage` node; returns the stage and its needs (with their nodes for positions).
+
+    `global_lengths` are the expanded lengths of the top-level env values (see expanded_length).
+    """
     name = node.args[0] if node.args and isinstance(node.args[0], str) else ""
     where = f" in stage '{name}'"
     if node.args and isinstance(node.args[0], str) and not STAGE_NAME.match(name):
@@ -73,6 +81,7 @@ def build_stage(
     if not node.has_block:
         out.node(node, f"stage '{name}' has no block", 'give it commands: stage "test" { run "make test"; }')
     seen: dict[str, RawNode] = {}
+    over_limit: set[str] = set()  # the children whose limit is reported already
     commands: list[tuple[str, RawNode]] = []
     env: list[tuple[str, str]] = []
     env_nodes: list[tuple[str, RawNode]] = []
@@ -108,7 +117,15 @@ def build_stage(
             if not image:
                 out.node(child, f"'image'{where} is empty", 'example: image "python:3.12"')
         elif child.name == "run":
-            for arg in args:
+            room = MAX_COMMANDS_PER_STAGE - len(commands)
+            if len(args) > room and "run" not in over_limit:
+                over_limit.add("run")
+                out.node(
+                    child,
+                    f"more than {MAX_COMMANDS_PER_STAGE:,} run commands{where}",
+                    'move the steps into a script in the repository: run "./ci/steps.sh"',
+                )
+            for arg in args[:room]:
                 command = str(arg)
                 if not command.strip():
                     out.node(child, f"empty 'run' command{where}", 'example: run "make test"')
@@ -116,15 +133,19 @@ def build_stage(
         elif child.name == "needs":
             needs.extend((str(arg), child) for arg in args)
         elif child.name == "env":
+            if len(env) >= MAX_ENV_ENTRIES:
+                if "env" not in over_limit:
+                    over_limit.add("env")
+                    out.node(
+                        child,
+                        f"more than {MAX_ENV_ENTRIES} env entries{where}",
+                        "keep large configuration in a file in the repository and read it in a command",
+                    )
+                continue
             key, value = str(args[0]), env_value(args[1])
-            if not ENV_NAME.match(key):
-                out.node(
-                    child,
-                    f"env name '{key}'{where} is not a valid variable name",
-                    "use letters, digits and '_', not starting with a digit",
-                )
-            elif key.startswith("BUILDIT_"):
-                out.node(child, f"env name '{key}'{where} is reserved", "BUILDIT_* names are set by BuildIt")
+            bad_name = env_entry_problem(key, where)
+            if bad_name:
+                out.node(child, *bad_name)
             env.append((key, value))
             env_nodes.append((value, child))
         elif child.name == "artifacts":
@@ -192,9 +213,13 @@ def build_stage(
     # Variables. Env values are resolved in order, so they may use env declared above them;
     # commands, image and workdir see the global env plus all of the stage's own.
     declared = set(global_env)
+    lengths = dict(global_lengths or {})
     for (key, _), (value, child) in zip(env, env_nodes, strict=True):
         check_variables(child, value, where, out, declared)
         declared.add(key)
+        lengths[key] = expanded_length(value, lengths)
+        if lengths[key] > MAX_ENV_VALUE_CHARS:
+            out.node(child, *env_too_long(key, where))
     visible_env = set(global_env) | {k for k, _ in env}
     secret_env = secret_bearing(env, global_secret_env)
     for command, child in commands:

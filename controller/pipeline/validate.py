@@ -7,11 +7,11 @@ rules live in grammar.py, stage checks in stages.py, trigger checks in triggers.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
 
 from controller.pipeline.dag import find_cycle
 from controller.pipeline.grammar import (
-    ENV_NAME,
     STAGE_CHILDREN,
     TOP_LEVEL,
     TRIGGERS,
@@ -19,10 +19,21 @@ from controller.pipeline.grammar import (
     check_shape,
     check_variables,
     did_you_mean,
+    env_entry_problem,
+    env_too_long,
     env_value,
+    expanded_length,
+    listing,
     secret_bearing,
 )
 from controller.pipeline.kdl import RawNode, parse
+from controller.pipeline.limits import (
+    MAX_ENV_ENTRIES,
+    MAX_ENV_VALUE_CHARS,
+    MAX_NAME_CHARS,
+    MAX_NEEDS,
+    MAX_STAGES,
+)
 from controller.pipeline.model import (
     DEFAULT_TRIGGERS,
     Diagnostic,
@@ -51,6 +62,8 @@ def _validate(source: str, filename: str) -> tuple[Pipeline | None, list[Diagnos
     stage_nodes: list[RawNode] = []
     triggers: dict[tuple[str, str | None, str | None, frozenset[str]], tuple[Trigger, RawNode]] = {}
     trigger_nodes = False
+    env_nodes: list[RawNode] = []
+    too_many_stages = False
     for node in nodes:
         rule = TOP_LEVEL.get(node.name)
         if rule is None:
@@ -71,13 +84,30 @@ def _validate(source: str, filename: str) -> tuple[Pipeline | None, list[Diagnos
                 pipeline_name = str(node.args[0])
                 if not pipeline_name.strip():
                     out.node(node, "the pipeline name is empty", 'example: pipeline "my-app"')
+                elif len(pipeline_name) > MAX_NAME_CHARS:
+                    out.node(
+                        node,
+                        f"the pipeline name is {len(pipeline_name):,} characters; "
+                        f"the limit is {MAX_NAME_CHARS}",
+                        "use a shorter name",
+                    )
         elif node.name == "env":
+            if len(env_nodes) == MAX_ENV_ENTRIES:
+                out.node(
+                    node,
+                    f"more than {MAX_ENV_ENTRIES} env entries at the top level",
+                    "top-level env is copied into every stage: declare values in the stages that "
+                    "use them, or keep them in a file in the repository",
+                )
+            if len(env_nodes) >= MAX_ENV_ENTRIES:
+                env_nodes.append(node)  # counted, not used: the file is invalid already
+                continue
+            env_nodes.append(node)
             if check_shape(node, rule, " at the top level", out, allow_block=False):
                 key = str(node.args[0])
-                if not ENV_NAME.match(key):
-                    out.node(node, f"env name '{key}' is not a valid variable name")
-                elif key.startswith("BUILDIT_"):
-                    out.node(node, f"env name '{key}' is reserved", "BUILDIT_* names are set by BuildIt")
+                problem = env_entry_problem(key, "")
+                if problem:
+                    out.node(node, *problem)
                 global_env[key] = env_value(node.args[1])
         elif node.name == "trigger":
             trigger_nodes = True
@@ -90,24 +120,37 @@ def _validate(source: str, filename: str) -> tuple[Pipeline | None, list[Diagnos
                 out.node(node, f"{describe(trigger)} is given twice (first on line {first.line})", "keep one")
                 continue
             triggers[identity] = (trigger, node)
-        else:
+        elif len(stage_nodes) < MAX_STAGES:
             check_shape(node, rule, "", out, allow_block=True)
             stage_nodes.append(node)
+        elif not too_many_stages:
+            too_many_stages = True
+            out.node(
+                node,
+                f"more than {MAX_STAGES:,} stages in one pipeline; this is stage {MAX_STAGES + 1:,}",
+                "merge small stages (one stage may run several commands), or split the work into "
+                "several pipelines",
+            )
 
     if pipeline_node is None:
         out.at(1, 1, "missing 'pipeline' node", 'start the file with: pipeline "my-app"')
     declared: set[str] = set()
-    for node in nodes:
-        if node.name == "env" and len(node.args) == 2:
-            check_variables(node, env_value(node.args[1]), " at the top level", out, declared)
-            declared.add(str(node.args[0]))
+    global_lengths: dict[str, int] = {}
+    for node in env_nodes[:MAX_ENV_ENTRIES]:
+        if len(node.args) == 2:
+            key, value = str(node.args[0]), env_value(node.args[1])
+            check_variables(node, value, " at the top level", out, declared)
+            declared.add(key)
+            global_lengths[key] = expanded_length(value, global_lengths)
+            if global_lengths[key] > MAX_ENV_VALUE_CHARS:
+                out.node(node, *env_too_long(key, " at the top level"))
     global_secret_env = secret_bearing(global_env.items())
 
     stages: list[Stage] = []
     all_needs: dict[str, list[tuple[str, RawNode]]] = {}
     first_seen: dict[str, RawNode] = {}
     for index, node in enumerate(stage_nodes):
-        stage, needs = build_stage(node, index, out, global_env, global_secret_env)
+        stage, needs = build_stage(node, index, out, global_env, global_secret_env, global_lengths)
         if stage is None:
             continue
         if stage.name in first_seen:
@@ -125,15 +168,25 @@ def _validate(source: str, filename: str) -> tuple[Pipeline | None, list[Diagnos
         out.node(pipeline_node, "the pipeline has no stages", 'add one: stage "test" { run "make test"; }')
 
     names = set(first_seen)
-    for stage_name, needs in all_needs.items():
-        for need, need_node in needs:
-            if need not in names:
-                out.node(
-                    need_node,
-                    f"stage '{stage_name}' needs unknown stage '{need}'",
-                    did_you_mean(need, names - {stage_name}, "stages"),
-                    near=f'"{need}"' if need_node.name == "needs" else "needs=",
-                )
+    need_hint = _NeedHints(names)
+    written = ((stage, need, node) for stage, needs in all_needs.items() for need, node in needs)
+    for edges, (stage_name, need, need_node) in enumerate(written, start=1):
+        near = f'"{need}"' if need_node.name == "needs" else "needs="
+        if edges > MAX_NEEDS:
+            out.node(
+                need_node,
+                f"more than {MAX_NEEDS:,} needs in one pipeline (each name in needs counts)",
+                "let many stages need one gathering stage instead of each needing them all",
+                near=near,
+            )
+            break
+        if need not in names:
+            out.node(
+                need_node,
+                f"stage '{stage_name}' needs unknown stage '{need}'",
+                need_hint(need, stage_name),
+                near=near,
+            )
     graph = {s.name: [n for n in s.needs if n in names] for s in stages}
     cycle = find_cycle(graph)
     if cycle:
@@ -154,6 +207,31 @@ def _validate(source: str, filename: str) -> tuple[Pipeline | None, list[Diagnos
         file=filename,
         triggers=tuple(t for t, _ in triggers.values()) if trigger_nodes else DEFAULT_TRIGGERS,
     ), []
+
+
+class _NeedHints:
+    """Did-you-mean hints for unknown needs, affordable however many stages and needs there are.
+
+    One search over the stage names per distinct unknown name, and at most MAX_SEARCHES of them:
+    a file with thousands of misspelt needs gets its first hints, not minutes of string matching.
+    """
+
+    MAX_SEARCHES = 10
+
+    def __init__(self, names: set[str]) -> None:
+        self.names = sorted(names)
+        self.close: dict[str, list[str]] = {}
+
+    def __call__(self, need: str, stage_name: str) -> str:
+        """The hint for `stage_name` needing the unknown `need`: never the stage itself."""
+        if need not in self.close:
+            searched = len(self.close) < self.MAX_SEARCHES
+            # Two candidates, so that one is left when the closest is the stage itself.
+            self.close[need] = difflib.get_close_matches(need, self.names, n=2) if searched else []
+        close = [name for name in self.close[need] if name != stage_name]
+        if close:
+            return f"did you mean '{close[0]}'?"
+        return listing([name for name in self.names if name != stage_name], "stages")
 
 
 def validate(source: str, filename: str = ".buildit.kdl") -> list[Diagnostic]:
