@@ -95,11 +95,14 @@ def did_you_mean(word: str, choices: Iterable[str], what: str) -> str:
 LISTED_CHOICES = 20
 
 
-def listing(options: list[str], what: str) -> str:
-    """`what: a, b, c`, cut after LISTED_CHOICES names so a hint stays one readable line."""
-    shown = ", ".join(options[:LISTED_CHOICES])
-    more = len(options) - LISTED_CHOICES
-    return f"{what}: {shown}" + (f" and {more:,} more" if more > 0 else "")
+def listing(options: list[str], what: str, total: int | None = None) -> str:
+    """`what: a, b, c`, cut after LISTED_CHOICES names so a hint stays one readable line.
+
+    `total` is how many options there are when `options` holds only the first few of them.
+    """
+    shown = options[:LISTED_CHOICES]
+    more = (len(options) if total is None else total) - len(shown)
+    return f"{what}: {', '.join(shown)}" + (f" and {more:,} more" if more > 0 else "")
 
 
 def expanded_length(text: str, lengths: Mapping[str, int]) -> int:

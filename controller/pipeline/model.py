@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass, field
+from functools import cached_property
 
 
 @dataclass(frozen=True)
@@ -112,11 +113,12 @@ class Pipeline:
     triggers: tuple[Trigger, ...] = DEFAULT_TRIGGERS
 
     def stage(self, name: str) -> Stage:
-        """The stage called `name` (KeyError if absent)."""
-        for stage in self.stages:
-            if stage.name == name:
-                return stage
-        raise KeyError(name)
+        """The stage called `name` (KeyError if absent); a dict lookup, so loops over stages stay linear."""
+        return self._by_name[name]
+
+    @cached_property
+    def _by_name(self) -> dict[str, Stage]:
+        return {stage.name: stage for stage in self.stages}
 
 
 def runs_on_push(pipeline: Pipeline, branch: str) -> bool:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from controller.pipeline.dag import find_cycle
 from controller.pipeline.grammar import (
+    LISTED_CHOICES,
     STAGE_CHILDREN,
     TOP_LEVEL,
     TRIGGERS,
@@ -220,6 +221,7 @@ class _NeedHints:
 
     def __init__(self, names: set[str]) -> None:
         self.names = sorted(names)
+        self.known = names
         self.close: dict[str, list[str]] = {}
 
     def __call__(self, need: str, stage_name: str) -> str:
@@ -231,7 +233,9 @@ class _NeedHints:
         close = [name for name in self.close[need] if name != stage_name]
         if close:
             return f"did you mean '{close[0]}'?"
-        return listing([name for name in self.names if name != stage_name], "stages")
+        # Only the first few names are listed: never copy all of them for each unknown need.
+        first = [name for name in self.names[: LISTED_CHOICES + 1] if name != stage_name]
+        return listing(first, "stages", total=len(self.names) - (stage_name in self.known))
 
 
 def validate(source: str, filename: str = ".buildit.kdl") -> list[Diagnostic]:

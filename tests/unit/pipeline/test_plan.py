@@ -332,3 +332,35 @@ def test_no_image_and_no_workdir_stay_empty() -> None:
     assert spec.image is None
     assert spec.workdir == ""
     assert spec.source is None
+
+
+# --- large pipelines -----------------------------------------------------------------------------
+
+
+def test_a_1000_stage_chain_in_reverse_order_plans_in_file_order_and_runs_in_need_order() -> None:
+    from controller.pipeline.dag import Dag
+
+    lines = ['pipeline "big"']
+    lines += [
+        f'stage "s{i}"' + (f' needs="s{i - 1}"' if i else "") + ' { run "echo ${stage.name}"; }'
+        for i in reversed(range(1_000))
+    ]
+    result = plan(load("\n".join(lines) + "\n"), ctx())
+    assert [s.name for s in result.specs[:2]] == ["s999", "s998"]  # declaration order
+    assert result.specs[0].needs == ("s998",) and result.specs[-1].needs == ()
+    dag = Dag(result.needs)
+    assert dag.order == [f"s{i}" for i in range(1_000)]
+    assert dag.ready({}) == ["s0"]
+
+
+def test_values_too_long_once_substituted_are_refused_before_they_are_built() -> None:
+    top = 'env "A0" "xxxxxxxx"\n' + "".join(
+        f'env "A{i}" "${{env.A{i - 1}}}${{env.A{i - 1}}}"\n' for i in range(1, 14)
+    )
+    pipeline = load(one_stage('run "x"\nenv "B" "${env.A13}${git.short_sha}"', top=top))  # 65,536 + 0
+    with pytest.raises(PipelineInvalid) as info:
+        plan(pipeline, ctx())  # the short sha makes it 8 characters too long
+    assert [d.message for d in info.value.diagnostics] == [
+        "env 'B' of stage 'build' is longer than 65,536 characters once its variables are substituted"
+    ]
+    assert len(plan(pipeline, ctx(sha="")).specs[0].env["B"]) == 65_536
