@@ -36,6 +36,8 @@ MAX_ENV_ENTRIES = 256
 # An env value after `${env.NAME}` substitution. Values that use other values can double at each
 # entry (A2 = A1A1, A3 = A2A2, ...): without a bound 40 short lines would ask for a terabyte.
 MAX_ENV_VALUE_CHARS = 64 * 1024
+# `trigger` nodes in one pipeline: each cron trigger is a schedule the controller keeps and fires.
+MAX_TRIGGERS = 100
 # Names of the pipeline and of env variables (stage names have their own 63-character rule).
 MAX_NAME_CHARS = 255
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,7 @@ class Diagnostic:
         """Render for a terminal: the `file:line:col: error: message` line, the source line, a hint."""
         out = [f"{self.file}:{self.line}:{self.col}: {self.severity}: {self.message}"]
         if source is not None:
-            lines = source.splitlines()
+            lines = _lines(source)
             if 1 <= self.line <= len(lines):
                 text = lines[self.line - 1].expandtabs(1)
                 gutter = f"{self.line:>5} | "
@@ -31,6 +31,16 @@ class Diagnostic:
         if self.hint:
             out.append(f"  hint: {self.hint}")
         return "\n".join(out)
+
+
+@lru_cache(maxsize=2)
+def _lines(source: str) -> tuple[str, ...]:
+    """The source's lines, split once for all the diagnostics formatted against it.
+
+    Callers format each diagnostic with the whole source; splitting it every time would make
+    reporting many problems in a big file quadratic. A `str` caches its hash, so the lookup is cheap.
+    """
+    return tuple(source.splitlines())
 
 
 class PipelineInvalid(Exception):

@@ -34,6 +34,7 @@ from controller.pipeline.limits import (
     MAX_NAME_CHARS,
     MAX_NEEDS,
     MAX_STAGES,
+    MAX_TRIGGERS,
 )
 from controller.pipeline.model import (
     DEFAULT_TRIGGERS,
@@ -65,6 +66,7 @@ def _validate(source: str, filename: str) -> tuple[Pipeline | None, list[Diagnos
     trigger_nodes = False
     env_nodes: list[RawNode] = []
     too_many_stages = False
+    trigger_count = 0
     for node in nodes:
         rule = TOP_LEVEL.get(node.name)
         if rule is None:
@@ -111,6 +113,16 @@ def _validate(source: str, filename: str) -> tuple[Pipeline | None, list[Diagnos
                     out.node(node, *problem)
                 global_env[key] = env_value(node.args[1])
         elif node.name == "trigger":
+            trigger_count += 1
+            if trigger_count > MAX_TRIGGERS:
+                if trigger_count == MAX_TRIGGERS + 1:
+                    out.node(
+                        node,
+                        f"more than {MAX_TRIGGERS} triggers in one pipeline",
+                        'one push trigger takes several branch globs (branches="main,release/*"); '
+                        "a cron schedule can name several hours or days in one expression",
+                    )
+                continue
             trigger_nodes = True
             trigger = build_trigger(node, out)
             if trigger is None:

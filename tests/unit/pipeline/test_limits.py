@@ -16,6 +16,7 @@ from controller.pipeline.limits import (
     MAX_NEEDS,
     MAX_NESTING,
     MAX_STAGES,
+    MAX_TRIGGERS,
     source_problem,
 )
 from controller.pipeline.model import Diagnostic, PipelineInvalid
@@ -38,6 +39,7 @@ def stages(count: int) -> str:
 def test_the_limits_are_the_documented_values() -> None:
     # README "Limits" lists these; change both together.
     assert (MAX_FILE_BYTES, MAX_NESTING, MAX_STAGES, MAX_NEEDS) == (1024 * 1024, 16, 10_000, 50_000)
+    assert MAX_TRIGGERS == 100
     assert (MAX_COMMANDS_PER_STAGE, MAX_ENV_ENTRIES, MAX_ENV_VALUE_CHARS, MAX_NAME_CHARS) == (
         1_000,
         256,
@@ -221,6 +223,16 @@ def test_needs_are_counted_across_stages_including_the_needs_property() -> None:
     diagnostic = only(source)
     assert (diagnostic.line, diagnostic.col) == (5 + MAX_NEEDS // 1_000 + 1, 11)  # at needs=
     assert diagnostic.message.startswith("more than 50,000 needs")
+
+
+def test_triggers_limit() -> None:
+    def source(count: int) -> str:
+        return HEAD + "".join(f'trigger "cron" "{i % 60} {i // 60} * * *"\n' for i in range(count))
+
+    assert len(load(source(MAX_TRIGGERS)).triggers) == MAX_TRIGGERS
+    diagnostic = only(source(MAX_TRIGGERS + 5))
+    assert (diagnostic.line, diagnostic.col) == (3 + MAX_TRIGGERS, 1)
+    assert diagnostic.message == "more than 100 triggers in one pipeline"
 
 
 # --- per stage ---------------------------------------------------------------------------------
