@@ -147,16 +147,7 @@ def _validate(source: str, filename: str) -> tuple[Pipeline | None, list[Diagnos
 
     if pipeline_node is None:
         out.at(1, 1, "missing 'pipeline' node", 'start the file with: pipeline "my-app"')
-    declared: set[str] = set()
-    global_lengths: dict[str, int] = {}
-    for node in env_nodes[:MAX_ENV_ENTRIES]:
-        if len(node.args) == 2:
-            key, value = str(node.args[0]), env_value(node.args[1])
-            check_variables(node, value, " at the top level", out, declared)
-            declared.add(key)
-            global_lengths[key] = expanded_length(value, global_lengths)
-            if global_lengths[key] > MAX_ENV_VALUE_CHARS:
-                out.node(node, *env_too_long(key, " at the top level"))
+    global_lengths = _check_top_env(env_nodes[:MAX_ENV_ENTRIES], out)
     global_secret_env = secret_bearing(global_env.items())
 
     stages: list[Stage] = []
@@ -181,25 +172,7 @@ def _validate(source: str, filename: str) -> tuple[Pipeline | None, list[Diagnos
         out.node(pipeline_node, "the pipeline has no stages", 'add one: stage "test" { run "make test"; }')
 
     names = set(first_seen)
-    need_hint = _NeedHints(names)
-    written = ((stage, need, node) for stage, needs in all_needs.items() for need, node in needs)
-    for edges, (stage_name, need, need_node) in enumerate(written, start=1):
-        near = f'"{need}"' if need_node.name == "needs" else "needs="
-        if edges > MAX_NEEDS:
-            out.node(
-                need_node,
-                f"more than {MAX_NEEDS:,} needs in one pipeline (each name in needs counts)",
-                "let many stages need one gathering stage instead of each needing them all",
-                near=near,
-            )
-            break
-        if need not in names:
-            out.node(
-                need_node,
-                f"stage '{stage_name}' needs unknown stage '{need}'",
-                need_hint(need, stage_name),
-                near=near,
-            )
+    _check_needs(all_needs, names, out)
     graph = {s.name: [n for n in s.needs if n in names] for s in stages}
     cycle = find_cycle(graph)
     if cycle:
@@ -220,6 +193,47 @@ def _validate(source: str, filename: str) -> tuple[Pipeline | None, list[Diagnos
         file=filename,
         triggers=tuple(t for t, _ in triggers.values()) if trigger_nodes else DEFAULT_TRIGGERS,
     ), []
+
+
+def _check_top_env(env_nodes: list[RawNode], out: Collector) -> dict[str, int]:
+    """Check the variables of top-level env values, in order; returns their expanded lengths.
+
+    Each value may use the entries above it. The lengths let stages check their own values.
+    """
+    declared: set[str] = set()
+    lengths: dict[str, int] = {}
+    for node in env_nodes:
+        if len(node.args) == 2:
+            key, value = str(node.args[0]), env_value(node.args[1])
+            check_variables(node, value, " at the top level", out, declared)
+            declared.add(key)
+            lengths[key] = expanded_length(value, lengths)
+            if lengths[key] > MAX_ENV_VALUE_CHARS:
+                out.node(node, *env_too_long(key, " at the top level"))
+    return lengths
+
+
+def _check_needs(all_needs: dict[str, list[tuple[str, RawNode]]], names: set[str], out: Collector) -> None:
+    """Report needs naming unknown stages, and the first need over MAX_NEEDS (then stop counting)."""
+    need_hint = _NeedHints(names)
+    written = ((stage, need, node) for stage, needs in all_needs.items() for need, node in needs)
+    for edges, (stage_name, need, need_node) in enumerate(written, start=1):
+        near = f'"{need}"' if need_node.name == "needs" else "needs="
+        if edges > MAX_NEEDS:
+            out.node(
+                need_node,
+                f"more than {MAX_NEEDS:,} needs in one pipeline (each name in needs counts)",
+                "let many stages need one gathering stage instead of each needing them all",
+                near=near,
+            )
+            return
+        if need not in names:
+            out.node(
+                need_node,
+                f"stage '{stage_name}' needs unknown stage '{need}'",
+                need_hint(need, stage_name),
+                near=near,
+            )
 
 
 class _NeedHints:
