@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from controller.pipeline import limits
-from controller.pipeline.kdl import parse
+from controller.pipeline.kdl import RawNode, parse
 from controller.pipeline.limits import (
     MAX_COMMANDS_PER_STAGE,
     MAX_ENV_ENTRIES,
@@ -15,6 +15,7 @@ from controller.pipeline.limits import (
     MAX_NAME_CHARS,
     MAX_NEEDS,
     MAX_NESTING,
+    MAX_NODES,
     MAX_STAGES,
     MAX_TRIGGERS,
     source_problem,
@@ -39,7 +40,7 @@ def stages(count: int) -> str:
 def test_the_limits_are_the_documented_values() -> None:
     # README "Limits" lists these; change both together.
     assert (MAX_FILE_BYTES, MAX_NESTING, MAX_STAGES, MAX_NEEDS) == (1024 * 1024, 16, 10_000, 50_000)
-    assert MAX_TRIGGERS == 100
+    assert (MAX_TRIGGERS, MAX_NODES) == (100, 100_000)
     assert (MAX_COMMANDS_PER_STAGE, MAX_ENV_ENTRIES, MAX_ENV_VALUE_CHARS, MAX_NAME_CHARS) == (
         1_000,
         256,
@@ -182,6 +183,65 @@ def test_the_nesting_scan_is_linear(monkeypatch: pytest.MonkeyPatch) -> None:
     source = 'stage "s" { run "a{b}c"; }\n' * 10_000
     assert source_problem(source, "f.kdl") is None
     assert searches == 10_000 * 4 + 1  # `{`, `"` (the string is skipped whole), `}`, `"`... and the end
+
+
+# --- nodes ---------------------------------------------------------------------------------------
+
+
+def many_nodes(count: int) -> str:
+    """`count` nodes, one a line (the first line is a comment, so every node follows a line break):
+    the pipeline, then stages of at most 1,000 run commands."""
+    lines = ["// many nodes", 'pipeline "p"']
+    left = count - 1
+    while left:
+        runs = min(left - 1, 1_000)
+        lines += [f'stage "s{len(lines)}" {{'] + ['run "x"'] * runs + ["}"]
+        left -= runs + 1
+    return "\n".join(lines) + "\n"
+
+
+def test_exactly_the_node_limit_passes_the_scan() -> None:
+    source = many_nodes(MAX_NODES)
+    assert len(source.encode()) <= MAX_FILE_BYTES
+    assert source_problem(source, "f.kdl") is None
+
+
+def test_one_node_over_the_limit_is_refused_before_parsing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("controller.pipeline.kdl.kdl.parse", None)  # never reached
+    source = many_nodes(MAX_NODES + 1)
+    diagnostic = only(source)
+    lines = source.splitlines()
+    # The last node, just before the closing `}` of the last stage.
+    assert (diagnostic.line, diagnostic.col) == (len(lines) - 1, 1)
+    assert lines[diagnostic.line - 1] == 'run "x"'
+    assert diagnostic.message == "more than 100,000 nodes in the file; this is where the next one starts"
+
+
+def test_tiny_nodes_filling_the_file_are_refused_before_parsing() -> None:
+    # 1 MiB of one-letter nodes took kdl-py 12-20 s; now a scan refuses the file at node 100,001.
+    source = 'pipeline "p"\n' + "a\n" * ((MAX_FILE_BYTES - 20) // 2)
+    diagnostic = only(source)
+    assert (diagnostic.line, diagnostic.col) == (MAX_NODES + 2, 1)
+
+
+def count_nodes(nodes: list[RawNode]) -> int:
+    return sum(1 + count_nodes(node.children) for node in nodes)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        'pipeline "p"\nstage "a" { run "x"; }\nstage "b" {\n    run "y"\n    needs "a"\n}\n',
+        '// c\npipeline "p" // trailing\n/* block\n comment */\nstage "a" {\n    run "a;b\nc"; run "d"\n}\n',
+        'pipeline "p"; stage "a" { run r#"x\ny"#; env "A" "1"; }; trigger "manual"\n\n\n',
+    ],
+)
+def test_the_node_estimate_matches_the_parsed_nodes(source: str) -> None:
+    parsed = parse(source, "f.kdl")
+    assert not isinstance(parsed, Diagnostic)
+    actual = count_nodes(parsed[0])
+    # The first node of the file follows no line break: the estimate may miss it, never more.
+    assert actual - 1 <= limits._Scan(source).nodes <= actual
 
 
 # --- stages and needs --------------------------------------------------------------------------
