@@ -20,7 +20,8 @@ from controller.pipeline.model import Diagnostic
 MAX_FILE_BYTES = 1024 * 1024
 # Blocks `{ }` (and block comments `/* */`) nested deeper than this. A pipeline needs one level (a
 # stage's block); the slack lets a misplaced block get its ordinary "takes no block" diagnostic, and
-# stays far below the ~300 levels at which kdl-py's recursive parser hits Python's recursion limit.
+# stays far below the ~500 levels at which kdl-py's recursive parser hits Python's recursion limit
+# (fewer when the parse starts deep in a call stack, as in a web handler).
 MAX_NESTING = 16
 # Stages in one pipeline: every run stores and schedules each one. 10,000 keeps a 5,000-stage
 # benchmark DAG valid with room to spare.
