@@ -13,6 +13,7 @@ from typing import Any
 
 import kdl
 
+from controller.pipeline.limits import source_problem
 from controller.pipeline.model import Diagnostic
 
 Value = str | int | float | bool | None
@@ -31,6 +32,8 @@ class RawNode:
     col: int
     has_block: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    # Where the next node starts (or the end of the text): the node's own text lies before it.
+    end: int = -1
 
 
 class SourceMap:
@@ -46,9 +49,12 @@ class SourceMap:
         return index + 1, offset - self._starts[index] + 1
 
     def find_on_line(self, node: RawNode, needle: str) -> tuple[int, int]:
-        """Position of `needle` on the node's first line after the node start, else the node's."""
-        end = self.source.find("\n", node.offset)
-        end = len(self.source) if end < 0 else end
+        """Position of `needle` on the node's first line after the node start, else the node's.
+
+        The search stops where the next node starts, so a file written on one long line costs no
+        more per diagnostic than a file of short lines.
+        """
+        end = _line_end(self.source, node.offset, node.end)
         found = self.source.find(needle, node.offset, end)
         if found < 0:
             return node.line, node.col
@@ -71,7 +77,13 @@ def _plain(value: Any) -> Value:
 
 
 def parse(source: str, filename: str) -> tuple[list[RawNode], SourceMap] | Diagnostic:
-    """Parse KDL text into positioned nodes, or return the syntax error as a diagnostic."""
+    """Parse KDL text into positioned nodes, or return the syntax error as a diagnostic.
+
+    Text over the size or nesting limits (limits.py) is refused before kdl-py sees it.
+    """
+    problem = source_problem(source, filename)
+    if problem is not None:
+        return problem
     smap = SourceMap(source)
     offsets: dict[int, int] = {}
 
@@ -86,9 +98,13 @@ def parse(source: str, filename: str) -> tuple[list[RawNode], SourceMap] | Diagn
     except kdl.ParseError as exc:
         return _syntax_diagnostic(exc, source, filename)
 
+    starts = sorted(offsets.values())
+
     def convert(node: Any) -> RawNode:
         offset = getattr(node, "_buildit_offset", 0)
         line, col = smap.position(offset)
+        following = bisect.bisect_right(starts, offset)
+        end = starts[following] if following < len(starts) else len(source)
         children = [convert(child) for child in node.nodes]
         return RawNode(
             name=str(node.name),
@@ -98,16 +114,26 @@ def parse(source: str, filename: str) -> tuple[list[RawNode], SourceMap] | Diagn
             offset=offset,
             line=line,
             col=col,
-            has_block=bool(children) or _has_block(source, offset),
+            has_block=bool(children) or _has_block(source, offset, end),
+            end=end,
         )
 
     return [convert(node) for node in doc.nodes], smap
 
 
-def _has_block(source: str, offset: int) -> bool:
-    """Whether the node at `offset` has a `{ }` block on its line (even an empty one)."""
-    end = source.find("\n", offset)
-    return "{" in source[offset : len(source) if end < 0 else end]
+def _line_end(source: str, offset: int, limit: int) -> int:
+    """The end of the line that `offset` is on, looking no further than `limit` (-1: no limit)."""
+    limit = len(source) if limit < 0 else limit
+    end = source.find("\n", offset, limit)
+    return limit if end < 0 else end
+
+
+def _has_block(source: str, offset: int, limit: int = -1) -> bool:
+    """Whether the node at `offset` has a `{ }` block on its line (even an empty one).
+
+    Looks no further than `limit`, where the next node starts: linear over a whole file.
+    """
+    return source.find("{", offset, _line_end(source, offset, limit)) >= 0
 
 
 _JUNK = "Junk after node, before terminator"

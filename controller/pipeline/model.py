@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass, field
+from functools import cached_property, lru_cache
 
 
 @dataclass(frozen=True)
@@ -21,7 +22,7 @@ class Diagnostic:
         """Render for a terminal: the `file:line:col: error: message` line, the source line, a hint."""
         out = [f"{self.file}:{self.line}:{self.col}: {self.severity}: {self.message}"]
         if source is not None:
-            lines = source.splitlines()
+            lines = _lines(source)
             if 1 <= self.line <= len(lines):
                 text = lines[self.line - 1].expandtabs(1)
                 gutter = f"{self.line:>5} | "
@@ -30,6 +31,16 @@ class Diagnostic:
         if self.hint:
             out.append(f"  hint: {self.hint}")
         return "\n".join(out)
+
+
+@lru_cache(maxsize=2)
+def _lines(source: str) -> tuple[str, ...]:
+    """The source's lines, split once for all the diagnostics formatted against it.
+
+    Callers format each diagnostic with the whole source; splitting it every time would make
+    reporting many problems in a big file quadratic. A `str` caches its hash, so the lookup is cheap.
+    """
+    return tuple(source.splitlines())
 
 
 class PipelineInvalid(Exception):
@@ -112,11 +123,12 @@ class Pipeline:
     triggers: tuple[Trigger, ...] = DEFAULT_TRIGGERS
 
     def stage(self, name: str) -> Stage:
-        """The stage called `name` (KeyError if absent)."""
-        for stage in self.stages:
-            if stage.name == name:
-                return stage
-        raise KeyError(name)
+        """The stage called `name` (KeyError if absent); a dict lookup, so loops over stages stay linear."""
+        return self._by_name[name]
+
+    @cached_property
+    def _by_name(self) -> dict[str, Stage]:
+        return {stage.name: stage for stage in self.stages}
 
 
 def runs_on_push(pipeline: Pipeline, branch: str) -> bool:

@@ -8,11 +8,12 @@ Stages filtered out by `when` are reported separately so the runner marks them s
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from agent.contract.types import StageSpec, WorkspaceSource
 from controller.pipeline import interpolate
+from controller.pipeline.limits import MAX_ENV_VALUE_CHARS
 from controller.pipeline.model import Diagnostic, Pipeline, PipelineInvalid, Stage
 
 
@@ -78,12 +79,31 @@ def plan(pipeline: Pipeline, ctx: RunContext, secrets: Mapping[str, str] | None 
     problems: list[Diagnostic] = []
     specs: list[StageSpec] = []
     skipped: set[str] = set()
+    shared: _EnvState | None = None
+    uses_stage = any(ref.context == "stage" for _, raw in pipeline.env for ref in interpolate.references(raw))
+    if pipeline.stages and not uses_stage:
+        # The pipeline-level env is then the same in every stage: resolve it once, not once per
+        # stage (10,000 stages x 256 entries took 15 s).
+        shared = _EnvState()
+        shared.add(pipeline.env, _values(pipeline, pipeline.stages[0], ctx), secrets)
     for stage in pipeline.stages:
         if stage.when_branch is not None and not fnmatch.fnmatchcase(ctx.git.branch, stage.when_branch):
             skipped.add(stage.name)
-        spec, missing = _compile(pipeline, stage, ctx, secrets)
+        spec, missing, oversized = _compile(pipeline, stage, ctx, secrets, shared)
         if stage.name in skipped:
             missing = []  # a stage that will not run needs no secrets (e.g. deploy off main)
+        for what in oversized:
+            problems.append(
+                Diagnostic(
+                    pipeline.file,
+                    stage.location.line,
+                    stage.location.col,
+                    f"{what} of stage '{stage.name}' is longer than {MAX_ENV_VALUE_CHARS:,} characters "
+                    "once its variables are substituted",
+                    "values such as ${git.message} are inserted whole: use them in run commands, "
+                    "where they stay environment variables, rather than in env values",
+                )
+            )
         for name in missing:
             problems.append(
                 Diagnostic(
@@ -100,46 +120,92 @@ def plan(pipeline: Pipeline, ctx: RunContext, secrets: Mapping[str, str] | None 
     return Plan(tuple(specs), frozenset(skipped))
 
 
+@dataclass
+class _EnvState:
+    """A stage's env entries resolved so far, in order, and what went wrong on the way.
+
+    `secret_keys` are the entries whose value carries a secret; `missing` the secrets used but not
+    provided; `oversized` the values too long to substitute (MAX_ENV_VALUE_CHARS).
+    """
+
+    resolved: dict[str, str] = field(default_factory=dict)
+    secret_keys: set[str] = field(default_factory=set)
+    missing: list[str] = field(default_factory=list)
+    oversized: list[str] = field(default_factory=list)
+
+    def copy(self) -> _EnvState:
+        """An independent copy: the shared pipeline-level state, continued by one stage."""
+        return _EnvState(dict(self.resolved), set(self.secret_keys), list(self.missing), list(self.oversized))
+
+    def resolve(
+        self, text: str, values: Mapping[str, str], secrets: Mapping[str, str], what: str
+    ) -> tuple[str, bool]:
+        """Literal substitution for plain values; True when a secret ended up in the result.
+
+        The length is worked out before substituting: values that use other values can double at
+        each step, and a commit message can be long, so the result is bounded before it is built.
+        """
+        lookup = dict(values)
+        has_secret = False
+        refs = interpolate.references(text)
+        for ref in refs:
+            if ref.context == "env":
+                lookup[ref.key] = self.resolved.get(ref.name, "")
+                has_secret = has_secret or ref.name in self.secret_keys
+            elif ref.context == "secrets":
+                has_secret = True
+                if ref.name in secrets:
+                    lookup[ref.key] = secrets[ref.name]
+                elif ref.name not in self.missing:
+                    self.missing.append(ref.name)
+        size = len(text) + sum(len(lookup[r.key]) - (r.end - r.start) for r in refs if r.key in lookup)
+        if size > MAX_ENV_VALUE_CHARS:
+            self.oversized.append(what)
+            return "", has_secret
+        return interpolate.substitute(text, lookup), has_secret
+
+    def add(
+        self, entries: Iterable[tuple[str, str]], values: Mapping[str, str], secrets: Mapping[str, str]
+    ) -> None:
+        """Resolve env entries in order; an entry may use the ones before it."""
+        for key, raw in entries:
+            value, has_secret = self.resolve(raw, values, secrets, f"env '{key}'")
+            self.resolved[key] = value
+            if has_secret:
+                self.secret_keys.add(key)
+            else:
+                self.secret_keys.discard(key)
+
+
 def _compile(
-    pipeline: Pipeline, stage: Stage, ctx: RunContext, secrets: dict[str, str]
-) -> tuple[StageSpec, list[str]]:
+    pipeline: Pipeline,
+    stage: Stage,
+    ctx: RunContext,
+    secrets: dict[str, str],
+    shared: _EnvState | None = None,
+) -> tuple[StageSpec, list[str], list[str]]:
+    """The stage's spec, the secrets it uses that were not provided, and the values too long to
+    substitute (MAX_ENV_VALUE_CHARS; left empty in the spec, which is then refused).
+
+    `shared` is the pipeline-level env already resolved, when it is the same for every stage.
+    """
     values = _values(pipeline, stage, ctx)
     env: dict[str, str] = {"CI": "true", "BUILDIT": "true"}
     for key, value in values.items():
         context, _, name = key.partition(".")
         env[interpolate.env_name(context, name)] = value
 
-    used_secrets: dict[str, str] = {}
-    missing: list[str] = []
-
-    def resolve(text: str, local_env: dict[str, str], secret_keys: set[str]) -> tuple[str, bool]:
-        """Literal substitution for plain values; True when a secret ended up in the result."""
-        lookup = dict(values)
-        has_secret = False
-        for ref in interpolate.references(text):
-            if ref.context == "env":
-                lookup[ref.key] = local_env.get(ref.name, "")
-                has_secret = has_secret or ref.name in secret_keys
-            elif ref.context == "secrets":
-                has_secret = True
-                if ref.name in secrets:
-                    lookup[ref.key] = secrets[ref.name]
-                elif ref.name not in missing:
-                    missing.append(ref.name)
-        return interpolate.substitute(text, lookup), has_secret
-
     # Env entries in order (pipeline level, then the stage's); an entry whose value carries a
     # secret travels in `secrets` so it is masked and never shown as plain configuration.
-    resolved: dict[str, str] = {}
-    secret_keys: set[str] = set()
-    for key, raw in (*pipeline.env, *stage.env):
-        value, has_secret = resolve(raw, resolved, secret_keys)
-        resolved[key] = value
-        if has_secret:
-            secret_keys.add(key)
-        else:
-            secret_keys.discard(key)
+    if shared is not None:
+        state = shared.copy()
+        state.add(stage.env, values, secrets)
+    else:
+        state = _EnvState()
+        state.add((*pipeline.env, *stage.env), values, secrets)
+    resolved, secret_keys, missing = state.resolved, state.secret_keys, state.missing
 
+    used_secrets: dict[str, str] = {}
     commands: list[str] = []
     for command in stage.commands:
         for ref in interpolate.references(command):
@@ -152,8 +218,8 @@ def _compile(
 
     env.update({k: v for k, v in resolved.items() if k not in secret_keys})
     used_secrets.update({k: resolved[k] for k in secret_keys})
-    image = resolve(stage.image, resolved, secret_keys)[0] if stage.image else None
-    workdir = resolve(stage.workdir, resolved, secret_keys)[0] if stage.workdir else ""
+    image = state.resolve(stage.image, values, secrets, "the image")[0] if stage.image else None
+    workdir = state.resolve(stage.workdir, values, secrets, "the workdir")[0] if stage.workdir else ""
     spec = StageSpec(
         name=stage.name,
         index=stage.index,
@@ -169,4 +235,4 @@ def _compile(
         workdir=workdir,
         source=ctx.source,
     )
-    return spec, missing
+    return spec, missing, state.oversized

@@ -103,3 +103,12 @@ def test_binary_file_is_a_usage_error(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "not UTF-8 text" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_deeply_nested_file_is_one_diagnostic_not_a_crash(tmp_path: Path) -> None:
+    deep = tmp_path / "deep.kdl"
+    deep.write_text('pipeline "p"\nstage "s" ' + "{" * 100_000 + "\n")
+    done = buildit("validate", str(deep))
+    assert done.returncode == 1
+    assert f"{deep}:2:27: error: blocks are nested more than 16 deep here; the limit is 16" in done.stderr
+    assert "Traceback" not in done.stderr and done.stderr.count("error:") == 1

@@ -109,11 +109,8 @@ def test_order_places_stage_after_needs_declared_later() -> None:
 
 
 def test_order_equals_declaration_order_when_that_is_already_valid() -> None:
-    # BUG: controller/pipeline/dag.py Dag._topological (FIFO Kahn) does not "keep declaration order
-    # wherever order is free" (its class docstring): for stages declared a, b(needs a), c(needs b), d
-    # — already a valid order — it returns ['a', 'd', 'b', 'c']. ready() lists stages in this order,
-    # so with jobs=1 controller/localrun/execute.py runs a, d, b, c instead of the file order.
-    # A stable topological sort (always take the earliest-declared stage whose needs are placed) fixes it.
+    # A stable topological sort: always the earliest-declared stage whose needs are placed (a FIFO
+    # Kahn would give a, d, b, c, and a runner with one slot would not follow the file).
     assert Dag({"a": [], "b": ["a"], "c": ["b"], "d": []}).order == ["a", "b", "c", "d"]
 
 
@@ -239,3 +236,105 @@ def test_descendants_diamond() -> None:
     dag = Dag({"a": [], "b": ["a"], "c": ["a"], "d": ["b", "c"]})
     assert dag.descendants("a") == {"b", "c", "d"}
     assert dag.descendants("b") == {"d"}
+
+
+# --- large graphs: iterative and linear ----------------------------------------------------------
+
+
+def reference_order(needs: dict[str, list[str]]) -> list[str]:
+    """The order as specified (and as computed before Kahn's algorithm): repeatedly take the
+    earliest-declared stage whose needs are all placed. Quadratic; fine for small graphs."""
+    order: list[str] = []
+    remaining = list(needs)
+    while remaining:
+        name = next(n for n in remaining if all(d in order for d in needs[n]))
+        order.append(name)
+        remaining.remove(name)
+    return order
+
+
+def reverse_chain(n: int) -> dict[str, list[str]]:
+    """s{n-1} declared first, needing s{n-2} ... down to s0: the order is the reverse of the file."""
+    return {f"s{i}": [f"s{i - 1}"] if i else [] for i in reversed(range(n))}
+
+
+class CountingStatus(dict[str, StageStatus]):
+    """A status map that counts lookups, to bound the work `propagate` does without timing it."""
+
+    lookups = 0
+
+    def get(self, key: str, default: StageStatus | None = None) -> StageStatus | None:  # type: ignore[override]
+        self.lookups += 1
+        return super().get(key, default)
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_order_matches_the_specified_order_on_random_graphs(seed: int) -> None:
+    import random
+
+    rng = random.Random(seed)
+    names = [f"n{i}" for i in range(rng.randint(1, 25))]
+    rank = {name: i for i, name in enumerate(rng.sample(names, len(names)))}  # a hidden valid order
+    needs = {
+        name: [d for d in rng.sample(names, rng.randint(0, 4)) if rank[d] < rank[name]] for name in names
+    }
+    dag = Dag(needs)
+    assert dag.order == reference_order(needs)
+    assert find_cycle(needs) is None
+
+
+def test_reverse_chain_of_10000_orders_without_recursion() -> None:
+    needs = reverse_chain(10_000)
+    assert find_cycle(needs) is None
+    dag = Dag(needs)
+    assert dag.order == [f"s{i}" for i in range(10_000)]
+    assert dag.ready({}) == ["s0"]
+
+
+def test_cycle_at_the_end_of_a_long_chain_is_reported_with_its_path() -> None:
+    needs = reverse_chain(5_000)
+    needs["s0"] = ["s4999"]  # closes the whole chain into one cycle
+    cycle = find_cycle(needs)
+    assert cycle is not None and len(cycle) == 5_001
+    assert cycle[:3] == ["s4999", "s4998", "s4997"] and cycle[-2:] == ["s0", "s4999"]
+    with pytest.raises(ValueError, match="dependency cycle: s4999 -> s4998 -> "):
+        Dag(needs)
+
+
+def test_short_cycle_below_a_long_chain_reports_only_the_cycle() -> None:
+    needs = {f"s{i}": [f"s{i + 1}"] for i in range(3_000)}
+    needs["s3000"] = ["s3001"]
+    needs["s3001"] = ["s3000"]
+    assert find_cycle(needs) == ["s3000", "s3001", "s3000"]
+
+
+def test_duplicate_needs_are_counted_consistently() -> None:
+    dag = Dag({"a": [], "b": ["a", "a"]})
+    assert dag.order == ["a", "b"]
+    assert dag.dependents["a"] == ["b", "b"]
+
+
+def test_propagate_is_one_pass_on_a_long_chain() -> None:
+    n = 5_000
+    dag = Dag(reverse_chain(n))
+    status = CountingStatus({"s0": S.FAILED})
+    assert dag.propagate(status) == [f"s{i}" for i in range(1, n)]
+    # Each stage: its own status, then its one need's. Rounds until a fixpoint would be ~n²/2.
+    assert status.lookups <= 2 * n
+    assert all(status[f"s{i}"] is S.SKIPPED for i in range(1, n))
+
+
+def test_propagate_marks_in_topological_order() -> None:
+    dag = Dag({"f": [], "x1": ["f"], "y": ["x1"], "x2": ["f"]})
+    assert dag.propagate({"f": S.FAILED}) == ["x1", "y", "x2"]
+
+
+def test_ready_and_blocked_look_at_each_need_once() -> None:
+    n = 2_000
+    dag = Dag({"root": [], **{f"s{i}": ["root"] for i in range(n)}})
+    status = CountingStatus({"root": S.SUCCEEDED})
+    assert len(dag.ready(status)) == n
+    assert status.lookups <= 2 * (n + 1)
+    status = CountingStatus({"root": S.FAILED})
+    assert len(dag.blocked(status)) == n
+    assert status.lookups <= 2 * (n + 1)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+import re
+
 import pytest
 
 from controller.pipeline import interpolate
@@ -143,3 +146,53 @@ def test_substitute_is_single_pass() -> None:
 
 def test_substitute_value_with_backslashes_is_not_a_regex_template() -> None:
     assert substitute("${git.author}", {"git.author": r"a\1\g<0>b"}) == r"a\1\g<0>b"
+
+
+# --- linear scanning -------------------------------------------------------------------------
+
+# The single regex the scanner replaced: same matches, but it rescans to the next `}` from every `${`.
+OLD_REF = re.compile(r"\$\{\s*([A-Za-z_][A-Za-z0-9_]*\.[^}]*?)\s*\}")
+PIECES = ["${", "}", "{", "$", "a", "env", ".", " ", "\t", "git", "sha", "_1", "\n", "-", "x$"]
+
+
+@pytest.mark.parametrize("seed", range(300))
+def test_scanner_finds_what_the_regex_found(seed: int) -> None:
+    rng = random.Random(seed)
+    text = "".join(rng.choice(PIECES) for _ in range(rng.randint(0, 30)))
+    expected = [(m.start(), m.end(), m.group(1).strip()) for m in OLD_REF.finditer(text)]
+    refs, _ = scan(text)
+    valid = [(r.start, r.end) for r in refs]
+    assert valid == [(s, e) for s, e, body in expected if (s, e) in valid]
+    values = {body: f"<{body}>" for _, _, body in expected}
+    assert substitute(text, values) == OLD_REF.sub(lambda m: values[m.group(1).strip()], text)
+    assert substitute(text, {}) == text
+    unclosed = [m.start() for m in re.finditer(r"\$\{[^}]*\Z", text)]
+    problems = [p.start for p in scan(text)[1] if "never closed" in p.message]
+    assert problems == unclosed
+
+
+def test_many_unclosed_references_are_scanned_in_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each `${env.a` with no `}` after it made the old regex scan to the end of the text: quadratic
+    # (minutes for this text). The scanner tries each `${` once and looks for a `}` once.
+    tries = 0
+    real = interpolate._REF_START
+
+    class Counting:
+        def match(self, string: str, pos: int) -> re.Match[str] | None:
+            nonlocal tries
+            tries += 1
+            return real.match(string, pos)
+
+    monkeypatch.setattr(interpolate, "_REF_START", Counting())
+    refs, problems = scan("${env.a" * 50_000)
+    assert refs == [] and [(p.start, p.message) for p in problems] == [
+        (0, "variable reference '${' is never closed with '}'")
+    ]
+    assert tries == 1  # no `}` anywhere: nothing after the first `${` can be a reference
+
+    tries = 0
+    text = "${env.a" * 50_000 + "}"
+    refs, problems = scan(text)
+    assert refs == [] and [p.start for p in problems] == [0]  # one reference, its name is not valid
+    assert tries == 1
+    assert to_shell(text) == "${" + text[6:-1] + "}"

@@ -182,3 +182,26 @@ def test_unterminated_string_is_still_a_positioned_diagnostic() -> None:
     assert diag.message.startswith("KDL syntax error: ")
     assert diag.message.endswith(".")
     assert diag.severity == "error"
+
+
+def test_each_node_knows_where_the_next_one_starts() -> None:
+    source = "a 1; b { c; }\nd\n"
+    nodes, _ = parsed(source)
+    a, b, d = nodes
+    assert (a.end, b.end, b.children[0].end, d.end) == (5, 9, 14, len(source))
+
+
+def test_has_block_looks_only_at_the_node_s_own_text() -> None:
+    # On one line: the block after `stage "b"` is not `stage "a"`'s.
+    nodes, _ = parsed('stage "a"; stage "b" { }; stage "c"\n')
+    assert [n.has_block for n in nodes] == [False, True, False]
+
+
+def test_lookups_on_one_long_line_stop_at_the_next_node() -> None:
+    # A whole file on one line: each lookup reads only its node's own text, so diagnostics for every
+    # node of a 1 MiB one-line file cost a read of the file, not a read of the file per node.
+    source = "".join(f'n{i} "v{i}"; ' for i in range(2_000))
+    nodes, smap = parsed(source)
+    assert sum(n.end - n.offset for n in nodes) == len(source)  # disjoint extents, in order
+    assert smap.find_on_line(nodes[0], '"v0"') == (1, 4)
+    assert smap.find_on_line(nodes[0], '"v1999"') == (1, 1)  # on the line, but past the next node

@@ -332,3 +332,79 @@ def test_no_image_and_no_workdir_stay_empty() -> None:
     assert spec.image is None
     assert spec.workdir == ""
     assert spec.source is None
+
+
+# --- large pipelines -----------------------------------------------------------------------------
+
+
+def test_a_1000_stage_chain_in_reverse_order_plans_in_file_order_and_runs_in_need_order() -> None:
+    from controller.pipeline.dag import Dag
+
+    lines = ['pipeline "big"']
+    lines += [
+        f'stage "s{i}"' + (f' needs="s{i - 1}"' if i else "") + ' { run "echo ${stage.name}"; }'
+        for i in reversed(range(1_000))
+    ]
+    result = plan(load("\n".join(lines) + "\n"), ctx())
+    assert [s.name for s in result.specs[:2]] == ["s999", "s998"]  # declaration order
+    assert result.specs[0].needs == ("s998",) and result.specs[-1].needs == ()
+    dag = Dag(result.needs)
+    assert dag.order == [f"s{i}" for i in range(1_000)]
+    assert dag.ready({}) == ["s0"]
+
+
+def test_values_too_long_once_substituted_are_refused_before_they_are_built() -> None:
+    top = 'env "A0" "xxxxxxxx"\n' + "".join(
+        f'env "A{i}" "${{env.A{i - 1}}}${{env.A{i - 1}}}"\n' for i in range(1, 14)
+    )
+    pipeline = load(one_stage('run "x"\nenv "B" "${env.A13}${git.short_sha}"', top=top))  # 65,536 + 0
+    with pytest.raises(PipelineInvalid) as info:
+        plan(pipeline, ctx())  # the short sha makes it 8 characters too long
+    assert [d.message for d in info.value.diagnostics] == [
+        "env 'B' of stage 'build' is longer than 65,536 characters once its variables are substituted"
+    ]
+    assert len(plan(pipeline, ctx(sha="")).specs[0].env["B"]) == 65_536
+
+
+def test_pipeline_level_env_is_resolved_once_not_once_per_stage(monkeypatch: pytest.MonkeyPatch) -> None:
+    from controller.pipeline import interpolate
+
+    scans = 0
+    real = interpolate.references
+
+    def counting(text: str) -> list[interpolate.Reference]:
+        nonlocal scans
+        scans += 1
+        return real(text)
+
+    monkeypatch.setattr(interpolate, "references", counting)
+    top = "".join(f'env "E{i}" "v{i}-${{git.short_sha}}"\n' for i in range(50))
+    stages = "".join(f'stage "s{i}" {{ run "echo $E1"; }}\n' for i in range(1_000))
+    pipeline = load(f'pipeline "p"\n{top}{stages}')
+    scans = 0
+    result = plan(pipeline, ctx())
+    assert all(spec.env["E49"] == "v49-01234567" for spec in result.specs)
+    # 50 to see that no entry uses ${stage.*}, 50 to resolve them, one per stage for its command;
+    # per stage it would be 50 * 1,000 more.
+    assert scans == 50 + 50 + 1_000
+
+
+def test_pipeline_level_env_using_stage_variables_is_resolved_per_stage() -> None:
+    source = 'pipeline "p"\nenv "WHO" "${stage.name}"\nenv "TAG" "${env.WHO}-${stage.index}"\n'
+    source += 'stage "a" { run "x"; }\nstage "b" {\n    run "x"\n    env "MINE" "${env.TAG}!"\n}\n'
+    specs = plan(load(source), ctx()).specs
+    assert [(s.env["WHO"], s.env["TAG"]) for s in specs] == [("a", "a-0"), ("b", "b-1")]
+    assert specs[1].env["MINE"] == "b-1!"
+
+
+def test_a_missing_secret_in_pipeline_level_env_is_reported_for_each_stage_that_runs() -> None:
+    source = 'pipeline "p"\nenv "TOKEN" "${secrets.T}"\nstage "a" { run "x"; }\n'
+    source += 'stage "b" { run "x"; }\nstage "c" {\n    run "x"\n    when branch="release"\n}\n'
+    with pytest.raises(PipelineInvalid) as info:
+        plan(load(source), ctx())
+    assert [(d.line, d.message) for d in info.value.diagnostics] == [
+        (3, "stage 'a' uses secret 'T', which was not provided"),
+        (4, "stage 'b' uses secret 'T', which was not provided"),
+    ]
+    specs = plan(load(source), ctx(), {"T": "s3cret"}).specs
+    assert all(s.secrets == {"TOKEN": "s3cret"} and "TOKEN" not in s.env for s in specs)

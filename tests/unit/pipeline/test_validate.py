@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from controller.pipeline.model import Diagnostic, Location, Pipeline, PipelineInvalid
@@ -712,3 +714,60 @@ def test_pipeline_invalid_message_and_report() -> None:
     assert exc.report() == (
         "f:1:1: error: first\n    1 | a\n      | ^\nf:2:3: error: second\n    2 | bcd\n      |   ^\n  hint: h"
     )
+
+
+# --- large pipelines -----------------------------------------------------------------------------
+
+
+def reverse_chain(n: int, cycle: bool = False) -> str:
+    """s{n-1} declared first, needing s{n-2}, ... down to s0; with `cycle`, s0 needs s{n-1}."""
+    lines = ['pipeline "big"']
+    for i in reversed(range(n)):
+        need = f"s{i - 1}" if i else (f"s{n - 1}" if cycle else "")
+        lines.append(f'stage "s{i}"' + (f' needs="{need}"' if need else "") + ' { run "echo"; }')
+    return "\n".join(lines) + "\n"
+
+
+def test_a_1000_stage_chain_in_reverse_order_loads() -> None:
+    pipeline = load_pipeline(reverse_chain(1_000))
+    assert [s.name for s in pipeline.stages[:2]] == ["s999", "s998"]
+    assert pipeline.stage("s999").needs == ("s998",)
+
+
+def test_a_1000_stage_chain_closed_into_a_cycle_reports_the_cycle() -> None:
+    diagnostic = only(reverse_chain(1_000, cycle=True))
+    assert (diagnostic.line, diagnostic.col) == (2, 1)  # s999, where the search starts
+    assert diagnostic.message.startswith("dependency cycle: s999 -> s998 -> s997 -> ")
+    assert diagnostic.message.endswith(" -> s1 -> s0 -> s999")
+
+
+def test_unknown_needs_search_for_a_suggestion_a_bounded_number_of_times(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import difflib
+
+    searches = 0
+    real = difflib.get_close_matches
+
+    def counting(*args: Any, **kwargs: Any) -> list[str]:
+        nonlocal searches
+        searches += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(difflib, "get_close_matches", counting)
+    source = 'pipeline "p"\n' + "".join(
+        f'stage "s{i}" needs="ghost{i % 50}" {{ run "x"; }}\n' for i in range(2_000)
+    )
+    diagnostics = validate(source)
+    assert len(diagnostics) == 2_000
+    assert searches == 10  # one per distinct unknown name, at most ten
+    assert diagnostics[0].hint.startswith("stages: s1, s10, s100, ")  # not s0: that is the stage
+    assert diagnostics[0].hint.endswith(" and 1,979 more")
+    # Past the searches, the hint lists a few stages, never all 2,000.
+    assert diagnostics[-1].hint.startswith("stages: s0, s1, s10, ")
+    assert diagnostics[-1].hint.endswith(" and 1,979 more")
+
+
+def test_a_suggestion_is_never_the_stage_itself() -> None:
+    diagnostic = only('pipeline "p"\nstage "build" needs="buidl" { run "x"; }\nstage "test" { run "x"; }\n')
+    assert diagnostic.hint == "stages: test"
