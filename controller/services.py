@@ -8,7 +8,7 @@ from uuid import UUID
 
 from controller.agents.services import AgentRegistry
 from controller.events import EventBus
-from controller.runs.logs import LogStore
+from controller.scheduling.logs import LogStore
 from controller.scheduling.scheduler import Scheduler
 
 if TYPE_CHECKING:

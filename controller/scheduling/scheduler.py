@@ -29,7 +29,7 @@ from controller.pipeline.dag import Dag
 from controller.pipeline.model import Pipeline, PipelineInvalid
 from controller.pipeline.plan import GitContext, RunContext, plan
 from controller.pipeline.validate import load
-from controller.runs.logs import LogStore
+from controller.scheduling.logs import LogStore
 from controller.scheduling.model import (
     DEFAULT_INFRA_RETRIES,
     RunState,
@@ -171,7 +171,7 @@ class RunOrigin:
 
 
 class Store(Protocol):
-    """Persistence used by the scheduler (implemented with Piccolo in controller/scheduling/store.py)."""
+    """Persistence used by the scheduler (implemented with Piccolo in controller/scheduling/db_store.py)."""
 
     async def next_run_number(self, pipeline_id: UUID) -> int | None: ...
 

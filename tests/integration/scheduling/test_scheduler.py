@@ -20,10 +20,10 @@ from controller.agents.tables import Agent
 from controller.events import EventBus
 from controller.orgs.services import ensure_default_org_and_tenant
 from controller.pipelines.services import create_pipeline
-from controller.runs.logs import LogStore
 from controller.runs.tables import Run, StageRun
+from controller.scheduling.db_store import PiccoloStore
+from controller.scheduling.logs import LogStore
 from controller.scheduling.scheduler import AgentConn, CancelOrder, LeaseOffer, Scheduler
-from controller.scheduling.store import PiccoloStore
 
 PIPELINE = """
 pipeline "p"
