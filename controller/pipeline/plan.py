@@ -40,6 +40,8 @@ class RunContext:
     run_id: str = "local"
     run_number: int = 1
     source: WorkspaceSource | None = None
+    #: Variables the trigger passed: in every stage's environment and `${env.NAME}`, over the file's own.
+    env: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -130,9 +132,11 @@ def _compile(
 
     # Env entries in order (pipeline level, then the stage's); an entry whose value carries a
     # secret travels in `secrets` so it is masked and never shown as plain configuration.
-    resolved: dict[str, str] = {}
+    resolved: dict[str, str] = dict(ctx.env)  # the trigger's variables win over entries of the same name
     secret_keys: set[str] = set()
     for key, raw in (*pipeline.env, *stage.env):
+        if key in ctx.env:
+            continue
         value, has_secret = resolve(raw, resolved, secret_keys)
         resolved[key] = value
         if has_secret:

@@ -15,8 +15,10 @@ from controller.db.binding import write_transaction
 from controller.db.columns import Statement, insert_row, loaded, update_by_id
 from controller.pipelines.tables import Pipeline
 from controller.runs.tables import Run, StageRun
+from controller.scheduling.fleet import AgentConn
 from controller.scheduling.model import RunState, StageState
-from controller.scheduling.scheduler import CANCEL_GRACE_S, WHEN_SKIPPED, AgentConn, NewRun, RunOrigin
+from controller.scheduling.planning import CANCEL_GRACE_S, WHEN_SKIPPED
+from controller.scheduling.ports import NewRun, RunOrigin
 
 ACTIVE = [s.value for s in StageStatus if not s.finished]
 
@@ -145,7 +147,7 @@ CONFIG_CACHE_SIZE = 1024
 
 
 class PiccoloStore:
-    """Implements `controller.scheduling.scheduler.Store`."""
+    """Implements `controller.scheduling.ports.Store` on the Piccolo tables."""
 
     def __init__(self, org: UUID, tenant: UUID) -> None:
         self.org = org

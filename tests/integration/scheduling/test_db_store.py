@@ -15,7 +15,7 @@ from controller.runs.tables import Run, StageRun
 from controller.scheduling import db_store
 from controller.scheduling.db_store import PiccoloStore
 from controller.scheduling.model import RunState, StageState
-from controller.scheduling.scheduler import NewRun
+from controller.scheduling.ports import NewRun
 
 
 def _columns(statement: Statement) -> set[str]:
