@@ -104,6 +104,7 @@ _INSERT_RUN = insert_row(
         Run.finished_at,
         Run.pipeline_source,
         Run.workspace,
+        Run.env,
     ],
 )
 _INSERT_STAGE = insert_row(
@@ -200,6 +201,7 @@ class PiccoloStore:
                 run.finished_at,
                 new.source,
                 json.dumps(asdict(new.workspace) if new.workspace is not None else {}),
+                json.dumps(dict(new.env)),
             )
             for stage in run.stages.values():
                 await _INSERT_STAGE.run(
@@ -269,6 +271,7 @@ class PiccoloStore:
         if row is None:
             return None
         workspace = loaded(row["workspace"]) or None
+        env = loaded(row["env"]) or {}
         return RunOrigin(
             id=row["id"],
             pipeline_id=row["pipeline"],
@@ -280,6 +283,7 @@ class PiccoloStore:
             author=row["author"],
             source=row["pipeline_source"],
             workspace=WorkspaceSource(**workspace) if isinstance(workspace, dict) else None,
+            env={str(k): str(v) for k, v in env.items()} if isinstance(env, dict) else {},
         )
 
     async def load_agents(self) -> list[AgentConn]:

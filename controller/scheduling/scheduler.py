@@ -223,6 +223,8 @@ class Scheduler:
             if run is None:
                 return None
             run.cancel_requested = True
+            # Stored now, not only when the run's status changes: a restart must not forget it.
+            await self.store.save_run(run)
             deadline = self.clock() + timedelta(seconds=CANCEL_GRACE_S)
             for stage in run.stages.values():
                 if stage.status.finished:

@@ -55,7 +55,10 @@ async def test_a_run_written_by_the_store_reads_back_through_piccolo(db: Any) ->
         id=run_id, pipeline_id=pipeline["id"], number=number, status=StageStatus.QUEUED, created_at=started
     )
     run.stages["s"] = stage
-    await s.insert_run(NewRun(run, pipeline["id"], "main", "abc", "msg; $(x)", "me", "api"))
+    env = {"TARGET": "staging", "QUOTED": 'it\'s "x" ü'}
+    await s.insert_run(NewRun(run, pipeline["id"], "main", "abc", "msg; $(x)", "me", "api", env=env))
+    origin = await s.run_origin(run_id)
+    assert origin is not None and dict(origin.env) == env  # a re-run passes them again
 
     row = await Run.select().where(Run.id == run_id).first()
     assert row is not None
