@@ -13,7 +13,7 @@ from uuid import UUID
 from controller.agents.services import AgentRegistry
 from controller.events import EventBus
 from controller.runs.commands import RunCommands
-from controller.runs.logs import LogStore
+from controller.scheduling.logs import LogStore
 from controller.scheduling.scheduler import Scheduler
 
 if TYPE_CHECKING:

@@ -36,10 +36,10 @@ from controller.rpc.agent_service import AgentServicer
 from controller.rpc.auth import AgentAuthInterceptor
 from controller.rpc.buildit_service import BuildItServicer
 from controller.rpc.errors import ErrorInterceptor
-from controller.runs.logs import LogStore
+from controller.scheduling.db_store import PiccoloStore
+from controller.scheduling.logs import LogStore
 from controller.scheduling.model import StageState
 from controller.scheduling.scheduler import Scheduler
-from controller.scheduling.store import PiccoloStore
 from controller.settings import ControllerSettings
 from controller.triggers.trigger_engine import TriggerEngine
 

@@ -686,3 +686,8 @@ DOWNLOAD_ARTIFACTS: Method[str, ArtifactPart | None] = _method(
     lambda lease_id: pb.DownloadArtifactsRequest(lease_id=lease_id).SerializeToString(),
     lambda data: artifact_part_from_proto(pb.ArtifactChunk.FromString(data)),
 )
+
+
+def stage_update_ack_to_proto(status: StageStatus) -> pb.StageUpdateAck:
+    """The wire form of the controller's answer to a stage update: the status it recorded."""
+    return pb.StageUpdateAck(status=_STATUS_TO_PROTO[status])

@@ -19,7 +19,8 @@ from uuid import UUID
 from controller.agents.tables import Agent
 from controller.db.columns import loaded
 from controller.errors import AlreadyExists, Conflict, Invalid, NotFound, Unauthenticated
-from controller.scheduling.scheduler import AgentConn, Scheduler
+from controller.scheduling.fleet import AgentConn
+from controller.scheduling.scheduler import Scheduler
 
 MAX_CAPACITY = 256
 

@@ -41,6 +41,8 @@ class RunContext:
     run_id: str = "local"
     run_number: int = 1
     source: WorkspaceSource | None = None
+    #: Variables the trigger passed: in every stage's environment and `${env.NAME}`, over the file's own.
+    env: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -84,8 +86,8 @@ def plan(pipeline: Pipeline, ctx: RunContext, secrets: Mapping[str, str] | None 
     if pipeline.stages and not uses_stage:
         # The pipeline-level env is then the same in every stage: resolve it once, not once per
         # stage (10,000 stages x 256 entries took 15 s).
-        shared = _EnvState()
-        shared.add(pipeline.env, _values(pipeline, pipeline.stages[0], ctx), secrets)
+        shared = _EnvState.of_trigger(ctx)
+        shared.add(_overridable(pipeline.env, ctx), _values(pipeline, pipeline.stages[0], ctx), secrets)
     for stage in pipeline.stages:
         if stage.when_branch is not None and not fnmatch.fnmatchcase(ctx.git.branch, stage.when_branch):
             skipped.add(stage.name)
@@ -133,6 +135,11 @@ class _EnvState:
     missing: list[str] = field(default_factory=list)
     oversized: list[str] = field(default_factory=list)
 
+    @classmethod
+    def of_trigger(cls, ctx: RunContext) -> _EnvState:
+        """The state a run starts from: the variables its trigger passed."""
+        return cls(resolved=dict(ctx.env))
+
     def copy(self) -> _EnvState:
         """An independent copy: the shared pipeline-level state, continued by one stage."""
         return _EnvState(dict(self.resolved), set(self.secret_keys), list(self.missing), list(self.oversized))
@@ -177,6 +184,11 @@ class _EnvState:
                 self.secret_keys.discard(key)
 
 
+def _overridable(entries: Iterable[tuple[str, str]], ctx: RunContext) -> list[tuple[str, str]]:
+    """The file's env entries that no trigger variable replaces."""
+    return [(key, raw) for key, raw in entries if key not in ctx.env]
+
+
 def _compile(
     pipeline: Pipeline,
     stage: Stage,
@@ -197,12 +209,13 @@ def _compile(
 
     # Env entries in order (pipeline level, then the stage's); an entry whose value carries a
     # secret travels in `secrets` so it is masked and never shown as plain configuration.
+    # The trigger's variables (ctx.env) win over the file's entries of the same name.
     if shared is not None:
         state = shared.copy()
-        state.add(stage.env, values, secrets)
+        state.add(_overridable(stage.env, ctx), values, secrets)
     else:
-        state = _EnvState()
-        state.add((*pipeline.env, *stage.env), values, secrets)
+        state = _EnvState.of_trigger(ctx)
+        state.add(_overridable((*pipeline.env, *stage.env), ctx), values, secrets)
     resolved, secret_keys, missing = state.resolved, state.secret_keys, state.missing
 
     used_secrets: dict[str, str] = {}

@@ -24,8 +24,8 @@ from uuid import UUID
 from agent.contract.types import StageStatus
 from controller.errors import Invalid, NotFound
 from controller.events import Event, EventBus, Overflow
-from controller.runs.logs import LogStore
 from controller.runs.tables import StageRun
+from controller.scheduling.logs import LogStore
 from controller.scheduling.scheduler import Scheduler
 
 #: Largest piece read from the file or merged from live events at once.

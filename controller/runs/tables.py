@@ -51,6 +51,9 @@ class Run(Table):
     # workspace every stage fetches (JSON `{"repo_url", "commit_sha", "ref"}`, `{}` for none).
     pipeline_source = Text(default="")
     workspace = JSON(default={})
+    # Variables the trigger passed (`${env.NAME}`; JSON object name -> value, `{}` for none), given
+    # again to a re-run. Stored as passed; never logged.
+    env = JSON(default={})
 
     # Unique (pipeline, number): index run_pipeline_number_unique, made by a hand-written migration (Piccolo's
     # Unique() constraint is an ALTER TABLE ... ADD CONSTRAINT, which SQLite does not have).

@@ -7,12 +7,17 @@ scheduler mutates under its lock, so the hot paths (lease, log, heartbeat) need 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from uuid import UUID
 
 from agent.contract.types import StageSpec, StageStatus
 
 DEFAULT_INFRA_RETRIES = 2
+
+
+def now() -> datetime:
+    """Timezone-aware UTC now (what the database stores); the scheduler's default clock."""
+    return datetime.now(UTC)
 
 
 @dataclass(eq=False)
@@ -93,15 +98,3 @@ def run_status(run: RunState) -> StageStatus:
     if StageStatus.CANCELLED in states:
         return StageStatus.CANCELLED
     return StageStatus.SUCCEEDED
-
-
-def agent_can_run(
-    stage_labels: dict[str, str],
-    executor: str,
-    agent_labels: dict[str, str],
-    agent_executors: list[str] | tuple[str, ...],
-) -> bool:
-    """An agent may take a stage when it has every label the stage asks for and its executor."""
-    if executor not in agent_executors:
-        return False
-    return all(agent_labels.get(key) == value for key, value in stage_labels.items())

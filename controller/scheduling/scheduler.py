@@ -1,10 +1,14 @@
-"""The scheduler: plans runs, queues ready stages, leases them to agents, and follows them to the end.
+"""The scheduler: the lock-holding state machine that follows runs from trigger to end.
 
-One instance per controller process. Every mutation happens under one asyncio lock, is written to
-the database (through `Store`) and only then announced (to agents, to watchers), so nothing a
-user or an agent was told is lost when the controller dies. Nothing polls: a stage that becomes
-ready is matched against the agents' open lease streams at once, and a single timer task sleeps
-until the earliest lease, timeout or cancel deadline.
+One instance per controller process. Every mutation is an operation under one asyncio lock: the
+rules are decided by the pure functions of `planning`, the result is written through the `Store`
+(one transaction per operation) and only then announced (to agents on their lease streams, to
+watchers on the event bus), so nothing a user or an agent was told is lost when the controller
+dies. Nothing polls: a stage that becomes ready is matched against the agents' open lease streams
+at once, and a single timer task sleeps until the earliest lease, timeout or cancel deadline.
+
+Why one module past 500 lines: it is one concept, the lock. Every method here is an operation on
+the same in-memory state under it, and splitting them would only spread that invariant thin.
 """
 
 from __future__ import annotations
@@ -13,199 +17,49 @@ import asyncio
 import contextlib
 import functools
 import logging
-import re
 import secrets as pysecrets
-import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from dataclasses import replace
+from datetime import datetime, timedelta
 from uuid import UUID
 
-from agent.contract.types import StageSpec, StageStatus, WorkspaceSource
-from controller.errors import Conflict, Invalid, LeaseLost, NotFound, Unauthenticated
+from agent.contract.types import CancelReason, CancelStage, StageLease, StageStatus, WorkspaceSource
+from controller.errors import Conflict, LeaseLost, NotFound, Unauthenticated
 from controller.events import EventBus
-from controller.pipeline.dag import Dag
-from controller.pipeline.model import Pipeline, PipelineInvalid
-from controller.pipeline.plan import GitContext, RunContext, plan
-from controller.pipeline.validate import load
-from controller.runs.logs import LogStore
-from controller.scheduling.model import (
-    DEFAULT_INFRA_RETRIES,
-    RunState,
-    StageState,
-    agent_can_run,
-    run_status,
+from controller.pipeline.plan import GitContext
+from controller.scheduling.fleet import CLOSE, AgentConn, AgentEvent, StreamClosed
+from controller.scheduling.logs import LogStore
+from controller.scheduling.model import DEFAULT_INFRA_RETRIES, RunState, StageState, now, run_status
+from controller.scheduling.planning import (
+    CANCEL_GRACE_S,
+    RETRYABLE,
+    TIMEOUT_GRACE_S,
+    WHEN_SKIPPED,
+    Due,
+    RunRequest,
+    advance,
+    build_run,
+    check_env,
+    check_retry,
+    check_trigger,
+    clamp_finished,
+    due,
+    match,
+    next_deadline,
+    parse,
+    retry_resets,
 )
+from controller.scheduling.ports import NewRun, Store
+
+# Part of the scheduler's public surface (imported by the doors through this module).
+__all__ = ["RETRYABLE", "WHEN_SKIPPED", "Scheduler", "check_trigger", "now"]
 
 log = logging.getLogger(__name__)
 
-CANCEL_GRACE_S = 10.0
-TIMEOUT_GRACE_S = 5.0
-#: The message of a stage skipped by its `when` (a reloaded run recognises those stages by it).
-WHEN_SKIPPED = "skipped: its 'when' condition does not match"
-#: Stage statuses an operator may retry.
-RETRYABLE = frozenset({StageStatus.FAILED, StageStatus.TIMED_OUT, StageStatus.ERROR, StageStatus.CANCELLED})
-
-
-def now() -> datetime:
-    """Timezone-aware UTC now (what the database stores)."""
-    return datetime.now(UTC)
-
-
-_SHA = re.compile(r"[0-9a-fA-F]{4,64}\Z")
-
-
-def check_trigger(branch: str, sha: str, message: str, author: str) -> None:
-    """Refuse trigger input that could not be stored or shown faithfully (same rules for REST and gRPC)."""
-    if (
-        not isinstance(branch, str)
-        or not branch.strip()
-        or len(branch) > 255
-        or any(c in branch for c in "\0\n\r")
-    ):
-        raise Invalid("'branch' must be a branch name (1-255 characters, one line), e.g. \"main\"")
-    if sha and (not isinstance(sha, str) or not _SHA.match(sha)):
-        raise Invalid(f"'sha' must be a hexadecimal commit id (4-64 digits), got {sha!r}")
-    for field_name, value, limit in (("message", message, 10_000), ("author", author, 255)):
-        if not isinstance(value, str) or "\0" in value or len(value) > limit:
-            raise Invalid(f"'{field_name}' must be text of at most {limit} characters without NUL characters")
-
-
-@dataclass(frozen=True)
-class LeaseOffer:
-    """A stage pushed to an agent."""
-
-    lease_id: str
-    run_id: UUID
-    stage_id: UUID
-    attempt: int
-    deadline: datetime
-    spec: StageSpec
-
-
-@dataclass(frozen=True)
-class CancelOrder:
-    """Tell an agent to stop a leased stage."""
-
-    lease_id: str
-    reason: str  # "user" | "timeout" | "lease_lost"
-    message: str = ""
-
-
-AgentEvent = LeaseOffer | CancelOrder
-
-
-@dataclass(eq=False)
-class AgentConn:
-    """A registered agent as the scheduler sees it."""
-
-    id: UUID
-    name: str
-    labels: dict[str, str]
-    executors: tuple[str, ...]
-    capacity: int
-    version: str
-    running: set[str] = field(default_factory=set)
-    events: asyncio.Queue[AgentEvent] | None = None
-    stream_id: int = 0
-    agent_draining: bool = False
-    operator_draining: bool = False
-    last_seen: datetime | None = None
-
-    @property
-    def online(self) -> bool:
-        """Has an open lease stream."""
-        return self.events is not None
-
-    @property
-    def draining(self) -> bool:
-        """Effectively draining: the agent said so (SIGTERM) or an operator drained it."""
-        return self.agent_draining or self.operator_draining
-
-    @property
-    def drain_requested_by(self) -> str | None:
-        """Who drains it: "operator" (wins: it outlives the agent process), "agent", or None."""
-        if self.operator_draining:
-            return "operator"
-        return "agent" if self.agent_draining else None
-
-    @property
-    def free(self) -> int:
-        """Slots free for new leases (none while draining or disconnected)."""
-        if not self.online or self.draining:
-            return 0
-        return self.capacity - len(self.running)
-
-
-@dataclass(frozen=True)
-class NewRun:
-    """What the store needs to insert a run and its stages."""
-
-    run: RunState
-    pipeline_id: UUID
-    branch: str
-    sha: str
-    message: str
-    author: str
-    trigger: str
-    error: str = ""
-    source: str = ""
-    workspace: WorkspaceSource | None = None
-
-
-@dataclass(frozen=True)
-class RunOrigin:
-    """What a stored run was made from: all a re-run needs to build the same thing again."""
-
-    id: UUID
-    pipeline_id: UUID
-    number: int
-    status: StageStatus
-    branch: str
-    sha: str
-    message: str
-    author: str
-    source: str  # the pipeline file it was planned from ("" for runs stored before it was kept)
-    workspace: WorkspaceSource | None
-
-
-class Store(Protocol):
-    """Persistence used by the scheduler (implemented with Piccolo in controller/scheduling/store.py)."""
-
-    async def next_run_number(self, pipeline_id: UUID) -> int | None: ...
-
-    async def pipeline_config(self, pipeline_id: UUID) -> tuple[str, str] | None: ...
-
-    async def insert_run(self, new: NewRun) -> None: ...
-
-    async def save_stage(self, stage: StageState) -> None: ...
-
-    async def save_run(self, run: RunState) -> None: ...
-
-    async def load_active_runs(self) -> list[RunState]: ...
-
-    async def load_run(self, run_id: UUID) -> RunState | None: ...
-
-    async def run_origin(self, run_id: UUID) -> RunOrigin | None: ...
-
-    async def load_agents(self) -> list[AgentConn]: ...
-
-    async def save_agent_status(self, agent: AgentConn) -> None: ...
-
-    def transaction(self) -> contextlib.AbstractAsyncContextManager[object]:
-        """One database transaction: the writes of one scheduler operation commit together."""
-        ...
-
-
-@functools.lru_cache(maxsize=64)
-def _load(source: str) -> Pipeline:
-    """Parsed pipelines by source: runs of one pipeline share it (a Pipeline is immutable).
-
-    A PipelineInvalid is not cached (lru_cache does not keep exceptions): a broken pipeline is
-    rare and its run ends at once.
-    """
-    return load(source, ".buildit.kdl")
+#: Pipeline sources longer than this (characters) are parsed and planned in a worker thread: the
+#: event loop (every agent and request) must not stall on one big file; small ones stay inline,
+#: where a thread hop would cost more than the work.
+OFFLOAD_SOURCE_CHARS = 64 * 1024
 
 
 class Scheduler:
@@ -219,13 +73,16 @@ class Scheduler:
         lease_ttl_s: float = 15.0,
         heartbeat_interval_s: float = 3.0,
         infra_retries: int = DEFAULT_INFRA_RETRIES,
+        clock: Callable[[], datetime] = now,
     ) -> None:
+        """`clock` gives the time for every deadline (tests pass a clock they move by hand)."""
         self.store = store
         self.logs = logs
         self.events = events
         self.lease_ttl = timedelta(seconds=lease_ttl_s)
         self.heartbeat_interval_s = heartbeat_interval_s
         self.infra_retries = infra_retries
+        self.clock = clock
         self.runs: dict[UUID, RunState] = {}
         self.by_lease: dict[str, StageState] = {}
         self.agents: dict[UUID, AgentConn] = {}
@@ -235,23 +92,31 @@ class Scheduler:
         self._timer: asyncio.Task[None] | None = None
         self._streams = 0
         self.lease_listeners: list[Callable[[StageState], None]] = []
+        self._announce = _Announcements(events)
 
     @contextlib.asynccontextmanager
     async def _operation(self) -> AsyncIterator[None]:
-        """One scheduler operation: exclusive (the lock) and one database transaction.
+        """One scheduler operation: exclusive (the lock), one database transaction, then its events.
 
         A stage transition writes several rows (the stage, its run, the next stage's lease); one
-        commit for them all costs less than a commit each, and no reader sees half of it.
+        commit for them all costs less than a commit each, and no reader sees half of it. Events
+        go to watchers once the transaction has ended (still under the lock, so in order): a
+        watcher that reads the database on an event finds what the event announced.
         """
-        async with self._lock, self.store.transaction():
-            yield
+        async with self._lock:
+            self._announce.hold()
+            try:
+                async with self.store.transaction():
+                    yield
+            finally:
+                self._announce.release()
 
     async def settled(self) -> None:
         """Wait until the operation running now has committed.
 
-        Events are published inside an operation's transaction: a reader on another connection
-        (PostgreSQL) that wants the rows an event announced waits here first. The lock is fair, so
-        this queues behind the current operation only and costs the scheduler nothing.
+        Why, although events are announced after their commit: a reader that acts on something
+        else (a REST answer, the scheduler's in-memory state) waits here for the rows behind it.
+        The lock is fair, so this queues behind the current operation only and costs nothing.
         """
         async with self._lock:
             pass
@@ -265,7 +130,7 @@ class Scheduler:
         Every held lease gets a fresh deadline of one TTL from now: an agent that reconnects and
         heartbeats keeps its stage running; a lease nobody claims expires then and is requeued.
         """
-        grace = now() + self.lease_ttl
+        grace = self.clock() + self.lease_ttl
         async with self._operation():
             for agent in await self.store.load_agents():
                 self.agents[agent.id] = agent
@@ -280,7 +145,7 @@ class Scheduler:
                             self.agents[stage.agent_id].running.add(stage.lease_id)
                     elif stage.status is StageStatus.QUEUED:
                         self.queue.append(stage)
-            self.queue.sort(key=lambda s: (s.queued_at or now(), s.index))
+            self.queue.sort(key=lambda s: (s.queued_at or grace, s.index))
             for agent in self.agents.values():
                 await self.store.save_agent_status(agent)
             await self._expire_due()
@@ -296,7 +161,7 @@ class Scheduler:
                 await self._timer
         for agent in self.agents.values():
             if agent.events is not None:
-                agent.events.put_nowait(_CLOSE)  # type: ignore[arg-type]
+                agent.events.put_nowait(CLOSE)
 
     # ------------------------------------------------------------------ runs
 
@@ -316,71 +181,40 @@ class Scheduler:
 
         `source` is the pipeline file to run instead of the stored one (a watched repository's
         `.buildit.kdl` at the commit); an invalid one makes a run in `error` with its diagnostics.
-        `workspace` is the commit every stage's workspace is fetched at.
+        `workspace` is the commit every stage's workspace is fetched at. `env` are variables for
+        this run (`${env.NAME}`, overriding the pipeline's own), checked by `check_env`.
+
+        Parsing and planning happen outside the lock (in a worker thread for big sources), so a
+        big pipeline file never stalls the agents and requests the other operations serve; only
+        taking the run number and storing the run are operations.
         """
         check_trigger(branch, sha, message, author)
+        variables = check_env(env)
         if source is None:
             config = await self.store.pipeline_config(pipeline_id)
             if config is None:
                 raise NotFound(f"pipeline {pipeline_id} not found")
             _, source = config
+        offload = len(source) > OFFLOAD_SOURCE_CHARS
+        parsed = await asyncio.to_thread(parse, source) if offload else parse(source)
         async with self._operation():
             number = await self.store.next_run_number(pipeline_id)
-            if number is None:
-                raise NotFound(f"pipeline {pipeline_id} not found")
-            run_id = uuid.uuid4()
-            run = RunState(
-                id=run_id,
-                pipeline_id=pipeline_id,
-                number=number,
-                status=StageStatus.PENDING,
-                created_at=now(),
-            )
-            error = ""
-            try:
-                pipeline = _load(source)
-                ctx = RunContext(
-                    git=GitContext(sha=sha, branch=branch, message=message, author=author),
-                    pipeline_id=str(pipeline_id),
-                    run_id=str(run_id),
-                    run_number=number,
-                    source=workspace,
-                )
-                compiled = plan(pipeline, ctx, {})
-            except PipelineInvalid as exc:
-                error = "\n".join(d.format() for d in exc.diagnostics)
-                compiled = None
-            if compiled is not None:
-                run.when_skipped = compiled.skipped
-                for spec in compiled.specs:
-                    stage = StageState(
-                        id=uuid.uuid4(),
-                        run_id=run_id,
-                        name=spec.name,
-                        index=spec.index,
-                        status=StageStatus.PENDING,
-                        spec=spec,
-                        needs=spec.needs,
-                        executor="docker" if spec.image else "local",
-                        labels=dict(spec.labels),
-                    )
-                    if spec.name in compiled.skipped:
-                        stage.status = StageStatus.SKIPPED
-                        stage.message = WHEN_SKIPPED
-                        stage.finished_at = now()
-                    run.stages[spec.name] = stage
-            else:
-                run.status = StageStatus.ERROR
-                run.error = error
-                run.finished_at = now()
-            await self.store.insert_run(
-                NewRun(run, pipeline_id, branch, sha, message, author, trigger, error, source, workspace)
-            )
-            if compiled is not None:
-                self.runs[run_id] = run
+        if number is None:
+            raise NotFound(f"pipeline {pipeline_id} not found")
+        git = GitContext(sha=sha, branch=branch, message=message, author=author)
+        request = RunRequest(pipeline_id, number, git, workspace, variables)
+        build = functools.partial(build_run, parsed, request, self.clock())
+        run = await asyncio.to_thread(build) if offload else build()
+        new = NewRun(
+            run, pipeline_id, branch, sha, message, author, trigger, run.error, source, workspace, variables
+        )
+        async with self._operation():
+            await self.store.insert_run(new)
+            if not run.status.finished:
+                self.runs[run.id] = run
                 await self._advance(run)
-            self.events.publish_run(run)
-            return run
+            self._announce.publish_run(run)
+        return run
 
     async def cancel_run(self, run_id: UUID, reason: str = "") -> RunState | None:
         """Cancel a run: unstarted stages end now, running ones are told to stop (within 1 s).
@@ -393,13 +227,17 @@ class Scheduler:
             if run is None:
                 return None
             run.cancel_requested = True
-            deadline = now() + timedelta(seconds=CANCEL_GRACE_S)
+            # Stored now, not only when the run's status changes: a restart must not forget it.
+            await self.store.save_run(run)
+            deadline = self.clock() + timedelta(seconds=CANCEL_GRACE_S)
             for stage in run.stages.values():
                 if stage.status.finished:
                     continue
                 if stage.lease_id is not None:
                     stage.cancel_deadline = deadline
-                    self._tell(stage, CancelOrder(stage.lease_id, "user", f"the run was cancelled{why}"))
+                    self._tell(
+                        stage, CancelStage(stage.lease_id, CancelReason.USER, f"the run was cancelled{why}")
+                    )
                     await self.store.save_stage(stage)
                 else:
                     await self._finish_stage(
@@ -425,49 +263,19 @@ class Scheduler:
         stage gets its full `retries` budget and its full allowance of lost agents again, as a
         new run would give it. The attempt number keeps counting, so logs never collide.
 
-        Refused (SchedulingError "conflict") for a stage in any other status, for a stage whose
-        own needs have not all succeeded (retry those instead), and while the run is being
-        cancelled; "not_found" for an unknown run or stage. A refusal changes nothing.
+        Refused (Conflict) for a stage in any other status, for a stage whose own needs have not
+        all succeeded (retry those instead), and while the run is being cancelled; NotFound for
+        an unknown run or stage. A refusal changes nothing.
         """
         async with self._operation():
             run = self.runs.get(run_id)
+            active = run is not None
             if run is None:
                 run = await self.store.load_run(run_id)
                 if run is None:
                     raise NotFound(f"run {run_id} not found")
-                active = False
-            else:
-                active = True
-            stage = run.stages.get(stage_name)
-            if stage is None:
-                names = ", ".join(run.stages) or "none (the pipeline could not be planned)"
-                raise NotFound(f"run {run.number} has no stage '{stage_name}'; its stages: {names}")
-            if stage.status not in RETRYABLE:
-                raise Conflict(
-                    f"stage '{stage_name}' is {stage.status.value}; only a failed, timed-out, errored "
-                    "or cancelled stage can be retried",
-                )
-            if active and run.cancel_requested:
-                raise Conflict(
-                    f"run {run.number} is being cancelled; wait until it has finished, then retry "
-                    f"stage '{stage_name}'",
-                )
-            unmet = [n for n in stage.needs if run.stages[n].status is not StageStatus.SUCCEEDED]
-            if unmet:
-                raise Conflict(
-                    f"stage '{stage_name}' needs {', '.join(repr(n) for n in unmet)}, which did not "
-                    f"succeed; retry {'that stage' if len(unmet) == 1 else 'those stages'} instead "
-                    f"('{stage_name}' runs after it succeeds)",
-                )
-            dag = Dag({name: s.needs for name, s in run.stages.items()})
-            below = dag.descendants(stage_name)
-            reset = [
-                s
-                for s in run.stages.values()
-                if s.name in below
-                and s.name not in run.when_skipped
-                and s.status in (StageStatus.SKIPPED, StageStatus.CANCELLED)
-            ]
+            stage = check_retry(run, stage_name, active)
+            reset = retry_resets(run, stage_name)
             self._reset(stage, f"retried (attempt {stage.attempt + 1})", new_attempt=True)
             for other in reset:
                 # A stage below never ran while its need was unfinished; should one have a log
@@ -480,10 +288,10 @@ class Scheduler:
             if not active:
                 self.runs[run.id] = run
             await self.store.save_run(run)
-            self.events.publish_run(run)
+            self._announce.publish_run(run)
             for changed in (stage, *reset):
                 await self.store.save_stage(changed)
-                self.events.publish_stage(changed)
+                self._announce.publish_stage(changed)
             await self._advance(run)
             await self._dispatch()
             return run
@@ -509,15 +317,16 @@ class Scheduler:
         stage.log_verified = False
 
     async def rerun(self, run_id: UUID, repo_url: str | None = None) -> RunState:
-        """A new run (next number) of a finished run: same pipeline file, commit and metadata.
+        """A new run (next number) of a finished run: same pipeline file, commit, metadata and env.
 
         Why: to build exactly the same thing again (a flaky failure, a changed environment). A
         run of a watched repository is planned from the `.buildit.kdl` it used (stored with the
         run) and fetches the same commit; `repo_url` replaces the stored mirror URL, which
         changes when the controller's address does. Runs stored before the pipeline file was
-        kept with the run use the pipeline's current file. Its trigger is "rerun".
+        kept with the run use the pipeline's current file. Its trigger is "rerun"; the variables
+        its trigger passed are passed again.
 
-        Refused: an unfinished run ("conflict": cancel it first), an unknown one ("not_found").
+        Refused: an unfinished run (Conflict: cancel it first), an unknown one (NotFound).
         """
         origin = await self.store.run_origin(run_id)
         if origin is None:
@@ -539,6 +348,7 @@ class Scheduler:
             trigger="rerun",
             source=origin.source or None,
             workspace=workspace,
+            env=origin.env,
         )
 
     # ------------------------------------------------------------------ agents
@@ -558,7 +368,7 @@ class Scheduler:
             if agent.operator_draining != draining:
                 agent.operator_draining = draining
                 await self.store.save_agent_status(agent)
-                self.events.publish_agent(agent)
+                self._announce.publish_agent(agent)
                 if not draining:
                     await self._dispatch()
             return agent
@@ -587,21 +397,23 @@ class Scheduler:
         agent = self.agents.get(agent_id)
         if agent is None:
             raise Unauthenticated("unknown agent")
-        queue: asyncio.Queue[AgentEvent] = asyncio.Queue()
+        queue: asyncio.Queue[AgentEvent | StreamClosed] = asyncio.Queue()
         async with self._operation():
             if agent.events is not None:
-                agent.events.put_nowait(_CLOSE)  # type: ignore[arg-type]
+                agent.events.put_nowait(CLOSE)
             self._streams += 1
             stream_id = self._streams
             agent.events, agent.stream_id = queue, stream_id
-            agent.last_seen = now()
+            agent.last_seen = self.clock()
             # A draining agent closes its lease stream for good: one opening a stream is not (a
             # restarted process that drained before). An operator's drain stays.
             agent.agent_draining = False
             reported = set(running_lease_ids)
             for lease_id in reported - agent.running:
                 queue.put_nowait(
-                    CancelOrder(lease_id, "lease_lost", "the controller no longer holds this lease")
+                    CancelStage(
+                        lease_id, CancelReason.LEASE_LOST, "the controller no longer holds this lease"
+                    )
                 )
             for lease_id in list(agent.running - reported):
                 # Leased to this agent but it does not have it: it restarted or never got it.
@@ -612,7 +424,7 @@ class Scheduler:
             for lease_id in agent.running:
                 stage = self.by_lease.get(lease_id)
                 if stage is not None and stage.cancel_deadline is not None:
-                    queue.put_nowait(CancelOrder(lease_id, "user", "the run was cancelled"))
+                    queue.put_nowait(CancelStage(lease_id, CancelReason.USER, "the run was cancelled"))
             await self.store.save_agent_status(agent)
             await self._dispatch()
         try:
@@ -625,7 +437,7 @@ class Scheduler:
                 except TimeoutError:
                     yield None
                     continue
-                if isinstance(event, _Close):
+                if isinstance(event, StreamClosed):
                     return
                 yield event
         finally:
@@ -639,23 +451,23 @@ class Scheduler:
                 raise
 
     async def _stream_closed(
-        self, agent: AgentConn, stream_id: int, queue: asyncio.Queue[AgentEvent]
+        self, agent: AgentConn, stream_id: int, queue: asyncio.Queue[AgentEvent | StreamClosed]
     ) -> None:
         async with self._operation():
             if agent.stream_id == stream_id:
                 agent.events = None
-                agent.last_seen = now()
+                agent.last_seen = self.clock()
                 await self.store.save_agent_status(agent)
                 # Offers still queued were never delivered: put their stages back.
                 while not queue.empty():
                     pending = queue.get_nowait()
-                    if isinstance(pending, LeaseOffer):
+                    if isinstance(pending, StageLease):
                         stage = self.by_lease.get(pending.lease_id)
                         if stage is not None:
                             await self._lease_failed(
                                 stage, "the agent disconnected before it got the stage", count=False
                             )
-                self.events.publish_agent(agent)
+                self._announce.publish_agent(agent)
 
     async def heartbeat(
         self, agent_id: UUID, running_lease_ids: list[str], free_slots: int, draining: bool
@@ -666,13 +478,13 @@ class Scheduler:
             agent = self.agents.get(agent_id)
             if agent is None:
                 raise Unauthenticated("unknown agent")
-            agent.last_seen = now()
+            agent.last_seen = self.clock()
             if agent.agent_draining != draining:
                 # Only the agent's own flag: its heartbeat never clears an operator's drain.
                 was = agent.draining
                 agent.agent_draining = draining
                 await self.store.save_agent_status(agent)
-                self.events.publish_agent(agent)
+                self._announce.publish_agent(agent)
                 if was and not agent.draining:
                     await self._dispatch()
             for lease_id in running_lease_ids:
@@ -684,19 +496,19 @@ class Scheduler:
         return lost
 
     async def extend(self, agent_id: UUID, lease_id: str) -> StageState:
-        """Extend one lease (fenced)."""
+        """Extend one lease (fenced: LeaseLost when this agent does not hold it)."""
         async with self._operation():
             stage = self._current(agent_id, lease_id)
             await self._extend(stage)
             return stage
 
     async def _extend(self, stage: StageState) -> None:
-        deadline = now() + self.lease_ttl
+        current = self.clock()
         previous = stage.lease_deadline
-        stage.lease_deadline = deadline
+        stage.lease_deadline = current + self.lease_ttl
         # Persist only when the stored deadline has less than half a TTL left: the database sees one
         # write per half-TTL per lease, not one per heartbeat.
-        if previous is None or previous - now() < self.lease_ttl / 2:
+        if previous is None or previous - current < self.lease_ttl / 2:
             await self.store.save_stage(stage)
 
     def _current(self, agent_id: UUID, lease_id: str) -> StageState:
@@ -706,16 +518,17 @@ class Scheduler:
         return stage
 
     async def stage_started(self, agent_id: UUID, lease_id: str, started_at: datetime | None) -> StageState:
-        """The agent began running the stage."""
+        """The agent began running the stage (fenced)."""
         async with self._operation():
             stage = self._current(agent_id, lease_id)
             if stage.status is not StageStatus.RUNNING:
+                current = self.clock()
                 stage.status = StageStatus.RUNNING
-                stage.started_at = started_at or now()
-                stage.timeout_deadline = now() + timedelta(seconds=stage.spec.timeout_s + TIMEOUT_GRACE_S)
+                stage.started_at = started_at or current
+                stage.timeout_deadline = current + timedelta(seconds=stage.spec.timeout_s + TIMEOUT_GRACE_S)
                 await self._extend(stage)
                 await self.store.save_stage(stage)
-                self.events.publish_stage(stage)
+                self._announce.publish_stage(stage)
                 self._wake.set()
                 run = self.runs[stage.run_id]
                 await self._advance(run)
@@ -729,11 +542,13 @@ class Scheduler:
         exit_code: int | None,
         message: str,
         started_at: datetime | None = None,
+        finished_at: datetime | None = None,
     ) -> StageState:
-        """The agent reports how the stage ended; retries happen here.
+        """The agent reports how the stage ended (fenced); retries happen here.
 
         A stage that ended quickly may never have been reported running: `started_at` comes with
-        the final status then.
+        the final status then. `finished_at` is the agent's clock, kept within [started_at, now]
+        (`planning.clamp_finished`) so a skewed clock cannot record a nonsense duration.
         """
         async with self._operation():
             stage = self._current(agent_id, lease_id)
@@ -748,7 +563,8 @@ class Scheduler:
                 reason = message or status.value
                 await self._requeue(stage, f"attempt {stage.attempt} {reason}; retrying")
             else:
-                await self._finish_stage(stage, status, message)
+                ended = clamp_finished(finished_at, stage.started_at, self.clock())
+                await self._finish_stage(stage, status, message, ended)
             await self._advance(run)
             await self._dispatch()
             return stage
@@ -767,8 +583,17 @@ class Scheduler:
             stage.log_verified = True
             stage.log_seq = seq
             await self.store.save_stage(stage)
-            self.events.publish_log(stage, data)
+            self._announce.publish_log(stage, data)
             return seq, False
+
+    async def check_deadlines(self) -> None:
+        """Handle every lease, timeout and cancel deadline that has passed by the clock now.
+
+        The timer task does this when the earliest deadline comes; tests that move their clock by
+        hand call it to see what the timer would do.
+        """
+        async with self._operation():
+            await self._expire_due()
 
     # ------------------------------------------------------------------ internals
 
@@ -788,15 +613,17 @@ class Scheduler:
         stage.timeout_deadline = None
         stage.cancel_deadline = None
 
-    async def _finish_stage(self, stage: StageState, status: StageStatus, message: str) -> None:
+    async def _finish_stage(
+        self, stage: StageState, status: StageStatus, message: str, at: datetime | None = None
+    ) -> None:
         self._release(stage)
         stage.status = status
         stage.message = message
-        stage.finished_at = now()
+        stage.finished_at = at or self.clock()
         if stage in self.queue:
             self.queue.remove(stage)
         await self.store.save_stage(stage)
-        self.events.publish_stage(stage)
+        self._announce.publish_stage(stage)
 
     async def _requeue(self, stage: StageState, message: str) -> None:
         self._release(stage)
@@ -805,20 +632,20 @@ class Scheduler:
         stage.agent_id = None
         stage.exit_code = None
         stage.started_at = None
-        stage.queued_at = now()
+        stage.queued_at = self.clock()
         stage.log_seq = 0
         stage.log_size = 0
         stage.log_verified = False
         stage.message = message
         self.queue.append(stage)
         await self.store.save_stage(stage)
-        self.events.publish_stage(stage)
+        self._announce.publish_stage(stage)
 
     async def _lease_failed(self, stage: StageState, reason: str, count: bool = True) -> None:
         """An infrastructure failure (agent lost): requeue while infra retries remain."""
         old = stage.lease_id
         if old is not None:
-            self._tell(stage, CancelOrder(old, "lease_lost", reason))
+            self._tell(stage, CancelStage(old, CancelReason.LEASE_LOST, reason))
         run = self.runs[stage.run_id]
         if run.cancel_requested:
             await self._finish_stage(stage, StageStatus.CANCELLED, "cancelled")
@@ -835,24 +662,18 @@ class Scheduler:
 
     async def _advance(self, run: RunState) -> None:
         """Queue ready stages, skip blocked ones, update the run's status; dispatch."""
-        statuses = {name: s.status for name, s in run.stages.items()}
-        dag = Dag({name: s.needs for name, s in run.stages.items()})
         newly_queued: list[StageState] = []
         if not run.cancel_requested:
-            # Until none is left: a stage skipped here blocks the stages that need it in turn.
-            while blocked := dag.blocked(statuses):
-                for name in blocked:
-                    stage = run.stages[name]
-                    failed = [d for d in stage.needs if run.stages[d].status is not StageStatus.SUCCEEDED]
-                    message = f"skipped: needs {', '.join(failed)}"
-                    await self._finish_stage(stage, StageStatus.SKIPPED, message)
-                statuses = {name: s.status for name, s in run.stages.items()}
-            for name in dag.ready(statuses):
-                stage = run.stages[name]
-                stage.status = StageStatus.QUEUED
-                stage.queued_at = now()
-                self.queue.append(stage)
-                newly_queued.append(stage)
+            step = advance(run)
+            for stage, message in step.skip:
+                await self._finish_stage(stage, StageStatus.SKIPPED, message)
+            if step.ready:
+                queued_at = self.clock()
+                for stage in step.ready:
+                    stage.status = StageStatus.QUEUED
+                    stage.queued_at = queued_at
+                    self.queue.append(stage)
+                    newly_queued.append(stage)
         else:
             for stage in run.stages.values():
                 if stage.status is StageStatus.PENDING:
@@ -863,11 +684,12 @@ class Scheduler:
             if run.started_at is None and (status is StageStatus.RUNNING or status.finished):
                 # A run whose stages all ended before any was reported running starts with its first.
                 starts = [s.started_at for s in run.stages.values() if s.started_at is not None]
-                run.started_at = min(starts) if starts else (now() if status is StageStatus.RUNNING else None)
+                running = status is StageStatus.RUNNING
+                run.started_at = min(starts) if starts else (self.clock() if running else None)
             if status.finished:
-                run.finished_at = now()
+                run.finished_at = self.clock()
             await self.store.save_run(run)
-            self.events.publish_run(run)
+            self._announce.publish_run(run)
         if status.finished:
             self.runs.pop(run.id, None)
         await self._dispatch()
@@ -875,34 +697,22 @@ class Scheduler:
         for stage in newly_queued:
             if stage.lease_id is None:
                 await self.store.save_stage(stage)
-                self.events.publish_stage(stage)
+                self._announce.publish_stage(stage)
 
     async def _dispatch(self) -> None:
-        """Lease queued stages to agents with free slots, oldest stage first."""
+        """Lease queued stages to agents with free slots, oldest stage first (`planning.match`)."""
         if not self.queue:
             return
-        agents = [a for a in self.agents.values() if a.free > 0]
-        if not agents:
-            return
-        for stage in list(self.queue):
-            candidates = [
-                a
-                for a in agents
-                if a.free > 0 and agent_can_run(stage.labels, stage.executor, a.labels, a.executors)
-            ]
-            if not candidates:
-                continue
-            agent = max(candidates, key=lambda a: (a.free, -len(a.running)))
+        for stage, agent in match(list(self.queue), self.agents.values()):
             await self._lease(stage, agent)
-            if not any(a.free > 0 for a in agents):
-                return
 
     async def _lease(self, stage: StageState, agent: AgentConn) -> None:
         self.queue.remove(stage)
         lease_id = pysecrets.token_hex(16)
+        deadline = self.clock() + self.lease_ttl
         stage.lease_id = lease_id
         stage.agent_id = agent.id
-        stage.lease_deadline = now() + self.lease_ttl
+        stage.lease_deadline = deadline
         stage.log_seq = 0
         stage.log_size = 0
         stage.log_verified = False
@@ -912,16 +722,16 @@ class Scheduler:
         assert agent.events is not None
         spec = replace(stage.spec, labels=dict(stage.spec.labels))
         agent.events.put_nowait(
-            LeaseOffer(lease_id, stage.run_id, stage.id, stage.attempt, stage.lease_deadline, spec)
+            StageLease(lease_id, str(stage.run_id), str(stage.id), stage.attempt, deadline, spec)
         )
-        self.events.publish_stage(stage)
+        self._announce.publish_stage(stage)
         for listener in self.lease_listeners:
             listener(stage)
         self._wake.set()
 
     async def _expire_due(self) -> datetime | None:
         """Handle every deadline that passed; return the next one (None when there is none)."""
-        current = now()
+        current = self.clock()
         upcoming: datetime | None = None
         for stage in list(self.by_lease.values()):
             if stage.lease_id is None:
@@ -929,25 +739,21 @@ class Scheduler:
             run = self.runs.get(stage.run_id)
             if run is None:
                 continue
-            if stage.cancel_deadline is not None and stage.cancel_deadline <= current:
+            passed = due(stage, current)
+            if passed is Due.CANCEL:
                 await self._finish_stage(
                     stage, StageStatus.CANCELLED, "cancelled (the agent did not confirm)"
                 )
                 await self._advance(run)
-                continue
-            if stage.timeout_deadline is not None and stage.timeout_deadline <= current:
-                self._tell(stage, CancelOrder(stage.lease_id, "timeout", "the stage timed out"))
-                await self._finish_stage(
-                    stage,
-                    StageStatus.TIMED_OUT,
-                    f"timed out after {stage.spec.timeout_s:g}s (agent did not report)",
-                )
+            elif passed is Due.TIMEOUT:
+                self._tell(stage, CancelStage(stage.lease_id, CancelReason.TIMEOUT, "the stage timed out"))
+                timed_out = f"timed out after {stage.spec.timeout_s:g}s (agent did not report)"
+                await self._finish_stage(stage, StageStatus.TIMED_OUT, timed_out)
                 await self._advance(run)
-                continue
-            if stage.lease_deadline is not None and stage.lease_deadline <= current:
+            elif passed is Due.LEASE:
                 await self._lease_failed(stage, "the agent stopped renewing its lease")
-                continue
-            for deadline in (stage.cancel_deadline, stage.timeout_deadline, stage.lease_deadline):
+            else:
+                deadline = next_deadline(stage)
                 if deadline is not None and (upcoming is None or deadline < upcoming):
                     upcoming = deadline
         return upcoming
@@ -958,14 +764,50 @@ class Scheduler:
             self._wake.clear()
             async with self._operation():
                 upcoming = await self._expire_due()
-            timeout = None if upcoming is None else max((upcoming - now()).total_seconds(), 0.0) + 0.01
+            timeout = None if upcoming is None else max((upcoming - self.clock()).total_seconds(), 0.0) + 0.01
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):  # not wait_for: it can swallow stop()'s cancel
                     await self._wake.wait()
 
 
-class _Close:
-    """Sentinel that ends a lease stream."""
+class _Announcements:
+    """The event bus as an operation sees it: events are held while it runs, published after it.
 
+    Outside an operation (nothing holds them) an event is published at once.
+    """
 
-_CLOSE = _Close()
+    def __init__(self, bus: EventBus) -> None:
+        self.bus = bus
+        self._held: list[Callable[[], None]] | None = None
+
+    def hold(self) -> None:
+        """Start holding events (an operation began)."""
+        self._held = []
+
+    def release(self) -> None:
+        """Publish the held events in order and stop holding (the operation ended)."""
+        held, self._held = self._held or [], None
+        for publish in held:
+            publish()
+
+    def _emit(self, publish: Callable[[], None]) -> None:
+        if self._held is None:
+            publish()
+        else:
+            self._held.append(publish)
+
+    def publish_run(self, run: RunState) -> None:
+        """See `EventBus.publish_run`."""
+        self._emit(functools.partial(self.bus.publish_run, run))
+
+    def publish_stage(self, stage: StageState) -> None:
+        """See `EventBus.publish_stage`."""
+        self._emit(functools.partial(self.bus.publish_stage, stage))
+
+    def publish_agent(self, agent: AgentConn) -> None:
+        """See `EventBus.publish_agent`."""
+        self._emit(functools.partial(self.bus.publish_agent, agent))
+
+    def publish_log(self, stage: StageState, data: bytes) -> None:
+        """See `EventBus.publish_log` (one chunk per operation, so the offset it takes is this one's)."""
+        self._emit(functools.partial(self.bus.publish_log, stage, data))

@@ -1,6 +1,6 @@
 """Line-addressed pages of a stage log, so the log view never loads a whole log into the browser.
 
-Logs are append-only files addressed by byte offset (controller.runs.logs). The view asks for the
+Logs are append-only files addressed by byte offset (controller.scheduling.logs). The view asks for the
 tail, for the page before the first line it shows, for the page after the last, or for the page
 around line N (a `#L120` link); line numbers come from counting newlines over the file, which is
 fast enough for logs of millions of lines (bytes.count runs at memory speed).

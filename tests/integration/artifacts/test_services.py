@@ -12,9 +12,9 @@ from controller.artifacts import services
 from controller.artifacts.tables import Artifact
 from controller.orgs.services import ensure_default_org_and_tenant
 from controller.pipelines.services import create_pipeline
+from controller.scheduling.db_store import PiccoloStore
 from controller.scheduling.model import RunState, StageState
-from controller.scheduling.scheduler import NewRun
-from controller.scheduling.store import PiccoloStore
+from controller.scheduling.ports import NewRun
 
 
 async def make_run(*stage_names: str) -> tuple[UUID, UUID, UUID, dict[str, UUID]]:

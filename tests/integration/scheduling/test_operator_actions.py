@@ -15,13 +15,12 @@ from typing import Any
 
 import pytest
 
-from agent.contract.types import StageStatus, WorkspaceSource
+from agent.contract.types import CancelStage, StageLease, StageStatus, WorkspaceSource
 from controller.agents.tables import Agent
 from controller.errors import BuildItError
 from controller.events import Event
 from controller.pipelines.services import create_pipeline
 from controller.runs.tables import Run, StageRun
-from controller.scheduling.scheduler import CancelOrder, LeaseOffer
 from tests.integration.scheduling.test_scheduler import Harness, statuses
 
 CHAIN = """
@@ -65,7 +64,7 @@ async def run_row(run_id: uuid.UUID) -> dict[str, Any]:
     return row
 
 
-async def fail(harness: Harness, agent: uuid.UUID, offer: LeaseOffer, lines: bytes = b"") -> None:
+async def fail(harness: Harness, agent: uuid.UUID, offer: StageLease, lines: bytes = b"") -> None:
     await harness.run_stage(agent, offer, lines, status=StageStatus.FAILED, exit_code=1)
 
 
@@ -201,7 +200,7 @@ async def test_a_cancelled_run_is_resumed_by_retrying_its_cancelled_stage(harnes
     await harness.scheduler.stage_started(agent, offer.lease_id, None)
     await harness.scheduler.cancel_run(run.id)
     order = await harness.next_event(agent)
-    assert isinstance(order, CancelOrder)
+    assert isinstance(order, CancelStage)
     # While the cancel is under way nothing can be retried.
     with pytest.raises(BuildItError) as busy:
         await harness.scheduler.retry_stage(run.id, "b")
@@ -352,7 +351,7 @@ async def test_operator_drain_holds_new_leases_across_heartbeats_and_restarts(ha
     resumed = await harness.scheduler.set_operator_drain(agent, False)
     assert not resumed.draining and resumed.drain_requested_by is None
     offer = await harness.next_event(agent)
-    assert isinstance(offer, LeaseOffer) and offer.run_id == waiting.id
+    assert isinstance(offer, StageLease) and offer.run_id == str(waiting.id)
     row = await Agent.select().where(Agent.id == agent).first()
     assert (row["operator_drain"], row["status"]) == (False, "online")
     with pytest.raises(BuildItError) as missing:

@@ -15,15 +15,16 @@ from typing import Any
 
 import pytest
 
-from agent.contract.types import StageStatus
+from agent.contract.types import CancelStage, StageLease, StageStatus
 from controller.agents.tables import Agent
 from controller.events import EventBus
 from controller.orgs.services import ensure_default_org_and_tenant
 from controller.pipelines.services import create_pipeline
-from controller.runs.logs import LogStore
 from controller.runs.tables import Run, StageRun
-from controller.scheduling.scheduler import AgentConn, CancelOrder, LeaseOffer, Scheduler
-from controller.scheduling.store import PiccoloStore
+from controller.scheduling.db_store import PiccoloStore
+from controller.scheduling.fleet import AgentConn
+from controller.scheduling.logs import LogStore
+from controller.scheduling.scheduler import Scheduler
 
 PIPELINE = """
 pipeline "p"
@@ -98,7 +99,7 @@ class Harness:
     async def run_stage(
         self,
         agent_id: uuid.UUID,
-        offer: LeaseOffer,
+        offer: StageLease,
         lines: bytes = b"",
         status=StageStatus.SUCCEEDED,
         exit_code: int | None = 0,
@@ -130,7 +131,7 @@ async def test_dag_labels_and_retries(harness: Harness) -> None:
     run = await harness.scheduler.trigger(pipeline["id"])
     assert run.number == 1
     offer = await harness.next_event(plain)
-    assert isinstance(offer, LeaseOffer) and offer.spec.name == "a" and offer.attempt == 1
+    assert isinstance(offer, StageLease) and offer.spec.name == "a" and offer.attempt == 1
     await harness.run_stage(plain, offer, b"$ echo a\na\n")
     # b is ready for the plain agent; c needs a gpu agent that does not exist yet.
     offer_b = await harness.next_event(plain)
@@ -183,12 +184,12 @@ async def test_lease_expiry_requeues_then_gives_up_and_fences_the_zombie(db: Any
         offers = []
         for attempt in (1, 2, 3):
             offer = await harness.next_event(agent)
-            assert isinstance(offer, LeaseOffer) and offer.attempt == attempt
+            assert isinstance(offer, StageLease) and offer.attempt == attempt
             offers.append(offer)
             # Never heartbeat: the lease expires; the agent is told its lease is lost.
             lost = await harness.next_event(agent, timeout=5)
             assert (
-                isinstance(lost, CancelOrder)
+                isinstance(lost, CancelStage)
                 and lost.lease_id == offer.lease_id
                 and lost.reason == "lease_lost"
             )
@@ -261,7 +262,7 @@ async def test_cancel_tells_running_agents_and_ends_the_rest(harness: Harness) -
     await harness.scheduler.stage_started(agent, offer.lease_id, None)
     await harness.scheduler.cancel_run(run.id)
     order = await harness.next_event(agent, timeout=1)
-    assert isinstance(order, CancelOrder) and order.lease_id == offer.lease_id and order.reason == "user"
+    assert isinstance(order, CancelStage) and order.lease_id == offer.lease_id and order.reason == "user"
     assert (await statuses(run.id))["after"] == "cancelled"
     await harness.scheduler.stage_finished(agent, offer.lease_id, StageStatus.CANCELLED, None, "cancelled")
     row = await Run.select().where(Run.id == run.id).first()

@@ -20,10 +20,10 @@ from controller.git.mirror import MAX_PACKS
 from controller.orgs.services import ensure_default_org_and_tenant
 from controller.repos import services as repos
 from controller.repos.services import RepoSettings
-from controller.runs.logs import LogStore
 from controller.runs.tables import Run
+from controller.scheduling.db_store import PiccoloStore
+from controller.scheduling.logs import LogStore
 from controller.scheduling.scheduler import Scheduler
-from controller.scheduling.store import PiccoloStore
 from controller.triggers import trigger_engine as engine_module
 from controller.triggers.trigger_engine import TriggerEngine
 from tests.integration.triggers.gitrepos import commit, make_repo

@@ -408,3 +408,25 @@ def test_a_missing_secret_in_pipeline_level_env_is_reported_for_each_stage_that_
     ]
     specs = plan(load(source), ctx(), {"T": "s3cret"}).specs
     assert all(s.secrets == {"TOKEN": "s3cret"} and "TOKEN" not in s.env for s in specs)
+
+
+# --- trigger variables -----------------------------------------------------------------------------
+
+
+def test_trigger_variables_override_the_files_env_and_feed_env_references() -> None:
+    source = one_stage(
+        'env "MODE" "stage"\nenv "URL" "https://${env.HOST}/x"\n'
+        'image "img:${env.MODE}"\nrun "echo ${env.MODE}"',
+        top='env "MODE" "file"\nenv "HOST" "example.org"\n',
+    )
+    context = RunContext(git=GitContext(sha=SHA, branch="main"), env={"MODE": "$(rm -rf /)", "NEW": "n"})
+    spec = compile_one(source, context)
+    assert spec.env["MODE"] == "$(rm -rf /)" and spec.env["NEW"] == "n"
+    assert spec.env["URL"] == "https://example.org/x"  # untouched entries keep the file's values
+    assert spec.image == "img:$(rm -rf /)"
+    assert spec.commands == ("echo ${MODE}",)  # data for the shell, never shell syntax
+
+
+def test_without_trigger_variables_the_files_env_stands() -> None:
+    spec = compile_one(one_stage('env "MODE" "stage"\nrun "true"', top='env "MODE" "file"\n'))
+    assert spec.env["MODE"] == "stage"

@@ -15,8 +15,10 @@ from controller.db.binding import write_transaction
 from controller.db.columns import Statement, insert_row, loaded, update_by_id
 from controller.pipelines.tables import Pipeline
 from controller.runs.tables import Run, StageRun
+from controller.scheduling.fleet import AgentConn
 from controller.scheduling.model import RunState, StageState
-from controller.scheduling.scheduler import CANCEL_GRACE_S, WHEN_SKIPPED, AgentConn, NewRun, RunOrigin
+from controller.scheduling.planning import CANCEL_GRACE_S, WHEN_SKIPPED
+from controller.scheduling.ports import NewRun, RunOrigin
 
 ACTIVE = [s.value for s in StageStatus if not s.finished]
 
@@ -102,6 +104,7 @@ _INSERT_RUN = insert_row(
         Run.finished_at,
         Run.pipeline_source,
         Run.workspace,
+        Run.env,
     ],
 )
 _INSERT_STAGE = insert_row(
@@ -145,7 +148,7 @@ CONFIG_CACHE_SIZE = 1024
 
 
 class PiccoloStore:
-    """Implements `controller.scheduling.scheduler.Store`."""
+    """Implements `controller.scheduling.ports.Store` on the Piccolo tables."""
 
     def __init__(self, org: UUID, tenant: UUID) -> None:
         self.org = org
@@ -198,6 +201,7 @@ class PiccoloStore:
                 run.finished_at,
                 new.source,
                 json.dumps(asdict(new.workspace) if new.workspace is not None else {}),
+                json.dumps(dict(new.env)),
             )
             for stage in run.stages.values():
                 await _INSERT_STAGE.run(
@@ -267,6 +271,7 @@ class PiccoloStore:
         if row is None:
             return None
         workspace = loaded(row["workspace"]) or None
+        env = loaded(row["env"]) or {}
         return RunOrigin(
             id=row["id"],
             pipeline_id=row["pipeline"],
@@ -278,6 +283,7 @@ class PiccoloStore:
             author=row["author"],
             source=row["pipeline_source"],
             workspace=WorkspaceSource(**workspace) if isinstance(workspace, dict) else None,
+            env={str(k): str(v) for k, v in env.items()} if isinstance(env, dict) else {},
         )
 
     async def load_agents(self) -> list[AgentConn]:

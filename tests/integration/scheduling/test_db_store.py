@@ -12,10 +12,10 @@ from controller.db.columns import Statement
 from controller.orgs.services import ensure_default_org_and_tenant
 from controller.pipelines.services import create_pipeline
 from controller.runs.tables import Run, StageRun
-from controller.scheduling import store
+from controller.scheduling import db_store
+from controller.scheduling.db_store import PiccoloStore
 from controller.scheduling.model import RunState, StageState
-from controller.scheduling.scheduler import NewRun
-from controller.scheduling.store import PiccoloStore
+from controller.scheduling.ports import NewRun
 
 
 def _columns(statement: Statement) -> set[str]:
@@ -26,8 +26,8 @@ def _columns(statement: Statement) -> set[str]:
 
 def test_the_inserts_name_every_column_so_none_is_left_to_a_default() -> None:
     """A column added to a table must be added to the hand-built INSERT too (this fails until it is)."""
-    assert _columns(store._INSERT_RUN) == {c._meta.db_column_name for c in Run._meta.columns}
-    assert _columns(store._INSERT_STAGE) == {c._meta.db_column_name for c in StageRun._meta.columns}
+    assert _columns(db_store._INSERT_RUN) == {c._meta.db_column_name for c in Run._meta.columns}
+    assert _columns(db_store._INSERT_STAGE) == {c._meta.db_column_name for c in StageRun._meta.columns}
 
 
 async def test_a_run_written_by_the_store_reads_back_through_piccolo(db: Any) -> None:
@@ -55,7 +55,10 @@ async def test_a_run_written_by_the_store_reads_back_through_piccolo(db: Any) ->
         id=run_id, pipeline_id=pipeline["id"], number=number, status=StageStatus.QUEUED, created_at=started
     )
     run.stages["s"] = stage
-    await s.insert_run(NewRun(run, pipeline["id"], "main", "abc", "msg; $(x)", "me", "api"))
+    env = {"TARGET": "staging", "QUOTED": 'it\'s "x" ü'}
+    await s.insert_run(NewRun(run, pipeline["id"], "main", "abc", "msg; $(x)", "me", "api", env=env))
+    origin = await s.run_origin(run_id)
+    assert origin is not None and dict(origin.env) == env  # a re-run passes them again
 
     row = await Run.select().where(Run.id == run_id).first()
     assert row is not None
