@@ -20,6 +20,7 @@ from controller.errors import Conflict, Invalid, NotFound, Unprocessable
 from controller.pipelines.services import find_pipeline
 from controller.runs import services
 from controller.runs.services import RunRecord
+from controller.scheduling.planning import check_env
 from controller.scheduling.scheduler import Scheduler
 
 if TYPE_CHECKING:
@@ -123,6 +124,7 @@ class RunCommands:
 
     async def trigger(self, request: TriggerInput, target: Target | None = None) -> RunRecord:
         """Start a run of `request.target` (or of an already resolved `target`)."""
+        check_env(request.env)  # before any door's path: a bad variable refuses the trigger itself
         where = target if target is not None else await self.resolve(request.target)
         branch = request.branch.strip() if isinstance(request.branch, str) else request.branch
         if where.repository_id is not None and self.triggers is not None:

@@ -22,8 +22,14 @@ from agent.contract._gen import buildit_pb2_grpc as pb_grpc
 from tests.integration.fleet.harness import Agent, Controller, controller_with_agents, wait_for
 from tests.integration.triggers.gitrepos import commit, git, make_repo
 
-PIPELINE_V1 = 'pipeline "doors"\nstage "show" { run "echo version=one greeting=${env.GREETING}"; }\n'
-PIPELINE_V2 = 'pipeline "doors"\nstage "show" { run "echo version=two greeting=${env.GREETING}"; }\n'
+# ${env.GREETING} is declared with a default (validation refuses undeclared names: typos); a trigger
+# variable replaces it. EXTRA is not declared: it still reaches the stage's environment.
+PIPELINE = (
+    'pipeline "doors"\nenv "GREETING" "nobody"\n'
+    'stage "show" {{ run "echo version={} greeting=${{env.GREETING}} extra=$EXTRA"; }}\n'
+)
+PIPELINE_V1 = PIPELINE.format("one")
+PIPELINE_V2 = PIPELINE.format("two")
 
 
 @pytest.fixture
@@ -48,7 +54,7 @@ def repo(fleet: tuple[Controller, list[Agent]], tmp_path: Path) -> dict[str, Any
 
 def log_of(controller: Controller, run: dict[str, Any]) -> str:
     finished = controller.wait_run(run["pipeline_id"], run["number"])
-    assert finished["status"] == "succeeded", finished
+    assert finished["status"] == "succeeded", (finished["error"], finished["stages"])
     return controller.log(run["pipeline_id"], run["number"], "show")
 
 
@@ -59,13 +65,16 @@ def test_grpc_trigger_of_a_watched_repository_runs_the_exact_commit_with_env(
     with grpc.insecure_channel(controller.grpc_address) as channel:
         api = pb_grpc.BuildItServiceStub(channel)
         request = pb.TriggerRunRequest(
-            repository="doors", ref="refs/heads/main", commit_sha=repo["first"], env={"GREETING": "hi"}
+            repository="doors",
+            ref="refs/heads/main",
+            commit_sha=repo["first"],
+            env={"GREETING": "hi", "EXTRA": "more"},
         )
         run = api.TriggerRun(request, timeout=60).run
     assert run.commit_sha == repo["first"] and run.ref == "main"
     # The run of the older commit used that commit's .buildit.kdl, fetched from the repository now.
     body = controller.request("GET", f"/api/v1/pipelines/{repo['pipeline_id']}/runs/{run.number}")[1]
-    assert "version=one greeting=hi" in log_of(controller, body)
+    assert "version=one greeting=hi extra=more" in log_of(controller, body)
 
 
 def test_every_door_takes_the_repository_path(
