@@ -18,6 +18,7 @@ from controller.api_errors import (
     validation_handler,
 )
 from controller.artifacts.api import ArtifactsController
+from controller.db import ping
 from controller.deps import Deps
 from controller.errors import BuildItError, Unavailable
 from controller.hooks.api import HooksController
@@ -39,10 +40,8 @@ async def health() -> dict[str, str]:
 @get("/ready", tags=["health"])
 async def ready() -> dict[str, str]:
     """Readiness: the database answers."""
-    from controller.pipelines.tables import Pipeline
-
     try:
-        await Pipeline.count()
+        await ping()
     except Exception as exc:
         raise Unavailable(f"database not reachable: {exc.__class__.__name__}") from None
     return {"status": "ok", "database": "ok"}

@@ -6,7 +6,7 @@ driver. A process calls `open_database(url)` once at start and `close_database(e
 
 from __future__ import annotations
 
-from controller.db.binding import AnyEngine, bind, bound_engine, write_transaction
+from controller.db.binding import AnyEngine, bind, bound_engine, ping, write_transaction
 from controller.db.engine import (
     ACCEPTED_FORMS,
     DatabaseUnavailable,
@@ -29,6 +29,7 @@ __all__ = [
     "is_unique_violation",
     "migrate",
     "open_database",
+    "ping",
     "redact_url",
     "write_transaction",
 ]

@@ -81,3 +81,8 @@ def write_transaction() -> AbstractAsyncContextManager[Any]:
         return engine.transaction(transaction_type=TransactionType.immediate)
     transaction: AbstractAsyncContextManager[Any] = engine.transaction()
     return transaction
+
+
+async def ping() -> None:
+    """Ask the bound database a trivial question (readiness checks); raises when it cannot answer."""
+    await Migration.count()

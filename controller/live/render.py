@@ -14,10 +14,8 @@ from typing import Any
 from uuid import UUID
 
 from controller.agents.services import agent_json, list_agent_views
-from controller.agents.tables import Agent
 from controller.deps import Deps
-from controller.runs.services import run_json, stage_json
-from controller.runs.tables import Run, StageRun
+from controller.runs.services import agent_names, run_json, run_row_with_pipeline, stage_json, stage_rows
 
 
 async def settled(deps: Deps) -> None:
@@ -27,15 +25,7 @@ async def settled(deps: Deps) -> None:
 
 async def run_message(deps: Deps, run_id: UUID) -> dict[str, Any] | None:
     """`{"type":"run","run":…}`: `run_json` plus `pipeline_id` and `pipeline_name`."""
-    row = (
-        await Run.select(
-            *Run.all_columns(),
-            Run.pipeline.name.as_alias("pipeline_name"),
-            Run.pipeline.tenant.as_alias("pipeline_tenant"),
-        )
-        .where(Run.id == run_id)
-        .first()
-    )
+    row = await run_row_with_pipeline(run_id)
     if row is None or row["pipeline_tenant"] != deps.tenant:
         return None
     run = run_json(row)
@@ -45,21 +35,14 @@ async def run_message(deps: Deps, run_id: UUID) -> dict[str, Any] | None:
 
 async def run_tenant_ok(deps: Deps, run_id: UUID) -> bool:
     """Whether the run exists and belongs to this controller's tenant."""
-    row = await Run.select(Run.pipeline.tenant.as_alias("tenant")).where(Run.id == run_id).first()
-    return row is not None and row["tenant"] == deps.tenant
+    row = await run_row_with_pipeline(run_id)
+    return row is not None and row["pipeline_tenant"] == deps.tenant
 
 
 async def stage_messages(run_id: UUID, name: str | None = None) -> list[dict[str, Any]]:
     """`{"type":"stage","stage":…}` for one stage of a run (or all, in file order), plus `run_id`."""
-    query = StageRun.select().where(StageRun.run == run_id)
-    if name is not None:
-        query = query.where(StageRun.name == name)
-    rows = await query.order_by(StageRun.index)
-    agent_ids = list({r["agent"] for r in rows if r["agent"]})
-    names: dict[Any, str] = {}
-    if agent_ids:
-        for agent in await Agent.select(Agent.id, Agent.name).where(Agent.id.is_in(agent_ids)):
-            names[agent["id"]] = agent["name"]
+    rows = await stage_rows(run_id, name)
+    names = await agent_names(rows)
     out = []
     for row in rows:
         stage = stage_json(row, names)

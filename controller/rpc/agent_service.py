@@ -22,6 +22,7 @@ from grpc import aio
 from agent.contract import convert
 from agent.contract._gen import buildit_pb2 as pb
 from agent.contract._gen import buildit_pb2_grpc as pb_grpc
+from agent.contract.paths import artifact_path_problem
 from agent.contract.types import (
     ArtifactAck,
     ArtifactHeader,
@@ -33,7 +34,6 @@ from agent.contract.types import (
     RegisterResponse,
     StageStatus,
 )
-from agent.workspace import artifact_path_problem
 from controller.agents.services import AgentRegistry
 from controller.artifacts import services as artifacts
 from controller.artifacts.store import (

@@ -21,10 +21,10 @@ from controller.deps import Deps
 from controller.errors import Invalid, NotFound
 from controller.events import Overflow
 from controller.pipelines.parsing import parse
+from controller.runs import listing
 from controller.runs.commands import TriggerInput
 from controller.runs.logread import LogPiece, LogReader
 from controller.runs.services import RunRecord, record_of
-from controller.runs.tables import Run
 
 MAX_PAGE = 200
 LOG_CHUNK = 256 * 1024
@@ -155,7 +155,7 @@ class BuildItServicer(pb_grpc.BuildItServiceServicer):  # type: ignore[misc]
         size = request.page_size or 50
         if not 1 <= size <= MAX_PAGE:
             raise Invalid(f"page_size must be 1-{MAX_PAGE}")
-        query = Run.select().where(Run.tenant == self.deps.tenant)
+        cutoff: datetime | None = None
         if request.page_token:
             try:
                 before = float(request.page_token)
@@ -164,17 +164,15 @@ class BuildItServicer(pb_grpc.BuildItServiceServicer):  # type: ignore[misc]
                 cutoff = datetime.fromtimestamp(before, UTC)
             except (ValueError, OverflowError, OSError):
                 raise Invalid("page_token is not one this server gave out") from None
-            query = query.where(Run.created_at < cutoff)
-        if request.repository:
-            target = await self.commands.resolve(request.repository)
-            query = query.where(Run.pipeline == target.pipeline_id)
-        if request.ref:
-            query = query.where(Run.branch == request.ref)
-        if request.statuses:
-            query = query.where(
-                Run.status.is_in([convert.status_from_proto(s).value for s in request.statuses])
-            )
-        rows = await query.order_by(Run.created_at, ascending=False).limit(size)
+        target = await self.commands.resolve(request.repository) if request.repository else None
+        rows = await listing.runs_before(
+            self.deps.tenant,
+            size,
+            before=cutoff,
+            pipeline=target.pipeline_id if target is not None else None,
+            branch=request.ref,
+            statuses=[convert.status_from_proto(s).value for s in request.statuses],
+        )
         runs = [_run_proto(await record_of(r)) for r in rows]
         token = str(rows[-1]["created_at"].timestamp()) if len(rows) == size else ""
         return pb.ListRunsResponse(runs=runs, next_page_token=token)

@@ -160,6 +160,29 @@ async def list_runs(pipeline_id: UUID, limit: int, before: int | None) -> list[d
     return [run_json(r) for r in rows]
 
 
+async def run_row_with_pipeline(run_id: UUID) -> dict[str, Any] | None:
+    """A run row plus its pipeline's `pipeline_name` and `pipeline_tenant`, or None."""
+    row: dict[str, Any] | None = (
+        await Run.select(
+            *Run.all_columns(),
+            Run.pipeline.name.as_alias("pipeline_name"),
+            Run.pipeline.tenant.as_alias("pipeline_tenant"),
+        )
+        .where(Run.id == run_id)
+        .first()
+    )
+    return row
+
+
+async def stage_rows(run_id: UUID, name: str | None = None) -> list[dict[str, Any]]:
+    """The stage rows of a run in file order (or the one named)."""
+    query = StageRun.select().where(StageRun.run == run_id)
+    if name is not None:
+        query = query.where(StageRun.name == name)
+    rows: list[dict[str, Any]] = await query.order_by(StageRun.index)
+    return rows
+
+
 async def find_stage(run_id: UUID, name: str) -> dict[str, Any] | None:
     """A stage run by name."""
     row: dict[str, Any] | None = (

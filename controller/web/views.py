@@ -23,8 +23,9 @@ from controller.deps import Deps
 from controller.errors import Invalid, NotFound
 from controller.pipelines.parsing import parse
 from controller.pipelines.services import diagnostic_json, get_pipeline, list_pipelines
+from controller.runs import listing
 from controller.runs import services as runs
-from controller.web import logpage, queries
+from controller.web import logpage
 from controller.web.dag_layout import LayoutError, layout
 from controller.web.format import FINISHED
 from controller.web.kdl_highlight import highlight
@@ -63,7 +64,7 @@ async def _run_or_none(
     return pipeline, await runs.find_run(pipeline_id, number)
 
 
-def _page_links(path: str, params: dict[str, str], page: queries.RunPage) -> dict[str, str | None]:
+def _page_links(path: str, params: dict[str, str], page: listing.RunPage) -> dict[str, str | None]:
     from urllib.parse import urlencode
 
     def link(number: int) -> str:
@@ -96,10 +97,10 @@ class PagesController(Controller):
     ) -> Template:
         """Recent runs of every pipeline, filterable by status, branch and pipeline, paged."""
         pipeline_id = _parse_uuid(pipeline) if pipeline else None
-        if status and status != "active" and status not in queries.STATUSES:
+        if status and status != "active" and status not in listing.STATUSES:
             status = ""
-        filters = queries.RunFilter(status=status, branch=branch.strip(), pipeline=pipeline_id)
-        result = await queries.recent_runs(deps.tenant, filters, page)
+        filters = listing.RunFilter(status=status, branch=branch.strip(), pipeline=pipeline_id)
+        result = await listing.recent_runs(deps.tenant, filters, page)
         params = {"status": status, "branch": filters.branch, "pipeline": str(pipeline_id or "")}
         context = {
             "page": result,
@@ -111,10 +112,10 @@ class PagesController(Controller):
         }
         if _fragment(request):
             return Template(template_name="_runs.html", context=context)
-        names = await queries.pipeline_names(deps.tenant)
+        names = await listing.pipeline_names(deps.tenant)
         context.update(
-            statuses=queries.STATUSES,
-            branches=await queries.branches(deps.tenant),
+            statuses=listing.STATUSES,
+            branches=await listing.branches(deps.tenant),
             pipelines=names,
             has_pipelines=bool(names),
             active="dashboard",
@@ -139,7 +140,7 @@ class PagesController(Controller):
         row = await get_pipeline(deps.tenant, pipeline_id)
         if row is None:
             return _not_found(f"There is no pipeline {pipeline_id}.")
-        result = await queries.recent_runs(deps.tenant, queries.RunFilter(pipeline=pipeline_id), page)
+        result = await listing.recent_runs(deps.tenant, listing.RunFilter(pipeline=pipeline_id), page)
         context: dict[str, Any] = {
             "page": result,
             "links": _page_links(f"/pipelines/{pipeline_id}", {}, result),

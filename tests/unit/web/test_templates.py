@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from controller.runs.listing import RunPage
 from controller.web.paths import web_dir
-from controller.web.queries import RunPage
 from controller.web.templating import environment
 
 EVIL = '<script>alert("x")</script>'

@@ -1,4 +1,4 @@
-"""Dashboard queries (controller.web.queries) on real SQLite and PostgreSQL."""
+"""Dashboard queries (controller.runs.listing) on real SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from uuid import UUID
 
 from controller.orgs.services import ensure_default_org_and_tenant
 from controller.pipelines.services import create_pipeline
+from controller.runs import listing as queries
 from controller.runs.tables import Run
-from controller.web import queries
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 

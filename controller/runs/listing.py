@@ -1,13 +1,16 @@
-"""Dashboard queries: recent runs across pipelines, filtered and paged, newest first.
+"""Listing runs across pipelines, filtered and paged, newest first: the dashboard and gRPC ListRuns.
 
-Read-only over the runs and pipelines tables (the scheduler owns writes). Filters are exact
-matches chosen from what exists (statuses, branches, pipelines), so a filter form never offers a
-value that matches nothing.
+Read-only over the runs and pipelines tables (the scheduler owns writes). The dashboard's filters
+are exact matches chosen from what exists (statuses, branches, pipelines), so a filter form never
+offers a value that matches nothing; integrations page by creation time (a token that stays valid
+while new runs arrive).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -78,6 +81,28 @@ async def recent_runs(tenant: UUID, filters: RunFilter, page: int = 1, per_page:
         out["pipeline_name"] = row["pipeline_name"]
         runs.append(out)
     return RunPage(runs, page, per_page, total)
+
+
+async def runs_before(
+    tenant: UUID,
+    limit: int,
+    before: datetime | None = None,
+    pipeline: UUID | None = None,
+    branch: str = "",
+    statuses: Sequence[str] = (),
+) -> list[dict[str, Any]]:
+    """Up to `limit` run rows created before `before`, newest first (any pipeline, branch, status)."""
+    query = Run.select().where(Run.tenant == tenant)
+    if before is not None:
+        query = query.where(Run.created_at < before)
+    if pipeline is not None:
+        query = query.where(Run.pipeline == pipeline)
+    if branch:
+        query = query.where(Run.branch == branch)
+    if statuses:
+        query = query.where(Run.status.is_in(list(statuses)))
+    rows: list[dict[str, Any]] = await query.order_by(Run.created_at, ascending=False).limit(limit)
+    return rows
 
 
 async def branches(tenant: UUID, limit: int = 200) -> list[str]:
