@@ -39,7 +39,7 @@ def _read(path: str) -> str:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """Validate each file; print every diagnostic (compiler style) to stderr."""
-    from controller.pipeline.validate import validate
+    from controller.definition.validate import validate
 
     failed = 0
     for path in args.files:
@@ -76,12 +76,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     from agent.executors.base import Executor, ExecutorError
     from agent.executors.local import LocalExecutor
     from agent.workspace import copy_source
+    from controller.definition.model import PipelineInvalid
+    from controller.definition.plan import GitContext, RunContext, plan
+    from controller.definition.validate import load
     from controller.git.local import find_repo_root, head_commit, tracked_files
     from controller.localrun.console import ConsoleReporter
     from controller.localrun.execute import LocalRun, StageOutcome
-    from controller.pipeline.model import PipelineInvalid
-    from controller.pipeline.plan import GitContext, RunContext, plan
-    from controller.pipeline.validate import load
 
     secrets = _parse_secrets(args.secret)
     source_text = _read(args.file)

@@ -19,8 +19,8 @@ from agent.contract.types import ExecutionResult, StageSpec, StageStatus
 from agent.executors.base import Executor
 from agent.logs import Masker
 from agent.workspace import ArtifactError, collect_artifacts, restore_artifacts
-from controller.pipeline.dag import Dag
-from controller.pipeline.plan import Plan
+from controller.definition.dag import Dag
+from controller.definition.plan import Plan
 
 
 @dataclass

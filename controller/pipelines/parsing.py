@@ -1,6 +1,6 @@
 """Parsing pipeline files from the event loop without stalling it.
 
-`controller.pipeline` is pure and synchronous; a large file (thousands of stages) takes long enough
+`controller.definition` is pure and synchronous; a large file (thousands of stages) takes long enough
 to parse that doing it on the loop would stall every agent stream, request and socket the
 controller serves. Every door that parses a file a user sent or pushed goes through `parse`:
 sources above OFF_LOOP_BYTES are parsed in a worker thread, smaller ones inline (a thread hop
@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 import functools
 
-from controller.pipeline.model import Diagnostic, Pipeline, PipelineInvalid
-from controller.pipeline.validate import load
+from controller.definition.model import Diagnostic, Pipeline, PipelineInvalid
+from controller.definition.validate import load
 
 #: Sources at least this large are parsed in a worker thread.
 OFF_LOOP_BYTES = 64 * 1024

@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
+from controller.definition.model import Diagnostic
 from controller.errors import AlreadyExists, Invalid, Unprocessable
-from controller.pipeline.model import Diagnostic
 from controller.pipelines.parsing import parse
 from controller.pipelines.tables import Pipeline
 

@@ -19,11 +19,11 @@ from datetime import datetime
 from uuid import UUID
 
 from agent.contract.types import StageStatus, WorkspaceSource
+from controller.definition.dag import Dag
+from controller.definition.model import Pipeline, PipelineInvalid
+from controller.definition.plan import GitContext, RunContext, plan
+from controller.definition.validate import load
 from controller.errors import Conflict, Invalid, NotFound
-from controller.pipeline.dag import Dag
-from controller.pipeline.model import Pipeline, PipelineInvalid
-from controller.pipeline.plan import GitContext, RunContext, plan
-from controller.pipeline.validate import load
 from controller.scheduling.fleet import AgentConn
 from controller.scheduling.model import RunState, StageState
 

@@ -24,9 +24,9 @@ from datetime import datetime, timedelta
 from uuid import UUID
 
 from agent.contract.types import CancelReason, CancelStage, StageLease, StageStatus, WorkspaceSource
+from controller.definition.plan import GitContext
 from controller.errors import Conflict, LeaseLost, NotFound, Unauthenticated
 from controller.events import EventBus
-from controller.pipeline.plan import GitContext
 from controller.scheduling.fleet import CLOSE, AgentConn, AgentEvent, StreamClosed
 from controller.scheduling.logs import LogStore
 from controller.scheduling.model import DEFAULT_INFRA_RETRIES, RunState, StageState, now, run_status

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from controller.pipeline.cron import next_fire
-from controller.pipeline.model import Pipeline
-from controller.pipeline.model import cron_triggers as _cron_triggers
-from controller.pipeline.model import runs_on_push as _runs_on_push
+from controller.definition.cron import next_fire
+from controller.definition.model import Pipeline
+from controller.definition.model import cron_triggers as _cron_triggers
+from controller.definition.model import runs_on_push as _runs_on_push
 
 
 def runs_on_push(pipeline: Pipeline, branch: str) -> bool:

@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from agent.contract.types import StageSpec, StageStatus
+from controller.definition.plan import GitContext
 from controller.errors import Invalid
-from controller.pipeline.plan import GitContext
 from controller.scheduling.fleet import AgentConn
 from controller.scheduling.model import RunState, StageState
 from controller.scheduling.planning import (

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import re
 
-from controller.pipeline.cron import EXAMPLE as CRON_EXAMPLE
-from controller.pipeline.cron import CronError, check_cron
-from controller.pipeline.grammar import TRIGGERS, Collector, did_you_mean, is_type, type_name
-from controller.pipeline.kdl import RawNode
-from controller.pipeline.model import TRIGGER_KINDS, Trigger
+from controller.definition.cron import EXAMPLE as CRON_EXAMPLE
+from controller.definition.cron import CronError, check_cron
+from controller.definition.grammar import TRIGGERS, Collector, did_you_mean, is_type, type_name
+from controller.definition.kdl import RawNode
+from controller.definition.model import TRIGGER_KINDS, Trigger
 
 # What git refuses in a branch name (as repository registration checks); `*?[` are glob characters.
 _BRANCH_BAD_CHARS = re.compile(r"[\s~^:\\]")

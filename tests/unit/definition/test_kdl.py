@@ -6,8 +6,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from controller.pipeline.kdl import RawNode, SourceMap, _plain, parse
-from controller.pipeline.model import Diagnostic
+from controller.definition.kdl import RawNode, SourceMap, _plain, parse
+from controller.definition.model import Diagnostic
 
 
 def parsed(source: str) -> tuple[list[RawNode], SourceMap]:

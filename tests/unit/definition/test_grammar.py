@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from controller.pipeline.grammar import (
+from controller.definition.grammar import (
     LISTED_CHOICES,
     did_you_mean,
     env_entry_problem,
     expanded_length,
     listing,
 )
-from controller.pipeline.limits import MAX_ENV_VALUE_CHARS
+from controller.definition.limits import MAX_ENV_VALUE_CHARS
 
 
 def test_did_you_mean_suggests_the_closest_choice() -> None:

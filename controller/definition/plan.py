@@ -12,9 +12,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from agent.contract.types import StageSpec, WorkspaceSource
-from controller.pipeline import interpolate
-from controller.pipeline.limits import MAX_ENV_VALUE_CHARS
-from controller.pipeline.model import Diagnostic, Pipeline, PipelineInvalid, Stage
+from controller.definition import interpolate
+from controller.definition.limits import MAX_ENV_VALUE_CHARS
+from controller.definition.model import Diagnostic, Pipeline, PipelineInvalid, Stage
 
 
 @dataclass(frozen=True)

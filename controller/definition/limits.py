@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 
-from controller.pipeline.model import Diagnostic
+from controller.definition.model import Diagnostic
 
 # The whole file, in UTF-8 bytes. Files are read whole and parsed in memory; 1 MiB is ~20,000 stages
 # of the usual three lines, twice the stage limit.

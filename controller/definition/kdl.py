@@ -13,8 +13,8 @@ from typing import Any
 
 import kdl
 
-from controller.pipeline.limits import source_problem
-from controller.pipeline.model import Diagnostic
+from controller.definition.limits import source_problem
+from controller.definition.model import Diagnostic
 
 Value = str | int | float | bool | None
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from controller.pipeline import model
-from controller.pipeline.model import Diagnostic, Location, Pipeline, PipelineInvalid, Stage
+from controller.definition import model
+from controller.definition.model import Diagnostic, Location, Pipeline, PipelineInvalid, Stage
 
 
 def test_many_diagnostics_split_the_source_once() -> None:

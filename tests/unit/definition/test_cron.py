@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from controller.pipeline.cron import CronError, check_cron, next_fire
+from controller.definition.cron import CronError, check_cron, next_fire
 
 
 def utc(

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from controller.pipeline.grammar import Collector
-from controller.pipeline.kdl import RawNode, parse
-from controller.pipeline.model import Location
-from controller.pipeline.stages import DEFAULT_TIMEOUT_S, build_stage, parse_duration
+from controller.definition.grammar import Collector
+from controller.definition.kdl import RawNode, parse
+from controller.definition.model import Location
+from controller.definition.stages import DEFAULT_TIMEOUT_S, build_stage, parse_duration
 
 
 def stage_node(source: str) -> tuple[RawNode, Collector]:
@@ -42,7 +42,7 @@ def test_a_nameless_stage_gives_no_stage_but_its_problems() -> None:
 
 
 def test_parse_duration_is_importable_from_both_places() -> None:
-    from controller.pipeline.validate import parse_duration as from_validate
+    from controller.definition.validate import parse_duration as from_validate
 
     assert from_validate is parse_duration
     assert parse_duration("1h30m") == 5400.0

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from controller.pipeline.model import Diagnostic, Pipeline, Trigger, cron_triggers, runs_on_push
-from controller.pipeline.plan import RunContext, plan
-from controller.pipeline.validate import load, validate
+from controller.definition.model import Diagnostic, Pipeline, Trigger, cron_triggers, runs_on_push
+from controller.definition.plan import RunContext, plan
+from controller.definition.validate import load, validate
 
 ROOT = Path(__file__).resolve().parents[3]
 STAGE = 'stage "a" { run "x"; }\n'

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from agent.contract.types import StageSpec, WorkspaceSource
-from controller.pipeline.model import PipelineInvalid
-from controller.pipeline.plan import GitContext, Plan, RunContext, plan
-from controller.pipeline.validate import load, validate
+from controller.definition.model import PipelineInvalid
+from controller.definition.plan import GitContext, Plan, RunContext, plan
+from controller.definition.validate import load, validate
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 
@@ -97,7 +97,7 @@ def test_stage_env_overrides_pipeline_env() -> None:
 
 
 def test_env_forward_reference_is_not_silently_empty() -> None:
-    # BUG: controller/pipeline/plan.py _compile resolves env entries strictly in order, so
+    # BUG: controller/definition/plan.py _compile resolves env entries strictly in order, so
     # `env "A" "${env.B}"` followed by `env "B" "b"` gives A == "" — yet validate() accepts the file
     # (validate.py checks ${env.X} against the set of all declared names, regardless of order).
     # Either validation must reject the forward reference or planning must resolve it; silently
@@ -338,7 +338,7 @@ def test_no_image_and_no_workdir_stay_empty() -> None:
 
 
 def test_a_1000_stage_chain_in_reverse_order_plans_in_file_order_and_runs_in_need_order() -> None:
-    from controller.pipeline.dag import Dag
+    from controller.definition.dag import Dag
 
     lines = ['pipeline "big"']
     lines += [
@@ -367,7 +367,7 @@ def test_values_too_long_once_substituted_are_refused_before_they_are_built() ->
 
 
 def test_pipeline_level_env_is_resolved_once_not_once_per_stage(monkeypatch: pytest.MonkeyPatch) -> None:
-    from controller.pipeline import interpolate
+    from controller.definition import interpolate
 
     scans = 0
     real = interpolate.references

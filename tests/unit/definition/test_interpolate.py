@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from controller.pipeline import interpolate
-from controller.pipeline.interpolate import Reference, env_name, references, scan, substitute, to_shell
+from controller.definition import interpolate
+from controller.definition.interpolate import Reference, env_name, references, scan, substitute, to_shell
 
 # --- env_name ----------------------------------------------------------------------------------
 

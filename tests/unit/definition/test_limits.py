@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from controller.pipeline import limits
-from controller.pipeline.kdl import RawNode, parse
-from controller.pipeline.limits import (
+from controller.definition import limits
+from controller.definition.kdl import RawNode, parse
+from controller.definition.limits import (
     MAX_COMMANDS_PER_STAGE,
     MAX_ENV_ENTRIES,
     MAX_ENV_VALUE_CHARS,
@@ -20,9 +20,9 @@ from controller.pipeline.limits import (
     MAX_TRIGGERS,
     source_problem,
 )
-from controller.pipeline.model import Diagnostic, PipelineInvalid
-from controller.pipeline.plan import GitContext, RunContext, plan
-from controller.pipeline.validate import load, validate
+from controller.definition.model import Diagnostic, PipelineInvalid
+from controller.definition.plan import GitContext, RunContext, plan
+from controller.definition.validate import load, validate
 
 HEAD = 'pipeline "p"\nstage "s" { run "x"; }\n'
 
@@ -91,7 +91,7 @@ def test_a_huge_file_is_refused_before_parsing(monkeypatch: pytest.MonkeyPatch) 
     def never(*args: object) -> None:
         raise AssertionError("kdl-py was called")
 
-    monkeypatch.setattr("controller.pipeline.kdl.kdl.parse", never)
+    monkeypatch.setattr("controller.definition.kdl.kdl.parse", never)
     assert isinstance(parse("{" * (MAX_FILE_BYTES + 1), "f.kdl"), Diagnostic)
 
 
@@ -207,7 +207,7 @@ def test_exactly_the_node_limit_passes_the_scan() -> None:
 
 
 def test_one_node_over_the_limit_is_refused_before_parsing(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("controller.pipeline.kdl.kdl.parse", None)  # never reached
+    monkeypatch.setattr("controller.definition.kdl.kdl.parse", None)  # never reached
     source = many_nodes(MAX_NODES + 1)
     diagnostic = only(source)
     lines = source.splitlines()

@@ -10,8 +10,8 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable
 
-from controller.pipeline.dag import find_cycle
-from controller.pipeline.grammar import (
+from controller.definition.dag import find_cycle
+from controller.definition.grammar import (
     LISTED_CHOICES,
     STAGE_CHILDREN,
     TOP_LEVEL,
@@ -27,8 +27,8 @@ from controller.pipeline.grammar import (
     listing,
     secret_bearing,
 )
-from controller.pipeline.kdl import RawNode, parse
-from controller.pipeline.limits import (
+from controller.definition.kdl import RawNode, parse
+from controller.definition.limits import (
     MAX_ENV_ENTRIES,
     MAX_ENV_VALUE_CHARS,
     MAX_NAME_CHARS,
@@ -36,7 +36,7 @@ from controller.pipeline.limits import (
     MAX_STAGES,
     MAX_TRIGGERS,
 )
-from controller.pipeline.model import (
+from controller.definition.model import (
     DEFAULT_TRIGGERS,
     Diagnostic,
     Pipeline,
@@ -44,8 +44,8 @@ from controller.pipeline.model import (
     Stage,
     Trigger,
 )
-from controller.pipeline.stages import MAX_RETRIES, build_stage, parse_duration
-from controller.pipeline.triggers import build_trigger, describe
+from controller.definition.stages import MAX_RETRIES, build_stage, parse_duration
+from controller.definition.triggers import build_trigger, describe
 
 # Importable from here as before the split.
 __all__ = ["MAX_RETRIES", "OnStage", "load", "parse_duration", "secret_bearing", "validate"]

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from controller.pipeline.model import Diagnostic, Location, Pipeline, PipelineInvalid
-from controller.pipeline.validate import MAX_RETRIES, parse_duration, validate
-from controller.pipeline.validate import load as load_pipeline
+from controller.definition.model import Diagnostic, Location, Pipeline, PipelineInvalid
+from controller.definition.validate import MAX_RETRIES, parse_duration, validate
+from controller.definition.validate import load as load_pipeline
 
 
 def where(diagnostics: list[Diagnostic]) -> list[tuple[int, int]]:
@@ -335,7 +335,7 @@ def test_stage_name_missing_or_not_a_string() -> None:
 
 
 def test_empty_stage_name_is_reported() -> None:
-    # BUG: controller/pipeline/validate.py _build_stage: for `stage ""` the name check is skipped
+    # BUG: controller/definition/validate.py _build_stage: for `stage ""` the name check is skipped
     # (`if name and ...`) and `if not name: return None, needs` drops the stage without any
     # diagnostic, so validate() returns [] and load() silently loses the stage.
     source = 'pipeline "p"\nstage "a" { run "x"; }\nstage "" { run "y"; }\n'
@@ -634,7 +634,7 @@ def test_secrets_not_allowed_in_image_or_workdir(node: str, col: int) -> None:
 
 
 def test_secrets_through_env_not_allowed_in_image() -> None:
-    # BUG: controller/pipeline/validate.py _check_variables(allow_secrets=False) only rejects the
+    # BUG: controller/definition/validate.py _check_variables(allow_secrets=False) only rejects the
     # `secrets` context; `image "reg/${env.TOK}:1"` with `env "TOK" "${secrets.T}"` validates, and
     # plan() then substitutes the secret literally into StageSpec.image (observed: 'reg/s3cr3t:1'),
     # which is exactly what the "secrets cannot be used in 'image'" rule is meant to prevent.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from controller.pipeline.grammar import (
+from controller.definition.grammar import (
     STAGE_CHILDREN,
     Collector,
     check_shape,
@@ -17,9 +17,9 @@ from controller.pipeline.grammar import (
     expanded_length,
     secret_bearing,
 )
-from controller.pipeline.kdl import RawNode
-from controller.pipeline.limits import MAX_COMMANDS_PER_STAGE, MAX_ENV_ENTRIES, MAX_ENV_VALUE_CHARS
-from controller.pipeline.model import Location, Stage
+from controller.definition.kdl import RawNode
+from controller.definition.limits import MAX_COMMANDS_PER_STAGE, MAX_ENV_ENTRIES, MAX_ENV_VALUE_CHARS
+from controller.definition.model import Location, Stage
 
 STAGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")
 LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_./-]*=[^\s]*\Z")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from agent.contract.types import StageStatus
-from controller.pipeline.dag import Dag, find_cycle
+from controller.definition.dag import Dag, find_cycle
 
 S = StageStatus
 

@@ -11,10 +11,10 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from controller.pipeline import interpolate
-from controller.pipeline.kdl import RawNode, SourceMap, Value
-from controller.pipeline.limits import MAX_ENV_VALUE_CHARS, MAX_NAME_CHARS
-from controller.pipeline.model import Diagnostic
+from controller.definition import interpolate
+from controller.definition.kdl import RawNode, SourceMap, Value
+from controller.definition.limits import MAX_ENV_VALUE_CHARS, MAX_NAME_CHARS
+from controller.definition.model import Diagnostic
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
