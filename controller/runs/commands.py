@@ -20,6 +20,7 @@ from controller.errors import Conflict, Invalid, NotFound, Unprocessable
 from controller.pipelines.services import find_pipeline
 from controller.runs import services
 from controller.runs.services import RunRecord
+from controller.scheduling.model import RunState
 from controller.scheduling.planning import check_env
 from controller.scheduling.scheduler import Scheduler
 
@@ -56,6 +57,8 @@ class Target:
 
     pipeline_id: UUID
     repository_id: UUID | None
+    #: The pipeline's name ("" when not looked up).
+    pipeline_name: str = ""
 
 
 class RunCommands:
@@ -93,7 +96,7 @@ class RunCommands:
         row = await find_pipeline(self.tenant, str(pipeline_id))
         if row is None:
             raise NotFound(f"pipeline {pipeline_id} not found; list pipelines with GET /api/v1/pipelines")
-        return Target(pipeline_id, self._repository_of(pipeline_id))
+        return Target(pipeline_id, self._repository_of(pipeline_id), str(row["name"]))
 
     def repository(self, repo_id: UUID) -> Target:
         """A watched repository of this tenant; NotFound otherwise."""
@@ -115,7 +118,7 @@ class RunCommands:
         if row is None:
             raise NotFound(f"no repository or pipeline named or with id {text!r}")
         pipeline_id = UUID(str(row["id"]))
-        return Target(pipeline_id, self._repository_of(pipeline_id))
+        return Target(pipeline_id, self._repository_of(pipeline_id), str(row["name"]))
 
     def _repository_of(self, pipeline_id: UUID) -> UUID | None:
         return self.triggers.repository_of(pipeline_id) if self.triggers is not None else None
@@ -139,16 +142,36 @@ class RunCommands:
                     "that commit has no .buildit.kdl at the top of the repository: nothing to run"
                 )
             return await self.get(run.id)
+        branch = branch if branch is not None else "main"
         run = await self.scheduler.trigger(
             where.pipeline_id,
-            branch=branch if branch is not None else "main",
+            branch=branch,
             sha=request.sha or "",
             message=request.message,
             author=request.author,
             trigger="api",
             env=request.env,
         )
-        return await self.get(run.id)
+        return services.record_of_new_run(
+            run,
+            branch=branch,
+            sha=request.sha or "",
+            message=request.message,
+            author=request.author,
+            trigger="api",
+            pipeline_name=where.pipeline_name,
+            tenant=self.tenant,
+            agent_names=self._agent_names(run),
+        )
+
+    def _agent_names(self, run: RunState) -> dict[UUID, str]:
+        """Names of the agents a new run's stages were leased to at once (the scheduler knows them)."""
+        names: dict[UUID, str] = {}
+        for stage in run.stages.values():
+            agent = self.scheduler.agent_by_id(stage.agent_id) if stage.agent_id else None
+            if agent is not None:
+                names[agent.id] = agent.name
+        return names
 
     async def cancel(self, run: RunRecord, reason: str = "") -> RunRecord:
         """Cancel a run that has not finished; running stages are told to stop at once.
