@@ -178,3 +178,9 @@ def test_codecs_speak_the_wire_format() -> None:
     assert convert.UPDATE_STAGE.deserialize(b"") is None
     event = pb.LeaseEvent(drain=pb.Drain(reason="x")).SerializeToString()
     assert convert.LEASE.deserialize(event) == Drain("x")
+
+
+@pytest.mark.parametrize("status", list(StageStatus))
+def test_the_controllers_stage_update_ack_reads_back_as_the_status_it_recorded(status: StageStatus) -> None:
+    wire = convert.stage_update_ack_to_proto(status).SerializeToString()
+    assert convert.UPDATE_STAGE.deserialize(wire) is status
