@@ -33,9 +33,10 @@ from controller.events import EventBus
 from controller.forge.reporter import StatusReporter
 from controller.orgs.services import ensure_default_org_and_tenant
 from controller.rpc.agent_service import AgentServicer
-from controller.rpc.auth import AgentAuthInterceptor
+from controller.rpc.auth import AgentAuth
 from controller.rpc.buildit_service import BuildItServicer
-from controller.rpc.errors import ErrorInterceptor
+from controller.rpc.errors import ErrorMapping
+from controller.rpc.wrapping import GuardingInterceptor
 from controller.scheduling.db_store import PiccoloStore
 from controller.scheduling.logs import LogStore
 from controller.scheduling.model import StageState
@@ -81,7 +82,7 @@ async def start(settings: ControllerSettings) -> Running:
     deps = Deps(scheduler, registry, logs, events, org, tenant, triggers=triggers, artifacts=artifact_store)
 
     grpc_server = aio.server(
-        interceptors=[ErrorInterceptor(), AgentAuthInterceptor(registry.authenticate)],
+        interceptors=[GuardingInterceptor([ErrorMapping(), AgentAuth(registry.authenticate)])],
         options=[("grpc.http2.bdp_probe", 0)],
     )
     pb_grpc.add_AgentServiceServicer_to_server(

@@ -1,6 +1,6 @@
 """Agent authentication for AgentService: `authorization: Bearer <agent token>` on every call.
 
-Implemented as a server interceptor that wraps each handler, so servicers receive the
+A guard run around each call by the server's `GuardingInterceptor`, so servicers receive the
 authenticated agent id and never look at tokens themselves. Register is the one open method:
 it is authenticated by the registration token in its request.
 """
@@ -16,7 +16,6 @@ from uuid import UUID
 from grpc import aio
 
 from controller.errors import Unauthenticated
-from controller.rpc.wrapping import GuardingInterceptor
 
 OPEN_METHODS = frozenset({"/buildit.v1.AgentService/Register"})
 AGENT_PREFIX = "/buildit.v1.AgentService/"
@@ -34,11 +33,10 @@ def bearer_token(metadata: Any) -> str | None:
     return None
 
 
-class AgentAuthInterceptor(GuardingInterceptor):
+class AgentAuth:
     """Rejects AgentService calls without a valid agent token (Unauthenticated)."""
 
     def __init__(self, authenticate: Authenticate) -> None:
-        super().__init__()
         self.authenticate = authenticate
 
     def applies(self, method: str) -> bool:

@@ -1,7 +1,8 @@
 """The error tree on gRPC: every BuildItError a servicer raises becomes its status code, one table.
 
 Servicers of both services raise `controller.errors` kinds (or let the operations they call raise
-them) and never choose a status code themselves; this interceptor answers with the code of
+them) and never choose a status code themselves; this guard (run by the server's
+`GuardingInterceptor`) answers with the code of
 `controller.errors.GRPC_CODE` and the error's message.
 """
 
@@ -15,7 +16,6 @@ import grpc
 from grpc import aio
 
 from controller.errors import GRPC_CODE, BuildItError
-from controller.rpc.wrapping import GuardingInterceptor
 
 
 def grpc_code(exc: BuildItError) -> grpc.StatusCode:
@@ -29,7 +29,7 @@ async def abort(context: aio.ServicerContext, exc: BuildItError) -> NoReturn:
     raise AssertionError("unreachable")  # context.abort raises
 
 
-class ErrorInterceptor(GuardingInterceptor):
+class ErrorMapping:
     """Maps BuildItError to its gRPC status on every method of both BuildIt services."""
 
     def applies(self, method: str) -> bool:

@@ -7,9 +7,10 @@ that knows the four handler shapes.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from grpc import aio
@@ -63,21 +64,31 @@ def wrap_handler(handler: grpc.RpcMethodHandler, guard: Guard) -> grpc.RpcMethod
     )
 
 
-class GuardingInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
-    """A server interceptor that runs `guard` around every call of the methods `applies` to."""
-
-    def __init__(self) -> None:
-        # Wrapped handlers by method: wrapping builds closures and a handler object, the same
-        # for every call of a method, so it is done once per method, not once per call.
-        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+class MethodGuard(Protocol):
+    """Code to run around calls of some methods (authentication, error mapping)."""
 
     def applies(self, method: str) -> bool:
         """Whether calls of `method` (e.g. "/buildit.v1.AgentService/Lease") are guarded."""
-        raise NotImplementedError
+        ...
 
     def guard(self, context: aio.ServicerContext) -> AbstractAsyncContextManager[None]:
         """The code run around one call."""
-        raise NotImplementedError
+        ...
+
+
+class GuardingInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
+    """One server interceptor running every guard that applies to a method around its calls.
+
+    One interceptor, not one per guard: each wrapper adds a layer that every message of a stream
+    passes through, and the agents' log and lease streams carry a message per chunk and event.
+    Guards run outermost first (the first guard sees what the second raises).
+    """
+
+    def __init__(self, guards: Sequence[MethodGuard]) -> None:
+        self.guards = tuple(guards)
+        # Wrapped handlers by method: wrapping builds closures and a handler object, the same
+        # for every call of a method, so it is done once per method, not once per call.
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
     async def intercept_service(
         self,
@@ -89,7 +100,22 @@ class GuardingInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
         if wrapped is not None:
             return wrapped
         handler = await continuation(handler_call_details)
-        if handler is None or not self.applies(method):
+        guards: list[Guard] = [g.guard for g in self.guards if g.applies(method)]
+        if handler is None or not guards:
             return handler
-        wrapped = self._wrapped[method] = wrap_handler(handler, self.guard)
+        wrapped = self._wrapped[method] = wrap_handler(handler, _nested(guards))
         return wrapped
+
+
+def _nested(guards: Sequence[Guard]) -> Guard:
+    """One guard that runs `guards` nested, the first outermost."""
+    if len(guards) == 1:
+        return guards[0]
+    outer, inner = guards[0], _nested(guards[1:])
+
+    @contextlib.asynccontextmanager
+    async def both(context: aio.ServicerContext) -> AsyncIterator[None]:
+        async with outer(context), inner(context):
+            yield
+
+    return both

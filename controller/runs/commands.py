@@ -93,10 +93,10 @@ class RunCommands:
 
     async def pipeline(self, pipeline_id: UUID) -> Target:
         """A pipeline of this tenant (and its repository, if watched); NotFound otherwise."""
-        row = await find_pipeline(self.tenant, str(pipeline_id))
-        if row is None:
+        name = await self.scheduler.pipeline_name(pipeline_id)  # cached: on every trigger's path
+        if name is None:
             raise NotFound(f"pipeline {pipeline_id} not found; list pipelines with GET /api/v1/pipelines")
-        return Target(pipeline_id, self._repository_of(pipeline_id), str(row["name"]))
+        return Target(pipeline_id, self._repository_of(pipeline_id), name)
 
     def repository(self, repo_id: UUID) -> Target:
         """A watched repository of this tenant; NotFound otherwise."""

@@ -197,24 +197,55 @@ class Scheduler:
             _, source = config
         offload = len(source) > OFFLOAD_SOURCE_CHARS
         parsed = await asyncio.to_thread(parse, source) if offload else parse(source)
-        async with self._operation():
-            number = await self.store.next_run_number(pipeline_id)
-        if number is None:
-            raise NotFound(f"pipeline {pipeline_id} not found")
         git = GitContext(sha=sha, branch=branch, message=message, author=author)
-        request = RunRequest(pipeline_id, number, git, workspace, variables)
-        build = functools.partial(build_run, parsed, request, self.clock())
-        run = await asyncio.to_thread(build) if offload else build()
-        new = NewRun(
-            run, pipeline_id, branch, sha, message, author, trigger, run.error, source, workspace, variables
-        )
-        async with self._operation():
-            await self.store.insert_run(new)
-            if not run.status.finished:
-                self.runs[run.id] = run
-                await self._advance(run)
-            self._announce.publish_run(run)
-        return run
+
+        def new_run(number: int | None) -> NewRun:
+            if number is None:
+                raise NotFound(f"pipeline {pipeline_id} not found")
+            request = RunRequest(pipeline_id, number, git, workspace, variables)
+            run = build_run(parsed, request, self.clock())
+            return NewRun(
+                run,
+                pipeline_id,
+                branch,
+                sha,
+                message,
+                author,
+                trigger,
+                run.error,
+                source,
+                workspace,
+                variables,
+            )
+
+        if offload:
+            # Planning a big file takes long: take the number in one short operation, plan in a
+            # worker thread with the lock free, store in another.
+            async with self._operation():
+                number = await self.store.next_run_number(pipeline_id)
+            new = await asyncio.to_thread(new_run, number)
+            async with self._operation():
+                await self._store_new(new)
+        else:
+            # A small file plans in well under a millisecond: one operation, one commit.
+            async with self._operation():
+                new = new_run(await self.store.next_run_number(pipeline_id))
+                await self._store_new(new)
+        return new.run
+
+    async def _store_new(self, new: NewRun) -> None:
+        """Insert a planned run, queue what is ready and announce it (inside an operation)."""
+        run = new.run
+        await self.store.insert_run(new)
+        if not run.status.finished:
+            self.runs[run.id] = run
+            await self._advance(run)
+        self._announce.publish_run(run)
+
+    async def pipeline_name(self, pipeline_id: UUID) -> str | None:
+        """The name of a pipeline of this scheduler's tenant, or None (from the store's cache)."""
+        config = await self.store.pipeline_config(pipeline_id)
+        return config[0] if config is not None else None
 
     async def cancel_run(self, run_id: UUID, reason: str = "") -> RunState | None:
         """Cancel a run: unstarted stages end now, running ones are told to stop (within 1 s).

@@ -15,7 +15,8 @@ from litestar.testing import AsyncTestClient
 
 from controller.api_errors import buildit_error_handler, internal_error_handler
 from controller.errors import GRPC_CODE, HTTP_STATUS, KINDS, BuildItError
-from controller.rpc.errors import ErrorInterceptor
+from controller.rpc.errors import ErrorMapping
+from controller.rpc.wrapping import GuardingInterceptor
 
 #: The status class each gRPC code stands for on HTTP (google.rpc's mapping, with 409 for every
 #: "not in a state for this now" code and 422 allowed for unprocessable input).
@@ -91,7 +92,7 @@ async def failing_server() -> AsyncIterator[tuple[aio.Channel, dict[str, Any]]]:
             "Stream": grpc.unary_stream_rpc_method_handler(stream),
         },
     )
-    server = aio.server(interceptors=[ErrorInterceptor()])
+    server = aio.server(interceptors=[GuardingInterceptor([ErrorMapping()])])
     server.add_generic_rpc_handlers((handler,))
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
