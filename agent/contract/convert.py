@@ -5,6 +5,9 @@ the dataclasses only, so the wire format can evolve without touching them. Besid
 code in `_gen/` and the controller's `rpc/` package, this is the only module that handles proto
 types. Every conversion is total and loss-free for the values the dataclasses allow, so
 `spec_from_proto(spec_to_proto(s)) == s` (timeouts are carried with nanosecond precision).
+
+Why one module past 500 lines: it is the whole codec, one pair of functions per message, shared by
+both sides of the wire; keeping every pair together is what keeps them symmetric.
 """
 
 from __future__ import annotations

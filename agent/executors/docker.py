@@ -9,6 +9,10 @@ The SDK is blocking, so every engine call runs in a worker thread; a dedicated t
 the attached output stream and hands complete lines back to the event loop. Every container carries
 `buildit.*` labels naming the agent process that owns it, so that a later agent on the same host can
 remove the containers a crashed one left behind (`reap_orphans`) without touching live ones.
+
+Why one module past 500 lines: it is the one owner of the docker SDK, and a stage's container
+lifecycle (create, attach, wait, kill on cancel or timeout, remove, reap) shares its engine calls and
+threads; split, the SDK would have more than one importer.
 """
 
 from __future__ import annotations

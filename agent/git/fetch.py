@@ -30,10 +30,13 @@ Why this shape:
   Every error is one line naming the repository (credentials removed from the URL) and the commit.
 * **Concurrency**: stages of one repository share its cache, so fetches into it (and links out of
   it, and its gc) take turns under an asyncio lock per cache. One agent process owns a state dir
-  (runner.py locks it), so no lock between processes is needed.
+  (agent.runner locks it), so no lock between processes is needed.
 
 The `git` command does the Git work (not a Git library): the agent stays small, and `git` speaks
 every transport and protocol version a server may want.
+
+Why one module past 500 lines: the cache, the one-request fetch with its `git fetch` fallback and
+the checkout share one cache layout and its invariants (which refs keep what reachable).
 """
 
 from __future__ import annotations

@@ -144,8 +144,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     from agent.executors.registry import build_executors
     from agent.runner import Agent
     from agent.settings import AgentSettings
-    from controller.errors import AlreadyExists, Unprocessable
-    from controller.pipelines.services import create_pipeline, list_pipelines
+    from controller.errors import AlreadyExists, BuildItError, Unprocessable
+    from controller.pipelines.services import create_pipeline
+    from controller.runs.commands import TriggerInput
 
     settings = _controller_settings(args)
     files = _register_examples(args.pipelines)
@@ -153,11 +154,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     executors = build_executors(args.executor, args.network)
 
     async def with_agent(running: Running, stop: asyncio.Event) -> None:
-        svc = running.deps
+        deps = running.deps
         registered = []
         for file in files:
             try:
-                row = await create_pipeline(svc.org, svc.tenant, file.read_text(encoding="utf-8"), None)
+                row = await create_pipeline(deps.org, deps.tenant, file.read_text(encoding="utf-8"), None)
                 registered.append(row["name"])
             except AlreadyExists:
                 pass
@@ -180,18 +181,18 @@ def cmd_up(args: argparse.Namespace) -> int:
         for path in repos:
             extra += "\n  " + await _watch_local_repo(running, path)
         _print_banner(settings, running, extra)
-        if args.trigger:
-            rows = {r["name"]: r["id"] for r in await list_pipelines(svc.tenant)}
-            for name in args.trigger:
-                if name not in rows:
-                    print(f"buildit: --trigger {name}: no such pipeline", file=sys.stderr)
-                    continue
-                run = await svc.scheduler.trigger(rows[name], branch="main", trigger="manual")
-                print(
-                    f"  triggered:           {name} run {run.number} -> "
-                    f"http://{settings.http_host}:{running.http_port}/api/v1/pipelines/{rows[name]}/runs/{run.number}",
-                    flush=True,
-                )
+        for name in args.trigger or ():
+            try:
+                record = await deps.runs.trigger(TriggerInput(target=name, source="manual"))
+            except BuildItError as exc:
+                print(f"buildit: --trigger {name}: {exc.message}", file=sys.stderr)
+                continue
+            print(
+                f"  triggered:           {name} run {record.number} -> "
+                f"http://{settings.http_host}:{running.http_port}"
+                f"/api/v1/pipelines/{record.pipeline_id}/runs/{record.number}",
+                flush=True,
+            )
         await stop.wait()
         agent.drain("the controller is stopping")
         try:

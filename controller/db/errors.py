@@ -1,7 +1,8 @@
 """Recognising database errors without importing a driver outside controller.db.
 
-Services turn a unique violation into a user-facing conflict ("a pipeline with that name already
-exists"); each driver raises its own exception type for it, so the test lives here.
+Services (`controller.*.services`) turn a unique violation into a user-facing conflict ("a pipeline
+with that name already exists"); each driver raises its own exception type for it, so the test
+lives here.
 """
 
 from __future__ import annotations

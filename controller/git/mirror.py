@@ -8,6 +8,9 @@ smart HTTP (`controller.git.smart_http`), even after a force-push moved the bran
 
 Everything here is synchronous and blocking: callers run it in a thread, one call at a time per
 repository. Error messages never carry credentials (`redact`).
+
+Why one module past 500 lines: a mirror is one object over one dulwich repository (fetch, read,
+pin, serve, maintain share its open handle and its locking rule), and this is dulwich's owner.
 """
 
 from __future__ import annotations

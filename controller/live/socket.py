@@ -45,8 +45,8 @@ def _hub(state: State, deps: Deps) -> LiveHub:
 class Connection:
     """One page's socket: its topics, its log streams and its outbox."""
 
-    def __init__(self, svc: Deps, hub: LiveHub, outbox: Outbox | None = None) -> None:
-        self.svc = svc
+    def __init__(self, deps: Deps, hub: LiveHub, outbox: Outbox | None = None) -> None:
+        self.deps = deps
         self.hub = hub
         self.outbox = outbox or Outbox()
         self.topics: set[Hashable] = set()
@@ -91,7 +91,7 @@ class Connection:
             return
         message = None
         if request.run_id is not None:
-            message = await run_message(self.svc, request.run_id)
+            message = await run_message(self.deps, request.run_id)
             if message is None:
                 raise BadRequest(f'"watch": no run {request.run_id}; watch a run id the API lists')
         self.topics.add(key)
@@ -103,7 +103,7 @@ class Connection:
             for stage in await stage_messages(request.run_id):
                 self.deliver(key, stage)
         elif key == AGENTS:
-            for agent in (await agent_messages(self.svc)).values():
+            for agent in (await agent_messages(self.deps)).values():
                 self.deliver(key, agent)
 
     async def _follow(self, request: FollowLog) -> None:
@@ -111,10 +111,10 @@ class Connection:
             self._stop_log(request.tag)  # a re-request (after a reload) replaces the stream
         if len(self.logs) >= MAX_LOG_STREAMS:
             raise BadRequest(f'"log": at most {MAX_LOG_STREAMS} log streams per socket; "unlog" one first')
-        if not await run_tenant_ok(self.svc, request.run_id):
+        if not await run_tenant_ok(self.deps, request.run_id):
             raise BadRequest(f'"log": no run {request.run_id}')
         follower = LogFollower(
-            self.svc,
+            self.deps,
             request.tag,
             request.run_id,
             request.stage,

@@ -49,6 +49,8 @@ class TriggerInput:
     env: Mapping[str, str] = field(default_factory=dict)
     message: str = ""
     author: str = ""
+    #: How the run shows who started it: "api" (REST, gRPC, CLI) or "manual" (`buildit up --trigger`).
+    source: str = "api"
 
 
 @dataclass(frozen=True)
@@ -135,7 +137,11 @@ class RunCommands:
             if sha is not None and not _FULL_SHA.match(sha):
                 raise Invalid("'sha' must be a full 40-character hexadecimal commit id")
             run = await self.triggers.trigger(
-                where.repository_id, branch or None, sha.lower() if sha else None, env=request.env
+                where.repository_id,
+                branch or None,
+                sha.lower() if sha else None,
+                source=request.source,
+                env=request.env,
             )
             if run is None:
                 raise Unprocessable(
@@ -149,7 +155,7 @@ class RunCommands:
             sha=request.sha or "",
             message=request.message,
             author=request.author,
-            trigger="api",
+            trigger=request.source,
             env=request.env,
         )
         return services.record_of_new_run(
@@ -158,7 +164,7 @@ class RunCommands:
             sha=request.sha or "",
             message=request.message,
             author=request.author,
-            trigger="api",
+            trigger=request.source,
             pipeline_name=where.pipeline_name,
             tenant=self.tenant,
             agent_names=self._agent_names(run),

@@ -23,6 +23,10 @@ name) at their schedule, read from the newest `.buildit.kdl` of that branch.
 
 All Git work is blocking (dulwich) and runs in a worker thread, one operation at a time per
 repository (a lock per repository).
+
+Why one module past 500 lines: registration, watching, polling, webhooks, cron and turning a
+commit into a run all act on the same per-repository state (`_Active`: its mirror, lock and tasks);
+apart, each would reach into the others' state.
 """
 
 from __future__ import annotations
