@@ -182,26 +182,38 @@ def check_shape(node: RawNode, rule: Rule, where: str, out: Collector, allow_blo
             )
             ok = False
             break
+    if not check_props(node, rule, f"'{node.name}'{where}", out, who=f"'{node.name}'"):
+        ok = False
+    if node.children and not allow_block:
+        out.node(node, f"'{node.name}'{where} takes no block", f"example: {rule.example}", near="{")
+        ok = False
+    return ok
+
+
+def check_props(node: RawNode, rule: Rule, what: str, out: Collector, who: str | None = None) -> bool:
+    """Check a node's properties against its rule.
+
+    `what` names the node where it stands ("'image' in stage 'build'"), `who` what it is ("'image'";
+    default `what`).
+    """
+    ok = True
     for prop, value in node.props.items():
         if prop not in rule.props:
             hint = (
                 did_you_mean(prop, rule.props, "allowed properties")
                 if rule.props
-                else f"'{node.name}' takes no properties; example: {rule.example}"
+                else f"{who or what} takes no properties; example: {rule.example}"
             )
-            out.node(node, f"unknown property '{prop}' on '{node.name}'{where}", hint, near=f"{prop}=")
+            out.node(node, f"unknown property '{prop}' on {what}", hint, near=f"{prop}=")
             ok = False
         elif not is_type(value, rule.props[prop]):
             out.node(
                 node,
-                f"property '{prop}' on '{node.name}'{where} takes {type_name(rule.props[prop])}",
+                f"property '{prop}' on {what} takes {type_name(rule.props[prop])}",
                 f"example: {rule.example}",
                 near=f"{prop}=",
             )
             ok = False
-    if node.children and not allow_block:
-        out.node(node, f"'{node.name}'{where} takes no block", f"example: {rule.example}", near="{")
-        ok = False
     return ok
 
 

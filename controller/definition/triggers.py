@@ -6,7 +6,7 @@ import re
 
 from controller.definition.cron import EXAMPLE as CRON_EXAMPLE
 from controller.definition.cron import CronError, check_cron
-from controller.definition.grammar import TRIGGERS, Collector, did_you_mean, is_type, type_name
+from controller.definition.grammar import TRIGGERS, Collector, check_props, did_you_mean
 from controller.definition.kdl import RawNode
 from controller.definition.model import TRIGGER_KINDS, Trigger
 
@@ -51,24 +51,7 @@ def build_trigger(node: RawNode, out: Collector) -> Trigger | None:
         return None
     what = f"trigger '{kind}'"
     example = f"example: {rule.example}"
-    ok = True
-    for prop, value in node.props.items():
-        if prop not in rule.props:
-            hint = (
-                did_you_mean(prop, rule.props, "allowed properties")
-                if rule.props
-                else f"{what} takes no properties; {example}"
-            )
-            out.node(node, f"unknown property '{prop}' on {what}", hint, near=f"{prop}=")
-            ok = False
-        elif not is_type(value, rule.props[prop]):
-            out.node(
-                node,
-                f"property '{prop}' on {what} takes {type_name(rule.props[prop])}",
-                example,
-                near=f"{prop}=",
-            )
-            ok = False
+    ok = check_props(node, rule, what, out)
     if node.children:
         out.node(node, f"{what} takes no block", example, near="{")
         ok = False
