@@ -122,3 +122,38 @@ async def test_the_mirror_merges_its_packs_after_pushes_without_holding_up_their
 
 async def _fewer_packs(folder: Path, limit: int) -> bool:
     return len(list(folder.glob("*.pack"))) <= limit
+
+
+async def test_a_commit_that_fails_unexpectedly_does_not_block_the_ones_after_it(
+    engine: TriggerEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The one substitution: the scheduler fails once with an error nobody expected (as a
+    # RecursionError from a pathological file once did). Before, that trigger stayed pending and
+    # every later commit of the repository queued behind it, never run, while the repository said ok.
+    work = make_repo(tmp_path / "app", {".buildit.kdl": 'pipeline "app"\nstage "s" { run "true"; }\n'})
+    repo = await engine.register(RepoSettings(url=str(work)))
+    real_trigger = engine.scheduler.trigger
+    failures: list[str] = []
+
+    async def fail_once(*args: Any, **kwargs: Any) -> Any:
+        if not failures:
+            failures.append(kwargs["sha"])
+            raise RuntimeError("something nobody expected")
+        return await real_trigger(*args, **kwargs)
+
+    monkeypatch.setattr(engine.scheduler, "trigger", fail_once)
+    broken = commit(work, {"a.txt": "1"}, "first push")
+    await _wait(lambda: _finished_trigger(repo.id, broken))
+    assert failures == [broken]
+    outcome = await _finished_trigger(repo.id, broken)
+    assert "internal error (RuntimeError)" in outcome and "controller log" in outcome
+    fine = commit(work, {"a.txt": "2"}, "second push")
+    runs = await _wait(lambda: _runs(repo.pipeline_id))
+    assert [r["sha"] for r in runs] == [fine]
+
+
+async def _finished_trigger(repo_id: Any, sha: str) -> str | None:
+    for row in await repos.recent_triggers(repo_id):
+        if row["sha"] == sha and row["outcome"]:
+            return str(row["outcome"])
+    return None
