@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import time
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -110,8 +111,18 @@ def _enable_wal(file: Path) -> None:
     creates the file, which is what a new SQLite database should be.
     """
     connection = sqlite3.connect(file, timeout=SQLITE_BUSY_TIMEOUT_S)
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
     try:
-        connection.execute("PRAGMA journal_mode=WAL")
+        while True:
+            try:
+                connection.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                # Two processes opening a new file at once: the journal-mode switch needs the file
+                # to itself and SQLite does not wait for it (no busy handler), so wait here.
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
     finally:
         connection.close()
 
