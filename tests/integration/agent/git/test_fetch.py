@@ -16,18 +16,7 @@ from tests.integration.agent.git_server import GitHttpServer, Upstream, git
 pytestmark = pytest.mark.timeout(60)
 
 TOKEN = "agent-token-5f2c9e0d7a41b3c8"
-
-
-@pytest.fixture
-def upstream(tmp_path: Path) -> Upstream:
-    work = tmp_path / "work"
-    work.mkdir()
-    git(work, "init", "-q", "-b", "main")
-    served = tmp_path / "served"
-    served.mkdir()
-    bare = served / "project.git"
-    git(served, "init", "-q", "--bare", str(bare))
-    return Upstream(work, bare)
+# `upstream` (a work repository and the bare one served) comes from tests/integration/agent/conftest.py.
 
 
 def serve(root: Path, *, protocol_v2: bool = True, token: str = TOKEN) -> Iterator[GitHttpServer]:
