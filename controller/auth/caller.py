@@ -1,0 +1,53 @@
+"""Who is calling, as the policy point established it: what every door hands to operations."""
+
+from __future__ import annotations
+
+from typing import Literal
+from uuid import UUID
+
+from controller.auth.permissions import Role
+
+CallerKind = Literal["anonymous", "user", "key", "agent", "webhook"]
+
+
+class Caller:
+    """An authenticated (or anonymous) caller acting in one tenant.
+
+    A plain class, not a dataclass: Litestar validates injected values with msgspec, which would
+    rebuild a dataclass per request (see `controller.deps.Deps`).
+    """
+
+    __slots__ = ("address", "key_id", "kind", "name", "org", "org_role", "role", "roles", "tenant", "user_id")
+
+    def __init__(
+        self,
+        kind: CallerKind,
+        name: str,
+        org: UUID,
+        tenant: UUID,
+        role: Role | None,
+        *,
+        user_id: UUID | None = None,
+        key_id: UUID | None = None,
+        roles: dict[UUID, Role] | None = None,
+        org_role: int | None = None,
+        address: str = "",
+    ) -> None:
+        self.kind: CallerKind = kind
+        #: Shown in the audit log and in messages: a user name, `key:<prefix>`, `agent:<name>`.
+        self.name = name
+        self.org = org
+        #: The tenant this request acts in; operations scope every query to it.
+        self.tenant = tenant
+        #: The caller's role in `tenant` (None: anonymous, or an agent).
+        self.role = role
+        self.user_id = user_id
+        self.key_id = key_id
+        #: Every tenant the caller can see, with its role there (the tenant switcher's list).
+        self.roles: dict[UUID, Role] = roles if roles is not None else ({tenant: role} if role else {})
+        self.org_role = org_role
+        #: The client's address, for the audit log and login rate limits.
+        self.address = address
+
+    def __repr__(self) -> str:
+        return f"Caller({self.kind} {self.name!r} tenant={self.tenant} role={self.role})"
