@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Litestar, get
+from litestar import Litestar, Request, get
 from litestar.di import Provide
 from litestar.exceptions import ClientException, ValidationException
 from litestar.openapi import OpenAPIConfig
@@ -18,6 +18,8 @@ from controller.api_errors import (
     validation_handler,
 )
 from controller.artifacts.api import ArtifactsController
+from controller.auth.caller import Caller
+from controller.auth.policy import caller_of
 from controller.db import ping
 from controller.deps import Deps
 from controller.errors import BuildItError, Unavailable
@@ -59,6 +61,9 @@ def create_app(deps: Deps, max_body_bytes: int = 1024 * 1024) -> Litestar:
     def provide_commands() -> RunCommands:
         return deps.runs
 
+    def provide_caller(request: Request) -> Caller:  # type: ignore[type-arg]
+        return caller_of(request, deps)
+
     handlers: list[Any] = [
         health,
         ready,
@@ -78,6 +83,7 @@ def create_app(deps: Deps, max_body_bytes: int = 1024 * 1024) -> Litestar:
         dependencies={
             "deps": Provide(provide_deps, use_cache=True, sync_to_thread=False),
             "commands": Provide(provide_commands, use_cache=True, sync_to_thread=False),
+            "caller": Provide(provide_caller, sync_to_thread=False),
         },
         openapi_config=OpenAPIConfig(title="BuildIt", version=__version__, path="/schema"),
         exception_handlers={
