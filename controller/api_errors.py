@@ -7,12 +7,15 @@ own shape, so framework errors like malformed JSON or a too-large body look the 
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
+from urllib.parse import quote
 
 from litestar import Request, Response
 from litestar.exceptions import ClientException, HTTPException, ValidationException
+from litestar.response import Redirect
 
-from controller.errors import HTTP_STATUS, BuildItError
+from controller.errors import HTTP_STATUS, BuildItError, TooManyRequests, Unauthenticated
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +59,32 @@ def client_error_handler(request: Request[Any, Any, Any], exc: ClientException) 
 
 
 def buildit_error_handler(request: Request[Any, Any, Any], exc: BuildItError) -> Response[dict[str, Any]]:
-    """An operation's refusal with the status of its kind (controller.errors.HTTP_STATUS)."""
+    """An operation's refusal with the status of its kind (controller.errors.HTTP_STATUS); a browser
+    asking for a page without a session is sent to the login page instead."""
+    if isinstance(exc, Unauthenticated) and _wants_page(request):
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return Redirect(path=f"/login?next={quote(target, safe='')}", status_code=303)
     status = HTTP_STATUS[exc.kind]
     body: dict[str, Any] = {"status_code": status, "detail": exc.message}
     if exc.extra:
         body["extra"] = exc.extra
-    return Response(body, status_code=status)
+    headers = {}
+    if isinstance(exc, TooManyRequests):
+        headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
+    elif isinstance(exc, Unauthenticated):
+        headers["WWW-Authenticate"] = 'Bearer realm="buildit"'
+    return Response(body, status_code=status, headers=headers)
+
+
+def _wants_page(request: Request[Any, Any, Any]) -> bool:
+    """A browser navigating to a UI page (not an API client, not htmx, not a socket)."""
+    path = request.url.path
+    return (
+        request.method == "GET"
+        and not path.startswith(("/api/", "/git/", "/hooks/", "/ws"))
+        and "text/html" in request.headers.get("accept", "")
+        and request.headers.get("hx-request") != "true"
+    )
 
 
 def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:

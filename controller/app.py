@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Litestar, Request, get
+from litestar import Litestar, Request, Router, get
 from litestar.di import Provide
 from litestar.exceptions import ClientException, ValidationException
 from litestar.openapi import OpenAPIConfig
@@ -19,7 +19,10 @@ from controller.api_errors import (
 )
 from controller.artifacts.api import ArtifactsController
 from controller.auth.caller import Caller
-from controller.auth.policy import caller_of
+from controller.auth.csrf import csrf_middleware
+from controller.auth.login import LOGIN_HANDLERS
+from controller.auth.permissions import Permission, requires
+from controller.auth.policy import Policy, caller_of
 from controller.db import ping
 from controller.deps import Deps
 from controller.errors import BuildItError, Unavailable
@@ -33,13 +36,13 @@ from controller.runs.commands import RunCommands
 from controller.web import routes as web_routes
 
 
-@get("/health", tags=["health"])
+@get("/health", tags=["health"], opt=requires(Permission.PUBLIC))
 async def health() -> dict[str, str]:
     """Liveness: the process serves HTTP."""
     return {"status": "ok"}
 
 
-@get("/ready", tags=["health"])
+@get("/ready", tags=["health"], opt=requires(Permission.PUBLIC))
 async def ready() -> dict[str, str]:
     """Readiness: the database answers."""
     try:
@@ -49,20 +52,22 @@ async def ready() -> dict[str, str]:
     return {"status": "ok", "database": "ok"}
 
 
-def create_app(deps: Deps, max_body_bytes: int = 1024 * 1024) -> Litestar:
+def create_app(deps: Deps, max_body_bytes: int = 1024 * 1024, csrf_secret: str | None = None) -> Litestar:
     """The HTTP application: REST API, web UI pages and /static, OpenAPI at /schema, health checks.
 
     Handlers get `deps` (and `commands`, the run operations) by Litestar's dependency injection.
     """
 
-    def provide_deps() -> Deps:
-        return deps
+    def provide_deps(caller: Caller) -> Deps:
+        return deps.scoped(caller.org, caller.tenant)
 
-    def provide_commands() -> RunCommands:
-        return deps.runs
+    policy = Policy(deps.authenticator, deps.org, deps.tenant, deps.registry.authenticate)
 
     def provide_caller(request: Request) -> Caller:  # type: ignore[type-arg]
-        return caller_of(request, deps)
+        return caller_of(request)
+
+    def provide_commands(deps: Deps) -> RunCommands:
+        return deps.runs
 
     handlers: list[Any] = [
         health,
@@ -77,15 +82,23 @@ def create_app(deps: Deps, max_body_bytes: int = 1024 * 1024) -> Litestar:
         GitHttpController,
         *web_routes.handlers(),
         *LIVE_HANDLERS,  # /ws: live updates for the UI pages
+        *LOGIN_HANDLERS,  # sign in and out, API keys for the CLI
     ]
     return Litestar(
         route_handlers=handlers,
         dependencies={
-            "deps": Provide(provide_deps, use_cache=True, sync_to_thread=False),
-            "commands": Provide(provide_commands, use_cache=True, sync_to_thread=False),
+            "deps": Provide(provide_deps, sync_to_thread=False),
             "caller": Provide(provide_caller, sync_to_thread=False),
+            "commands": Provide(provide_commands, sync_to_thread=False),
         },
-        openapi_config=OpenAPIConfig(title="BuildIt", version=__version__, path="/schema"),
+        openapi_config=OpenAPIConfig(
+            title="BuildIt",
+            version=__version__,
+            path="/schema",
+            openapi_router=Router("/schema", route_handlers=[], opt=requires(Permission.PUBLIC)),
+        ),
+        guards=[policy.guard],
+        middleware=[csrf_middleware(csrf_secret)],
         exception_handlers={
             ValidationException: validation_handler,
             ClientException: client_error_handler,

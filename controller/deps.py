@@ -7,10 +7,13 @@ Litestar app, which provides it to every handler through dependency injection (`
 
 from __future__ import annotations
 
+import copy
 from typing import TYPE_CHECKING
 from uuid import UUID
 
 from controller.agents.services import AgentRegistry
+from controller.auth.authenticate import Authenticator
+from controller.auth.throttle import LoginThrottle
 from controller.events import EventBus
 from controller.runs.commands import RunCommands
 from controller.scheduling.logs import LogStore
@@ -50,5 +53,22 @@ class Deps:
         self.triggers = triggers
         #: Artifact content under the data dir (None in tests that need none).
         self.artifacts = artifacts
-        #: The run operations every door adapts (built from the parts above).
+        #: Finds the principal of an API key or session (its caches live as long as the process).
+        self.authenticator = Authenticator()
+        #: Back-off of failed sign-ins, per user name and per address.
+        self.throttle = LoginThrottle()
+        #: Mark session cookies `Secure` (the public URL is https) even when TLS ends at a proxy.
+        self.secure_cookies = False
+        #: The run operations every door adapts, for the default tenant (`buildit up`'s own use).
         self.runs = RunCommands(scheduler, tenant, triggers)
+
+    def scoped(self, org: UUID, tenant: UUID) -> Deps:
+        """The same parts acting for one tenant (a request's caller's): handlers read `deps.tenant`
+        and `deps.org`, so scoping them here scopes every query a door makes."""
+        if tenant == self.tenant and org == self.org:
+            return self
+        view = copy.copy(self)
+        view.org = org
+        view.tenant = tenant
+        view.runs = RunCommands(self.scheduler, tenant, self.triggers)
+        return view

@@ -81,6 +81,17 @@ class TooLarge(BuildItError):
     kind = "too_large"
 
 
+class TooManyRequests(BuildItError):
+    """Too many attempts (failed logins) from one user or address: wait `retry_after_s` and try again."""
+
+    kind = "too_many_requests"
+
+    def __init__(self, message: str, retry_after_s: float = 1.0, **extra: Any) -> None:
+        super().__init__(message, **extra)
+        #: Sent as HTTP `Retry-After` (whole seconds, rounded up).
+        self.retry_after_s = retry_after_s
+
+
 class Unavailable(BuildItError):
     """A dependency (database, remote repository) cannot be reached now; retrying later may work."""
 
@@ -98,6 +109,7 @@ HTTP_STATUS: dict[str, int] = {
     "unauthenticated": 401,
     "forbidden": 403,
     "too_large": 413,
+    "too_many_requests": 429,
     "unavailable": 503,
     "error": 500,
 }
@@ -113,6 +125,7 @@ GRPC_CODE: dict[str, str] = {
     "unauthenticated": "UNAUTHENTICATED",
     "forbidden": "PERMISSION_DENIED",
     "too_large": "RESOURCE_EXHAUSTED",
+    "too_many_requests": "RESOURCE_EXHAUSTED",
     "unavailable": "UNAVAILABLE",
     "error": "INTERNAL",
 }
@@ -128,5 +141,6 @@ KINDS: tuple[type[BuildItError], ...] = (
     Unauthenticated,
     Forbidden,
     TooLarge,
+    TooManyRequests,
     Unavailable,
 )

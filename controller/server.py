@@ -27,6 +27,9 @@ from controller.agents.services import AgentRegistry
 from controller.app import create_app
 from controller.artifacts import services as artifact_rows
 from controller.artifacts.store import ArtifactStore
+from controller.auth.agent_tokens import adopt_token
+from controller.auth.commands import ensure_admin, initial_password
+from controller.auth.keyfiles import session_key
 from controller.db.engine import close_database, open_database
 from controller.deps import Deps
 from controller.events import EventBus
@@ -55,6 +58,8 @@ class Running:
     http_port: int
     grpc_port: int
     stop: Callable[[], Awaitable[None]]
+    #: The first admin's generated password while `<data dir>/initial-admin-password` exists.
+    admin_password: str | None = None
 
 
 async def start(settings: ControllerSettings) -> Running:
@@ -65,6 +70,10 @@ async def start(settings: ControllerSettings) -> Running:
         logging.getLogger(chatty).setLevel(logging.WARNING)
     engine = await open_database(settings.database_url)
     org, tenant = await ensure_default_org_and_tenant()
+    await ensure_admin(settings.data_dir, org)
+    if settings.registration_token:
+        # The token of `.buildit/` or BUILDIT_REGISTRATION_TOKEN stays an org-wide registration token.
+        await adopt_token(org, settings.registration_token, "default")
     events = EventBus()
     logs = LogStore(settings.data_dir / "logs")
     scheduler = Scheduler(
@@ -80,6 +89,7 @@ async def start(settings: ControllerSettings) -> Running:
     artifact_store = ArtifactStore(settings.data_dir / "artifacts")
     scheduler.lease_listeners.append(_forget_artifacts_of_earlier_attempts())
     deps = Deps(scheduler, registry, logs, events, org, tenant, triggers=triggers, artifacts=artifact_store)
+    deps.secure_cookies = settings.public_url.startswith("https://")
 
     grpc_server = aio.server(
         interceptors=[GuardingInterceptor([ErrorMapping(), AgentAuth(registry.authenticate)])],
@@ -105,7 +115,7 @@ async def start(settings: ControllerSettings) -> Running:
     for name in (*names[:2], ""):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
 
-    app = create_app(deps, settings.max_body_bytes)
+    app = create_app(deps, settings.max_body_bytes, csrf_secret=session_key(settings.data_dir))
     config = uvicorn.Config(
         app,
         host=settings.http_host,
@@ -140,7 +150,7 @@ async def start(settings: ControllerSettings) -> Running:
             await http_task
         await close_database(engine)
 
-    return Running(deps, http_port, grpc_port, stop)
+    return Running(deps, http_port, grpc_port, stop, initial_password(settings.data_dir))
 
 
 def _url_host(host: str) -> str:

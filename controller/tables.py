@@ -14,8 +14,10 @@ from piccolo.conf.apps import AppConfig
 
 from controller.agents.tables import Agent
 from controller.artifacts.tables import Artifact
+from controller.audit.tables import AuditEvent
+from controller.auth.tables import AgentToken, ApiKey, WebSession
 from controller.db.binding import APP_NAME
-from controller.orgs.tables import Organization, Tenant
+from controller.orgs.tables import Membership, Organization, Team, TeamMember, Tenant, TenantGrant, User
 from controller.pipelines.tables import Pipeline
 from controller.repos.tables import BranchHead, CommitTrigger, Repository
 from controller.runs.tables import Run, StageRun
@@ -36,5 +38,14 @@ APP_CONFIG = AppConfig(
         StageRun,
         CommitTrigger,
         Artifact,
+        User,
+        Membership,
+        Team,
+        TeamMember,
+        TenantGrant,
+        WebSession,
+        ApiKey,
+        AgentToken,
+        AuditEvent,
     ],
 )

@@ -10,6 +10,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath
 
 from controller.agents.services import agent_json, list_agent_views, set_drain
+from controller.auth.permissions import Permission, requires
 from controller.deps import Deps
 
 
@@ -17,6 +18,7 @@ class AgentsController(Controller):
     """The agent fleet."""
 
     path = "/api/v1/agents"
+    opt = requires(Permission.READ)
     tags = ["agents"]
 
     @get("/")
@@ -25,12 +27,12 @@ class AgentsController(Controller):
         views = await list_agent_views(deps.scheduler, deps.tenant)
         return {"agents": [agent_json(v) for v in views]}
 
-    @post("/{agent_id:uuid}/drain", status_code=200)
+    @post("/{agent_id:uuid}/drain", status_code=200, opt=requires(Permission.MANAGE))
     async def drain(self, deps: NamedDependency[Deps], agent_id: FromPath[UUID]) -> dict[str, Any]:
         """Take no new stages on this agent (running ones finish); holds until resumed, across restarts."""
         return await _set_drain(deps, agent_id, True)
 
-    @post("/{agent_id:uuid}/resume", status_code=200)
+    @post("/{agent_id:uuid}/resume", status_code=200, opt=requires(Permission.MANAGE))
     async def resume(self, deps: NamedDependency[Deps], agent_id: FromPath[UUID]) -> dict[str, Any]:
         """Undo an operator's drain: the agent takes queued stages again at once."""
         return await _set_drain(deps, agent_id, False)

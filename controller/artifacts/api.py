@@ -17,6 +17,7 @@ from litestar.params import FromPath
 from litestar.response import File
 
 from controller.artifacts import services
+from controller.auth.permissions import Permission, requires
 from controller.deps import Deps
 from controller.errors import BuildItError, NotFound
 from controller.pipelines.services import get_pipeline
@@ -29,6 +30,7 @@ class ArtifactsController(Controller):
     """A run's artifacts: `GET .../artifacts` and `GET .../artifacts/{id}`."""
 
     path = "/api/v1/pipelines/{pipeline_id:uuid}/runs/{number:int}/artifacts"
+    opt = requires(Permission.READ)
     tags = ["artifacts"]
 
     async def _run(self, deps: Deps, pipeline_id: UUID, number: int) -> dict[str, Any]:

@@ -10,6 +10,17 @@ from controller.auth.permissions import Role
 CallerKind = Literal["anonymous", "user", "key", "agent", "webhook"]
 
 
+class TenantChoice:
+    """A tenant the caller may switch to."""
+
+    __slots__ = ("id", "path", "role")
+
+    def __init__(self, id: UUID, path: str, role: Role) -> None:
+        self.id = id
+        self.path = path
+        self.role = role
+
+
 class Caller:
     """An authenticated (or anonymous) caller acting in one tenant.
 
@@ -17,7 +28,19 @@ class Caller:
     rebuild a dataclass per request (see `controller.deps.Deps`).
     """
 
-    __slots__ = ("address", "key_id", "kind", "name", "org", "org_role", "role", "roles", "tenant", "user_id")
+    __slots__ = (
+        "address",
+        "key_id",
+        "kind",
+        "name",
+        "org",
+        "org_role",
+        "role",
+        "roles",
+        "tenant",
+        "tenant_list",
+        "user_id",
+    )
 
     def __init__(
         self,
@@ -48,6 +71,8 @@ class Caller:
         self.org_role = org_role
         #: The client's address, for the audit log and login rate limits.
         self.address = address
+        #: The tenants of `roles` as `TenantChoice`s, by path (the UI's tenant switcher).
+        self.tenant_list: list[TenantChoice] = []
 
     def __repr__(self) -> str:
         return f"Caller({self.kind} {self.name!r} tenant={self.tenant} role={self.role})"

@@ -69,8 +69,18 @@ def _print_banner(settings: ControllerSettings, running: Running, extra: str = "
         f"  registration token:  {s.registration_token}\n"
         f"  database:            {_redact(s.database_url)}\n"
         f"  join another agent:  buildit agent --controller HOST:{r.grpc_port} "
-        f"--registration-token {s.registration_token}" + extra,
+        f"--registration-token {s.registration_token}" + _sign_in_hint(r) + extra,
         flush=True,
+    )
+
+
+def _sign_in_hint(running: Running) -> str:
+    """How a newcomer signs in, while the generated first password is still in its file."""
+    if not running.admin_password:
+        return ""
+    return (
+        f"\n  sign in:             user admin, password {running.admin_password}"
+        "  (kept in <data dir>/initial-admin-password)"
     )
 
 

@@ -17,6 +17,7 @@ from litestar import Controller, Request, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath
 
+from controller.auth.permissions import Permission, requires
 from controller.deps import Deps
 from controller.errors import Invalid, NotFound, Unauthenticated
 from controller.hooks.payloads import PayloadError, parse_generic, parse_push, same_repository
@@ -39,6 +40,8 @@ class HooksController(Controller):
     """Push webhooks (see the module docstring)."""
 
     path = "/hooks"
+    #: Forges are authenticated by each payload's signature (HMAC or token), not by a user.
+    opt = {**requires(Permission.WEBHOOK), "exclude_from_csrf": True}
     tags = ["webhooks"]
 
     async def _forge(self, forge: str, deps: Deps, request: Request[Any, Any, Any]) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.exceptions import WebSocketDisconnect
 
+from controller.auth.permissions import Permission, requires
 from controller.deps import Deps
 from controller.live.hub import AGENTS, RUNS, LiveHub, run_key
 from controller.live.logfollow import FollowError, LogFollower, dumps
@@ -179,7 +180,7 @@ async def _write(socket: WebSocket[Any, Any, Any], outbox: Outbox) -> None:
         await socket.send_text(await outbox.get())
 
 
-@websocket("/ws")
+@websocket("/ws", opt=requires(Permission.READ))
 async def live_socket(socket: WebSocket[Any, Any, Any], deps: NamedDependency[Deps]) -> None:
     """Live updates for one page: watch topics, follow logs (protocol in README, "Live updates")."""
     await socket.accept()

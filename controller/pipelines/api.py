@@ -10,6 +10,7 @@ from litestar import Controller, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 
+from controller.auth.permissions import Permission, requires
 from controller.deps import Deps
 from controller.errors import Invalid, NotFound
 from controller.pipelines import services
@@ -27,6 +28,7 @@ class PipelinesController(Controller):
     """Pipelines of the default tenant."""
 
     path = "/api/v1/pipelines"
+    opt = requires(Permission.READ)
     tags = ["pipelines"]
 
     @get("/")
@@ -35,7 +37,7 @@ class PipelinesController(Controller):
         rows = await services.list_pipelines(deps.tenant)
         return {"pipelines": [services.pipeline_json(r, with_config=False) for r in rows]}
 
-    @post("/", status_code=201)
+    @post("/", status_code=201, opt=requires(Permission.MANAGE))
     async def create_pipeline(
         self, deps: NamedDependency[Deps], data: JSONBody[CreatePipeline]
     ) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from litestar import Controller, delete, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 
+from controller.auth.permissions import Permission, requires
 from controller.deps import Deps
 from controller.errors import Invalid, NotFound
 from controller.repos import services
@@ -61,6 +62,7 @@ class ReposController(Controller):
     """Watched repositories of the default tenant."""
 
     path = "/api/v1/repos"
+    opt = requires(Permission.READ)
     tags = ["repositories"]
 
     @get("/")
@@ -70,7 +72,7 @@ class ReposController(Controller):
         rows = await services.list_repositories(_engine(deps).tenant)
         return {"repos": [services.repo_json(r, engine.git_url(r.id)) for r in rows]}
 
-    @post("/", status_code=201)
+    @post("/", status_code=201, opt=requires(Permission.MANAGE))
     async def register(self, deps: NamedDependency[Deps], data: JSONBody[RegisterRepo]) -> dict[str, Any]:
         """Register a repository (URL or a path on the controller's machine) and start watching it.
 
@@ -107,13 +109,13 @@ class ReposController(Controller):
         body["triggers"] = await services.recent_triggers(repo_id)
         return body
 
-    @delete("/{repo_id:uuid}", status_code=204)
+    @delete("/{repo_id:uuid}", status_code=204, opt=requires(Permission.MANAGE))
     async def unregister(self, deps: NamedDependency[Deps], repo_id: FromPath[UUID]) -> None:
         """Stop watching; deletes the repository's pipeline, runs and mirror."""
         if not await _engine(deps).unregister(repo_id):
             raise NotFound(f"repository {repo_id} not found; list them with GET /api/v1/repos")
 
-    @post("/{repo_id:uuid}/runs", status_code=201)
+    @post("/{repo_id:uuid}/runs", status_code=201, opt=requires(Permission.RUN))
     async def run(
         self, commands: NamedDependency[RunCommands], repo_id: FromPath[UUID], data: JSONBody[RunRepo]
     ) -> dict[str, Any]:

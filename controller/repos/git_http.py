@@ -19,6 +19,7 @@ from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException
 from litestar.params import FromPath, FromQuery
 
+from controller.auth.permissions import Permission, requires
 from controller.deps import Deps
 from controller.errors import BuildItError, Forbidden, Invalid, NotFound
 from controller.git.mirror import GitError, Mirror
@@ -54,6 +55,8 @@ class GitHttpController(Controller):
     """GET …/info/refs and POST …/git-upload-pack for each mirror."""
 
     path = "/git"
+    #: Agents fetch the commit of a stage they hold (their agent token); readers may clone too.
+    opt = requires(Permission.AGENT)
     tags = ["git"]
     include_in_schema = False
 

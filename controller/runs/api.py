@@ -10,6 +10,7 @@ from litestar import Controller, Response, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody
 
+from controller.auth.permissions import Permission, requires
 from controller.deps import Deps
 from controller.errors import Invalid, NotFound
 from controller.runs import services
@@ -47,6 +48,7 @@ class TriggersController(Controller):
     """Start a run of anything by name: how the CLI and integrations that know names trigger."""
 
     path = "/api/v1/runs"
+    opt = requires(Permission.RUN)
     tags = ["runs"]
 
     @post("/", status_code=201)
@@ -61,9 +63,10 @@ class RunsController(Controller):
     """Runs live under their pipeline and are addressed by number; each handler adapts one command."""
 
     path = "/api/v1/pipelines/{pipeline_id:uuid}/runs"
+    opt = requires(Permission.READ)
     tags = ["runs"]
 
-    @post("/", status_code=201)
+    @post("/", status_code=201, opt=requires(Permission.RUN))
     async def trigger(
         self, commands: NamedDependency[RunCommands], pipeline_id: FromPath[UUID], data: JSONBody[TriggerRun]
     ) -> dict[str, Any]:
@@ -96,21 +99,21 @@ class RunsController(Controller):
         """A run with its stages."""
         return record_json(await commands.find(pipeline_id, number))
 
-    @post("/{number:int}/cancel", status_code=200)
+    @post("/{number:int}/cancel", status_code=200, opt=requires(Permission.RUN))
     async def cancel(
         self, commands: NamedDependency[RunCommands], pipeline_id: FromPath[UUID], number: FromPath[int]
     ) -> dict[str, Any]:
         """Cancel a run; running stages are told to stop at once."""
         return record_json(await commands.cancel(await commands.find(pipeline_id, number)))
 
-    @post("/{number:int}/rerun", status_code=201)
+    @post("/{number:int}/rerun", status_code=201, opt=requires(Permission.RUN))
     async def rerun(
         self, commands: NamedDependency[RunCommands], pipeline_id: FromPath[UUID], number: FromPath[int]
     ) -> dict[str, Any]:
         """A new run (next number) of a finished run: same pipeline file, branch, commit and metadata."""
         return record_json(await commands.rerun(await commands.find(pipeline_id, number)))
 
-    @post("/{number:int}/stages/{name:str}/retry", status_code=200)
+    @post("/{number:int}/stages/{name:str}/retry", status_code=200, opt=requires(Permission.RUN))
     async def retry_stage(
         self,
         commands: NamedDependency[RunCommands],

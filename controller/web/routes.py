@@ -9,6 +9,7 @@ from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
+from controller.auth.permissions import Permission, requires
 from controller.web.paths import web_dir
 from controller.web.templating import template_config
 from controller.web.views import LogLinesController, PagesController
@@ -32,7 +33,9 @@ def handlers() -> list[Any]:
     return [
         PagesController,
         LogLinesController,
-        create_static_files_router(path="/static", directories=[web_dir() / "static"], name="static"),
+        create_static_files_router(
+            path="/static", directories=[web_dir() / "static"], name="static", opt=requires(Permission.PUBLIC)
+        ),
     ]
 
 

@@ -19,6 +19,7 @@ from litestar.response import Template
 
 from controller.agents.services import list_agent_views
 from controller.artifacts import services as artifacts
+from controller.auth.permissions import Permission, requires
 from controller.deps import Deps
 from controller.errors import Invalid, NotFound
 from controller.pipelines.parsing import parse
@@ -83,6 +84,7 @@ class PagesController(Controller):
     """Dashboard, pipelines, runs, stage logs and the agent fleet."""
 
     path = "/"
+    opt = requires(Permission.READ)
     include_in_schema = False
 
     @get("/")
@@ -248,6 +250,7 @@ class LogLinesController(Controller):
     """JSON pages of a stage log by line, for the log view (a 200,000-line log stays usable)."""
 
     path = "/ui/pipelines/{pipeline_id:uuid}/runs/{number:int}/stages/{name:str}"
+    opt = requires(Permission.READ)
     include_in_schema = False
 
     async def _log(self, deps: Deps, pipeline_id: UUID, number: int, name: str, attempt: int | None) -> Any:

@@ -72,13 +72,19 @@
     });
   }
 
+  /** Headers of the page's JSON writes: the session cookie goes along, so the CSRF token must too. */
+  function jsonHeaders() {
+    const meta = document.querySelector('meta[name="csrf-token"]');
+    return { "Content-Type": "application/json", "x-csrftoken": meta ? meta.content : "" };
+  }
+
   document.addEventListener("click", async (ev) => {
     const button = ev.target.closest("button[data-action]");
     if (!button) return;
     if (button.dataset.confirm && !window.confirm(button.dataset.confirm)) return;
     button.disabled = true;
     try {
-      const resp = await fetch(button.dataset.action, { method: "POST", headers: { "Content-Type": "application/json" }, body: "{}" });
+      const resp = await fetch(button.dataset.action, { method: "POST", headers: jsonHeaders(), body: "{}" });
       if (!resp.ok) {
         flash(button.textContent.trim() + " failed: " + (await errorText(resp)));
         return;
@@ -97,7 +103,7 @@
     }
   });
 
-  window.BuildIt = { refresh, fragment, flash, errorText, tick, fmt };
+  window.BuildIt = { refresh, fragment, flash, errorText, tick, fmt, jsonHeaders };
   document.addEventListener("htmx:afterSwap", tick);
   document.addEventListener("DOMContentLoaded", () => {
     tick();

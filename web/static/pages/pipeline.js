@@ -13,7 +13,7 @@
     button.disabled = true;
     try {
       const resp = await fetch(form.dataset.url, {
-        method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+        method: "POST", headers: window.BuildIt.jsonHeaders(), body: JSON.stringify(body),
       });
       if (!resp.ok) {
         window.BuildIt.flash("Could not start a run: " + (await window.BuildIt.errorText(resp)));
