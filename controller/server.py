@@ -30,6 +30,7 @@ from controller.artifacts.store import ArtifactStore
 from controller.auth.agent_tokens import adopt_token
 from controller.auth.commands import ensure_admin, initial_password
 from controller.auth.keyfiles import session_key
+from controller.auth.policy import Policy
 from controller.db.engine import close_database, open_database
 from controller.deps import Deps
 from controller.events import EventBus
@@ -39,6 +40,7 @@ from controller.rpc.agent_service import AgentServicer
 from controller.rpc.auth import AgentAuth
 from controller.rpc.buildit_service import BuildItServicer
 from controller.rpc.errors import ErrorMapping
+from controller.rpc.user_auth import UserAuth
 from controller.rpc.wrapping import GuardingInterceptor
 from controller.scheduling.db_store import PiccoloStore
 from controller.scheduling.logs import LogStore
@@ -91,8 +93,13 @@ async def start(settings: ControllerSettings) -> Running:
     deps = Deps(scheduler, registry, logs, events, org, tenant, triggers=triggers, artifacts=artifact_store)
     deps.secure_cookies = settings.public_url.startswith("https://")
 
+    policy = Policy(deps.authenticator, org, tenant)
     grpc_server = aio.server(
-        interceptors=[GuardingInterceptor([ErrorMapping(), AgentAuth(registry.authenticate)])],
+        interceptors=[
+            GuardingInterceptor(
+                [ErrorMapping(), AgentAuth(registry.authenticate), UserAuth(policy, deps.authenticator)]
+            )
+        ],
         options=[("grpc.http2.bdp_probe", 0)],
     )
     pb_grpc.add_AgentServiceServicer_to_server(

@@ -58,7 +58,9 @@ class LoginController(Controller):
     @get("/login", opt=requires(Permission.PUBLIC))
     async def login_page(self, next: FromQuery[str] = "/") -> Template:
         """The login form."""
-        return Template(template_name="login.html", context={"next": _safe_next(next), "error": "", "username": ""})
+        return Template(
+            template_name="login.html", context={"next": _safe_next(next), "error": "", "username": ""}
+        )
 
     @post("/login", opt=requires(Permission.PUBLIC), status_code=303)
     async def login(

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from controller import __version__
+from controller.cli.account import add_parsers as add_account_parsers
 from controller.cli.errors import EXIT_INTERRUPTED, CliError
 from controller.cli.local import cmd_run, cmd_validate
 from controller.cli.repos import add_parsers as add_repo_parsers
@@ -119,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.set_defaults(func=cmd_up)
 
     add_repo_parsers(sub)
+    add_account_parsers(sub)
     return parser
 
 

@@ -14,6 +14,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from controller.cli import credentials
 from controller.cli.errors import ApiError, UsageError
 
 DEFAULT_SERVER = "http://127.0.0.1:8080"
@@ -23,12 +24,18 @@ def _server(args: argparse.Namespace) -> str:
     return str(args.server or os.environ.get("BUILDIT_URL") or DEFAULT_SERVER).rstrip("/")
 
 
-def call(server: str, method: str, path: str, body: Any = None) -> Any:
-    """One JSON request to the REST API; ApiError with the API's own `detail` on failure."""
+def call(server: str, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> Any:
+    """One JSON request to the REST API, signed in with the stored key (or BUILDIT_TOKEN); ApiError
+    with the API's own `detail` on failure."""
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(
-        server + path, data=data, method=method, headers={"Content-Type": "application/json"}
-    )
+    sent = {"Content-Type": "application/json", **(headers or {})}
+    token = credentials.token_for(server)
+    if token and "Authorization" not in sent:
+        sent["Authorization"] = f"Bearer {token}"
+    tenant = os.environ.get("BUILDIT_TENANT")
+    if tenant:
+        sent["X-BuildIt-Tenant"] = tenant
+    request = urllib.request.Request(server + path, data=data, method=method, headers=sent)
     try:
         with urllib.request.urlopen(request, timeout=180) as response:
             payload = response.read()
@@ -38,6 +45,8 @@ def call(server: str, method: str, path: str, body: Any = None) -> Any:
             detail = json.loads(text).get("detail", text)
         except (ValueError, AttributeError):
             detail = text
+        if exc.code == 401 and "Authorization: Basic" not in str(detail):
+            detail = f"{detail} (run `buildit login --server {server}` or set BUILDIT_TOKEN)"
         raise ApiError(f"{exc.code}: {detail}") from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)

@@ -16,6 +16,7 @@ from uuid import UUID
 from grpc import aio
 
 from controller.errors import Unauthenticated
+from controller.rpc.wrapping import Guard
 
 OPEN_METHODS = frozenset({"/buildit.v1.AgentService/Register"})
 AGENT_PREFIX = "/buildit.v1.AgentService/"
@@ -42,6 +43,10 @@ class AgentAuth:
     def applies(self, method: str) -> bool:
         """Every AgentService method but Register (authenticated by its registration token)."""
         return method.startswith(AGENT_PREFIX) and method not in OPEN_METHODS
+
+    def guard_for(self, method: str) -> Guard:
+        """The same guard for every method."""
+        return self.guard
 
     @contextlib.asynccontextmanager
     async def guard(self, context: aio.ServicerContext) -> AsyncIterator[None]:

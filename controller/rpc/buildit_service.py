@@ -18,11 +18,12 @@ from agent.contract.types import StageStatus
 from controller.agents.services import AgentView, list_agent_views, set_drain
 from controller.db.columns import loaded
 from controller.deps import Deps
-from controller.errors import Invalid, NotFound
+from controller.errors import Forbidden, Invalid, NotFound
 from controller.events import Overflow
 from controller.pipelines.parsing import parse
+from controller.rpc.user_auth import current_caller
 from controller.runs import listing
-from controller.runs.commands import TriggerInput
+from controller.runs.commands import RunCommands, TriggerInput
 from controller.runs.logread import LogPiece, LogReader
 from controller.runs.services import RunRecord, record_of
 
@@ -119,8 +120,20 @@ class BuildItServicer(pb_grpc.BuildItServiceServicer):  # type: ignore[misc]
     (`controller.rpc.errors`)."""
 
     def __init__(self, deps: Deps) -> None:
-        self.deps = deps
-        self.commands = deps.runs
+        self._deps = deps
+
+    @property
+    def deps(self) -> Deps:
+        """The parts scoped to the calling key's tenant (set by the UserAuth guard around the call)."""
+        caller = current_caller.get(None)
+        if caller is None:
+            raise Forbidden("no caller: the method was not checked by the policy point")
+        return self._deps.scoped(caller.org, caller.tenant)
+
+    @property
+    def commands(self) -> RunCommands:
+        """The run operations of the caller's tenant."""
+        return self.deps.runs
 
     async def _record(self, run_id: str) -> RunRecord:
         key = _uuid(run_id)

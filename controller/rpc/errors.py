@@ -16,6 +16,7 @@ import grpc
 from grpc import aio
 
 from controller.errors import GRPC_CODE, BuildItError
+from controller.rpc.wrapping import Guard
 
 
 def grpc_code(exc: BuildItError) -> grpc.StatusCode:
@@ -35,6 +36,10 @@ class ErrorMapping:
     def applies(self, method: str) -> bool:
         """Every BuildIt method (not health or reflection, which raise none)."""
         return method.startswith("/buildit.")
+
+    def guard_for(self, method: str) -> Guard:
+        """The same guard for every method."""
+        return self.guard
 
     @contextlib.asynccontextmanager
     async def guard(self, context: aio.ServicerContext) -> AsyncIterator[None]:

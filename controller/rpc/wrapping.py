@@ -71,8 +71,8 @@ class MethodGuard(Protocol):
         """Whether calls of `method` (e.g. "/buildit.v1.AgentService/Lease") are guarded."""
         ...
 
-    def guard(self, context: aio.ServicerContext) -> AbstractAsyncContextManager[None]:
-        """The code run around one call."""
+    def guard_for(self, method: str) -> Guard:
+        """The code run around each call of `method` (built once per method)."""
         ...
 
 
@@ -100,7 +100,7 @@ class GuardingInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
         if wrapped is not None:
             return wrapped
         handler = await continuation(handler_call_details)
-        guards: list[Guard] = [g.guard for g in self.guards if g.applies(method)]
+        guards: list[Guard] = [g.guard_for(method) for g in self.guards if g.applies(method)]
         if handler is None or not guards:
             return handler
         wrapped = self._wrapped[method] = wrap_handler(handler, _nested(guards))

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from tests.integration.fleet.harness import BUILDIT, Proc, wait_for
+from tests.support.credentials import admin_password, issue_key
 
 OUTPUT = Path(__file__).parent / ".output"
 CHROMIUM_ARGS = [
@@ -45,12 +46,16 @@ class Up:
     base: str
     workdir: Path
     gates: set[Path] = field(default_factory=set)
+    #: The first admin's password and an API key of theirs for the REST helpers.
+    password: str = ""
+    key: str = ""
 
-    def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    def request(self, method: str, path: str, body: Any = None, key: str | None = None) -> tuple[int, Any]:
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(
-            self.base + path, data=data, method=method, headers={"Content-Type": "application/json"}
-        )
+        headers = {"Content-Type": "application/json"}
+        if key if key is not None else self.key:
+            headers["Authorization"] = f"Bearer {key if key is not None else self.key}"
+        req = urllib.request.Request(self.base + path, data=data, method=method, headers=headers)
         try:
             with urllib.request.urlopen(req, timeout=30) as resp:
                 return resp.status, json.loads(resp.read() or b"null")
@@ -100,6 +105,8 @@ def up(tmp_path_factory: pytest.TempPathFactory, chromium_path: str) -> Iterator
         match = re.search(r"http://127\.0\.0\.1:(\d+)/", proc.output)
         assert match, proc.output
         instance = Up(proc, f"http://127.0.0.1:{match.group(1)}", workdir)
+        instance.password = admin_password(workdir / ".buildit")
+        instance.key = issue_key(instance.base, "admin", instance.password)
         yield instance
         for gate in instance.gates:  # a failed test may leave a stage waiting: let it finish
             gate.touch()
@@ -144,10 +151,20 @@ def page(browser: Any, up: Up) -> Iterator[Any]:
 
     context.route(re.compile(rf"^(?!{re.escape(up.base)}/|data:)"), refuse)
     try:
+        sign_in(page, "admin", up.password)
         yield page
     finally:
         context.close()
     assert not errors, errors
+
+
+def sign_in(page: Any, username: str, password: str) -> None:
+    """Sign in through the login page, as a person does."""
+    page.goto("/login")
+    page.fill("#username", username)
+    page.fill("#password", password)
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(r".*/(\?.*)?$"))
 
 
 def shot(page: Any, name: str) -> None:

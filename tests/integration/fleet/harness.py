@@ -22,6 +22,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
+
+from tests.support.credentials import admin_key, keyed_channel
+
 BUILDIT = str(Path(sys.executable).with_name("buildit"))
 FAST = {"BUILDIT_LEASE_TTL": "2", "BUILDIT_HEARTBEAT_INTERVAL": "0.3"}
 
@@ -101,6 +105,8 @@ class Controller:
         self.http_port = 0
         self.grpc_port = 0
         self.proc: Proc | None = None
+        #: The first admin's API key (issued after the first start; kept across restarts).
+        self.api_key = ""
 
     def start(self) -> Controller:
         args = [
@@ -128,7 +134,17 @@ class Controller:
         grpc = re.search(r"agents \(gRPC\):\s+127\.0\.0\.1:(\d+)", proc.output)
         assert http and grpc, proc.output
         self.http_port, self.grpc_port = int(http.group(1)), int(grpc.group(1))
+        if not self.api_key:
+            self.api_key = admin_key(self.base_url, self.workdir / "data")
         return self
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def channel(self, key: str | None = None, tenant: str | None = None) -> grpc.Channel:
+        """A gRPC channel to the controller whose calls carry an API key (the admin's by default)."""
+        return keyed_channel(self.grpc_address, key or self.api_key, tenant)
 
     @property
     def grpc_address(self) -> str:
@@ -153,14 +169,20 @@ class Controller:
         body: Any = None,
         raw: bytes | None = None,
         headers: dict[str, str] | None = None,
+        key: str | None = None,
     ) -> tuple[int, Any, dict[str, str]]:
-        """(status, parsed JSON or text, headers) for one HTTP request."""
+        """(status, parsed JSON or text, headers) for one HTTP request, as the admin unless `key`
+        (another API key) or an `Authorization` header is given (key="" for no credentials)."""
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        auth: dict[str, str] = {}
+        credential = self.api_key if key is None else key
+        if credential:
+            auth["Authorization"] = f"Bearer {credential}"
         req = urllib.request.Request(
             f"http://127.0.0.1:{self.http_port}{path}",
             data=data,
             method=method,
-            headers={"Content-Type": "application/json", **(headers or {})},
+            headers={"Content-Type": "application/json", **auth, **(headers or {})},
         )
         try:
             with urllib.request.urlopen(req, timeout=30) as resp:

@@ -312,6 +312,7 @@ def send_huge(controller: Controller, path: str, data: bytes, chunked: bool) -> 
         framing = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {len(data)}"
         sock.sendall(
             f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Authorization: Bearer {controller.api_key}\r\n"
             f"Expect: 100-continue\r\n{framing}\r\nConnection: close\r\n\r\n".encode()
         )
         received = b""

@@ -44,7 +44,7 @@ class Client:
 
     def __init__(self, controller: Controller) -> None:
         self.controller = controller
-        self.channel = grpc.insecure_channel(controller.grpc_address)
+        self.channel = controller.channel()
         self.api = pb_grpc.BuildItServiceStub(self.channel)
         self.agents = pb_grpc.AgentServiceStub(self.channel)
         self.health = health_pb2_grpc.HealthStub(self.channel)

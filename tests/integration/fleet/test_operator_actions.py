@@ -209,7 +209,7 @@ def test_the_same_actions_over_grpc(fleet: tuple[Controller, list[Agent]], tmp_p
     number = controller.trigger(pipeline)
     assert controller.wait_run(pipeline, number)["status"] == "failed"
     run_id = controller.run(pipeline, number)["id"]
-    channel = grpc.insecure_channel(controller.grpc_address)
+    channel = controller.channel()
     try:
         api = pb_grpc.BuildItServiceStub(channel)
         with pytest.raises(grpc.RpcError) as unknown:

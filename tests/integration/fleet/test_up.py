@@ -12,12 +12,16 @@ from pathlib import Path
 from typing import Any
 
 from tests.integration.fleet.harness import BUILDIT, Proc, wait_for
+from tests.support.credentials import admin_key
 
 ROOT = Path(__file__).resolve().parents[3]
 
 
-def get(port: int, path: str) -> Any:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as resp:
+def get(port: int, key: str, path: str) -> Any:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}", headers={"Authorization": f"Bearer {key}"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as resp:
         return json.loads(resp.read())
 
 
@@ -44,19 +48,20 @@ def test_up_registers_examples_runs_hello_and_stops_cleanly(tmp_path: Path) -> N
     try:
         wait_for(lambda: "triggered:" in proc.output, 60, "the banner")
         port = int(re.search(r"http://127\.0\.0\.1:(\d+)/", proc.output).group(1))  # type: ignore[union-attr]
+        key = admin_key(f"http://127.0.0.1:{port}", tmp_path / ".buildit")
         token = re.search(r"registration token:\s+(\S+)", proc.output).group(1)  # type: ignore[union-attr]
         assert (tmp_path / ".buildit" / "buildit.db").exists()
         assert (tmp_path / ".buildit" / "registration-token").read_text().strip() == token
-        pipelines = {p["name"]: p["id"] for p in get(port, "/api/v1/pipelines")["pipelines"]}
+        pipelines = {p["name"]: p["id"] for p in get(port, key, "/api/v1/pipelines")["pipelines"]}
         assert {"hello", "dag", "variables", "artifacts", "docker"} <= set(pipelines)
         hello = pipelines["hello"]
         run = wait_for(
-            lambda: (r := get(port, f"/api/v1/pipelines/{hello}/runs/1"))["status"] == "succeeded" and r,
+            lambda: (r := get(port, key, f"/api/v1/pipelines/{hello}/runs/1"))["status"] == "succeeded" and r,
             30,
             "the hello run",
         )
         assert [s["agent"] for s in run["stages"]] == ["local", "local"]
-        agents = get(port, "/api/v1/agents")["agents"]
+        agents = get(port, key, "/api/v1/agents")["agents"]
         assert [(a["name"], a["status"]) for a in agents] == [("local", "online")]
     finally:
         proc.signal(signal.SIGTERM)
@@ -70,8 +75,9 @@ def test_up_registers_examples_runs_hello_and_stops_cleanly(tmp_path: Path) -> N
         wait_for(lambda: "embedded agent" in again.output, 60, "the second banner")
         assert f"registration token:  {token}" in again.output
         port = int(re.search(r"http://127\.0\.0\.1:(\d+)/", again.output).group(1))  # type: ignore[union-attr]
-        assert len(get(port, "/api/v1/pipelines")["pipelines"]) == 5
-        assert get(port, f"/api/v1/pipelines/{hello}/runs/1")["status"] == "succeeded"
+        key = admin_key(f"http://127.0.0.1:{port}", tmp_path / ".buildit")
+        assert len(get(port, key, "/api/v1/pipelines")["pipelines"]) == 5
+        assert get(port, key, f"/api/v1/pipelines/{hello}/runs/1")["status"] == "succeeded"
     finally:
         again.signal(signal.SIGTERM)
         assert again.wait(30) == 0, again.output
@@ -92,7 +98,8 @@ def test_up_watches_the_demo_repository_as_make_run_does(tmp_path: Path) -> None
     try:
         wait_for(lambda: "watching:" in proc.output, 60, "the banner")
         port = int(re.search(r"http://127\.0\.0\.1:(\d+)/", proc.output).group(1))  # type: ignore[union-attr]
-        [repo] = get(port, "/api/v1/repos")["repos"]
+        key = admin_key(f"http://127.0.0.1:{port}", tmp_path / ".buildit")
+        [repo] = get(port, key, "/api/v1/repos")["repos"]
         assert repo["name"] == "demo-repo" and repo["status"] == "ok"
         done = subprocess.run(
             [script, "commit", str(demo), f"http://127.0.0.1:{port}"],
@@ -106,7 +113,7 @@ def test_up_watches_the_demo_repository_as_make_run_does(tmp_path: Path) -> None
         pipeline = repo["pipeline_id"]
         run = wait_for(
             lambda: (
-                (r := get(port, f"/api/v1/pipelines/{pipeline}/runs")["runs"])
+                (r := get(port, key, f"/api/v1/pipelines/{pipeline}/runs")["runs"])
                 and r[0]["status"] == "succeeded"
                 and r[0]
             ),

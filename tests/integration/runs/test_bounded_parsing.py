@@ -13,7 +13,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import grpc
 import pytest
 
 from agent.contract._gen import buildit_pb2 as pb
@@ -56,7 +55,7 @@ def test_validating_a_big_file_over_grpc_leaves_the_controller_responsive(contro
     result: dict[str, pb.ValidatePipelineResponse] = {}
 
     def validate() -> None:
-        with grpc.insecure_channel(controller.grpc_address) as channel:
+        with controller.channel() as channel:
             api = pb_grpc.BuildItServiceStub(channel)
             result["answer"] = api.ValidatePipeline(pb.ValidatePipelineRequest(source=source), timeout=120)
 

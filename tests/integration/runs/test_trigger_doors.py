@@ -62,7 +62,7 @@ def test_grpc_trigger_of_a_watched_repository_runs_the_exact_commit_with_env(
     fleet: tuple[Controller, list[Agent]], repo: dict[str, Any]
 ) -> None:
     controller, _ = fleet
-    with grpc.insecure_channel(controller.grpc_address) as channel:
+    with controller.channel() as channel:
         api = pb_grpc.BuildItServiceStub(channel)
         request = pb.TriggerRunRequest(
             repository="doors",
@@ -93,7 +93,7 @@ def test_every_door_takes_the_repository_path(
         assert run["sha"] == repo["head"] and run["branch"] == "main", (door, run)
         assert f"version=two greeting={door.replace(' ', '-')}" in log_of(controller, run), door
     # The CLI is a client of the same operation.
-    env = {**os.environ, "BUILDIT_URL": f"http://127.0.0.1:{controller.http_port}"}
+    env = {**os.environ, "BUILDIT_URL": controller.base_url, "BUILDIT_TOKEN": controller.api_key}
     done = subprocess.run(
         [
             sys.executable,
@@ -129,7 +129,7 @@ def test_a_bad_trigger_is_refused_alike_on_rest_and_grpc(
         ({"target": "doors", "env": {"1BAD": "x"}}, 400, grpc.StatusCode.INVALID_ARGUMENT),
         ({"target": "doors", "branch": "nope"}, 404, grpc.StatusCode.NOT_FOUND),
     ]
-    with grpc.insecure_channel(controller.grpc_address) as channel:
+    with controller.channel() as channel:
         api = pb_grpc.BuildItServiceStub(channel)
         for body, http_status, code in cases:
             status, answer, _ = controller.request("POST", "/api/v1/runs", body)

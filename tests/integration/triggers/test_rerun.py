@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import grpc
-
 from agent.contract._gen import buildit_pb2 as pb
 from agent.contract._gen import buildit_pb2_grpc as pb_grpc
 from tests.integration.fleet.harness import Agent, Controller
@@ -54,7 +52,7 @@ def test_a_rerun_builds_the_same_commit_with_the_same_pipeline_file(
     assert lines[-4:] == ["$ git rev-parse HEAD", first_sha, "$ echo first file", "first file"]
 
     # Integrations see how each run started: a commit seen by the watcher is a push.
-    channel = grpc.insecure_channel(controller.grpc_address)
+    channel = controller.channel()
     try:
         api = pb_grpc.BuildItServiceStub(channel)
         triggers = [
