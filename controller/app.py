@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Litestar, Request, Router, get
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from litestar.exceptions import ClientException, ValidationException
 from litestar.openapi import OpenAPIConfig
 
@@ -28,6 +28,7 @@ from controller.deps import Deps
 from controller.errors import BuildItError, Unavailable
 from controller.hooks.api import HooksController
 from controller.live.socket import LIVE_HANDLERS
+from controller.orgs.api import ORG_HANDLERS
 from controller.pipelines.api import PipelinesController
 from controller.repos.api import ReposController
 from controller.repos.git_http import GitHttpController
@@ -58,15 +59,15 @@ def create_app(deps: Deps, max_body_bytes: int = 1024 * 1024, csrf_secret: str |
     Handlers get `deps` (and `commands`, the run operations) by Litestar's dependency injection.
     """
 
-    def provide_deps(caller: Caller) -> Deps:
-        return deps.scoped(caller.org, caller.tenant)
+    def provide_deps(caller: NamedDependency[Caller]) -> Deps:
+        return deps.scoped(caller)
 
     policy = Policy(deps.authenticator, deps.org, deps.tenant, deps.registry.authenticate)
 
     def provide_caller(request: Request) -> Caller:  # type: ignore[type-arg]
         return caller_of(request)
 
-    def provide_commands(deps: Deps) -> RunCommands:
+    def provide_commands(deps: NamedDependency[Deps]) -> RunCommands:
         return deps.runs
 
     handlers: list[Any] = [
@@ -83,6 +84,7 @@ def create_app(deps: Deps, max_body_bytes: int = 1024 * 1024, csrf_secret: str |
         *web_routes.handlers(),
         *LIVE_HANDLERS,  # /ws: live updates for the UI pages
         *LOGIN_HANDLERS,  # sign in and out, API keys for the CLI
+        *ORG_HANDLERS,  # members, teams, tenants, grants, agent tokens
     ]
     return Litestar(
         route_handlers=handlers,

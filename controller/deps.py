@@ -13,6 +13,7 @@ from uuid import UUID
 
 from controller.agents.services import AgentRegistry
 from controller.auth.authenticate import Authenticator
+from controller.auth.caller import Caller
 from controller.auth.throttle import LoginThrottle
 from controller.events import EventBus
 from controller.runs.commands import RunCommands
@@ -62,13 +63,12 @@ class Deps:
         #: The run operations every door adapts, for the default tenant (`buildit up`'s own use).
         self.runs = RunCommands(scheduler, tenant, triggers)
 
-    def scoped(self, org: UUID, tenant: UUID) -> Deps:
-        """The same parts acting for one tenant (a request's caller's): handlers read `deps.tenant`
-        and `deps.org`, so scoping them here scopes every query a door makes."""
-        if tenant == self.tenant and org == self.org:
-            return self
+    def scoped(self, caller: Caller) -> Deps:
+        """The same parts acting for one caller in its tenant: handlers read `deps.tenant` and
+        `deps.org`, so scoping them here scopes every query a door makes; the run operations
+        record the caller in the audit log."""
         view = copy.copy(self)
-        view.org = org
-        view.tenant = tenant
-        view.runs = RunCommands(self.scheduler, tenant, self.triggers)
+        view.org = caller.org
+        view.tenant = caller.tenant
+        view.runs = RunCommands(self.scheduler, caller.tenant, self.triggers, caller)
         return view

@@ -10,6 +10,8 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath
 
 from controller.agents.services import agent_json, list_agent_views, set_drain
+from controller.audit import services as audit
+from controller.auth.caller import Caller
 from controller.auth.permissions import Permission, requires
 from controller.deps import Deps
 
@@ -28,15 +30,21 @@ class AgentsController(Controller):
         return {"agents": [agent_json(v) for v in views]}
 
     @post("/{agent_id:uuid}/drain", status_code=200, opt=requires(Permission.MANAGE))
-    async def drain(self, deps: NamedDependency[Deps], agent_id: FromPath[UUID]) -> dict[str, Any]:
+    async def drain(
+        self, deps: NamedDependency[Deps], caller: NamedDependency[Caller], agent_id: FromPath[UUID]
+    ) -> dict[str, Any]:
         """Take no new stages on this agent (running ones finish); holds until resumed, across restarts."""
-        return await _set_drain(deps, agent_id, True)
+        return await _set_drain(deps, caller, agent_id, True)
 
     @post("/{agent_id:uuid}/resume", status_code=200, opt=requires(Permission.MANAGE))
-    async def resume(self, deps: NamedDependency[Deps], agent_id: FromPath[UUID]) -> dict[str, Any]:
+    async def resume(
+        self, deps: NamedDependency[Deps], caller: NamedDependency[Caller], agent_id: FromPath[UUID]
+    ) -> dict[str, Any]:
         """Undo an operator's drain: the agent takes queued stages again at once."""
-        return await _set_drain(deps, agent_id, False)
+        return await _set_drain(deps, caller, agent_id, False)
 
 
-async def _set_drain(deps: Deps, agent_id: UUID, draining: bool) -> dict[str, Any]:
-    return agent_json(await set_drain(deps.scheduler, deps.tenant, agent_id, draining))
+async def _set_drain(deps: Deps, caller: Caller, agent_id: UUID, draining: bool) -> dict[str, Any]:
+    view = await set_drain(deps.scheduler, deps.tenant, agent_id, draining, org_admin=caller.is_org_admin)
+    await audit.record("agent.drain" if draining else "agent.resume", view.name, caller=caller)
+    return agent_json(view)

@@ -8,7 +8,6 @@ cached in memory (agents call several times a second).
 from __future__ import annotations
 
 import hashlib
-import hmac
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -17,8 +16,10 @@ from typing import Any
 from uuid import UUID
 
 from controller.agents.tables import Agent
+from controller.auth import agent_tokens
 from controller.db.columns import loaded
-from controller.errors import AlreadyExists, Conflict, Invalid, NotFound, Unauthenticated
+from controller.errors import AlreadyExists, Conflict, Forbidden, Invalid, NotFound, Unauthenticated
+from controller.orgs.tables import Tenant
 from controller.scheduling.fleet import AgentConn
 from controller.scheduling.scheduler import Scheduler
 
@@ -82,26 +83,42 @@ def agent_json(v: AgentView) -> dict[str, Any]:
     }
 
 
+def _visible(tenant: UUID) -> Any:
+    """The agents a tenant sees: its own, and the org-wide pool of its organization."""
+    org = Tenant.select(Tenant.org).where(Tenant.id == tenant)
+    return (Agent.tenant == tenant) | ((Agent.org_wide == True) & Agent.org.is_in(org))  # noqa: E712
+
+
 async def list_agent_views(scheduler: Scheduler, tenant: UUID) -> list[AgentView]:
-    """Every registered agent of a tenant, by name, with its live status (REST and gRPC share this)."""
-    rows = await Agent.select().where(Agent.tenant == tenant).order_by(Agent.name)
+    """The agents a tenant sees (its own and its org's pool), by name, with their live status."""
+    rows = await Agent.select().where(_visible(tenant)).order_by(Agent.name)
     return [_view(scheduler, row) for row in rows]
 
 
 async def agent_view(scheduler: Scheduler, tenant: UUID, agent_id: UUID) -> AgentView | None:
-    """One agent of a tenant with its live status, or None."""
-    row = await Agent.select().where((Agent.tenant == tenant) & (Agent.id == agent_id)).first()
+    """One agent a tenant sees, with its live status, or None."""
+    row = await Agent.select().where(_visible(tenant) & (Agent.id == agent_id)).first()
     return _view(scheduler, row) if row is not None else None
 
 
-async def set_drain(scheduler: Scheduler, tenant: UUID, agent_id: UUID, draining: bool) -> AgentView:
-    """Drain or resume an agent of a tenant for an operator (REST, gRPC and the UI's buttons).
+async def set_drain(
+    scheduler: Scheduler, tenant: UUID, agent_id: UUID, draining: bool, *, org_admin: bool = False
+) -> AgentView:
+    """Drain or resume an agent for an operator (REST, gRPC and the UI's buttons).
 
-    The tenant is checked against the stored row first, so one tenant cannot drain another's.
+    The tenant is checked against the stored row first, so one tenant cannot drain another's;
+    the org-wide pool, shared by every tenant, is drained only by an org owner or admin.
     """
     missing = NotFound(f"agent {agent_id} not found; list agents with GET /api/v1/agents")
-    if await agent_view(scheduler, tenant, agent_id) is None:
+    row = (
+        await Agent.select(Agent.tenant, Agent.org_wide)
+        .where(_visible(tenant) & (Agent.id == agent_id))
+        .first()
+    )
+    if row is None:
         raise missing
+    if row["org_wide"] and not org_admin:
+        raise Forbidden("this agent serves every tenant of the organization: an org owner or admin drains it")
     await scheduler.set_operator_drain(agent_id, draining)
     view = await agent_view(scheduler, tenant, agent_id)
     if view is None:
@@ -141,9 +158,15 @@ class AgentRegistry:
         capacity: int,
         version: str,
     ) -> tuple[UUID, str]:
-        """Enrol an agent (or re-enrol one that lost its token); returns (agent id, agent token)."""
-        if not hmac.compare_digest(registration_token.encode(), self.registration_token.encode()):
-            raise Unauthenticated("wrong registration token")
+        """Enrol an agent (or re-enrol one that lost its token); returns (agent id, agent token).
+
+        The registration token decides whose stages the agent takes: a tenant's token, that
+        tenant's; an org-wide token, every tenant of the org."""
+        scope = await agent_tokens.scope_of(registration_token) if registration_token else None
+        if scope is None:
+            raise Unauthenticated("wrong or revoked registration token")
+        tenant = scope.tenant or self.tenant
+        org_wide = scope.tenant is None
         if not compatible(version, self.version):
             raise Conflict(
                 f"agent version {version or '(none)'} is not compatible with "
@@ -161,9 +184,7 @@ class AgentRegistry:
             raise Invalid("an agent must offer at least one executor")
         token = secrets.token_urlsafe(32)
         token_hash = hash_token(token)
-        existing = (
-            await Agent.select(Agent.id).where((Agent.tenant == self.tenant) & (Agent.name == name)).first()
-        )
+        existing = await Agent.select(Agent.id).where((Agent.tenant == tenant) & (Agent.name == name)).first()
         if existing is not None:
             agent_id = existing["id"]
             conn = self.scheduler.agent_by_id(agent_id)
@@ -179,6 +200,7 @@ class AgentRegistry:
                     Agent.executors: executors,
                     Agent.capacity: capacity,
                     Agent.version: version,
+                    Agent.org_wide: org_wide,
                 }
             ).where(Agent.id == agent_id)
         else:
@@ -186,8 +208,9 @@ class AgentRegistry:
             await Agent.insert(
                 Agent(
                     id=agent_id,
-                    org=self.org,
-                    tenant=self.tenant,
+                    org=scope.org,
+                    tenant=tenant,
+                    org_wide=org_wide,
                     name=name,
                     token_hash=token_hash,
                     labels=labels,
@@ -200,7 +223,16 @@ class AgentRegistry:
             )
         self._by_hash[token_hash] = agent_id
         await self.scheduler.agent_registered(
-            AgentConn(agent_id, name, dict(labels), tuple(executors), capacity, version)
+            AgentConn(
+                agent_id,
+                name,
+                dict(labels),
+                tuple(executors),
+                capacity,
+                version,
+                org=scope.org,
+                tenant=None if org_wide else tenant,
+            )
         )
         return agent_id, token
 

@@ -30,6 +30,9 @@ class Agent(Table):
     status = Varchar(length=16, default="offline")
     draining = Boolean(default=False)
     operator_drain = Boolean(default=False)
+    #: Enrolled with an org-wide registration token: takes stages of every tenant of its org
+    #: (True for agents enrolled before tokens were objects: their token became org-wide).
+    org_wide = Boolean(default=True)
     last_seen = Timestamptz(null=True, default=None)
     registered_at = Timestamptz()
 

@@ -74,5 +74,10 @@ class Caller:
         #: The tenants of `roles` as `TenantChoice`s, by path (the UI's tenant switcher).
         self.tenant_list: list[TenantChoice] = []
 
+    @property
+    def is_org_admin(self) -> bool:
+        """An owner or admin of the organization it acts in."""
+        return self.org_role is not None and self.org_role >= 2
+
     def __repr__(self) -> str:
         return f"Caller({self.kind} {self.name!r} tenant={self.tenant} role={self.role})"

@@ -16,6 +16,7 @@ from agent.contract._gen import buildit_pb2 as pb
 from agent.contract._gen import buildit_pb2_grpc as pb_grpc
 from agent.contract.types import StageStatus
 from controller.agents.services import AgentView, list_agent_views, set_drain
+from controller.audit import services as audit
 from controller.db.columns import loaded
 from controller.deps import Deps
 from controller.errors import Forbidden, Invalid, NotFound
@@ -128,7 +129,7 @@ class BuildItServicer(pb_grpc.BuildItServiceServicer):  # type: ignore[misc]
         caller = current_caller.get(None)
         if caller is None:
             raise Forbidden("no caller: the method was not checked by the policy point")
-        return self._deps.scoped(caller.org, caller.tenant)
+        return self._deps.scoped(caller)
 
     @property
     def commands(self) -> RunCommands:
@@ -282,7 +283,11 @@ class BuildItServicer(pb_grpc.BuildItServiceServicer):  # type: ignore[misc]
         key = _uuid(request.agent_id)
         if key is None:
             raise NotFound(f"agent {request.agent_id!r} not found")
-        view = await set_drain(self.deps.scheduler, self.deps.tenant, key, request.drain)
+        caller = current_caller.get()
+        view = await set_drain(
+            self.deps.scheduler, self.deps.tenant, key, request.drain, org_admin=caller.is_org_admin
+        )
+        await audit.record("agent.drain" if request.drain else "agent.resume", view.name, caller=caller)
         return pb.DrainAgentResponse(agent=_agent_proto(view))
 
     async def ValidatePipeline(

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from uuid import UUID
 
+from controller.audit import services as audit
+from controller.auth.caller import Caller
 from controller.errors import Conflict, Invalid, NotFound, Unprocessable
 from controller.pipelines.services import find_pipeline
 from controller.runs import services
@@ -66,10 +68,23 @@ class Target:
 class RunCommands:
     """See the module docstring. One instance per controller process (held by the app's deps)."""
 
-    def __init__(self, scheduler: Scheduler, tenant: UUID, triggers: TriggerEngine | None = None) -> None:
+    def __init__(
+        self,
+        scheduler: Scheduler,
+        tenant: UUID,
+        triggers: TriggerEngine | None = None,
+        caller: Caller | None = None,
+    ) -> None:
         self.scheduler = scheduler
         self.tenant = tenant
         self.triggers = triggers
+        #: Who asks (for the audit log); None for the controller's own actions (`buildit up`).
+        self.caller = caller
+
+    async def _audit(self, action: str, run: RunRecord, extra: str = "") -> None:
+        if self.caller is not None:
+            target = f"{run.pipeline_name} #{run.number}{extra}"
+            await audit.record(action, target, caller=self.caller, tenant=self.tenant)
 
     # ------------------------------------------------------------------ finding runs
 
@@ -147,7 +162,9 @@ class RunCommands:
                 raise Unprocessable(
                     "that commit has no .buildit.kdl at the top of the repository: nothing to run"
                 )
-            return await self.get(run.id)
+            record = await self.get(run.id)
+            await self._audit("run.trigger", record)
+            return record
         branch = branch if branch is not None else "main"
         run = await self.scheduler.trigger(
             where.pipeline_id,
@@ -158,7 +175,7 @@ class RunCommands:
             trigger=request.source,
             env=request.env,
         )
-        return services.record_of_new_run(
+        record = services.record_of_new_run(
             run,
             branch=branch,
             sha=request.sha or "",
@@ -169,6 +186,8 @@ class RunCommands:
             tenant=self.tenant,
             agent_names=self._agent_names(run),
         )
+        await self._audit("run.trigger", record)
+        return record
 
     def _agent_names(self, run: RunState) -> dict[UUID, str]:
         """Names of the agents a new run's stages were leased to at once (the scheduler knows them)."""
@@ -189,6 +208,7 @@ class RunCommands:
         if len(reason) > 500 or any(c in reason for c in "\0\n\r"):
             raise Invalid("'reason' must be one line of at most 500 characters")
         await self.scheduler.cancel_run(run.id, reason.strip())
+        await self._audit("run.cancel", run, f": {reason.strip()}" if reason.strip() else "")
         return await self.get(run.id)
 
     async def rerun(self, run: RunRecord) -> RunRecord:
@@ -197,9 +217,12 @@ class RunCommands:
         # The mirror's URL as agents reach it now (the controller's address may have changed).
         repo_url = self.triggers.git_url(repo_id) if self.triggers is not None and repo_id else None
         new = await self.scheduler.rerun(run.id, repo_url=repo_url)
-        return await self.get(new.id)
+        record = await self.get(new.id)
+        await self._audit("run.rerun", record, f" (of #{run.number})")
+        return record
 
     async def retry_stage(self, run: RunRecord, stage: str) -> RunRecord:
         """Run a failed, timed-out, errored or cancelled stage again (attempt + 1) and what it blocked."""
         await self.scheduler.retry_stage(run.id, stage)
+        await self._audit("stage.retry", run, f" stage {stage}")
         return await self.get(run.id)

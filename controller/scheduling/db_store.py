@@ -154,6 +154,7 @@ class PiccoloStore:
         self.org = org
         self.tenant = tenant
         self._configs: dict[UUID, tuple[str, str]] = {}
+        self._owners: dict[UUID, tuple[UUID, UUID]] = {}
 
     def transaction(self) -> AbstractAsyncContextManager[object]:
         return write_transaction()
@@ -166,26 +167,36 @@ class PiccoloStore:
         cached = self._configs.get(pipeline_id)
         if cached is not None:
             return cached
+        # Not scoped to a tenant: the run operations check the caller's tenant before they get here.
         row = (
-            await Pipeline.select(Pipeline.name, Pipeline.config)
-            .where((Pipeline.id == pipeline_id) & (Pipeline.tenant == self.tenant))
+            await Pipeline.select(Pipeline.name, Pipeline.config, Pipeline.org, Pipeline.tenant)
+            .where(Pipeline.id == pipeline_id)
             .first()
         )
         if row is None:
             return None
         if len(self._configs) >= CONFIG_CACHE_SIZE:
-            del self._configs[next(iter(self._configs))]
+            oldest = next(iter(self._configs))
+            del self._configs[oldest]
+            self._owners.pop(oldest, None)
         self._configs[pipeline_id] = (row["name"], row["config"])
+        self._owners[pipeline_id] = (row["org"], row["tenant"])
         return self._configs[pipeline_id]
+
+    async def pipeline_owner(self, pipeline_id: UUID) -> tuple[UUID, UUID] | None:
+        if pipeline_id not in self._owners and await self.pipeline_config(pipeline_id) is None:
+            return None
+        return self._owners.get(pipeline_id)
 
     async def insert_run(self, new: NewRun) -> None:
         run = new.run
         created = run.created_at or datetime.now(UTC)
+        org, tenant = run.org or self.org, run.tenant or self.tenant
         async with write_transaction():
             await _INSERT_RUN.run(
                 run.id,
-                self.org,
-                self.tenant,
+                org,
+                tenant,
                 new.pipeline_id,
                 run.number,
                 run.status.value,
@@ -206,8 +217,8 @@ class PiccoloStore:
             for stage in run.stages.values():
                 await _INSERT_STAGE.run(
                     stage.id,
-                    self.org,
-                    self.tenant,
+                    org,
+                    tenant,
                     stage.run_id,
                     stage.name,
                     stage.index,
@@ -261,13 +272,13 @@ class PiccoloStore:
 
     async def load_run(self, run_id: UUID) -> RunState | None:
         """One run and its stages, whatever its status (a finished run an operator retries)."""
-        rows = await Run.select().where((Run.id == run_id) & (Run.tenant == self.tenant))
+        rows = await Run.select().where(Run.id == run_id)
         runs = await _with_stages(rows)
         return runs[0] if runs else None
 
     async def run_origin(self, run_id: UUID) -> RunOrigin | None:
         """What a stored run was made from (for a re-run)."""
-        row = await Run.select().where((Run.id == run_id) & (Run.tenant == self.tenant)).first()
+        row = await Run.select().where(Run.id == run_id).first()
         if row is None:
             return None
         workspace = loaded(row["workspace"]) or None
@@ -287,9 +298,11 @@ class PiccoloStore:
         )
 
     async def load_agents(self) -> list[AgentConn]:
-        rows = await Agent.select().where(Agent.tenant == self.tenant)
+        rows = await Agent.select()
         return [
             AgentConn(
+                org=row["org"],
+                tenant=None if row["org_wide"] else row["tenant"],
                 id=row["id"],
                 name=row["name"],
                 labels=dict(loaded(row["labels"])),
@@ -329,6 +342,8 @@ async def _with_stages(rows: list[dict[str, Any]]) -> list[RunState]:
             finished_at=_aware(row["finished_at"]),
             created_at=_aware(row["created_at"]),
             error=row["error"],
+            org=row["org"],
+            tenant=row["tenant"],
         )
     if not runs:
         return []
@@ -359,6 +374,8 @@ async def _with_stages(rows: list[dict[str, Any]]) -> list[RunState]:
             finished_at=_aware(row["finished_at"]),
             log_seq=row["log_seq"],
             log_size=row["log_size"],
+            org=row["org"],
+            tenant=row["tenant"],
         )
         if run.cancel_requested and stage.lease_id is not None:
             stage.cancel_deadline = datetime.now(UTC) + timedelta(seconds=CANCEL_GRACE_S)

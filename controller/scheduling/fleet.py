@@ -42,6 +42,15 @@ class AgentConn:
     agent_draining: bool = False
     operator_draining: bool = False
     last_seen: datetime | None = None
+    #: Whose stages it takes: an org's (`tenant` None: every tenant of it); `org` None: anyone's.
+    org: UUID | None = None
+    tenant: UUID | None = None
+
+    def serves(self, org: UUID | None, tenant: UUID | None) -> bool:
+        """Whether this agent's registration token covers a stage of `org`/`tenant`."""
+        if self.org is None or org is None:
+            return True
+        return self.org == org and (self.tenant is None or self.tenant == tenant)
 
     @property
     def online(self) -> bool:

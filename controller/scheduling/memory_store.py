@@ -40,6 +40,8 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self.pipelines: dict[UUID, tuple[str, str]] = {}
+        #: (org, tenant) of pipelines added with an owner; None for the rest (any agent takes them).
+        self.owners: dict[UUID, tuple[UUID, UUID]] = {}
         #: Agent id -> status as the agents page shows it ("online", "draining", "offline").
         self.agent_status: dict[UUID, str] = {}
         self._numbers: dict[UUID, int] = {}
@@ -52,10 +54,14 @@ class MemoryStore:
 
     # ------------------------------------------------------------------ what other services write
 
-    def add_pipeline(self, source: str, name: str = "pipeline") -> UUID:
-        """Store a pipeline (the pipelines service's job in the product); returns its id."""
+    def add_pipeline(
+        self, source: str, name: str = "pipeline", owner: tuple[UUID, UUID] | None = None
+    ) -> UUID:
+        """Store a pipeline (the pipelines service's job in the product) of `owner` (org, tenant)."""
         pipeline_id = uuid.uuid4()
         self.pipelines[pipeline_id] = (name, source)
+        if owner is not None:
+            self.owners[pipeline_id] = owner
         self._numbers[pipeline_id] = 0
         return pipeline_id
 
@@ -126,6 +132,10 @@ class MemoryStore:
     async def pipeline_config(self, pipeline_id: UUID) -> tuple[str, str] | None:
         """See `Store.pipeline_config`."""
         return self.pipelines.get(pipeline_id)
+
+    async def pipeline_owner(self, pipeline_id: UUID) -> tuple[UUID, UUID] | None:
+        """See `Store.pipeline_owner`."""
+        return self.owners.get(pipeline_id)
 
     async def insert_run(self, new: NewRun) -> None:
         """See `Store.insert_run`."""

@@ -49,6 +49,9 @@ class StageState:
     log_seq: int = 0
     log_size: int = 0
     log_verified: bool = False
+    #: Whose stage this is: only agents serving this org (and tenant) take it (None: any agent).
+    org: UUID | None = None
+    tenant: UUID | None = None
 
     @property
     def leased(self) -> bool:
@@ -71,6 +74,8 @@ class RunState:
     finished_at: datetime | None = None
     created_at: datetime | None = None
     error: str = ""
+    org: UUID | None = None
+    tenant: UUID | None = None
 
 
 def run_status(run: RunState) -> StageStatus:

@@ -230,7 +230,10 @@ def match(queue: Iterable[StageState], agents: Iterable[AgentConn]) -> list[tupl
         if not open_agents:
             break
         candidates = [
-            a for a in open_agents if agent_can_run(stage.labels, stage.executor, a.labels, a.executors)
+            a
+            for a in open_agents
+            if a.serves(stage.org, stage.tenant)
+            and agent_can_run(stage.labels, stage.executor, a.labels, a.executors)
         ]
         if not candidates:
             continue

@@ -64,6 +64,10 @@ class Store(Protocol):
         """A pipeline's (name, pipeline file), what a trigger without a source plans from."""
         ...
 
+    async def pipeline_owner(self, pipeline_id: UUID) -> tuple[UUID, UUID] | None:
+        """A pipeline's (org, tenant): its runs' stages go only to agents serving them (None: any)."""
+        ...
+
     async def insert_run(self, new: NewRun) -> None:
         """Store a new run and all its stages (one commit, so no reader sees half a run)."""
         ...

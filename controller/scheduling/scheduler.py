@@ -199,11 +199,17 @@ class Scheduler:
         parsed = await asyncio.to_thread(parse, source) if offload else parse(source)
         git = GitContext(sha=sha, branch=branch, message=message, author=author)
 
+        owner = await self.store.pipeline_owner(pipeline_id)
+
         def new_run(number: int | None) -> NewRun:
             if number is None:
                 raise NotFound(f"pipeline {pipeline_id} not found")
             request = RunRequest(pipeline_id, number, git, workspace, variables)
             run = build_run(parsed, request, self.clock())
+            if owner is not None:
+                run.org, run.tenant = owner
+                for stage in run.stages.values():
+                    stage.org, stage.tenant = owner
             return NewRun(
                 run,
                 pipeline_id,
@@ -243,7 +249,7 @@ class Scheduler:
         self._announce.publish_run(run)
 
     async def pipeline_name(self, pipeline_id: UUID) -> str | None:
-        """The name of a pipeline of this scheduler's tenant, or None (from the store's cache)."""
+        """The name of a pipeline, or None (from the store's cache)."""
         config = await self.store.pipeline_config(pipeline_id)
         return config[0] if config is not None else None
 

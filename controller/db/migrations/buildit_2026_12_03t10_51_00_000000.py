@@ -4,7 +4,7 @@ CONSTRAINT`). NULLs never collide, so a grant is unique per (tenant, user) and p
 from piccolo.apps.migrations.auto.migration_manager import MigrationManager
 from piccolo.engine import engine_finder
 
-ID = "2026-12-03T10:32:00:000000"
+ID = "2026-12-03T10:51:00:000000"
 VERSION = "1.38.0"
 DESCRIPTION = "identity unique indexes"
 
