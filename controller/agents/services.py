@@ -19,6 +19,7 @@ from uuid import UUID
 from controller.agents.tables import Agent
 from controller.db.columns import loaded
 from controller.errors import AlreadyExists, Conflict, Invalid, NotFound, Unauthenticated
+from controller.names import check_name
 from controller.scheduling.fleet import AgentConn
 from controller.scheduling.scheduler import Scheduler
 
@@ -153,6 +154,7 @@ class AgentRegistry:
         name = name.strip()
         if not name or len(name) > 128:
             raise Invalid("agent name must be 1-128 characters")
+        check_name(name, "agent name")
         if not 1 <= capacity <= MAX_CAPACITY:
             raise Invalid(
                 f"capacity must be between 1 and {MAX_CAPACITY}, got {capacity}",
