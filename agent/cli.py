@@ -35,7 +35,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--controller",
         metavar="HOST:PORT",
-        help=f"the controller's gRPC address (env {ENV['controller']})",
+        help=f"the controller's gRPC address; grpcs://HOST:PORT for TLS (env {ENV['controller']})",
+    )
+    parser.add_argument(
+        "--ca-file",
+        metavar="PATH",
+        help=f"PEM CA certificate that signed the controller's TLS certificate, for a grpcs:// address "
+        f"(env {ENV['ca_file']}; default: the system's CAs)",
     )
     parser.add_argument(
         "--registration-token",
@@ -103,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
             executor=getattr(args, "executor", None),
             state_dir=getattr(args, "state_dir", None),
             network=getattr(args, "network", None),
+            ca_file=getattr(args, "ca_file", None),
         )
     except ValueError as exc:
         _fail(f"error: {exc}")

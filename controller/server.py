@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from uuid import UUID
 
+import grpc
 import uvicorn
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -42,6 +43,7 @@ from controller.scheduling.logs import LogStore
 from controller.scheduling.model import StageState
 from controller.scheduling.scheduler import Scheduler
 from controller.settings import ControllerSettings
+from controller.tls import read_tls_files
 from controller.triggers.trigger_engine import TriggerEngine
 
 log = logging.getLogger(__name__)
@@ -98,7 +100,7 @@ async def start(settings: ControllerSettings) -> Running:
         reflection.SERVICE_NAME,
     )
     reflection.enable_server_reflection(names, grpc_server)
-    grpc_port = grpc_server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
+    grpc_port = _listen(grpc_server, settings)
     if grpc_port == 0:
         raise OSError(f"cannot listen for gRPC on {settings.grpc_host}:{settings.grpc_port}")
     await grpc_server.start()
@@ -141,6 +143,16 @@ async def start(settings: ControllerSettings) -> Running:
         await close_database(engine)
 
     return Running(deps, http_port, grpc_port, stop)
+
+
+def _listen(server: aio.Server, settings: ControllerSettings) -> int:
+    """Bind the gRPC port: TLS with the configured certificate and key, else plaintext; 0 = failed."""
+    address = f"{settings.grpc_host}:{settings.grpc_port}"
+    if settings.grpc_tls_cert is None or settings.grpc_tls_key is None:
+        return int(server.add_insecure_port(address))
+    files = read_tls_files(settings.grpc_tls_cert, settings.grpc_tls_key)
+    credentials = grpc.ssl_server_credentials([(files.key_pem, files.cert_pem)])
+    return int(server.add_secure_port(address, credentials))
 
 
 def _url_host(host: str) -> str:
