@@ -32,6 +32,7 @@ from controller.db.engine import close_database, open_database
 from controller.deps import Deps
 from controller.events import EventBus
 from controller.forge.reporter import StatusReporter
+from controller.http import WebSecurity
 from controller.orgs.services import ensure_default_org_and_tenant
 from controller.rpc.agent_service import AgentServicer
 from controller.rpc.auth import AgentAuth
@@ -107,7 +108,9 @@ async def start(settings: ControllerSettings) -> Running:
     for name in (*names[:2], ""):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
 
-    app = create_app(deps, settings.max_body_bytes)
+    app = create_app(
+        deps, settings.max_body_bytes, WebSecurity(settings.public_url, settings.http_body_timeout_s)
+    )
     config = uvicorn.Config(
         app,
         host=settings.http_host,
