@@ -224,7 +224,7 @@ class Session:
         self.heartbeat_interval_s = (response.heartbeat_interval_ms or DEFAULT_HEARTBEAT_MS) / 1000
         log.info(
             "registered with %s as %s (controller %s)",
-            settings.controller,
+            self.address,
             response.agent_id,
             response.controller_version or "?",
         )
