@@ -6,8 +6,9 @@ tests start it and how a minimal agent image can run it.
 
 Exit status: 0 after a clean drain (SIGTERM/SIGINT, or the controller's Drain), 2 for bad input (a
 malformed flag or environment variable, a missing registration token, an unusable state file), 1 when
-the agent cannot work (registration refused, token revoked, Docker required but absent, stopped by a
-second signal). Every failure is reported as one line on stderr, prefixed with `buildit agent:`.
+the agent cannot work (registration refused, token revoked, Docker required but absent, TLS that does
+not match the controller's, stopped by a second signal). Every failure is reported as one line on
+stderr, prefixed with `buildit agent:`.
 """
 
 from __future__ import annotations

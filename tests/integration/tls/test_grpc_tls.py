@@ -70,8 +70,9 @@ def test_an_agent_registers_and_runs_a_stage_over_tls(
     tls_controller: Controller, ca: Issued, tmp_path: Path
 ) -> None:
     controller = tls_controller
-    assert f"agents (gRPC):       127.0.0.1:{controller.grpc_port} (TLS)" in controller.proc.output  # type: ignore[union-attr]
-    assert "--controller grpcs://HOST:" in controller.proc.output  # type: ignore[union-attr]
+    assert controller.proc is not None
+    assert f"agents (gRPC):       127.0.0.1:{controller.grpc_port} (TLS)" in controller.proc.output
+    assert "--controller grpcs://HOST:" in controller.proc.output
     proc = agent(tmp_path, f"grpcs://127.0.0.1:{controller.grpc_port}", "secure", "--ca-file", str(ca.cert))
     try:
         wait_for(lambda: any(a["status"] == "online" for a in controller.agents()), 30, "the agent online")
