@@ -33,8 +33,12 @@ class WebSecurity(InitPluginProtocol):
     body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S
 
     def on_app_init(self, app_config: AppConfig) -> AppConfig:
-        """Append the guard middleware and the headers hook; use the depth-checking request class."""
-        app_config.middleware.append(RequestGuard(self.public_url, self.body_timeout_s))
+        """Put the guard outermost, add the headers hook, use the depth-checking request class.
+
+        Outermost: a foreign origin or a non-JSON body is refused before any other middleware
+        (CSRF, sessions) does work for it, and the body deadline covers whoever reads the body.
+        """
+        app_config.middleware.insert(0, RequestGuard(self.public_url, self.body_timeout_s))
         app_config.before_send.append(security_headers)
         app_config.request_class = GuardedRequest
         return app_config
