@@ -40,6 +40,12 @@ def controller(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Controller]
         running.stop()
 
 
+def credentials(controller: Controller) -> dict[str, str]:
+    """The admin's API key once the controller authenticates callers (the harness signs in)."""
+    key = str(getattr(controller, "api_key", "") or "")
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
 def send(
     controller: Controller,
     method: str,
@@ -47,10 +53,11 @@ def send(
     body: bytes | None = None,
     headers: dict[str, str] | None = None,
 ) -> tuple[int, dict[str, str], Any]:
-    """One request with exactly these headers (http.client adds only Host and Content-Length)."""
+    """One request with exactly these headers and the credentials (http.client adds only Host and
+    Content-Length)."""
     connection = http.client.HTTPConnection("127.0.0.1", controller.http_port, timeout=30)
     try:
-        connection.request(method, path, body=body, headers=headers or {})
+        connection.request(method, path, body=body, headers={**credentials(controller), **(headers or {})})
         response = connection.getresponse()
         raw = response.read()
         found = {k.lower(): v for k, v in response.getheaders()}
@@ -60,6 +67,11 @@ def send(
         return response.status, found, json.loads(raw)
     except ValueError:
         return response.status, found, raw.decode("utf-8", "replace")
+
+
+def auth_lines(controller: Controller) -> bytes:
+    """The credentials as raw header lines."""
+    return b"".join(f"{name}: {value}\r\n".encode() for name, value in credentials(controller).items())
 
 
 def pipeline_names(controller: Controller) -> set[str]:
@@ -161,7 +173,9 @@ def test_deeply_nested_json_on_the_socket_is_an_error_message_and_the_socket_sta
     controller: Controller,
 ) -> None:
     async def talk() -> list[dict[str, Any]]:
-        async with websockets.connect(f"ws://127.0.0.1:{controller.http_port}/ws") as ws:
+        async with websockets.connect(
+            f"ws://127.0.0.1:{controller.http_port}/ws", additional_headers=credentials(controller)
+        ) as ws:
             await ws.send("[" * 20_000 + "]" * 20_000)
             first = json.loads(await asyncio.wait_for(ws.recv(), 10))
             await ws.send(json.dumps({"op": "watch", "topic": "nope"}))
@@ -180,7 +194,8 @@ def test_a_body_that_never_completes_is_answered_408_and_closed(controller: Cont
     with socket.create_connection(("127.0.0.1", controller.http_port), timeout=10) as sock:
         sock.sendall(
             b"POST /api/v1/pipelines HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-            b'Content-Length: 1000\r\n\r\n{"config": '
+            + auth_lines(controller)
+            + b'Content-Length: 1000\r\n\r\n{"config": '
         )
         started = time.monotonic()
         received = b""
@@ -199,7 +214,11 @@ def test_a_body_sent_in_parts_within_the_deadline_is_fine(controller: Controller
     with socket.create_connection(("127.0.0.1", controller.http_port), timeout=10) as sock:
         sock.sendall(
             b"POST /api/v1/pipelines HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-            b"Connection: close\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body[:10]
+            + auth_lines(controller)
+            + b"Connection: close\r\nContent-Length: "
+            + str(len(body)).encode()
+            + b"\r\n\r\n"
+            + body[:10]
         )
         time.sleep(0.4)
         sock.sendall(body[10:])
@@ -274,7 +293,11 @@ def test_the_socket_accepts_its_own_origins_and_refuses_others_before_any_subscr
 
     async def outcome(origin: str | None) -> str:
         try:
-            async with websockets.connect(url, origin=origin) as ws:  # type: ignore[arg-type]
+            async with websockets.connect(
+                url,
+                origin=origin,  # type: ignore[arg-type]
+                additional_headers=credentials(controller),
+            ) as ws:
                 await ws.send(json.dumps({"op": "watch", "topic": "agents"}))
                 await asyncio.sleep(0.1)
                 return "open"
