@@ -6,8 +6,9 @@ tests start it and how a minimal agent image can run it.
 
 Exit status: 0 after a clean drain (SIGTERM/SIGINT, or the controller's Drain), 2 for bad input (a
 malformed flag or environment variable, a missing registration token, an unusable state file), 1 when
-the agent cannot work (registration refused, token revoked, Docker required but absent, stopped by a
-second signal). Every failure is reported as one line on stderr, prefixed with `buildit agent:`.
+the agent cannot work (registration refused, token revoked, Docker required but absent, TLS that does
+not match the controller's, stopped by a second signal). Every failure is reported as one line on
+stderr, prefixed with `buildit agent:`.
 """
 
 from __future__ import annotations
@@ -35,7 +36,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--controller",
         metavar="HOST:PORT",
-        help=f"the controller's gRPC address (env {ENV['controller']})",
+        help=f"the controller's gRPC address; grpcs://HOST:PORT for TLS (env {ENV['controller']})",
+    )
+    parser.add_argument(
+        "--ca-file",
+        metavar="PATH",
+        help=f"PEM CA certificate that signed the controller's TLS certificate, for a grpcs:// address "
+        f"(env {ENV['ca_file']}; default: the system's CAs)",
     )
     parser.add_argument(
         "--registration-token",
@@ -103,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
             executor=getattr(args, "executor", None),
             state_dir=getattr(args, "state_dir", None),
             network=getattr(args, "network", None),
+            ca_file=getattr(args, "ca_file", None),
         )
     except ValueError as exc:
         _fail(f"error: {exc}")

@@ -88,6 +88,7 @@ __all__ = [
     "LogStreamCall",
     "RpcFailure",
     "classify",
+    "open_channel",
 ]
 
 # gRPC status code names, as carried by RpcFailure.code.
@@ -250,15 +251,36 @@ class LogStreamCall:
         self._call.cancel()
 
 
+def open_channel(target: str, *, tls: bool = False, ca_pem: bytes | None = None) -> grpc.aio.Channel:
+    """The agent's one way to make a channel to the controller (HOST:PORT), so every call shares it.
+
+    With `tls` the controller's certificate must be signed by `ca_pem` (PEM; None: the system's
+    CAs) and name the host of `target`; without it the channel is plaintext, for a controller on
+    the same machine or a network the operator trusts.
+    """
+    options = list(_CHANNEL_OPTIONS)
+    if not tls:
+        return grpc.aio.insecure_channel(target, options=options)
+    credentials = grpc.ssl_channel_credentials(root_certificates=ca_pem)
+    return grpc.aio.secure_channel(target, credentials, options=options)
+
+
 class ControllerClient:
     """AgentService calls on one channel; set `token` once registered."""
 
-    def __init__(self, target: str, *, call_timeout_s: float = CALL_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        target: str,
+        *,
+        call_timeout_s: float = CALL_TIMEOUT_S,
+        tls: bool = False,
+        ca_pem: bytes | None = None,
+    ) -> None:
         """Open a (lazy) channel to `target` (HOST:PORT); nothing is sent until the first call."""
         self.target = target
         self.call_timeout_s = call_timeout_s
         self.token = ""
-        self._channel = grpc.aio.insecure_channel(target, options=list(_CHANNEL_OPTIONS))
+        self._channel = open_channel(target, tls=tls, ca_pem=ca_pem)
         self._register = self._unary(convert.REGISTER)
         self._heartbeat = self._unary(convert.HEARTBEAT)
         self._extend = self._unary(convert.EXTEND_LEASE)

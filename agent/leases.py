@@ -129,7 +129,7 @@ class LeaseLoops:
                     continue
                 if kind is FailureKind.FATAL:
                     raise refused("the Lease stream", exc) from None
-                reason = str(exc)
+                reason = await session.stop_if_misconfigured(exc) or str(exc)
             except (AgentExit, asyncio.CancelledError):
                 raise
             except Exception as exc:  # a bug in handling an event must not end the agent

@@ -17,11 +17,19 @@ from collections.abc import Callable
 from typing import Final
 
 from agent.backoff import Backoff, sleep_unless
-from agent.client import FAILED_PRECONDITION, ControllerClient, FailureKind, RpcFailure, classify
+from agent.client import (
+    FAILED_PRECONDITION,
+    UNAVAILABLE,
+    ControllerClient,
+    FailureKind,
+    RpcFailure,
+    classify,
+)
 from agent.contract.types import RegisterRequest
 from agent.errors import AgentExit
 from agent.settings import AgentSettings
 from agent.state import AgentState, StateError, clear_state, load_state, save_state
+from agent.tls import TLS_SCHEME, explain_handshake_failure, read_ca_file, speaks_tls
 
 __all__ = ["DEFAULT_HEARTBEAT_MS", "Session"]
 
@@ -56,11 +64,62 @@ class Session:
         self._reregistered = False
         self._auth_ok_since_register = True
         self._on_new_token: list[Callable[[], None]] = []
+        #: Has any call reached the controller since the start? (See `stop_if_misconfigured`.)
+        self.connected = False
+        self._probed = False
 
     def open(self) -> ControllerClient:
         """Make the client (a lazy channel: nothing is sent until the first call); the caller closes it."""
-        self._client = ControllerClient(self.settings.controller)
+        settings = self.settings
+        ca_pem = None
+        if settings.tls and settings.ca_file is not None:
+            try:
+                ca_pem = read_ca_file(settings.ca_file)
+            except ValueError as exc:
+                raise AgentExit(2, str(exc)) from None
+        self._client = ControllerClient(settings.controller, tls=settings.tls, ca_pem=ca_pem)
         return self._client
+
+    @property
+    def address(self) -> str:
+        """The controller's address as the person wrote it (grpcs:// for TLS), for messages."""
+        return f"{TLS_SCHEME if self.settings.tls else ''}{self.settings.controller}"
+
+    async def transport_problem(self, failure: RpcFailure) -> str | None:
+        """Why the controller cannot be reached when retrying cannot help (a TLS mismatch), or None.
+
+        Why: gRPC reports a wrong CA or a plaintext agent at a TLS port as UNAVAILABLE, like a
+        controller that is restarting. Until the agent has reached the controller once, such a
+        failure is a configuration error the person must fix: `register` and the Lease stream stop
+        the agent with this sentence. A plaintext agent sees a TLS port only as a closed socket,
+        so that case is probed once (one TLS handshake, nothing sent).
+        """
+        if failure.code != UNAVAILABLE:
+            return None
+        settings = self.settings
+        explained = explain_handshake_failure(failure.details, settings.controller, settings.ca_file)
+        if explained is not None or settings.tls or self._probed or "refused" in failure.details.lower():
+            return explained
+        self._probed = True
+        host, _, port = settings.controller.rpartition(":")
+        if await speaks_tls(host, int(port)):
+            return (
+                f"the controller at {settings.controller} speaks TLS and this agent does not: write the "
+                f"address as --controller {TLS_SCHEME}{settings.controller} (with --ca-file CA.pem when "
+                "its certificate is not signed by a CA the system trusts)"
+            )
+        return None
+
+    async def stop_if_misconfigured(self, failure: RpcFailure) -> str | None:
+        """End the agent (AgentExit) when `failure` is a transport mismatch before any contact.
+
+        Returns the explanation when the agent did reach the controller before (then the caller
+        logs it and retries: a controller being reconfigured may come back), else None.
+        """
+        problem = await self.transport_problem(failure)
+        if problem is not None and not self.connected:
+            raise AgentExit(1, problem)
+        return problem
 
     @property
     def client(self) -> ControllerClient:
@@ -141,10 +200,11 @@ class Session:
                     ) from None
                 if kind is not FailureKind.RETRY:
                     raise AgentExit(1, f"registration with {settings.controller} failed: {exc}") from None
+                problem = await self.stop_if_misconfigured(exc)
                 delay = backoff.next()
                 attempts += 1
                 if attempts == 1 or attempts % 12 == 0:
-                    log.warning("controller %s unreachable (%s); retrying", settings.controller, exc)
+                    log.warning("controller %s unreachable (%s); retrying", self.address, problem or exc)
             if await sleep_unless(delay, self._stop_waiting):
                 return
         if not response.agent_id or not response.agent_token:
@@ -160,10 +220,11 @@ class Session:
         except OSError as exc:
             raise AgentExit(1, f"cannot store the agent token in {settings.state_dir}: {exc}") from None
         self._use_state(state)
+        self.connected = True
         self.heartbeat_interval_s = (response.heartbeat_interval_ms or DEFAULT_HEARTBEAT_MS) / 1000
         log.info(
             "registered with %s as %s (controller %s)",
-            settings.controller,
+            self.address,
             response.agent_id,
             response.controller_version or "?",
         )
@@ -198,3 +259,4 @@ class Session:
     def authenticated(self) -> None:
         """A call with the current token worked (so a later refusal is worth one re-registration)."""
         self._auth_ok_since_register = True
+        self.connected = True

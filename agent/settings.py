@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal, cast, get_args
 
+from agent.tls import TLS_SCHEME, read_ca_file
+
 __all__ = [
     "DEFAULT_CAPACITY",
     "DEFAULT_STATE_DIR",
@@ -24,6 +26,7 @@ __all__ = [
     "AgentSettings",
     "ExecutorChoice",
     "parse_controller",
+    "parse_endpoint",
     "parse_labels",
 ]
 
@@ -44,6 +47,7 @@ ENV: Final[Mapping[str, str]] = {
     "executor": "BUILDIT_AGENT_EXECUTOR",
     "state_dir": "BUILDIT_AGENT_STATE_DIR",
     "network": "BUILDIT_AGENT_NETWORK",
+    "ca_file": "BUILDIT_CA_FILE",
 }
 
 # Label keys and values travel to the controller and are matched against stage labels; keep them to a
@@ -57,7 +61,7 @@ _MAX_CAPACITY: Final = 1024
 class AgentSettings:
     """What one agent process needs to know; build it with `from_sources` to get validation."""
 
-    #: The controller's gRPC address, HOST:PORT.
+    #: The controller's gRPC address, HOST:PORT (without the grpcs:// of a TLS address).
     controller: str
     #: The controller's enrolment secret; needed only while the state dir holds no agent token.
     registration_token: str = ""
@@ -70,6 +74,10 @@ class AgentSettings:
     state_dir: Path = DEFAULT_STATE_DIR
     #: Docker network mode for stage containers.
     network: str = DEFAULT_NETWORK
+    #: Talk to the controller over TLS (the address was given as grpcs://HOST:PORT).
+    tls: bool = False
+    #: The CA that signed the controller's certificate (PEM); None: the system's CAs.
+    ca_file: Path | None = None
 
     @classmethod
     def from_sources(
@@ -83,6 +91,7 @@ class AgentSettings:
         executor: str | None = None,
         state_dir: str | Path | None = None,
         network: str | None = None,
+        ca_file: str | Path | None = None,
         env: Mapping[str, str] | None = None,
     ) -> AgentSettings:
         """Settings from flag values (None = not given) falling back to `env` (default: os.environ).
@@ -100,13 +109,23 @@ class AgentSettings:
         raw_controller = pick("controller", controller)
         if raw_controller is None:
             raise ValueError(
-                f"the controller address is required: pass --controller HOST:PORT or set {ENV['controller']}"
+                f"the controller address is required: pass --controller HOST:PORT or set "
+                f"{ENV['controller']} ({TLS_SCHEME}HOST:PORT for TLS)"
             )
+        address, tls = parse_endpoint(raw_controller)
+        raw_ca = pick("ca_file", ca_file)
+        if raw_ca is not None and not tls:
+            raise ValueError(
+                f"--ca-file ({ENV['ca_file']}) is for TLS: write the controller address as "
+                f"{TLS_SCHEME}{address}"
+            )
+        if raw_ca is not None:
+            read_ca_file(Path(raw_ca))
         raw_name = pick("name", name)
         if raw_name is not None and not raw_name.strip():
             raise ValueError("--name must not be blank")
         return cls(
-            controller=parse_controller(raw_controller),
+            controller=address,
             registration_token=pick("registration_token", registration_token) or "",
             name=raw_name.strip() if raw_name is not None else socket.gethostname(),
             labels=parse_labels(pick("labels", labels) or ""),
@@ -114,7 +133,22 @@ class AgentSettings:
             executor=_parse_executor(pick("executor", executor)),
             state_dir=Path(pick("state_dir", state_dir) or DEFAULT_STATE_DIR),
             network=(pick("network", network) or DEFAULT_NETWORK).strip() or DEFAULT_NETWORK,
+            tls=tls,
+            ca_file=Path(raw_ca) if raw_ca is not None else None,
         )
+
+
+def parse_endpoint(value: str) -> tuple[str, bool]:
+    """`HOST:PORT` (plaintext) or `grpcs://HOST:PORT` (TLS) -> (HOST:PORT, tls).
+
+    Why a scheme and not a flag: the address says everything about how to reach the controller, so
+    the one string operators copy (from the controller's banner) cannot lose its TLS half. Plain
+    HOST:PORT stays plaintext, as before, for a controller on the same machine.
+    """
+    text = value.strip()
+    if text.lower().startswith(TLS_SCHEME):
+        return parse_controller(text[len(TLS_SCHEME) :]), True
+    return parse_controller(text), False
 
 
 def parse_controller(value: str) -> str:
@@ -127,7 +161,10 @@ def parse_controller(value: str) -> str:
     text = value.strip()
     host, sep, port = text.rpartition(":")
     if not sep or not host or "/" in text:
-        raise ValueError(f"controller address {value!r} must be HOST:PORT, e.g. ci.example.com:9090")
+        raise ValueError(
+            f"controller address {value!r} must be HOST:PORT, e.g. ci.example.com:9090 "
+            f"({TLS_SCHEME}ci.example.com:9090 for TLS)"
+        )
     if host.startswith("[") != host.endswith("]") or (":" in host and not host.startswith("[")):
         raise ValueError(f"controller address {value!r}: write an IPv6 host in brackets, e.g. [::1]:9090")
     if not port.isdigit() or not 0 < int(port) < 65536:

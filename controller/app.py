@@ -27,6 +27,7 @@ from controller.db import ping
 from controller.deps import Deps
 from controller.errors import BuildItError, Unavailable
 from controller.hooks.api import HooksController
+from controller.http import WebSecurity
 from controller.live.socket import LIVE_HANDLERS
 from controller.orgs.api import ORG_HANDLERS
 from controller.pipelines.api import PipelinesController
@@ -53,10 +54,17 @@ async def ready() -> dict[str, str]:
     return {"status": "ok", "database": "ok"}
 
 
-def create_app(deps: Deps, max_body_bytes: int = 1024 * 1024, csrf_secret: str | None = None) -> Litestar:
+def create_app(
+    deps: Deps,
+    max_body_bytes: int = 1024 * 1024,
+    csrf_secret: str | None = None,
+    security: WebSecurity | None = None,
+) -> Litestar:
     """The HTTP application: REST API, web UI pages and /static, OpenAPI at /schema, health checks.
 
     Handlers get `deps` (and `commands`, the run operations) by Litestar's dependency injection.
+    `security` configures the cross-site and request-hygiene guards (controller.http); they are
+    always on.
     """
 
     def provide_deps(caller: NamedDependency[Caller]) -> Deps:
@@ -109,4 +117,5 @@ def create_app(deps: Deps, max_body_bytes: int = 1024 * 1024, csrf_secret: str |
         },
         request_max_body_size=max_body_bytes,
         template_config=web_routes.templates(),
+        plugins=[security or WebSecurity()],
     )

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from uuid import UUID
 
+import grpc
 import uvicorn
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -35,6 +36,7 @@ from controller.db.engine import close_database, open_database
 from controller.deps import Deps
 from controller.events import EventBus
 from controller.forge.reporter import StatusReporter
+from controller.http import WebSecurity
 from controller.orgs.services import ensure_default_org_and_tenant
 from controller.rpc.agent_service import AgentServicer
 from controller.rpc.auth import AgentAuth
@@ -47,6 +49,7 @@ from controller.scheduling.logs import LogStore
 from controller.scheduling.model import StageState
 from controller.scheduling.scheduler import Scheduler
 from controller.settings import ControllerSettings
+from controller.tls import read_tls_files
 from controller.triggers.trigger_engine import TriggerEngine
 
 log = logging.getLogger(__name__)
@@ -115,14 +118,19 @@ async def start(settings: ControllerSettings) -> Running:
         reflection.SERVICE_NAME,
     )
     reflection.enable_server_reflection(names, grpc_server)
-    grpc_port = grpc_server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
+    grpc_port = _listen(grpc_server, settings)
     if grpc_port == 0:
         raise OSError(f"cannot listen for gRPC on {settings.grpc_host}:{settings.grpc_port}")
     await grpc_server.start()
     for name in (*names[:2], ""):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
 
-    app = create_app(deps, settings.max_body_bytes, csrf_secret=session_key(settings.data_dir))
+    app = create_app(
+        deps,
+        settings.max_body_bytes,
+        csrf_secret=session_key(settings.data_dir),
+        security=WebSecurity(settings.public_url, settings.http_body_timeout_s),
+    )
     config = uvicorn.Config(
         app,
         host=settings.http_host,
@@ -158,6 +166,16 @@ async def start(settings: ControllerSettings) -> Running:
         await close_database(engine)
 
     return Running(deps, http_port, grpc_port, stop, initial_password(settings.data_dir))
+
+
+def _listen(server: aio.Server, settings: ControllerSettings) -> int:
+    """Bind the gRPC port: TLS with the configured certificate and key, else plaintext; 0 = failed."""
+    address = f"{settings.grpc_host}:{settings.grpc_port}"
+    if settings.grpc_tls_cert is None or settings.grpc_tls_key is None:
+        return int(server.add_insecure_port(address))
+    files = read_tls_files(settings.grpc_tls_cert, settings.grpc_tls_key)
+    credentials = grpc.ssl_server_credentials([(files.key_pem, files.cert_pem)])
+    return int(server.add_secure_port(address, credentials))
 
 
 def _url_host(host: str) -> str:

@@ -7,6 +7,8 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from controller.tls import read_tls_files
+
 
 @dataclass(frozen=True)
 class ControllerSettings:
@@ -27,6 +29,12 @@ class ControllerSettings:
     #: The controller's URL as agents and forges reach it (mirrors, commit-status links);
     #: default http://<http host>:<http port>.
     public_url: str = ""
+    #: gRPC over TLS: the certificate chain (PEM) and its private key, both or neither
+    #: (BUILDIT_GRPC_TLS_CERT / BUILDIT_GRPC_TLS_KEY); None: plaintext gRPC.
+    grpc_tls_cert: Path | None = None
+    grpc_tls_key: Path | None = None
+    #: Seconds a request body may take to arrive in full (BUILDIT_HTTP_BODY_TIMEOUT); then 408.
+    http_body_timeout_s: float = 30.0
 
     @classmethod
     def from_env(cls, **overrides: object) -> ControllerSettings:
@@ -42,6 +50,10 @@ class ControllerSettings:
         token = str(given.get("registration_token") or env.get("BUILDIT_REGISTRATION_TOKEN") or "")
         if not token:
             token = _stored_token(data_dir)
+        cert, key = _tls_pair(
+            given.get("grpc_tls_cert") or env.get("BUILDIT_GRPC_TLS_CERT"),
+            given.get("grpc_tls_key") or env.get("BUILDIT_GRPC_TLS_KEY"),
+        )
         return cls(
             data_dir=data_dir,
             database_url=database_url,
@@ -56,7 +68,29 @@ class ControllerSettings:
                 env.get("BUILDIT_ARTIFACT_MAX_BYTES"), 1024**3, "BUILDIT_ARTIFACT_MAX_BYTES"
             ),
             public_url=_url(given.get("public_url") or env.get("BUILDIT_PUBLIC_URL", "")),
+            grpc_tls_cert=cert,
+            grpc_tls_key=key,
+            http_body_timeout_s=_float(
+                env.get("BUILDIT_HTTP_BODY_TIMEOUT"), 30.0, "BUILDIT_HTTP_BODY_TIMEOUT"
+            ),
         )
+
+
+def _tls_pair(cert: object, key: object) -> tuple[Path | None, Path | None]:
+    """Both TLS files or neither; each is read and checked now, so a bad one stops the start."""
+    if not cert and not key:
+        return None, None
+    if not cert or not key:
+        given, missing = (
+            ("--grpc-tls-cert", "--grpc-tls-key") if cert else ("--grpc-tls-key", "--grpc-tls-cert")
+        )
+        raise ValueError(
+            f"{given} needs {missing} too: gRPC TLS takes a certificate and its private key "
+            "(BUILDIT_GRPC_TLS_CERT and BUILDIT_GRPC_TLS_KEY), or neither for plaintext"
+        )
+    cert_path, key_path = Path(str(cert)).resolve(), Path(str(key)).resolve()
+    read_tls_files(cert_path, key_path)
+    return cert_path, key_path
 
 
 def _url(value: object) -> str:

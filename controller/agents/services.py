@@ -19,6 +19,7 @@ from controller.agents.tables import Agent
 from controller.auth import agent_tokens
 from controller.db.columns import loaded
 from controller.errors import AlreadyExists, Conflict, Forbidden, Invalid, NotFound, Unauthenticated
+from controller.names import check_name
 from controller.orgs.tables import Tenant
 from controller.scheduling.fleet import AgentConn
 from controller.scheduling.scheduler import Scheduler
@@ -176,6 +177,7 @@ class AgentRegistry:
         name = name.strip()
         if not name or len(name) > 128:
             raise Invalid("agent name must be 1-128 characters")
+        check_name(name, "agent name")
         if not 1 <= capacity <= MAX_CAPACITY:
             raise Invalid(
                 f"capacity must be between 1 and {MAX_CAPACITY}, got {capacity}",

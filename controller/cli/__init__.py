@@ -108,6 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--agent-name", default="local", help="name of the embedded agent (default: local)")
     up.add_argument(
+        "--ca-file",
+        metavar="PATH",
+        help="with --grpc-tls-cert: the CA the embedded agent trusts (env BUILDIT_CA_FILE; "
+        "default: the certificate itself, for a self-signed one)",
+    )
+    up.add_argument(
         "--repo",
         action="append",
         default=None,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -38,6 +39,8 @@ def _controller_settings(args: argparse.Namespace) -> ControllerSettings:
             http_port=args.http_port,
             grpc_port=args.grpc_port,
             registration_token=args.registration_token,
+            grpc_tls_cert=args.grpc_tls_cert,
+            grpc_tls_key=args.grpc_tls_key,
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
@@ -62,13 +65,15 @@ async def _serve_until_signal(settings: ControllerSettings, after_start: AfterSt
 
 def _print_banner(settings: ControllerSettings, running: Running, extra: str = "") -> None:
     s, r = settings, running
+    tls = s.grpc_tls_cert is not None
+    join = f"grpcs://HOST:{r.grpc_port} --ca-file CA.pem" if tls else f"HOST:{r.grpc_port}"
     print(
         f"buildit {__version__} controller ready\n"
         f"  UI / API:            http://{s.http_host}:{r.http_port}/  (OpenAPI: /schema)\n"
-        f"  agents (gRPC):       {s.grpc_host}:{r.grpc_port}\n"
+        f"  agents (gRPC):       {s.grpc_host}:{r.grpc_port}{' (TLS)' if tls else ''}\n"
         f"  registration token:  {s.registration_token}\n"
         f"  database:            {_redact(s.database_url)}\n"
-        f"  join another agent:  buildit agent --controller HOST:{r.grpc_port} "
+        f"  join another agent:  buildit agent --controller {join} "
         f"--registration-token {s.registration_token}" + _sign_in_hint(r) + extra,
         flush=True,
     )
@@ -127,6 +132,17 @@ def add_controller_flags(parser: argparse.ArgumentParser) -> None:
         help="secret agents join with (env BUILDIT_REGISTRATION_TOKEN; "
         "default: generated once, kept in the data dir)",
     )
+    parser.add_argument(
+        "--grpc-tls-cert",
+        metavar="PATH",
+        help="serve gRPC over TLS with this PEM certificate chain; needs --grpc-tls-key "
+        "(env BUILDIT_GRPC_TLS_CERT; default: plaintext gRPC)",
+    )
+    parser.add_argument(
+        "--grpc-tls-key",
+        metavar="PATH",
+        help="the PEM private key of --grpc-tls-cert (env BUILDIT_GRPC_TLS_KEY)",
+    )
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
@@ -175,8 +191,13 @@ def cmd_up(args: argparse.Namespace) -> int:
             except Unprocessable as exc:
                 problems = len(exc.extra.get("diagnostics", ()))
                 print(f"buildit: skipped {file}: {problems} problem(s)", file=sys.stderr)
+        tls = settings.grpc_tls_cert is not None
         agent_settings = AgentSettings.from_sources(
-            controller=f"127.0.0.1:{running.grpc_port}",
+            controller=f"{'grpcs://' if tls else ''}127.0.0.1:{running.grpc_port}",
+            # Over TLS the embedded agent trusts --ca-file, else the certificate itself (self-signed).
+            ca_file=(args.ca_file or os.environ.get("BUILDIT_CA_FILE") or settings.grpc_tls_cert)
+            if tls
+            else None,
             registration_token=settings.registration_token,
             name=args.agent_name,
             capacity=str(args.capacity),

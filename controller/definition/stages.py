@@ -20,6 +20,8 @@ from controller.definition.grammar import (
 from controller.definition.kdl import RawNode
 from controller.definition.limits import MAX_COMMANDS_PER_STAGE, MAX_ENV_ENTRIES, MAX_ENV_VALUE_CHARS
 from controller.definition.model import Location, Stage
+from controller.names import HINT as NAME_HINT
+from controller.names import name_problem, shown
 
 STAGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")
 LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_./-]*=[^\s]*\Z")
@@ -64,8 +66,12 @@ def build_stage(
     `global_lengths` are the expanded lengths of the top-level env values (see expanded_length).
     """
     name = node.args[0] if node.args and isinstance(node.args[0], str) else ""
-    where = f" in stage '{name}'"
-    if node.args and isinstance(node.args[0], str) and not STAGE_NAME.match(name):
+    bad = name_problem(name)
+    label = shown(name) if bad else f"'{name}'"
+    where = f" in stage {label}"
+    if bad is not None:
+        out.node(node, bad.summary("the stage name"), NAME_HINT, near=bad.char)
+    elif node.args and isinstance(node.args[0], str) and not STAGE_NAME.match(name):
         out.node(
             node,
             f"stage name '{name}' is not allowed" if name else "the stage name is empty",
@@ -79,7 +85,7 @@ def build_stage(
             if part.strip():
                 needs.append((part.strip(), node))
     if not node.has_block:
-        out.node(node, f"stage '{name}' has no block", 'give it commands: stage "test" { run "make test"; }')
+        out.node(node, f"stage {label} has no block", 'give it commands: stage "test" { run "make test"; }')
     seen: dict[str, RawNode] = {}
     over_limit: set[str] = set()  # the children whose limit is reported already
     commands: list[tuple[str, RawNode]] = []
@@ -208,7 +214,7 @@ def build_stage(
                 when_branch = str(branch)
 
     if not commands and node.has_block:
-        out.node(node, f"stage '{name}' has no 'run' command", 'add one: run "make test"')
+        out.node(node, f"stage {label} has no 'run' command", 'add one: run "make test"')
 
     # Variables. Env values are resolved in order, so they may use env declared above them;
     # commands, image and workdir see the global env plus all of the stage's own.

@@ -46,6 +46,8 @@ from controller.definition.model import (
 )
 from controller.definition.stages import MAX_RETRIES, build_stage, parse_duration
 from controller.definition.triggers import build_trigger, describe
+from controller.names import HINT as NAME_HINT
+from controller.names import name_problem
 
 # Importable from here as before the split.
 __all__ = ["MAX_RETRIES", "OnStage", "load", "parse_duration", "secret_bearing", "validate"]
@@ -85,7 +87,10 @@ def _validate(source: str, filename: str) -> tuple[Pipeline | None, list[Diagnos
             pipeline_node = node
             if check_shape(node, rule, "", out, allow_block=False):
                 pipeline_name = str(node.args[0])
-                if not pipeline_name.strip():
+                bad = name_problem(pipeline_name)
+                if bad is not None:
+                    out.node(node, bad.summary("the pipeline name"), NAME_HINT, near=bad.char)
+                elif not pipeline_name.strip():
                     out.node(node, "the pipeline name is empty", 'example: pipeline "my-app"')
                 elif len(pipeline_name) > MAX_NAME_CHARS:
                     out.node(

@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from controller.json_depth import JsonTooDeep, check_json_depth
+
 FORGES = ("github", "gitea", "gitlab")
 
 _EVENT_HEADERS = {"github": "X-GitHub-Event", "gitea": "X-Gitea-Event", "gitlab": "X-Gitlab-Event"}
@@ -127,7 +129,10 @@ def _load(body: bytes) -> dict[str, Any]:
     else:
         text = body
     try:
+        check_json_depth(text)
         data = json.loads(text)
+    except JsonTooDeep as exc:
+        raise PayloadError(f"body is refused: {exc}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise PayloadError(f"body is not JSON: {exc}") from None
     if not isinstance(data, dict):

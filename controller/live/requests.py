@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
+from controller.json_depth import JsonTooDeep, check_json_depth
+
 TOPICS = ("runs", "run", "agents")
 MAX_TAG = 200
 USAGE = (
@@ -53,7 +55,10 @@ Request = Watch | FollowLog | StopLog
 def parse(text: str) -> Request:
     """The request in one text frame; BadRequest saying what is wrong and how to fix it."""
     try:
+        check_json_depth(text)
         data = json.loads(text)
+    except JsonTooDeep as exc:
+        raise BadRequest(f"the message is refused: {exc}; {USAGE}") from None
     except ValueError as exc:
         raise BadRequest(f"the message is not JSON ({exc}); {USAGE}") from None
     if not isinstance(data, dict):

@@ -9,6 +9,7 @@ from uuid import UUID
 
 from controller.definition.model import Diagnostic
 from controller.errors import AlreadyExists, Invalid, Unprocessable
+from controller.names import check_name
 from controller.pipelines.parsing import parse
 from controller.pipelines.tables import Pipeline
 
@@ -54,6 +55,8 @@ async def create_pipeline(org: UUID, tenant: UUID, config: str, name: str | None
     """Validate and store a pipeline; its name defaults to the file's `pipeline "name"`."""
     if "\0" in config or (name is not None and "\0" in name):
         raise Invalid("'config' and 'name' must not contain NUL characters")
+    if name is not None:
+        check_name(name, "'name'")
     pipeline, diagnostics = await parse(config)
     if pipeline is None:
         raise pipeline_rejected(diagnostics)

@@ -19,6 +19,7 @@ from controller.db import is_unique_violation, write_transaction
 from controller.db.columns import loaded
 from controller.errors import AlreadyExists, Invalid
 from controller.git.mirror import redact
+from controller.names import check_name
 from controller.pipelines.tables import Pipeline
 from controller.repos.tables import BranchHead, CommitTrigger, Repository
 
@@ -28,7 +29,7 @@ DEFAULT_POLL_S = 60
 MIN_POLL_S = 5
 MAX_POLL_S = 24 * 3600
 STATUS_KINDS = ("github", "gitea", "gitlab")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,8 @@ def default_name(url: str) -> str:
 
 def check_settings(settings: RepoSettings) -> None:
     """Refuse bad registration input with a message that says what to fix (Invalid)."""
+    if settings.name is not None:
+        check_name(settings.name, "'name'")
     if settings.name is not None and (not _NAME.match(settings.name) or len(settings.name) > MAX_NAME):
         raise Invalid(
             f"'name' {settings.name!r} must be 1-{MAX_NAME} characters of letters, digits, '.', '_' or '-'"

@@ -144,6 +144,14 @@ def page(browser: Any, up: Up) -> Iterator[Any]:
     page = context.new_page()
     page.on("pageerror", lambda exc: errors.append(str(exc)))
 
+    # The UI pages' Content-Security-Policy: anything it blocks (an inline style or script, eval)
+    # is a broken page and fails the test. Chromium reports each violation on the console.
+    def csp_violation(message: Any) -> None:
+        if "Content Security Policy" in message.text:
+            errors.append(f"CSP violation: {message.text}")
+
+    context.on("console", csp_violation)
+
     # Every request stays on the controller: no CDN, nothing external (and nothing leaves the machine).
     def refuse(route: Any) -> None:
         errors.append(f"external request: {route.request.url}")

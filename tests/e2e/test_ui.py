@@ -57,7 +57,10 @@ def test_dashboard_empty_state_then_a_run_appears_live(page: Page, up: Up) -> No
 def test_trigger_from_the_pipeline_page_and_watch_the_dag_and_log_live(page: Page, up: Up) -> None:
     config = (
         'pipeline "e2e-live"\n'
-        'stage "prep" { run r#"printf \'\\033[32mgreen prep\\033[0m\\n\'"#; }\n'
+        'stage "prep" {\n'
+        "    run r#\"printf '\\033[32mgreen prep\\033[0m\\n'\"#\n"
+        "    run r#\"printf '\\033[1;38;5;208mbold orange\\033[0m\\n'\"#\n"
+        "}\n"
         'stage "work" needs="prep" {\n'
         '    run r#"for i in $(seq 1 20); do echo "before $i"; done"#\n'
         '    run r#"echo \'<img src=x onerror="window.__xss = 2">\'"#\n'
@@ -112,7 +115,13 @@ def test_trigger_from_the_pipeline_page_and_watch_the_dag_and_log_live(page: Pag
     log.goto(f"/pipelines/{pipeline}/runs/1/stages/prep")
     green = log.locator("#log .line .tx span").filter(has_text="green prep")
     expect(green).to_have_count(1)
-    assert "rgb(" in (green.get_attribute("style") or "")
+    # As classes (the page's CSP allows no inline styles); 256-colour ones through the CSSOM.
+    expect(green).to_have_class("ansi-green-fg")
+    assert green.evaluate("e => getComputedStyle(e).color") == "rgb(0, 187, 0)"
+    orange = log.locator("#log .line .tx span").filter(has_text="bold orange")
+    expect(orange).to_have_class("ansi-bold")
+    assert orange.get_attribute("style") == "color: rgb(255, 135, 0);"
+    assert orange.evaluate("e => getComputedStyle(e).fontWeight") == "700"
     assert "\x1b" not in log.locator("#log").inner_text()
 
 
@@ -166,19 +175,19 @@ def test_a_200000_line_log_stays_usable(page: Page, up: Up) -> None:
     # Scrolling to the top loads the page before, and the DOM stays bounded.
     first = state["first"]
     page.locator("#log").evaluate("el => { el.scrollTop = 0; }")
-    page.wait_for_function(f"BuildItLog.state().first < {first}")
+    page.wait_for_function(f"() => BuildItLog.state().first < {first}")
     assert page.locator("#log .line").count() <= 5000
     # Far enough up, the newest lines leave the page: it stops following until asked.
     for _ in range(6):
         first = page.evaluate("BuildItLog.state().first")
         page.locator("#log").evaluate("el => { el.scrollTop = 0; }")
-        page.wait_for_function(f"BuildItLog.state().first < {first}")
+        page.wait_for_function(f"() => BuildItLog.state().first < {first}")
     state = page.evaluate("BuildItLog.state()")
     assert state["lines"] <= 5000 and not state["atEnd"] and state["last"] < 200_000
     assert state["last"] - state["first"] + 1 == state["lines"]
     expect(page.get_by_role("button", name="Load later lines")).to_be_visible()
     page.get_by_role("button", name="Load later lines").click()
-    page.wait_for_function(f"BuildItLog.state().last > {state['last']}")
+    page.wait_for_function(f"() => BuildItLog.state().last > {state['last']}")
     got = page.locator(f"#L{state['last'] + 1} .tx").inner_text()
     assert got == f"row {state['last']}", (got, state, page.evaluate("BuildItLog.state()"))
     page.get_by_role("button", name="Follow", exact=True).click()
@@ -403,3 +412,75 @@ def test_an_invalid_pipeline_file_shows_its_diagnostics_and_commit_text_stays_te
         "<script>window.__xss = 1</script>"
     )
     assert page.evaluate("window.__xss === undefined")
+
+
+UI_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+
+
+def test_pages_work_under_the_strict_csp_with_no_violation(page: Page, up: Up) -> None:
+    page.add_init_script(
+        "window.__csp = []; document.addEventListener('securitypolicyviolation', "
+        "e => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));"
+    )
+    response = page.goto("/")
+    assert response is not None
+    headers = response.headers
+    assert headers["content-security-policy"] == UI_CSP
+    assert headers["x-frame-options"] == "DENY"
+    assert headers["x-content-type-options"] == "nosniff"
+    assert headers["referrer-policy"] == "same-origin"
+    expect(page.locator("#live-status")).to_have_text("live")  # the same-origin socket is accepted
+    page.evaluate(MARK)
+    pipeline = up.pipeline(
+        'pipeline "e2e-csp"\nstage "colours" { run r#"printf \'\\033[31mred\\033[0m\\n\'"#; }\n'
+    )
+    number = up.trigger(pipeline)
+    row = page.locator("tr.run-row", has=page.get_by_role("link", name="e2e-csp"))
+    expect(row.locator(".status")).to_contain_text("succeeded")
+    assert page.evaluate(MARKED)
+    for path in (f"/pipelines/{pipeline}", f"/pipelines/{pipeline}/runs/{number}", "/agents"):
+        page.goto(path)
+        expect(page.locator("#live-status")).to_have_text("live")
+    page.goto("/pipelines")
+    expect(page.get_by_role("link", name="e2e-csp")).to_be_visible()
+    page.goto(f"/pipelines/{pipeline}/runs/{number}/stages/colours")
+    expect(page.locator("#log .line .tx span.ansi-red-fg")).to_have_text("red")
+    assert page.evaluate("window.__csp") == []
+
+
+def test_a_foreign_page_can_neither_write_nor_listen_through_the_operators_browser(
+    browser: Any, up: Up
+) -> None:
+    """The probe of issue 11: a page on another site POSTs a "simple" text/plain JSON body to the
+    API and opens /ws from the operator's browser. Both are refused; nothing is registered."""
+    context = browser.new_context()
+    evil = "http://evil.test/"
+    blank = "<!doctype html><title>elsewhere</title>"
+    context.route(evil, lambda route: route.fulfill(status=200, content_type="text/html", body=blank))
+    try:
+        page = context.new_page()
+        page.goto(evil)
+        before = {p["name"] for p in up.request("GET", "/api/v1/pipelines")[1]["pipelines"]}
+        outcome = page.evaluate(
+            """async (base) => {
+                const body = JSON.stringify({config: 'pipeline "evil"\\nstage "s" { run "id"; }'});
+                try {
+                    await fetch(base + "/api/v1/pipelines", {method: "POST", mode: "no-cors",
+                        headers: {"Content-Type": "text/plain"}, body});
+                } catch (e) {}
+                return await new Promise((resolve) => {
+                    const ws = new WebSocket(base.replace("http", "ws") + "/ws");
+                    ws.onopen = () => resolve("open");
+                    ws.onerror = () => resolve("refused");
+                });
+            }""",
+            up.base,
+        )
+        assert outcome == "refused"
+        after = {p["name"] for p in up.request("GET", "/api/v1/pipelines")[1]["pipelines"]}
+        assert after == before and "evil" not in after
+    finally:
+        context.close()

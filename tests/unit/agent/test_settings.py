@@ -185,3 +185,48 @@ def test_executor_is_case_insensitive() -> None:
 def test_blank_name_is_refused() -> None:
     with pytest.raises(ValueError, match="--name must not be blank"):
         AgentSettings.from_sources(controller="c:1", name="  ", env={})
+
+
+# --- TLS: grpcs:// addresses and the CA file ----------------------------------------------------
+
+
+def test_a_grpcs_address_asks_for_tls_and_keeps_host_port(tmp_path: Path) -> None:
+    from tests.tlscerts import make_ca
+
+    ca = make_ca(tmp_path)
+    settings = AgentSettings.from_sources(controller="grpcs://ci.example:9090", ca_file=str(ca.cert), env={})
+    assert (settings.controller, settings.tls, settings.ca_file) == ("ci.example:9090", True, ca.cert)
+    plain = AgentSettings.from_sources(controller="ci.example:9090", env={})
+    assert (plain.controller, plain.tls, plain.ca_file) == ("ci.example:9090", False, None)
+    from_env = AgentSettings.from_sources(
+        env={"BUILDIT_CONTROLLER": "GRPCS://[::1]:9090", "BUILDIT_CA_FILE": str(ca.cert)}
+    )
+    assert (from_env.controller, from_env.tls, from_env.ca_file) == ("[::1]:9090", True, ca.cert)
+    # Without --ca-file a TLS agent trusts the system's CAs.
+    assert AgentSettings.from_sources(controller="grpcs://ci:1", env={}).ca_file is None
+
+
+def test_a_ca_file_without_tls_says_how_to_ask_for_tls(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="is for TLS: write the controller address as grpcs://ci:9090"):
+        AgentSettings.from_sources(controller="ci:9090", ca_file=str(tmp_path / "ca.pem"), env={})
+
+
+def test_an_unreadable_or_non_pem_ca_file_is_named(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.pem"
+    with pytest.raises(ValueError, match=rf"cannot read the CA file {missing} \(--ca-file\)"):
+        AgentSettings.from_sources(controller="grpcs://c:1", ca_file=str(missing), env={})
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate\n")
+    with pytest.raises(ValueError, match=rf"the CA file {junk} \(--ca-file\) holds no PEM certificate"):
+        AgentSettings.from_sources(controller="grpcs://c:1", ca_file=str(junk), env={})
+    broken = tmp_path / "broken.pem"
+    broken.write_text("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
+    with pytest.raises(ValueError, match="is not a valid PEM certificate"):
+        AgentSettings.from_sources(controller="grpcs://c:1", ca_file=str(broken), env={})
+
+
+def test_the_ca_file_flag_is_parsed() -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--controller", "grpcs://h:1", "--ca-file", "/etc/buildit/ca.pem"])
+    assert (args.controller, args.ca_file) == ("grpcs://h:1", "/etc/buildit/ca.pem")

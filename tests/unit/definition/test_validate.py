@@ -771,3 +771,32 @@ def test_unknown_needs_search_for_a_suggestion_a_bounded_number_of_times(
 def test_a_suggestion_is_never_the_stage_itself() -> None:
     diagnostic = only('pipeline "p"\nstage "build" needs="buidl" { run "x"; }\nstage "test" { run "x"; }\n')
     assert diagnostic.hint == "stages: test"
+
+
+# --- names shown to people ---------------------------------------------------------------------
+
+
+def test_a_bidi_override_in_the_pipeline_name_is_refused_at_its_column() -> None:
+    d = only('pipeline "my\u202eapp"\nstage "s" { run "x"; }\n')
+    assert (d.line, d.col) == (1, 13)
+    assert d.message == (
+        "the pipeline name 'my\\u202eapp' contains U+202E RIGHT-TO-LEFT OVERRIDE "
+        "(a bidirectional control) at character 3"
+    )
+    assert "bidirectional controls, zero-width or control characters" in d.hint
+    assert "\u202e" not in d.message + d.hint
+
+
+def test_zero_width_and_control_characters_in_a_stage_name_are_named() -> None:
+    source = 'pipeline "p"\nstage "te\u200bst" { run "x"; }\nstage "b\x1b" { run "y"; }\n'
+    diagnostics = validate(source, "f.kdl")
+    assert [(d.line, d.col) for d in diagnostics] == [(2, 10), (3, 9)]
+    assert "U+200B ZERO WIDTH SPACE (a zero-width character) at character 3" in diagnostics[0].message
+    assert "U+001B ESCAPE (a control character) at character 2" in diagnostics[1].message
+    assert all(d.format().startswith("f.kdl:") for d in diagnostics)
+
+
+def test_an_escaped_bidi_character_is_refused_at_the_node() -> None:
+    d = only('pipeline "a\\u{2067}b"\nstage "s" { run "x"; }\n')
+    assert (d.line, d.col) == (1, 1)
+    assert "U+2067 RIGHT-TO-LEFT ISOLATE" in d.message

@@ -317,6 +317,17 @@ def test_malformed_json(raw: bytes) -> None:
         parse_push("github", "push", raw)
 
 
+@pytest.mark.parametrize(
+    "wrap", [lambda b: b, lambda b: b"payload=" + b.replace(b"[", b"%5B").replace(b"]", b"%5D")]
+)
+def test_deeply_nested_json_is_refused_before_decoding(wrap: Any) -> None:
+    deep = b'{"ref": ' + b"[" * 10_000 + b"]" * 10_000 + b"}"
+    with pytest.raises(PayloadError, match="nests 10001 levels deep"):
+        parse_push("github", "push", wrap(deep))
+    with pytest.raises(PayloadError, match="nests 10001 levels deep"):
+        parse_generic(deep)
+
+
 def test_json_that_is_not_an_object() -> None:
     with pytest.raises(PayloadError, match="not an object"):
         parse_push("gitea", "push", b'["refs/heads/main"]')

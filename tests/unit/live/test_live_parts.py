@@ -56,6 +56,11 @@ async def test_outbox_byte_bound_and_waiting_for_room() -> None:
     assert await box.get() == "R"
 
 
+def test_a_deeply_nested_message_is_a_bad_request_not_a_crash() -> None:
+    with pytest.raises(BadRequest, match="the message is refused: the JSON nests 50000 levels deep"):
+        parse("[" * 50_000 + "]" * 50_000)
+
+
 def test_requests_parse_into_their_kinds() -> None:
     run = uuid4()
     assert parse('{"op":"watch","topic":"runs"}') == Watch("runs", None, False)

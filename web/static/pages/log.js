@@ -2,9 +2,9 @@
 // CAP of them: the tail on open (or the page around #L<n>), earlier pages loaded on demand when the
 // user scrolls up, later pages when scrolling down, and live bytes over the page's WebSocket once
 // the window reaches the end of what is stored. ANSI colours are rendered by ansi_up (which
-// escapes HTML). Timestamps are the browser's receive time of live lines; lines loaded from
+// escapes HTML) as classes, under the page's CSP (see ansi.js). Timestamps are the browser's receive time of live lines; lines loaded from
 // history have none.
-import { AnsiUp } from "/static/vendor/ansi_up.js";
+import { ClassAnsiUp as AnsiUp, paint } from "/static/ansi.js";
 
 const CAP = 5000;
 const PAGE = 1000;
@@ -54,6 +54,7 @@ function lineElement(number, start, html, stamp) {
   const tx = document.createElement("span");
   tx.className = "tx";
   tx.innerHTML = html;
+  paint(tx);
   el.append(ln, ts, tx);
   if (searchText && tx.textContent.toLowerCase().includes(searchText)) el.classList.add("match");
   return el;
@@ -77,7 +78,9 @@ function build(text, start, firstNumber, converter, stamp, continuePartial) {
     if (final && seg === "") { last = null; break; }
     const html = converter.ansi_to_html(seg);
     if (i === 0 && continuePartial) {
-      continuePartial.querySelector(".tx").insertAdjacentHTML("beforeend", html);
+      const tx = continuePartial.querySelector(".tx");
+      tx.insertAdjacentHTML("beforeend", html);
+      paint(tx);
       last = continuePartial;
     } else {
       last = lineElement(number, offset, html, stamp);
