@@ -317,7 +317,7 @@ def test_agents_page_drain_and_resume(page: Page, up: Up) -> None:
 
 NAMELESS = """() => {
   const out = [];
-  for (const el of document.querySelectorAll('a[href], button, input, select, textarea, [tabindex]')) {
+  for (const el of document.querySelectorAll('a[href], button, input:not([type=hidden]), select, textarea, [tabindex]')) {
     if (el.closest('[hidden]') || el.getAttribute('tabindex') === '-1' && el.tagName !== 'MAIN') continue;
     if (el.tagName === 'MAIN') continue;
     const labelled = el.getAttribute('aria-labelledby');

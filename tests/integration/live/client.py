@@ -15,9 +15,14 @@ from tests.integration.fleet.harness import Controller
 TIMEOUT_S = 60.0
 
 
-def connect(controller: Controller, **kw: Any) -> Any:
-    """`async with connect(c) as ws:` a WebSocket to the controller's /ws."""
-    return websockets.connect(f"ws://127.0.0.1:{controller.http_port}/ws", max_size=None, **kw)
+def connect(controller: Controller, key: str | None = None, **kw: Any) -> Any:
+    """`async with connect(c) as ws:` a WebSocket to the controller's /ws, signed in with an API key
+    (the admin's unless `key` is given; "" for none)."""
+    credential = controller.api_key if key is None else key
+    headers = {"Authorization": f"Bearer {credential}"} if credential else {}
+    return websockets.connect(
+        f"ws://127.0.0.1:{controller.http_port}/ws", max_size=None, additional_headers=headers, **kw
+    )
 
 
 async def send(ws: ClientConnection, **message: Any) -> None:
