@@ -21,6 +21,7 @@ from controller.artifacts.api import ArtifactsController
 from controller.auth.caller import Caller
 from controller.auth.csrf import csrf_middleware
 from controller.auth.login import LOGIN_HANDLERS
+from controller.auth.oidc_login import OidcLoginController
 from controller.auth.permissions import Permission, requires
 from controller.auth.policy import Policy, caller_of
 from controller.db import ping
@@ -92,6 +93,7 @@ def create_app(
         *web_routes.handlers(),
         *LIVE_HANDLERS,  # /ws: live updates for the UI pages
         *LOGIN_HANDLERS,  # sign in and out, API keys for the CLI
+        OidcLoginController,  # sign in with an OpenID provider
         *ORG_HANDLERS,  # members, teams, tenants, grants, agent tokens
     ]
     return Litestar(

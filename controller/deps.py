@@ -14,6 +14,7 @@ from uuid import UUID
 from controller.agents.services import AgentRegistry
 from controller.auth.authenticate import Authenticator
 from controller.auth.caller import Caller
+from controller.auth.oidc import OidcClient
 from controller.auth.throttle import LoginThrottle
 from controller.events import EventBus
 from controller.runs.commands import RunCommands
@@ -60,6 +61,10 @@ class Deps:
         self.throttle = LoginThrottle()
         #: Mark session cookies `Secure` (the public URL is https) even when TLS ends at a proxy.
         self.secure_cookies = False
+        #: The controller's public URL (OIDC redirect URL); "" = as the request came in.
+        self.public_url = ""
+        #: Sign-in with an OpenID provider, when BUILDIT_OIDC_ISSUER is set.
+        self.oidc: OidcClient | None = None
         #: The run operations every door adapts, for the default tenant (`buildit up`'s own use).
         self.runs = RunCommands(scheduler, tenant, triggers)
 

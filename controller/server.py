@@ -31,6 +31,7 @@ from controller.artifacts.store import ArtifactStore
 from controller.auth.agent_tokens import adopt_token
 from controller.auth.commands import ensure_admin, initial_password
 from controller.auth.keyfiles import session_key
+from controller.auth.oidc import OidcClient, OidcSettings
 from controller.auth.policy import Policy
 from controller.db.engine import close_database, open_database
 from controller.deps import Deps
@@ -95,6 +96,9 @@ async def start(settings: ControllerSettings) -> Running:
     scheduler.lease_listeners.append(_forget_artifacts_of_earlier_attempts())
     deps = Deps(scheduler, registry, logs, events, org, tenant, triggers=triggers, artifacts=artifact_store)
     deps.secure_cookies = settings.public_url.startswith("https://")
+    deps.public_url = settings.public_url
+    oidc_settings = OidcSettings.from_env()
+    deps.oidc = OidcClient(oidc_settings) if oidc_settings is not None else None
 
     policy = Policy(deps.authenticator, org, tenant)
     grpc_server = aio.server(

@@ -15,6 +15,7 @@ from controller.audit import services as audit
 from controller.auth import keys, passwords, sessions
 from controller.auth.caller import Caller
 from controller.auth.keys import KeyRecord
+from controller.auth.oidc import OidcIdentity
 from controller.auth.permissions import OrgRole, Role
 from controller.auth.throttle import LoginThrottle
 from controller.errors import Forbidden, Invalid, Unauthenticated
@@ -153,3 +154,47 @@ async def reset_password(username: str, password: str | None = None) -> str:
     await sessions.revoke_user_sessions(user.id)
     await audit.record("user.reset_password", user.username, actor="admin (offline)")
     return new
+
+
+async def oidc_user(org: UUID, identity: OidcIdentity, sync_groups: bool) -> UserRef:
+    """The user of an OIDC identity: found by (issuer, subject), else created on first sign-in as a
+    member of `org` (user name from the identity, suffixed when a local user has it). With a groups
+    claim configured, the user's teams in `org` become exactly the teams named by their groups."""
+    user = await people.user_by_oidc(identity.issuer, identity.subject)
+    if user is None:
+        base = _username_from(identity.username)
+        name, suffix = base, 1
+        while await people.user_login_row(name) is not None:
+            suffix += 1
+            name = f"{base[:60]}-{suffix}"
+        user = await people.create_user(
+            name,
+            "",
+            identity.name or "",
+            identity.email or "",
+            issuer=identity.issuer,
+            subject=identity.subject,
+        )
+        await people.set_membership(org, user.id, OrgRole.MEMBER)
+        await audit.record("user.create", f"{name} (OIDC)", actor=name, org=org)
+    if user.disabled:
+        raise Unauthenticated("this account is disabled")
+    if sync_groups:
+        wanted = set(identity.groups)
+        for team_id, team_name, members in await people.teams(org):
+            inside = user.username in members
+            if team_name in wanted and not inside:
+                await people.add_team_member(team_id, user.id)
+            elif team_name not in wanted and inside:
+                await people.remove_team_member(team_id, user.id)
+    await people.touch_login(user.id)
+    await audit.record("login", f"{user.username} (OIDC)", actor=user.username, org=org)
+    return user
+
+
+def _username_from(text: str) -> str:
+    cleaned = "".join(c if c.isalnum() or c in "._-" else "-" for c in text.casefold()).strip("-._")
+    try:
+        return people.normalize_username(cleaned[:63] or "user")
+    except Invalid:
+        return "user"

@@ -29,6 +29,10 @@ from controller.deps import Deps
 from controller.errors import Forbidden, Invalid, TooManyRequests, Unauthenticated
 
 
+def _oidc_label(deps: Deps) -> str:
+    return deps.oidc.settings.label if deps.oidc is not None else ""
+
+
 def _safe_next(target: str) -> str:
     """Only same-site paths: never an open redirect to another host."""
     if not target.startswith("/") or target.startswith("//") or "\\" in target:
@@ -75,18 +79,16 @@ class LoginController(Controller):
             user = await commands.sign_in(deps.throttle, data.username, data.password, address)
         except (Unauthenticated, TooManyRequests) as exc:
             status = 429 if isinstance(exc, TooManyRequests) else 401
-            context = {"next": _safe_next(data.next), "error": exc.message, "username": data.username}
+            context = {
+                "next": _safe_next(data.next),
+                "error": exc.message,
+                "username": data.username,
+                "oidc_label": _oidc_label(deps),
+            }
             return Template(template_name="login.html", context=context, status_code=status)
         cookie, _ = await commands.open_session(user, address)
         response: Response[Any] = Redirect(path=_safe_next(data.next), status_code=303)
-        response.set_cookie(
-            SESSION_COOKIE,
-            cookie,
-            httponly=True,
-            samesite="lax",
-            secure=deps.secure_cookies or request.url.scheme == "https",
-            path="/",
-        )
+        set_session_cookie(response, cookie, deps.secure_cookies or request.url.scheme == "https")
         return response
 
     @post("/logout", opt=requires(Permission.AUTHENTICATED), status_code=303)
@@ -119,6 +121,11 @@ class LoginController(Controller):
             raise Invalid("switching tenants is for signed-in browsers; API clients send X-BuildIt-Tenant")
         await sessions.set_session_tenant(principal.session.id, tenant)
         return Redirect(path="/", status_code=303)
+
+
+def set_session_cookie(response: Response[Any], cookie: str, secure: bool) -> None:
+    """The session cookie: HttpOnly, SameSite=Lax, Secure behind HTTPS."""
+    response.set_cookie(SESSION_COOKIE, cookie, httponly=True, samesite="lax", secure=secure, path="/")
 
 
 def _caller(request: Request[Any, Any, Any]) -> Caller:

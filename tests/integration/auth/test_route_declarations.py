@@ -23,7 +23,15 @@ from controller.server import Running, start
 from controller.settings import ControllerSettings
 
 #: What anyone may reach without signing in (besides forge webhooks, which are signed).
-PUBLIC_PATHS = {"/health", "/ready", "/login", "/api/v1/auth/token", "/static/{file_path:path}"}
+PUBLIC_PATHS = {
+    "/health",
+    "/ready",
+    "/login",
+    "/login/oidc",
+    "/login/oidc/callback",
+    "/api/v1/auth/token",
+    "/static/{file_path:path}",
+}
 
 
 @pytest.fixture
