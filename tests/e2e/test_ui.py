@@ -317,7 +317,8 @@ def test_agents_page_drain_and_resume(page: Page, up: Up) -> None:
 
 NAMELESS = """() => {
   const out = [];
-  for (const el of document.querySelectorAll('a[href], button, input:not([type=hidden]), select, textarea, [tabindex]')) {
+  const controls = 'a[href], button, input:not([type=hidden]), select, textarea, [tabindex]';
+  for (const el of document.querySelectorAll(controls)) {
     if (el.closest('[hidden]') || el.getAttribute('tabindex') === '-1' && el.tagName !== 'MAIN') continue;
     if (el.tagName === 'MAIN') continue;
     const labelled = el.getAttribute('aria-labelledby');
