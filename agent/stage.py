@@ -38,8 +38,9 @@ from agent.contract.types import CancelReason, ExecutionResult, StageLease, Stag
 from agent.errors import AgentExit
 from agent.executors.registry import Executors
 from agent.git.fetch import GitFetcher, GitFetchError, redact_url
-from agent.logs import LogShipper, Masker
+from agent.logs import LogShipper
 from agent.logstream import LogStreamLoop
+from agent.masking import MIN_SECRET_CHARS, Masker, PieceMasker
 from agent.session import Session
 
 __all__ = ["ACK_TIMEOUT_S", "Stage", "StageRunner"]
@@ -147,8 +148,10 @@ class StageRunner:
                         self._lease_call(stage, lambda: self._session.client.update_stage(running))
                     )
                 extender = asyncio.create_task(self._extend_loop(stage))
-                self._shipper.open(lease_id)
-                result = self._final_result(stage, await self._execute(stage, report))
+                # The agent token is masked too: no stage output can carry it to the controller's logs.
+                masker = Masker([*stage.lease.spec.secrets.values(), self._session.client.token])
+                self._shipper.open(lease_id, masker)
+                result = self._final_result(stage, await self._execute(stage, masker, report))
                 if report is not None:
                     await report  # the final update must not overtake the running one
                 if stage.lost:
@@ -160,7 +163,7 @@ class StageRunner:
                     lease_id,
                     result.status,
                     exit_code=result.exit_code,
-                    message=result.message,
+                    message=masker(result.message),
                     started_at=started_at,
                     finished_at=_now(),
                 )
@@ -186,7 +189,10 @@ class StageRunner:
             self._shipper.discard(lease_id)
 
     async def _execute(
-        self, stage: Stage, admitted: Awaitable[StageStatus | _Refused | None] | None = None
+        self,
+        stage: Stage,
+        masker: Masker,
+        admitted: Awaitable[StageStatus | _Refused | None] | None = None,
     ) -> ExecutionResult:
         """Run the stage in a fresh workspace: sources and needed artifacts in, commands, artifacts out.
 
@@ -203,15 +209,14 @@ class StageRunner:
         except OSError as exc:
             return ExecutionResult(StageStatus.ERROR, message=f"cannot create workspace {workspace}: {exc}")
         executor = self._executors.for_spec(spec)
-        # The agent token is masked too: no stage output can carry it to the controller's logs.
-        mask = Masker([*spec.secrets.values(), self._session.client.token])
-        shipper = self._shipper
-
-        def on_output(line: str) -> None:
-            shipper.add(lease_id, mask(line))
-
+        on_output = _StageOutput(self._shipper, lease_id, masker)
         # BuildIt's own lines ("restored 3 artifact file(s)", errors) join the stage's one combined log.
         say = on_output
+        if masker.too_short:
+            say(
+                f"buildit: {masker.too_short} secret value(s) shorter than {MIN_SECRET_CHARS} characters "
+                "are not masked in this log"
+            )
 
         try:
             if spec.source is not None:
@@ -375,6 +380,24 @@ class StageRunner:
             self._session.authenticated()
             return result
         return None
+
+
+class _StageOutput:
+    """A stage's output callback: each line goes to the shipper, which masks a chunk at a time.
+
+    The pieces of an over-long line (see `agent.executors.base.OutputCallback`) are masked here,
+    across their cuts, before they join the lines: a chunk holds whole lines only.
+    """
+
+    __slots__ = ("_add", "_lease_id", "piece")
+
+    def __init__(self, shipper: LogShipper, lease_id: str, masker: Masker) -> None:
+        self._add = shipper.add
+        self._lease_id = lease_id
+        self.piece = PieceMasker(masker, self).piece
+
+    def __call__(self, line: str) -> None:
+        self._add(self._lease_id, line)
 
 
 def _now() -> datetime:

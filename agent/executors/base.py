@@ -16,7 +16,18 @@ from typing import Protocol, runtime_checkable
 from agent.contract.types import ExecutionResult, StageSpec
 
 OutputCallback = Callable[[str], None]
-"""Receives one line of stage output (no trailing newline), in order."""
+"""Receives one line of stage output (no trailing newline), in order.
+
+A line longer than `agent.executors.lines.MAX_LINE_BYTES` arrives cut into pieces. When the
+callback has a `piece(text, last)` method, executors pass those pieces to it instead (`last` for
+the one that ends the line), so a masking callback can see across the cuts; see `piece_callback`.
+"""
+
+
+def piece_callback(on_output: OutputCallback) -> Callable[[str, bool], None] | None:
+    """The `piece` method of an output callback that has one (see `OutputCallback`), else None."""
+    piece = getattr(on_output, "piece", None)
+    return piece if callable(piece) else None
 
 
 class ExecutorError(Exception):

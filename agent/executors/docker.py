@@ -36,8 +36,8 @@ from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.utils import parse_repository_tag
 
 from agent.contract.types import ExecutionResult, StageSpec, StageStatus
-from agent.executors.base import ExecutorError, OutputCallback
-from agent.executors.lines import LineSplitter, decode
+from agent.executors.base import ExecutorError, OutputCallback, piece_callback
+from agent.executors.lines import LineSplitter
 
 __all__ = ["DockerExecutor", "PullPolicy", "container_workdir", "render_script"]
 
@@ -53,7 +53,7 @@ LABEL_PID: Final = "buildit.pid"
 LABEL_PID_START: Final = "buildit.pid_start"
 LABEL_HOST: Final = "buildit.host"
 
-HEADER_MARKER: Final = b"\x1e\x1f"  # RS US: printed before each `$ command` header, never shown
+HEADER_MARKER: Final = "\x1e\x1f"  # RS US: printed before each `$ command` header, never shown
 _MAX_MESSAGE_CHARS: Final = 300
 _DRAIN_AFTER_KILL_S: Final = 10.0  # how long to wait for the output stream to end after a kill
 _DEFAULT_HOST: Final = "unix:///var/run/docker.sock"
@@ -165,13 +165,35 @@ def _process_is_alive(pid: int, start_time: str) -> bool:
     return True
 
 
-def _split_header(raw: bytes) -> list[str]:
+# What the reader thread hands to the event loop: (text, kind), kind one of these.
+_LINE: Final = 0
+_PIECE: Final = 1  # a piece of a cut line (see agent.executors.lines)
+_LAST: Final = 2  # the piece that ends a cut line
+
+Output = list[tuple[str, int]]
+
+
+def _split_header(text: str) -> list[str]:
     """One output line, or the unterminated output before a command header plus the header."""
-    at = raw.find(HEADER_MARKER)
+    at = text.find(HEADER_MARKER)
     if at < 0:
-        return [decode(raw)]
-    header = decode(raw[at + len(HEADER_MARKER) :])
-    return [decode(raw[:at]), header] if at else [header]
+        return [text]
+    header = text[at + len(HEADER_MARKER) :]
+    return [text[:at], header] if at else [header]
+
+
+def _add_line(out: Output, text: str) -> None:
+    out.extend((line, _LINE) for line in _split_header(text))
+
+
+def _add_piece(out: Output, text: str, last: bool) -> None:
+    at = text.find(HEADER_MARKER)
+    if at < 0:
+        out.append((text, _LAST if last else _PIECE))
+        return
+    # A command header ends the cut line before it (the header itself is never that long).
+    out.append((text[:at], _LAST))
+    out.append((text[at + len(HEADER_MARKER) :], _LINE))
 
 
 # --------------------------------------------------------------------------- one stage's container
@@ -332,11 +354,15 @@ class DockerExecutor:
         stage = _StageContainer(self._client, spec.name)
         exited: asyncio.Future[int] = loop.create_future()
         delivering = True
+        piece = piece_callback(on_output)
 
-        def deliver(lines: list[str]) -> None:
+        def deliver(items: Output) -> None:
             if delivering:
-                for line in lines:
-                    on_output(line)
+                for text, kind in items:
+                    if kind == _LINE or piece is None:
+                        on_output(text)
+                    else:
+                        piece(text, kind == _LAST)
 
         cancel_wait = asyncio.ensure_future(cancel.wait())
         launch: asyncio.Future[None] = asyncio.ensure_future(
@@ -376,7 +402,7 @@ class DockerExecutor:
         workspace: Path,
         workdir: str,
         loop: asyncio.AbstractEventLoop,
-        deliver: Callable[[list[str]], None],
+        deliver: Callable[[Output], None],
         exited: asyncio.Future[int],
     ) -> None:
         """Worker thread: (pull,) create, attach, start; output then flows from a reader thread.
@@ -454,19 +480,23 @@ class DockerExecutor:
         stage: _StageContainer,
         stream: Iterable[bytes],
         loop: asyncio.AbstractEventLoop,
-        deliver: Callable[[list[str]], None],
+        deliver: Callable[[Output], None],
         exited: asyncio.Future[int],
     ) -> None:
         """Reader thread: forward output lines until the stream ends, then report the exit code."""
-        splitter = LineSplitter()
+        batch: Output = []
+        splitter = LineSplitter(
+            lambda text: _add_line(batch, text), lambda text, last: _add_piece(batch, text, last)
+        )
         try:
             for chunk in stream:
-                lines = [line for raw in splitter.feed(chunk) for line in _split_header(raw)]
-                if lines:
-                    _post(loop, deliver, lines)
-            tail = [line for raw in splitter.flush() for line in _split_header(raw)]
-            if tail:
-                _post(loop, deliver, tail)
+                splitter.feed(chunk)
+                if batch:
+                    _post(loop, deliver, batch)
+                    batch = []
+            splitter.flush()
+            if batch:
+                _post(loop, deliver, batch)
             status = self._client.api.wait(stage.name)
             outcome: int | BaseException = int(status["StatusCode"])
         except (DockerException, OSError) as exc:

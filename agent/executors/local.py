@@ -17,31 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from agent.contract.types import ExecutionResult, StageSpec, StageStatus
-from agent.executors.base import OutputCallback
-from agent.executors.lines import LineSplitter, decode
+from agent.executors.base import OutputCallback, piece_callback
+from agent.executors.lines import LineSplitter
 
 KILL_GRACE_S = 0.5
 DRAIN_TIMEOUT_S = 2.0
 
 
-class _Lines:
-    """Feeds raw chunks through the shared splitter and hands decoded lines to the callback."""
-
-    def __init__(self, on_output: OutputCallback) -> None:
-        self.on_output = on_output
-        self.splitter = LineSplitter()
-
-    def feed(self, data: bytes) -> None:
-        for raw in self.splitter.feed(data):
-            self.on_output(decode(raw))
-
-    def flush(self) -> None:
-        for raw in self.splitter.flush():
-            self.on_output(decode(raw))
-
-
 class _CommandProtocol(asyncio.SubprocessProtocol):
-    def __init__(self, splitter: _Lines) -> None:
+    def __init__(self, splitter: LineSplitter) -> None:
         loop = asyncio.get_running_loop()
         self.splitter = splitter
         self.exited: asyncio.Future[None] = loop.create_future()
@@ -116,7 +100,7 @@ class LocalExecutor:
     ) -> ExecutionResult | None:
         """None when the command succeeded, else how the stage ended."""
         loop = asyncio.get_running_loop()
-        splitter = _Lines(on_output)
+        splitter = LineSplitter(on_output, piece_callback(on_output))
         try:
             transport, proto = await loop.subprocess_exec(
                 lambda: _CommandProtocol(splitter),
