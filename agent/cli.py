@@ -64,8 +64,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--state-dir",
         metavar="DIR",
-        help=f"where the agent keeps its token and stage workspaces (env {ENV['state_dir']}; "
+        help=f"where the agent keeps its token, private to it (env {ENV['state_dir']}; "
         "default ./.buildit-agent)",
+    )
+    parser.add_argument(
+        "--work-dir",
+        metavar="DIR",
+        help=f"stage workspaces and the Git cache, apart from the state dir (env {ENV['work_dir']}; "
+        "default: the state dir's path plus -work)",
     )
     parser.add_argument(
         "--network",
@@ -103,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
             executor=getattr(args, "executor", None),
             state_dir=getattr(args, "state_dir", None),
             network=getattr(args, "network", None),
+            work_dir=getattr(args, "work_dir", None),
         )
     except ValueError as exc:
         _fail(f"error: {exc}")

@@ -23,6 +23,8 @@ __all__ = [
     "ENV",
     "AgentSettings",
     "ExecutorChoice",
+    "check_layout",
+    "default_work_dir",
     "parse_controller",
     "parse_labels",
 ]
@@ -43,6 +45,7 @@ ENV: Final[Mapping[str, str]] = {
     "capacity": "BUILDIT_AGENT_CAPACITY",
     "executor": "BUILDIT_AGENT_EXECUTOR",
     "state_dir": "BUILDIT_AGENT_STATE_DIR",
+    "work_dir": "BUILDIT_AGENT_WORK_DIR",
     "network": "BUILDIT_AGENT_NETWORK",
 }
 
@@ -66,10 +69,18 @@ class AgentSettings:
     #: How many stages run at the same time.
     capacity: int = DEFAULT_CAPACITY
     executor: ExecutorChoice = "auto"
-    #: Holds agent.json (the agent token) and work/ (stage workspaces).
+    #: Holds agent.json (the agent token) and the lock that makes it one agent's: nothing else, and
+    #: no stage is given a path into it.
     state_dir: Path = DEFAULT_STATE_DIR
     #: Docker network mode for stage containers.
     network: str = DEFAULT_NETWORK
+    #: Stage workspaces and the Git cache; None: `default_work_dir(state_dir)`.
+    work_dir: Path | None = None
+
+    @property
+    def work_root(self) -> Path:
+        """Where workspaces and the Git cache live: `work_dir`, or beside the state dir."""
+        return self.work_dir if self.work_dir is not None else default_work_dir(self.state_dir)
 
     @classmethod
     def from_sources(
@@ -83,6 +94,7 @@ class AgentSettings:
         executor: str | None = None,
         state_dir: str | Path | None = None,
         network: str | None = None,
+        work_dir: str | Path | None = None,
         env: Mapping[str, str] | None = None,
     ) -> AgentSettings:
         """Settings from flag values (None = not given) falling back to `env` (default: os.environ).
@@ -105,6 +117,10 @@ class AgentSettings:
         raw_name = pick("name", name)
         if raw_name is not None and not raw_name.strip():
             raise ValueError("--name must not be blank")
+        resolved_state = Path(pick("state_dir", state_dir) or DEFAULT_STATE_DIR)
+        raw_work = pick("work_dir", work_dir)
+        resolved_work = Path(raw_work) if raw_work is not None else None
+        check_layout(resolved_state, resolved_work or default_work_dir(resolved_state))
         return cls(
             controller=parse_controller(raw_controller),
             registration_token=pick("registration_token", registration_token) or "",
@@ -112,8 +128,34 @@ class AgentSettings:
             labels=parse_labels(pick("labels", labels) or ""),
             capacity=_parse_capacity(pick("capacity", capacity)),
             executor=_parse_executor(pick("executor", executor)),
-            state_dir=Path(pick("state_dir", state_dir) or DEFAULT_STATE_DIR),
+            state_dir=resolved_state,
             network=(pick("network", network) or DEFAULT_NETWORK).strip() or DEFAULT_NETWORK,
+            work_dir=resolved_work,
+        )
+
+
+def default_work_dir(state_dir: Path) -> Path:
+    """The work dir beside a state dir: `<state dir>-work` (`.buildit-agent` -> `.buildit-agent-work`).
+
+    Beside, not inside: a stage's workspace must not have the agent's token a `../..` away.
+    """
+    absolute = Path(os.path.abspath(state_dir))
+    return absolute.with_name(f"{absolute.name}-work")
+
+
+def check_layout(state_dir: Path, work_dir: Path) -> None:
+    """Refuse a work dir inside the state dir, the state dir inside the work dir, or the same dir.
+
+    Stages are given paths under the work dir (their workspace, the Git cache their repository
+    borrows from); the state dir holds the agent's token. Raises ValueError naming both.
+    """
+    state = Path(os.path.realpath(state_dir))
+    work = Path(os.path.realpath(work_dir))
+    if state == work or state.is_relative_to(work) or work.is_relative_to(state):
+        raise ValueError(
+            f"the work dir ({work_dir}) and the state dir ({state_dir}) must be separate directories, "
+            "neither inside the other: stages are given paths in the work dir, the state dir holds the "
+            "agent's token"
         )
 
 

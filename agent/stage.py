@@ -3,11 +3,11 @@
 * **Order** – RUNNING is reported while the workspace is prepared and awaited before any command
   runs (a lease lost or a run cancelled meanwhile means the commands never start). Then: the
   repository at the stage's exact commit (`agent.git.fetch`: a per-repository cache under
-  `<state_dir>/git-cache/`, the agent token sent as an HTTP header, never in argv), the artifacts
+  `<work dir>/git-cache/`, the agent token sent as an HTTP header, never in argv), the artifacts
   it needs (`agent.artifacts`), the executor with its output masked and shipped, the artifacts it
   made, and (once every log chunk of the lease is acknowledged, so the stored log is complete when
   the stage is shown finished) the terminal status.
-* **Workspace** – a fresh directory under `<state_dir>/work/` per lease, removed afterwards.
+* **Workspace** – a fresh directory under `<work dir>/workspaces/` per lease, removed afterwards.
 * **Cancellation** – a cancel (Lease stream, ExtendLease, or the controller recording the stage
   finished) stops whatever step runs; a timeout reports TIMED_OUT.
 * **Extend** – every running stage calls ExtendLease each heartbeat interval: it keeps the lease and
@@ -148,8 +148,14 @@ class StageRunner:
                         self._lease_call(stage, lambda: self._session.client.update_stage(running))
                     )
                 extender = asyncio.create_task(self._extend_loop(stage))
-                # The agent token is masked too: no stage output can carry it to the controller's logs.
-                masker = Masker([*stage.lease.spec.secrets.values(), self._session.client.token])
+                # The agent's credentials are masked too: no stage output carries them to a log.
+                masker = Masker(
+                    [
+                        *stage.lease.spec.secrets.values(),
+                        self._session.client.token,
+                        self._session.settings.registration_token,
+                    ]
+                )
                 self._shipper.open(lease_id, masker)
                 result = self._final_result(stage, await self._execute(stage, masker, report))
                 if report is not None:

@@ -18,6 +18,7 @@ from typing import Any
 
 from agent.contract.types import ExecutionResult, StageSpec, StageStatus
 from agent.executors.base import OutputCallback, piece_callback
+from agent.executors.environment import inherited_environment
 from agent.executors.lines import LineSplitter
 
 KILL_GRACE_S = 0.5
@@ -51,6 +52,11 @@ class LocalExecutor:
     def __init__(self, inherit_env: bool = True, shell: str = "/bin/sh") -> None:
         self.inherit_env = inherit_env
         self.shell = shell
+        self._hidden: set[str] = set()
+
+    def hide(self, *values: str) -> None:
+        """Credentials of the agent: a variable whose value holds one is not inherited by stages."""
+        self._hidden.update(value for value in values if value)
 
     def can_run(self, spec: StageSpec) -> bool:
         """Any stage: an image, if given, is ignored."""
@@ -77,7 +83,7 @@ class LocalExecutor:
             )
         except OSError as exc:
             return ExecutionResult(StageStatus.ERROR, message=f"workdir '{spec.workdir}': {exc.strerror}")
-        env = dict(os.environ) if self.inherit_env else {"PATH": os.defpath}
+        env = inherited_environment(os.environ, self._hidden) if self.inherit_env else {"PATH": os.defpath}
         env.update(spec.env)
         env.update(spec.secrets)
         deadline = time.monotonic() + spec.timeout_s

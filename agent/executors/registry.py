@@ -32,6 +32,11 @@ class Executors:
         """Executor kinds sent in RegisterRequest (decides which stages the controller leases us)."""
         return ("docker", "local") if self.docker is not None else ("local",)
 
+    def hide_credentials(self, *values: str) -> None:
+        """The agent's credentials: no local stage inherits a variable holding one of them."""
+        if isinstance(self.local, LocalExecutor):
+            self.local.hide(*values)
+
     def for_spec(self, spec: StageSpec) -> Executor:
         """Docker for a stage with an image when available, else local (which ignores the image)."""
         if spec.image and self.docker is not None:

@@ -1,0 +1,75 @@
+"""What a local stage can reach of its agent: no credentials in its environment, no state dir above it.
+
+Real agent (in the test's event loop) against the fake controller; real `sh` stages on this host.
+"""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from agent.contract.types import StageStatus
+from tests.integration.agent.fake_controller import FakeController
+from tests.integration.agent.harness import running_agent, serving, spec
+
+pytestmark = pytest.mark.timeout(60)
+
+ENROL = "enrol-Qx81-secret"
+
+
+async def test_a_local_stage_inherits_no_agent_credentials(
+    fake: FakeController, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake.registration_token = ENROL
+    monkeypatch.setenv("BUILDIT_REGISTRATION_TOKEN", ENROL)
+    monkeypatch.setenv("BUILDIT_DATABASE_URL", "postgresql://buildit:db-password@db/buildit")
+    monkeypatch.setenv("BUILDIT_AGENT_TLS_KEY", "/etc/buildit/agent.key")
+    monkeypatch.setenv("COPY_OF_THE_TOKEN", f"Bearer {ENROL}")
+    monkeypatch.setenv("KEEP_ME", "ordinary")
+    async with running_agent(fake, tmp_path / "state", registration_token=ENROL) as (_agent, _task):
+        await serving(fake)
+        [token] = fake.tokens
+        monkeypatch.setenv("HOLDS_THE_AGENT_TOKEN", token)
+        lease = fake.push_lease(spec("env | sort", env={"BUILDIT_STAGE_VAR": "from the pipeline"}))
+        await fake.wait_for(lambda: fake.final_update(lease), timeout=30)
+    final = fake.final_update(lease)
+    assert final is not None and final.status is StageStatus.SUCCEEDED
+    env = dict(line.partition("=")[::2] for line in fake.lines(lease)[1:] if "=" in line)
+    assert env["KEEP_ME"] == "ordinary"
+    assert env["BUILDIT_STAGE_VAR"] == "from the pipeline"  # what the stage is given, it gets
+    leaked = {name for name in env if name.startswith("BUILDIT_") and name != "BUILDIT_STAGE_VAR"}
+    assert leaked <= {"BUILDIT_STAGE"}, leaked  # only the agent's marker of the stage, no setting
+    for name in ("COPY_OF_THE_TOKEN", "HOLDS_THE_AGENT_TOKEN"):
+        assert name not in env
+    assert not any(ENROL in line or token in line for line in fake.lines(lease))
+
+
+async def test_the_state_dir_is_private_and_not_above_any_workspace(
+    fake: FakeController, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    state.mkdir(mode=0o755)  # an operator made it with the usual umask
+    async with running_agent(fake, state) as (agent, _task):
+        await serving(fake)
+        lease = fake.push_lease(spec("pwd"))
+        await fake.wait_for(lambda: fake.final_update(lease), timeout=30)
+        work = agent.settings.work_root
+    workspace = Path(fake.lines(lease)[1])
+    assert state.resolve() not in workspace.parents
+    assert workspace.is_relative_to(work.resolve())
+    assert not work.resolve().is_relative_to(state.resolve())
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700
+    for name in ("agent.json", "agent.lock"):
+        assert stat.S_IMODE((state / name).stat().st_mode) == 0o600
+    assert sorted(p.name for p in state.iterdir()) == ["agent.json", "agent.lock"]
+
+
+async def test_an_old_state_dir_layout_is_tidied_up(fake: FakeController, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    for old in ("work/lease-1", "git-cache/abc.git/objects", "git-home"):
+        (state / old).mkdir(parents=True)
+    async with running_agent(fake, state) as (_agent, _task):
+        await serving(fake)
+    assert sorted(p.name for p in state.iterdir()) == ["agent.json", "agent.lock"]
