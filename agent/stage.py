@@ -36,6 +36,7 @@ from agent.backoff import Backoff
 from agent.client import FailureKind, RpcFailure, classify
 from agent.contract.types import CancelReason, ExecutionResult, StageLease, StageStatus, StageUpdate
 from agent.errors import AgentExit
+from agent.executors.base import StageContext
 from agent.executors.registry import Executors
 from agent.git.fetch import GitFetcher, GitFetchError, redact_url
 from agent.logs import LogShipper
@@ -245,8 +246,10 @@ class StageRunner:
                     stage.request_cancel(CancelReason.USER, f"the controller recorded it {recorded}")
             if stage.cancel.is_set():
                 return ExecutionResult(StageStatus.CANCELLED, message="cancelled before its commands ran")
+            shared = () if spec.source is None else (self._git.borrowed_objects(spec.source),)
+            context = StageContext(lease_id=lease_id, shared_objects=shared)
             try:
-                result = await executor.run(spec, workspace, on_output, stage.cancel)
+                result = await executor.run(spec, workspace, on_output, stage.cancel, context)
             except Exception as exc:  # executors report stage problems as results; this is a bug or crash
                 log.exception("lease %s: executor %s failed", lease_id, executor.name)
                 return ExecutionResult(StageStatus.ERROR, message=f"executor {executor.name} failed: {exc}")
@@ -288,12 +291,8 @@ class StageRunner:
         source = stage.lease.spec.source
         assert source is not None
         try:
-            # A process on this host may borrow the agent's git cache; a container sees only its
-            # workspace, which must then hold the objects itself.
-            local = self._executors.for_spec(stage.lease.spec) is self._executors.local
-            await self._git.checkout(
-                source, workspace, self._session.client.token, say, self_contained=not local
-            )
+            # The workspace borrows the cache's objects (a container gets them read-only).
+            await self._git.checkout(source, workspace, self._session.client.token, say)
         except GitFetchError as exc:
             say(f"error: {exc}")
             return ExecutionResult(StageStatus.ERROR, message=str(exc))

@@ -36,7 +36,7 @@ from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.utils import parse_repository_tag
 
 from agent.contract.types import ExecutionResult, StageSpec, StageStatus
-from agent.executors.base import ExecutorError, OutputCallback, piece_callback
+from agent.executors.base import NO_CONTEXT, ExecutorError, OutputCallback, StageContext, piece_callback
 from agent.executors.lines import LineSplitter
 
 __all__ = ["DockerExecutor", "PullPolicy", "container_workdir", "render_script"]
@@ -52,6 +52,7 @@ LABEL_STAGE: Final = "buildit.stage"
 LABEL_PID: Final = "buildit.pid"
 LABEL_PID_START: Final = "buildit.pid_start"
 LABEL_HOST: Final = "buildit.host"
+LABEL_LEASE: Final = "buildit.lease"
 
 HEADER_MARKER: Final = "\x1e\x1f"  # RS US: printed before each `$ command` header, never shown
 _MAX_MESSAGE_CHARS: Final = 300
@@ -333,6 +334,7 @@ class DockerExecutor:
         workspace: Path,
         on_output: OutputCallback,
         cancel: asyncio.Event,
+        context: StageContext = NO_CONTEXT,
     ) -> ExecutionResult:
         """Run `spec` in one container and stream its output; see `Executor.run` for the contract.
 
@@ -366,7 +368,7 @@ class DockerExecutor:
 
         cancel_wait = asyncio.ensure_future(cancel.wait())
         launch: asyncio.Future[None] = asyncio.ensure_future(
-            asyncio.to_thread(self._launch, stage, spec, workspace, workdir, loop, deliver, exited)
+            asyncio.to_thread(self._launch, stage, spec, workspace, workdir, context, loop, deliver, exited)
         )
         try:
             if await _first(launch, cancel_wait, deadline, loop):
@@ -401,6 +403,7 @@ class DockerExecutor:
         spec: StageSpec,
         workspace: Path,
         workdir: str,
+        context: StageContext,
         loop: asyncio.AbstractEventLoop,
         deliver: Callable[[Output], None],
         exited: asyncio.Future[int],
@@ -416,7 +419,7 @@ class DockerExecutor:
             if self.pull_policy == "always":
                 self._pull(spec.image)
             try:
-                self._create(stage, spec, workspace, workdir)
+                self._create(stage, spec, workspace, workdir, context)
             except ImageNotFound:
                 if self.pull_policy == "never":
                     raise _StageError(
@@ -424,7 +427,7 @@ class DockerExecutor:
                         "disabled (pull policy: never)"
                     ) from None
                 self._pull(spec.image)
-                self._create(stage, spec, workspace, workdir)
+                self._create(stage, spec, workspace, workdir, context)
             stream = api.attach(stage.name, stdout=True, stderr=True, stream=True)
             threading.Thread(
                 target=self._pump,
@@ -439,8 +442,16 @@ class DockerExecutor:
                 f"{_reason(exc)}"
             ) from None
 
-    def _create(self, stage: _StageContainer, spec: StageSpec, workspace: Path, workdir: str) -> None:
+    def _create(
+        self, stage: _StageContainer, spec: StageSpec, workspace: Path, workdir: str, context: StageContext
+    ) -> None:
+        """Create the stage's container: workspace read-write, borrowed Git objects read-only."""
         api = self._client.api
+        binds = {str(workspace.resolve()): {"bind": WORKSPACE_MOUNT, "mode": "rw"}}
+        for shared in context.shared_objects:
+            # At the same path, which the workspace's objects/info/alternates names; read-only, so
+            # a stage (root in its container) cannot change what later builds check out.
+            binds[str(shared)] = {"bind": str(shared), "mode": "ro"}
         api.create_container(
             image=spec.image,
             command=[render_script(spec.commands)],
@@ -454,11 +465,9 @@ class DockerExecutor:
                 LABEL_PID: str(self._pid),
                 LABEL_PID_START: self._pid_start,
                 LABEL_HOST: self._hostname,
+                LABEL_LEASE: context.lease_id,
             },
-            host_config=api.create_host_config(
-                binds={str(workspace.resolve()): {"bind": WORKSPACE_MOUNT, "mode": "rw"}},
-                network_mode=self.network_mode,
-            ),
+            host_config=api.create_host_config(binds=binds, network_mode=self.network_mode),
         )
         stage.mark_created()
 

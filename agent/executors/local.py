@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.contract.types import ExecutionResult, StageSpec, StageStatus
-from agent.executors.base import OutputCallback, piece_callback
+from agent.executors.base import NO_CONTEXT, OutputCallback, StageContext, piece_callback
 from agent.executors.environment import inherited_environment
 from agent.executors.lines import LineSplitter
 
@@ -71,6 +71,7 @@ class LocalExecutor:
         workspace: Path,
         on_output: OutputCallback,
         cancel: asyncio.Event,
+        context: StageContext = NO_CONTEXT,
     ) -> ExecutionResult:
         """Run the commands in order in `workspace/workdir`; see `Executor.run`."""
         cwd = (workspace / spec.workdir) if spec.workdir else workspace

@@ -10,8 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from agent.contract.types import StageStatus
+from agent.contract.types import StageStatus, WorkspaceSource
+from agent.executors.registry import build_executors
+from agent.git.fetch import cache_dir_for
 from tests.integration.agent.fake_controller import FakeController
+from tests.integration.agent.git_server import GitHttpServer, Upstream, git
 from tests.integration.agent.harness import running_agent, serving, spec
 
 pytestmark = pytest.mark.timeout(60)
@@ -73,3 +76,41 @@ async def test_an_old_state_dir_layout_is_tidied_up(fake: FakeController, tmp_pa
     async with running_agent(fake, state) as (_agent, _task):
         await serving(fake)
     assert sorted(p.name for p in state.iterdir()) == ["agent.json", "agent.lock"]
+
+
+# --- the Git cache ------------------------------------------------------------------------------
+
+# Overwrites the start of every object file the stage can reach: its own repository's, and those of
+# any object directory the repository borrows from (objects/info/alternates).
+POISON = (
+    "for d in .git/objects $(cat .git/objects/info/alternates 2>/dev/null); do "
+    "find $d -type f | while read f; do printf garbage | dd of=$f conv=notrunc 2>/dev/null; done; "
+    "done; true"
+)
+
+
+@pytest.mark.docker
+async def test_a_container_stage_cannot_poison_the_git_cache_for_later_builds(
+    fake: FakeController,
+    tmp_path: Path,
+    upstream: Upstream,
+    git_server: GitHttpServer,
+    docker_image: str,
+) -> None:
+    sha = upstream.commit("app.txt", "v1")
+    source = WorkspaceSource(git_server.url("project.git"), sha)
+    executors = build_executors("docker", network="none")
+    try:
+        async with running_agent(fake, tmp_path / "state", executors=executors) as (agent, _task):
+            await serving(fake)
+            first = fake.push_lease(spec(POISON, "git log --oneline", image=docker_image, source=source))
+            await fake.wait_for(lambda: fake.final_update(first), timeout=60)
+            later = fake.push_lease(spec("git fsck --no-dangling && cat app.txt", source=source))
+            await fake.wait_for(lambda: fake.final_update(later), timeout=60)
+            cache = cache_dir_for(agent.settings.work_root, source.repo_url)
+    finally:
+        await executors.close()
+    final = fake.final_update(later)
+    assert final is not None and final.status is StageStatus.SUCCEEDED, fake.lines(later)
+    assert fake.lines(later)[-1] == "v1"
+    assert git(tmp_path, "--git-dir", str(cache), "fsck", "--no-dangling") == ""

@@ -252,8 +252,9 @@ async def test_a_checkout_is_readable_in_a_container(
             lease = fake.push_lease(
                 spec(
                     "cat /workspace/app.txt; echo",
-                    # Self-contained: the objects are in the workspace, not borrowed from the cache.
-                    "test ! -e .git/objects/info/alternates && ls .git/objects/pack | grep -c '[.]pack$'",
+                    # Borrowed from the cache, which the container sees read-only at the same path.
+                    "ls $(cat .git/objects/info/alternates)/pack | grep -c '[.]pack$'",
+                    "touch $(cat .git/objects/info/alternates)/x 2>/dev/null || echo read-only",
                     image=docker_image,
                     source=source,
                 )
@@ -264,7 +265,11 @@ async def test_a_checkout_is_readable_in_a_container(
     final = fake.final_update(lease)
     assert final is not None and final.status is StageStatus.SUCCEEDED, (final, fake.lines(lease))
     assert "from git" in fake.lines(lease)
-    assert fake.lines(lease)[-1] == "1"
+    assert fake.lines(lease)[-3:] == [
+        "1",
+        "$ touch $(cat .git/objects/info/alternates)/x 2>/dev/null || echo read-only",
+        "read-only",
+    ]
 
 
 @pytest.mark.docker
