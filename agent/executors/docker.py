@@ -27,7 +27,7 @@ import shlex
 import socket
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, Literal, cast, get_args
 
@@ -447,7 +447,9 @@ class DockerExecutor:
     ) -> None:
         """Create the stage's container: workspace read-write, borrowed Git objects read-only."""
         api = self._client.api
-        binds = {str(workspace.resolve()): {"bind": WORKSPACE_MOUNT, "mode": "rw"}}
+        binds: dict[str, Mapping[str, str]] = {
+            str(workspace.resolve()): {"bind": WORKSPACE_MOUNT, "mode": "rw"}
+        }
         for shared in context.shared_objects:
             # At the same path, which the workspace's objects/info/alternates names; read-only, so
             # a stage (root in its container) cannot change what later builds check out.
