@@ -74,6 +74,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "default: the state dir's path plus -work)",
     )
     parser.add_argument(
+        "--containment",
+        choices=("auto", "namespace", "process-group"),
+        help="local stages: each command in a PID namespace of its own (namespace: required; auto: "
+        f"when the host allows) or only a process group (env {ENV['containment']}; default auto)",
+    )
+    parser.add_argument(
         "--network",
         metavar="MODE",
         help=f"Docker network mode for stage containers (env {ENV['network']}; default bridge)",
@@ -110,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
             state_dir=getattr(args, "state_dir", None),
             network=getattr(args, "network", None),
             work_dir=getattr(args, "work_dir", None),
+            containment=getattr(args, "containment", None),
         )
     except ValueError as exc:
         _fail(f"error: {exc}")
@@ -120,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     from agent.executors.registry import build_executors
 
     try:
-        executors = build_executors(settings.executor, settings.network)
+        executors = build_executors(settings.executor, settings.network, settings.containment)
     except ExecutorError as exc:
         _fail(f"error: {exc}")
         return 1

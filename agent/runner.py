@@ -37,9 +37,11 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import hashlib
 import logging
 import os
 import shutil
+import socket
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
@@ -180,6 +182,8 @@ class Agent:
         try:
             try:
                 await asyncio.to_thread(_prepare_dirs, self.settings)
+                # Nothing of an earlier process of this agent (same state dir) keeps running.
+                await asyncio.to_thread(self.executors.claim, agent_key(self.settings))
                 self._hide_credentials()
                 await self._session.authenticate()
                 self._hide_credentials()
@@ -322,6 +326,16 @@ def _lock_state_dir(state_dir: Path) -> int:
             2, f"state dir {state_dir} is in use by another agent; give each agent its own --state-dir"
         ) from None
     return fd
+
+
+def agent_key(settings: AgentSettings) -> str:
+    """A stable name of this agent on this host: what its stage processes and containers carry.
+
+    Derived from the host name and the state dir (one agent process per state dir), not from the
+    agent id, which is known only after registering and changes if the agent registers again.
+    """
+    identity = f"{socket.gethostname()}\0{os.path.realpath(settings.state_dir)}"
+    return hashlib.sha256(identity.encode("utf-8")).hexdigest()[:16]
 
 
 #: Under the work dir: one directory per lease (the stage's workspace).

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal, cast, get_args
 
+from agent.executors.containment import CONTAINMENTS, Containment
+
 __all__ = [
     "DEFAULT_CAPACITY",
     "DEFAULT_STATE_DIR",
@@ -46,6 +48,7 @@ ENV: Final[Mapping[str, str]] = {
     "executor": "BUILDIT_AGENT_EXECUTOR",
     "state_dir": "BUILDIT_AGENT_STATE_DIR",
     "work_dir": "BUILDIT_AGENT_WORK_DIR",
+    "containment": "BUILDIT_AGENT_CONTAINMENT",
     "network": "BUILDIT_AGENT_NETWORK",
 }
 
@@ -76,6 +79,8 @@ class AgentSettings:
     network: str = DEFAULT_NETWORK
     #: Stage workspaces and the Git cache; None: `default_work_dir(state_dir)`.
     work_dir: Path | None = None
+    #: How local stages are contained (agent.executors.containment).
+    containment: Containment = "auto"
 
     @property
     def work_root(self) -> Path:
@@ -95,6 +100,7 @@ class AgentSettings:
         state_dir: str | Path | None = None,
         network: str | None = None,
         work_dir: str | Path | None = None,
+        containment: str | None = None,
         env: Mapping[str, str] | None = None,
     ) -> AgentSettings:
         """Settings from flag values (None = not given) falling back to `env` (default: os.environ).
@@ -131,6 +137,7 @@ class AgentSettings:
             state_dir=resolved_state,
             network=(pick("network", network) or DEFAULT_NETWORK).strip() or DEFAULT_NETWORK,
             work_dir=resolved_work,
+            containment=_parse_containment(pick("containment", containment)),
         )
 
 
@@ -226,3 +233,12 @@ def _parse_executor(value: str | None) -> ExecutorChoice:
     if choice not in _EXECUTOR_CHOICES:
         raise ValueError(f"executor {value!r} must be one of {', '.join(_EXECUTOR_CHOICES)}")
     return cast(ExecutorChoice, choice)
+
+
+def _parse_containment(value: str | None) -> Containment:
+    if value is None:
+        return "auto"
+    choice = value.strip().lower()
+    if choice not in CONTAINMENTS:
+        raise ValueError(f"containment {value!r} must be one of {', '.join(CONTAINMENTS)}")
+    return cast(Containment, choice)

@@ -27,13 +27,14 @@ import shlex
 import socket
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, Literal, cast, get_args
 
 import docker
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.utils import parse_repository_tag
+from docker.utils.socket import frames_iter
 
 from agent.contract.types import ExecutionResult, StageSpec, StageStatus
 from agent.executors.base import NO_CONTEXT, ExecutorError, OutputCallback, StageContext, piece_callback
@@ -53,6 +54,7 @@ LABEL_PID: Final = "buildit.pid"
 LABEL_PID_START: Final = "buildit.pid_start"
 LABEL_HOST: Final = "buildit.host"
 LABEL_LEASE: Final = "buildit.lease"
+LABEL_AGENT: Final = "buildit.agent"
 
 HEADER_MARKER: Final = "\x1e\x1f"  # RS US: printed before each `$ command` header, never shown
 _MAX_MESSAGE_CHARS: Final = 300
@@ -73,8 +75,20 @@ def render_script(commands: Sequence[str]) -> str:
     `exec 2>&1` merges stderr into stdout inside the container, which keeps the two in true order.
     Headers start with `HEADER_MARKER` so the reader can put them on their own line even when the
     previous command's output did not end with a newline (`printf x`); the marker is stripped.
+
+    The container's stdin is the agent's attach connection (`StdinOnce`): Docker closes it when
+    that connection ends, which, while the stage runs, means the agent died. A watcher started
+    first blocks reading it and then kills every process in the container and ends the script, so
+    a killed agent's stage does not keep running (and run twice once retried elsewhere). Commands
+    read /dev/null, as they did without stdin.
     """
-    lines = ["exec 2>&1"]
+    lines = [
+        "exec 2>&1",
+        "exec 3<&0 </dev/null",
+        "(read _ <&3; kill -9 -1 2>/dev/null; kill -TERM 1) &",
+        "exec 3<&-",
+        "trap 'exit 137' TERM",
+    ]
     for command in commands:
         lines.append(f"printf '\\036\\037%s\\n' {shlex.quote('$ ' + command)}")
         lines.append(f"sh -c {shlex.quote(command)} || exit $?")
@@ -253,6 +267,22 @@ class _StageContainer:
             log.debug("kill %s: %s", self.name, _reason(exc))
 
 
+class _Frames:
+    """The output chunks of an attach socket (stdout and stderr frames, in order), closable."""
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+
+    def __iter__(self) -> Iterator[bytes]:
+        for _stream, data in frames_iter(self._sock, tty=False):  # type: ignore[no-untyped-call]
+            yield data
+
+    def close(self) -> None:
+        """Close the connection (the container has exited, or is being killed)."""
+        with contextlib.suppress(OSError):
+            self._sock.close()
+
+
 def _post(loop: asyncio.AbstractEventLoop, callback: Callable[..., object], *args: object) -> None:
     """call_soon_threadsafe that tolerates a loop which already closed (the run was torn down)."""
     with contextlib.suppress(RuntimeError):
@@ -305,6 +335,8 @@ class DockerExecutor:
         self._hostname = socket.gethostname()
         self._pid = os.getpid()
         self._pid_start = _process_start_time(self._pid) or ""
+        #: The agent this executor works for (`claim`); "" for `buildit run`.
+        self._owner = ""
 
     @classmethod
     def connect(cls, network_mode: str = "bridge", pull_policy: PullPolicy = "missing") -> DockerExecutor:
@@ -323,6 +355,30 @@ class DockerExecutor:
             if reaped:
                 log.info("removed %d container(s) left behind by earlier agents", reaped)
         return executor
+
+    def claim(self, owner: str) -> int:
+        """Work for agent `owner`: label containers with it; remove those it left earlier. Blocking.
+
+        Called once the agent holds its state dir's lock, before it takes any lease: every
+        container labelled with `owner` then belongs to an earlier process of this agent (killed,
+        or its host rebooted), holds no lease of ours, and is removed, running or not.
+        """
+        self._owner = owner
+        if not owner:
+            return 0
+        filters = {"label": [f"{LABEL_MANAGED}=true", f"{LABEL_AGENT}={owner}"]}
+        removed = 0
+        try:
+            containers = cast(list[dict[str, Any]], self._client.api.containers(all=True, filters=filters))
+            for container in containers:
+                with contextlib.suppress(NotFound):
+                    self._client.api.remove_container(container["Id"], force=True)
+                    removed += 1
+        except (DockerException, OSError) as exc:
+            log.warning("could not remove the containers an earlier run of this agent left: %s", _reason(exc))
+        if removed:
+            log.info("removed %d container(s) an earlier run of this agent left", removed)
+        return removed
 
     def can_run(self, spec: StageSpec) -> bool:
         """Containers need an image; stages without one belong to the local executor."""
@@ -428,7 +484,10 @@ class DockerExecutor:
                     ) from None
                 self._pull(spec.image)
                 self._create(stage, spec, workspace, workdir, context)
-            stream = api.attach(stage.name, stdout=True, stderr=True, stream=True)
+            # One attach for output and stdin: this connection ending is how the container learns
+            # that the agent died (see render_script).
+            sock = api.attach_socket(stage.name, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
+            stream = _Frames(sock)
             threading.Thread(
                 target=self._pump,
                 args=(stage, stream, loop, deliver, exited),
@@ -461,6 +520,7 @@ class DockerExecutor:
             environment={**spec.env, **spec.secrets},
             working_dir=workdir,
             name=stage.name,
+            stdin_open=True,  # with stdin_once: closed when the agent's attach connection ends
             labels={
                 LABEL_MANAGED: "true",
                 LABEL_STAGE: spec.name,
@@ -468,6 +528,7 @@ class DockerExecutor:
                 LABEL_PID_START: self._pid_start,
                 LABEL_HOST: self._hostname,
                 LABEL_LEASE: context.lease_id,
+                LABEL_AGENT: self._owner,
             },
             host_config=api.create_host_config(binds=binds, network_mode=self.network_mode),
         )

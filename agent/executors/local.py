@@ -1,9 +1,12 @@
-"""The local executor: each command as `sh -c` in its own process group, in the workspace.
+"""The local executor: each command as `sh -c` in the workspace, contained, in its own process group.
 
-A stage's processes share one process group (a new session), so timeout and cancellation kill
-the whole tree, including background jobs a command left behind. Output is read by a
-subprocess protocol rather than stream readers: the shell's exit is seen at once even while a
-stray background job still holds the output pipe open.
+Each command runs in a PID namespace of its own where the host allows it, and always in a new
+session (its own process group), so timeout and cancellation kill the whole tree; when the
+command ends, or the agent dies, everything it started dies, daemons included (see
+`agent.executors.containment` for how, and what remains possible without namespaces). Stages
+inherit the agent's environment without its credentials (`agent.executors.environment`). Output
+is read by a subprocess protocol rather than stream readers: the shell's exit is seen at once even
+while a stray background job still holds the output pipe open.
 """
 
 from __future__ import annotations
@@ -13,11 +16,14 @@ import contextlib
 import os
 import signal
 import time
+import uuid
+import weakref
 from pathlib import Path
 from typing import Any
 
 from agent.contract.types import ExecutionResult, StageSpec, StageStatus
-from agent.executors.base import NO_CONTEXT, OutputCallback, StageContext, piece_callback
+from agent.executors.base import NO_CONTEXT, ExecutorError, OutputCallback, StageContext, piece_callback
+from agent.executors.containment import STAGE_INIT, STAGE_MARKER, Containment, kill_marked, namespace_prefix
 from agent.executors.environment import inherited_environment
 from agent.executors.lines import LineSplitter
 
@@ -49,10 +55,40 @@ class LocalExecutor:
 
     name = "local"
 
-    def __init__(self, inherit_env: bool = True, shell: str = "/bin/sh") -> None:
+    def __init__(
+        self, inherit_env: bool = True, shell: str = "/bin/sh", containment: Containment = "auto"
+    ) -> None:
+        """`containment`: "namespace" requires PID namespaces (ExecutorError without), "auto" uses
+        them when the host allows, "process-group" never does (see `agent.executors.containment`).
+        """
         self.inherit_env = inherit_env
         self.shell = shell
         self._hidden: set[str] = set()
+        self._namespace = None if containment == "process-group" else namespace_prefix()
+        if containment == "namespace" and self._namespace is None:
+            raise ExecutorError(
+                "PID namespaces are not available for local stages here (needs root or unprivileged "
+                "user namespaces, and util-linux's unshare); pass --containment auto or process-group"
+            )
+        #: Prefix of every stage's BUILDIT_STAGE marker: the agent's identity once it claimed one.
+        self._owner = ""
+        # Every command's stdin: the read end of a pipe only this process can write to (the write
+        # end is close-on-exec), which reads EOF once this process is gone.
+        self._alive_read, self._alive_write = os.pipe()
+        self._closer = weakref.finalize(self, _close_fds, self._alive_read, self._alive_write)
+
+    @property
+    def contained(self) -> bool:
+        """True when commands run in PID namespaces of their own."""
+        return self._namespace is not None
+
+    def claim(self, owner: str) -> int:
+        """Become agent `owner`: kill what stages of an earlier agent process of `owner` left running.
+
+        Blocking (scans /proc). Returns how many processes were killed.
+        """
+        self._owner = owner
+        return kill_marked(f"{owner}/") if owner else 0
 
     def hide(self, *values: str) -> None:
         """Credentials of the agent: a variable whose value holds one is not inherited by stages."""
@@ -63,7 +99,8 @@ class LocalExecutor:
         return True
 
     async def close(self) -> None:
-        """Nothing to release."""
+        """Close the pipe commands watch (commands still running then are killed by their watcher)."""
+        self._closer()
 
     async def run(
         self,
@@ -87,13 +124,20 @@ class LocalExecutor:
         env = inherited_environment(os.environ, self._hidden) if self.inherit_env else {"PATH": os.defpath}
         env.update(spec.env)
         env.update(spec.secrets)
+        marker = f"{self._owner}/{context.lease_id or uuid.uuid4().hex}"
+        env[STAGE_MARKER] = marker
         deadline = time.monotonic() + spec.timeout_s
-        for command in spec.commands:
-            on_output(f"$ {command}")
-            result = await self._run_one(command, cwd, env, on_output, cancel, deadline, spec.timeout_s)
-            if result is not None:
-                return result
-        return ExecutionResult(StageStatus.SUCCEEDED, exit_code=0)
+        try:
+            for command in spec.commands:
+                on_output(f"$ {command}")
+                result = await self._run_one(command, cwd, env, on_output, cancel, deadline, spec.timeout_s)
+                if result is not None:
+                    return result
+            return ExecutionResult(StageStatus.SUCCEEDED, exit_code=0)
+        finally:
+            if self._namespace is None:
+                # Daemons that left the stage's process group (setsid), found by their marker.
+                await asyncio.to_thread(kill_marked, marker)
 
     async def _run_one(
         self,
@@ -108,15 +152,17 @@ class LocalExecutor:
         """None when the command succeeded, else how the stage ended."""
         loop = asyncio.get_running_loop()
         splitter = LineSplitter(on_output, piece_callback(on_output))
+        # The init (STAGE_INIT) runs the command and kills everything once the agent is gone: the
+        # whole namespace (-1 inside it), or without one the process group (0).
+        argv = (*(self._namespace or ()), "/bin/sh", "-c", STAGE_INIT, self.shell, command)
+        argv = (*argv, "-1" if self._namespace else "0")
         try:
             transport, proto = await loop.subprocess_exec(
                 lambda: _CommandProtocol(splitter),
-                self.shell,
-                "-c",
-                command,
+                *argv,
                 cwd=cwd,
                 env=env,
-                stdin=asyncio.subprocess.DEVNULL,
+                stdin=self._alive_read,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
@@ -155,6 +201,12 @@ class LocalExecutor:
         if code == 0:
             return None
         return ExecutionResult(StageStatus.FAILED, exit_code=code, message=f"exit code {code}")
+
+
+def _close_fds(*fds: int) -> None:
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 def _signal_group(pgid: int, sig: int) -> None:

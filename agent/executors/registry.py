@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from agent.contract.types import StageSpec
 from agent.executors.base import Executor, ExecutorError
+from agent.executors.containment import Containment
 from agent.executors.local import LocalExecutor
 from agent.settings import ExecutorChoice
 
@@ -31,6 +32,20 @@ class Executors:
     def advertised(self) -> tuple[str, ...]:
         """Executor kinds sent in RegisterRequest (decides which stages the controller leases us)."""
         return ("docker", "local") if self.docker is not None else ("local",)
+
+    def claim(self, owner: str) -> None:
+        """Become agent `owner` (stable per state dir): clean up what its killed predecessor left.
+
+        Blocking. Call it once the state dir is locked (no other live process is `owner`): it
+        kills processes of that owner's earlier local stages and removes its containers.
+        """
+        if isinstance(self.local, LocalExecutor):
+            killed = self.local.claim(owner)
+            if killed:
+                log.info("killed %d process(es) left by stages of an earlier run of this agent", killed)
+        claim = getattr(self.docker, "claim", None)
+        if claim is not None:
+            claim(owner)
 
     def hide_credentials(self, *values: str) -> None:
         """The agent's credentials: no local stage inherits a variable holding one of them."""
@@ -55,14 +70,16 @@ def _docker_configured() -> bool:
     return bool(os.environ.get("DOCKER_HOST")) or os.path.exists("/var/run/docker.sock")
 
 
-def build_executors(choice: ExecutorChoice, network: str = "bridge") -> Executors:
+def build_executors(
+    choice: ExecutorChoice, network: str = "bridge", containment: Containment = "auto"
+) -> Executors:
     """The executors for `--executor`: local only, docker + local (required), or docker if it works.
 
     Blocking (it pings the Docker engine): call it before the event loop starts. Raises ExecutorError
     when docker is required but unusable. In "auto" mode the docker SDK is not even imported on a
     host with no engine configured, which keeps such agents small.
     """
-    local = LocalExecutor()
+    local = LocalExecutor(containment=containment)
     if choice == "local":
         log.info("executors: local")
         return Executors(local)
