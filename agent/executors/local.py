@@ -23,7 +23,14 @@ from typing import Any
 
 from agent.contract.types import ExecutionResult, StageSpec, StageStatus
 from agent.executors.base import NO_CONTEXT, ExecutorError, OutputCallback, StageContext, piece_callback
-from agent.executors.containment import STAGE_INIT, STAGE_MARKER, Containment, kill_marked, namespace_prefix
+from agent.executors.containment import (
+    COMMAND_PRELUDE,
+    STAGE_MARKER,
+    Containment,
+    Reaper,
+    kill_marked,
+    namespace_prefix,
+)
 from agent.executors.environment import inherited_environment
 from agent.executors.lines import LineSplitter
 
@@ -72,10 +79,9 @@ class LocalExecutor:
             )
         #: Prefix of every stage's BUILDIT_STAGE marker: the agent's identity once it claimed one.
         self._owner = ""
-        # Every command's stdin: the read end of a pipe only this process can write to (the write
-        # end is close-on-exec), which reads EOF once this process is gone.
-        self._alive_read, self._alive_write = os.pipe()
-        self._closer = weakref.finalize(self, _close_fds, self._alive_read, self._alive_write)
+        #: Kills the commands' process groups if this process dies.
+        self._reaper = Reaper()
+        self._closer = weakref.finalize(self, self._reaper.close)
 
     @property
     def contained(self) -> bool:
@@ -99,8 +105,8 @@ class LocalExecutor:
         return True
 
     async def close(self) -> None:
-        """Close the pipe commands watch (commands still running then are killed by their watcher)."""
-        self._closer()
+        """End the reaper (commands still running then are killed)."""
+        await asyncio.to_thread(self._closer)
 
     async def run(
         self,
@@ -152,17 +158,17 @@ class LocalExecutor:
         """None when the command succeeded, else how the stage ended."""
         loop = asyncio.get_running_loop()
         splitter = LineSplitter(on_output, piece_callback(on_output))
-        # The init (STAGE_INIT) runs the command and kills everything once the agent is gone: the
-        # whole namespace (-1 inside it), or without one the process group (0).
-        argv = (*(self._namespace or ()), "/bin/sh", "-c", STAGE_INIT, self.shell, command)
-        argv = (*argv, "-1" if self._namespace else "0")
+        if self._namespace is None:
+            argv: tuple[str, ...] = (self.shell, "-c", command)
+        else:  # the shell is the namespace's first process (see COMMAND_PRELUDE)
+            argv = (*self._namespace, self.shell, "-c", COMMAND_PRELUDE + command)
         try:
             transport, proto = await loop.subprocess_exec(
                 lambda: _CommandProtocol(splitter),
                 *argv,
                 cwd=cwd,
                 env=env,
-                stdin=self._alive_read,
+                stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
@@ -170,6 +176,7 @@ class LocalExecutor:
         except OSError as exc:
             return ExecutionResult(StageStatus.ERROR, message=f"could not start {self.shell}: {exc}")
         pgid = transport.get_pid()
+        self._reaper.track(pgid)
         cancelled = asyncio.ensure_future(cancel.wait())
         outcome: ExecutionResult | None = None
         try:
@@ -195,18 +202,13 @@ class LocalExecutor:
             if not proto.exited.done():
                 await _kill_group(pgid, proto)
             transport.close()
+            self._reaper.untrack(pgid)
         if outcome is not None:
             return outcome
         code = transport.get_returncode()
         if code == 0:
             return None
         return ExecutionResult(StageStatus.FAILED, exit_code=code, message=f"exit code {code}")
-
-
-def _close_fds(*fds: int) -> None:
-    for fd in fds:
-        with contextlib.suppress(OSError):
-            os.close(fd)
 
 
 def _signal_group(pgid: int, sig: int) -> None:

@@ -54,7 +54,7 @@ async def test_a_double_forked_daemon_in_its_own_session_does_not_outlive_its_co
 async def test_a_stage_sees_only_its_own_processes(tmp_path: Path) -> None:
     result, lines = await run(LocalExecutor(), "echo $$; ls /proc | grep -c '^[0-9]'", tmp_path)
     assert result.status is StageStatus.SUCCEEDED
-    assert lines[1] == "2"  # the command's shell, child of the namespace's init
+    assert lines[1] == "1"  # the command's shell is the namespace's first process
     assert int(lines[2]) < 10  # not the host's processes, nor the agent's /proc/<pid>/environ
 
 
@@ -63,8 +63,13 @@ async def test_exit_codes_and_signals_come_through_the_namespace(tmp_path: Path)
     executor = LocalExecutor()
     result, _ = await run(executor, "exit 7", tmp_path)
     assert (result.status, result.exit_code) == (StageStatus.FAILED, 7)
-    result, _ = await run(executor, "kill -9 $$", tmp_path)
-    assert result.status is StageStatus.FAILED and result.exit_code is not None and result.exit_code != 0
+    # The shell is its namespace's first process, which ignores signals it has no handler for;
+    # the handlers it is given make `kill $$` end it as it would anywhere else.
+    result, lines = await run(executor, "kill $$; echo survived", tmp_path)
+    assert (result.status, result.exit_code) == (StageStatus.FAILED, 143)
+    assert "survived" not in lines
+    result, lines = await run(executor, "trap 'echo own handler; exit 3' TERM; kill $$", tmp_path)
+    assert (result.exit_code, lines[-1]) == (3, "own handler")
 
 
 @needs_namespaces
