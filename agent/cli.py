@@ -80,6 +80,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"when the host allows) or only a process group (env {ENV['containment']}; default auto)",
     )
     parser.add_argument(
+        "--run-as",
+        metavar="USER",
+        help="run local stages as this unprivileged user (the agent must run as root), so stage code "
+        f"cannot read the agent's token, Git cache or other files (env {ENV['run_as']})",
+    )
+    parser.add_argument(
         "--network",
         metavar="MODE",
         help=f"Docker network mode for stage containers (env {ENV['network']}; default bridge)",
@@ -117,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
             network=getattr(args, "network", None),
             work_dir=getattr(args, "work_dir", None),
             containment=getattr(args, "containment", None),
+            run_as=getattr(args, "run_as", None),
         )
     except ValueError as exc:
         _fail(f"error: {exc}")
@@ -127,7 +134,9 @@ def run(args: argparse.Namespace) -> int:
     from agent.executors.registry import build_executors
 
     try:
-        executors = build_executors(settings.executor, settings.network, settings.containment)
+        executors = build_executors(
+            settings.executor, settings.network, settings.containment, settings.run_as
+        )
     except ExecutorError as exc:
         _fail(f"error: {exc}")
         return 1

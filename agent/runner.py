@@ -51,7 +51,7 @@ from agent.client import ControllerClient
 from agent.contract.types import CancelReason, StageLease
 from agent.errors import AgentExit
 from agent.executors.registry import Executors
-from agent.git.fetch import GitFetcher
+from agent.git.fetch import CACHE_DIR, HOME_DIR, GitFetcher
 from agent.leases import LeaseLoops
 from agent.logs import LogShipper
 from agent.logstream import LogStreamLoop
@@ -346,9 +346,15 @@ _LEGACY_IN_STATE_DIR = ("work", "git-cache", "git-home")
 
 def _prepare_dirs(settings: AgentSettings) -> None:
     """Check the layout, make the work dir (private), tidy an old layout, remove stale workspaces."""
+    # Stages run as another user must reach their workspace (traverse, not list); nothing else.
+    shared = 0o711 if settings.run_as else 0o700
     try:
         check_layout(settings.state_dir, settings.work_root)
-        settings.work_root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        settings.work_root.mkdir(mode=shared, parents=True, exist_ok=True)
+        os.chmod(settings.work_root, shared)
+        for name, mode in ((WORKSPACES, shared), (CACHE_DIR, 0o700), (HOME_DIR, 0o700)):
+            (settings.work_root / name).mkdir(mode=mode, exist_ok=True)
+            os.chmod(settings.work_root / name, mode)
     except ValueError as exc:
         raise AgentExit(2, str(exc)) from None
     except OSError as exc:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Final, Literal, cast, get_args
 
 from agent.executors.containment import CONTAINMENTS, Containment
+from agent.executors.users import resolve_run_as
 
 __all__ = [
     "DEFAULT_CAPACITY",
@@ -49,6 +50,7 @@ ENV: Final[Mapping[str, str]] = {
     "state_dir": "BUILDIT_AGENT_STATE_DIR",
     "work_dir": "BUILDIT_AGENT_WORK_DIR",
     "containment": "BUILDIT_AGENT_CONTAINMENT",
+    "run_as": "BUILDIT_AGENT_RUN_AS",
     "network": "BUILDIT_AGENT_NETWORK",
 }
 
@@ -81,6 +83,8 @@ class AgentSettings:
     work_dir: Path | None = None
     #: How local stages are contained (agent.executors.containment).
     containment: Containment = "auto"
+    #: The user local stages run as ("": the agent's own; see agent.executors.users).
+    run_as: str = ""
 
     @property
     def work_root(self) -> Path:
@@ -101,6 +105,7 @@ class AgentSettings:
         network: str | None = None,
         work_dir: str | Path | None = None,
         containment: str | None = None,
+        run_as: str | None = None,
         env: Mapping[str, str] | None = None,
     ) -> AgentSettings:
         """Settings from flag values (None = not given) falling back to `env` (default: os.environ).
@@ -138,6 +143,7 @@ class AgentSettings:
             network=(pick("network", network) or DEFAULT_NETWORK).strip() or DEFAULT_NETWORK,
             work_dir=resolved_work,
             containment=_parse_containment(pick("containment", containment)),
+            run_as=_parse_run_as(pick("run_as", run_as)),
         )
 
 
@@ -242,3 +248,10 @@ def _parse_containment(value: str | None) -> Containment:
     if choice not in CONTAINMENTS:
         raise ValueError(f"containment {value!r} must be one of {', '.join(CONTAINMENTS)}")
     return cast(Containment, choice)
+
+
+def _parse_run_as(value: str | None) -> str:
+    name = (value or "").strip()
+    if name:
+        resolve_run_as(name)  # ValueError: no such user, root, or the agent is not root
+    return name

@@ -246,7 +246,8 @@ class StageRunner:
                     stage.request_cancel(CancelReason.USER, f"the controller recorded it {recorded}")
             if stage.cancel.is_set():
                 return ExecutionResult(StageStatus.CANCELLED, message="cancelled before its commands ran")
-            shared = () if spec.source is None else (self._git.borrowed_objects(spec.source),)
+            borrows = spec.source is not None and not self._executors.self_contained(spec)
+            shared = (self._git.borrowed_objects(spec.source),) if borrows and spec.source else ()
             context = StageContext(lease_id=lease_id, shared_objects=shared)
             try:
                 result = await executor.run(spec, workspace, on_output, stage.cancel, context)
@@ -291,8 +292,15 @@ class StageRunner:
         source = stage.lease.spec.source
         assert source is not None
         try:
-            # The workspace borrows the cache's objects (a container gets them read-only).
-            await self._git.checkout(source, workspace, self._session.client.token, say)
+            # The workspace borrows the cache's objects (a container gets them read-only), unless
+            # its stage may not read the cache (run as another user): then it gets copies.
+            await self._git.checkout(
+                source,
+                workspace,
+                self._session.client.token,
+                say,
+                self_contained=self._executors.self_contained(stage.lease.spec),
+            )
         except GitFetchError as exc:
             say(f"error: {exc}")
             return ExecutionResult(StageStatus.ERROR, message=str(exc))

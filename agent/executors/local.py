@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import time
 import uuid
@@ -33,6 +34,7 @@ from agent.executors.containment import (
 )
 from agent.executors.environment import inherited_environment
 from agent.executors.lines import LineSplitter
+from agent.executors.users import RunAs, chown_tree
 
 KILL_GRACE_S = 0.5
 DRAIN_TIMEOUT_S = 2.0
@@ -63,13 +65,26 @@ class LocalExecutor:
     name = "local"
 
     def __init__(
-        self, inherit_env: bool = True, shell: str = "/bin/sh", containment: Containment = "auto"
+        self,
+        inherit_env: bool = True,
+        shell: str = "/bin/sh",
+        containment: Containment = "auto",
+        run_as: RunAs | None = None,
     ) -> None:
         """`containment`: "namespace" requires PID namespaces (ExecutorError without), "auto" uses
         them when the host allows, "process-group" never does (see `agent.executors.containment`).
+        `run_as`: the user commands run as (the agent must be root; see `agent.executors.users`).
         """
         self.inherit_env = inherit_env
         self.shell = shell
+        #: The user stages run as (None: the agent's own user).
+        self.run_as = run_as
+        self._drop: tuple[str, ...] = ()
+        if run_as is not None:
+            setpriv = shutil.which("setpriv")
+            if setpriv is None:
+                raise ExecutorError("--run-as needs util-linux's setpriv on this host")
+            self._drop = run_as.command(setpriv)
         self._hidden: set[str] = set()
         self._namespace = None if containment == "process-group" else namespace_prefix()
         if containment == "namespace" and self._namespace is None:
@@ -128,6 +143,14 @@ class LocalExecutor:
         except OSError as exc:
             return ExecutionResult(StageStatus.ERROR, message=f"workdir '{spec.workdir}': {exc.strerror}")
         env = inherited_environment(os.environ, self._hidden) if self.inherit_env else {"PATH": os.defpath}
+        if self.run_as is not None:
+            env.update(self.run_as.environment())
+            try:  # the workspace (sources, artifacts, workdir) becomes the user's
+                await asyncio.to_thread(chown_tree, workspace, self.run_as.uid, self.run_as.gid)
+            except OSError as exc:
+                return ExecutionResult(
+                    StageStatus.ERROR, message=f"cannot give the workspace to {self.run_as.name}: {exc}"
+                )
         env.update(spec.env)
         env.update(spec.secrets)
         marker = f"{self._owner}/{context.lease_id or uuid.uuid4().hex}"
@@ -159,9 +182,9 @@ class LocalExecutor:
         loop = asyncio.get_running_loop()
         splitter = LineSplitter(on_output, piece_callback(on_output))
         if self._namespace is None:
-            argv: tuple[str, ...] = (self.shell, "-c", command)
+            argv: tuple[str, ...] = (*self._drop, self.shell, "-c", command)
         else:  # the shell is the namespace's first process (see COMMAND_PRELUDE)
-            argv = (*self._namespace, self.shell, "-c", COMMAND_PRELUDE + command)
+            argv = (*self._namespace, *self._drop, self.shell, "-c", COMMAND_PRELUDE + command)
         try:
             transport, proto = await loop.subprocess_exec(
                 lambda: _CommandProtocol(splitter),

@@ -14,6 +14,7 @@ from agent.contract.types import StageSpec
 from agent.executors.base import Executor, ExecutorError
 from agent.executors.containment import Containment
 from agent.executors.local import LocalExecutor
+from agent.executors.users import resolve_run_as
 from agent.settings import ExecutorChoice
 
 __all__ = ["Executors", "build_executors"]
@@ -52,6 +53,11 @@ class Executors:
         if isinstance(self.local, LocalExecutor):
             self.local.hide(*values)
 
+    def self_contained(self, spec: StageSpec) -> bool:
+        """Whether `spec`'s workspace needs its own copy of the Git objects (it may not read the cache)."""
+        executor = self.for_spec(spec)
+        return isinstance(executor, LocalExecutor) and executor.run_as is not None
+
     def for_spec(self, spec: StageSpec) -> Executor:
         """Docker for a stage with an image when available, else local (which ignores the image)."""
         if spec.image and self.docker is not None:
@@ -71,7 +77,7 @@ def _docker_configured() -> bool:
 
 
 def build_executors(
-    choice: ExecutorChoice, network: str = "bridge", containment: Containment = "auto"
+    choice: ExecutorChoice, network: str = "bridge", containment: Containment = "auto", run_as: str = ""
 ) -> Executors:
     """The executors for `--executor`: local only, docker + local (required), or docker if it works.
 
@@ -79,7 +85,11 @@ def build_executors(
     when docker is required but unusable. In "auto" mode the docker SDK is not even imported on a
     host with no engine configured, which keeps such agents small.
     """
-    local = LocalExecutor(containment=containment)
+    try:
+        user = resolve_run_as(run_as) if run_as else None
+    except ValueError as exc:
+        raise ExecutorError(str(exc)) from None
+    local = LocalExecutor(containment=containment, run_as=user)
     if choice == "local":
         log.info("executors: local")
         return Executors(local)

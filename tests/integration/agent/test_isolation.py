@@ -5,7 +5,10 @@ Real agent (in the test's event loop) against the fake controller; real `sh` sta
 
 from __future__ import annotations
 
+import os
+import shutil
 import stat
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -114,3 +117,52 @@ async def test_a_container_stage_cannot_poison_the_git_cache_for_later_builds(
     assert final is not None and final.status is StageStatus.SUCCEEDED, fake.lines(later)
     assert fake.lines(later)[-1] == "v1"
     assert git(tmp_path, "--git-dir", str(cache), "fsck", "--no-dangling") == ""
+
+
+# --- stages run as another user -------------------------------------------------------------------
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv")
+async def test_stages_run_as_another_user_reach_neither_the_token_nor_the_git_cache(
+    fake: FakeController, upstream: Upstream, git_server: GitHttpServer
+) -> None:
+    sha = upstream.commit("app.txt", "v1")
+    # Not under pytest's tmp dir (0700 root): the user must be able to walk to its workspace.
+    base = Path(tempfile.mkdtemp(prefix="buildit-run-as-"))
+    os.chmod(base, 0o711)
+    state, work = base / "state", base / "work"
+    executors = build_executors("local", run_as="nobody")
+    try:
+        async with running_agent(fake, state, executors=executors, work_dir=work, run_as="nobody") as (
+            _a,
+            _t,
+        ):
+            await serving(fake)
+            lease = fake.push_lease(
+                spec(
+                    "id -un",
+                    "touch mine && stat -c %U mine app.txt",
+                    f"cat {state}/agent.json >/dev/null 2>&1 || echo no token",
+                    f"ls {work}/git-cache >/dev/null 2>&1 || echo no cache",
+                    "git log --format=%s && test ! -e .git/objects/info/alternates && echo own objects",
+                    "echo $HOME",
+                    source=WorkspaceSource(git_server.url("project.git"), sha),
+                )
+            )
+            await fake.wait_for(lambda: fake.final_update(lease), timeout=60)
+    finally:
+        await executors.close()
+        shutil.rmtree(base, ignore_errors=True)
+    final = fake.final_update(lease)
+    assert final is not None and final.status is StageStatus.SUCCEEDED, fake.lines(lease)
+    output = [line for line in fake.lines(lease) if not line.startswith("$ ")][2:]  # after the checkout
+    assert output == [
+        "nobody",
+        "nobody",
+        "nobody",
+        "no token",
+        "no cache",
+        "change app.txt",
+        "own objects",
+        "/nonexistent",
+    ]
