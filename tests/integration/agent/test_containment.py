@@ -95,7 +95,8 @@ async def test_a_killed_agents_container_stops_and_its_restart_removes_it(
             await serving(fake)
             lease = fake.push_lease(spec(f"sleep {foreground}", image=docker_image))
             assert await running(foreground, timeout=30), "the container never started"
-            [container] = client.api.containers(filters=filters)
+            # all=True: the engine may not yet call it running when its first process already is
+            [container] = client.api.containers(all=True, filters=filters)
             assert container["Labels"]["buildit.lease"] == lease
             proc.kill()
             await proc.wait()
