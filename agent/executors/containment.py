@@ -13,17 +13,15 @@ agent ran twice. Two mechanisms, neither needing the agent to be alive at the en
   timeout's SIGTERM and a script's `kill $$` still end it. (`kill -9 $$` from inside is ignored.)
   `--mount-proc` gives the namespace its own `/proc`: a stage sees its own processes only, not the
   agent's (whose `/proc/<pid>/environ` may hold the registration token).
-* **The agent's death**: one small `sh` per agent (`Reaper`), in a session of its own, is told the
-  process group of every running command and reads from a pipe whose write end only the agent
-  holds. When the agent dies, for any reason, the read ends and the reaper SIGKILLs every group it
-  was told of: the namespace's first process with it, hence the whole namespace. Per command this
-  costs two short writes to a pipe, not a process.
+* **The agent's death**: one small `sh` per agent (`Reaper`), in a session of its own, blocks
+  reading a pipe whose write end only the agent holds. When the agent dies, for any reason, the
+  read ends and the reaper SIGKILLs every process carrying this agent's marker (`STAGE_MARKER`):
+  each namespace's first process with them, hence the whole namespace. Nothing per command.
 
 Without namespaces (no root and no user namespaces, or not Linux) the command runs in its own
-process group, as before, which the reaper covers too; daemons that leave the group are found by
-the marker every stage process inherits in its environment (`STAGE_MARKER`, see `kill_marked`), at
-the stage's end and at the agent's next start, on Linux, as long as they keep that variable and
-run as the agent's user.
+process group, as before; daemons that leave the group are found by the marker every stage
+process inherits in its environment (`STAGE_MARKER`, see `kill_marked`) at the stage's end, at the
+agent's death (the reaper) and at its next start, on Linux, as long as they keep that variable.
 
 cgroups are not used: a PID namespace gives the same "everything dies" guarantee without a
 delegated cgroup subtree, which most hosts (and containers running agents) do not offer.
@@ -62,17 +60,16 @@ STAGE_MARKER: Final = "BUILDIT_STAGE"
 #: Put before a command that is the first process of its namespace (see the module docstring).
 COMMAND_PRELUDE: Final = "trap 'exit 143' TERM; trap 'exit 130' INT\n"
 
-#: The reaper: keeps the set of process groups it is told ("+ PGID" / "- PGID" lines) and, once its
-#: input ends, SIGKILLs each. Dash-compatible; the set is as large as the commands running at once.
+#: The reaper: blocks reading its stdin; once that ends (the agent is gone) it SIGKILLs, twice over
+#: (a process may fork meanwhile), every process whose environment starts a variable with
+#: `BUILDIT_STAGE=$1` (Linux /proc; `grep -z` reads the NUL-separated environment).
 _REAPER: Final = """trap '' INT TERM HUP
-groups=' '
-while read -r op group; do
-  case $op in
-    +) groups="$groups$group " ;;
-    -) rest=' '; for g in $groups; do [ "$g" = "$group" ] || rest="$rest$g "; done; groups=$rest ;;
-  esac
+while read -r _; do :; done
+for pass in 1 2; do
+  for p in /proc/[0-9]*; do
+    grep -qzs "^BUILDIT_STAGE=$1" "$p/environ" && kill -9 "${p#/proc/}" 2>/dev/null
+  done
 done
-for g in $groups; do kill -9 -$g 2>/dev/null; done
 """
 
 _PROBE_TIMEOUT_S: Final = 10.0
@@ -117,54 +114,33 @@ def _probe() -> tuple[str, ...] | None:
 
 
 class Reaper:
-    """Kills the process groups of running commands once the agent is gone (see the module docstring).
+    """Kills the processes of this executor's stages once the agent is gone (see the module docstring).
 
-    Started on first use. `track(pgid)` when a command started, `untrack(pgid)` once its group is
-    dead; `close()` ends the reaper (killing what is still tracked), as the agent's death would.
+    `start(prefix)` before the first command (again after the prefix changed): the reaper then
+    waits, costing nothing per command, and kills every process whose `BUILDIT_STAGE` marker starts
+    with `prefix` when its stdin ends, that is when the last process holding the write end (this
+    one: it is close-on-exec) is gone. `close()` (the executor is done, its stages were ended by the
+    agent) stops it without a sweep.
     """
 
     def __init__(self) -> None:
         self._process: subprocess.Popen[bytes] | None = None
+        self._prefix = ""
 
-    def track(self, pgid: int) -> None:
-        """A command's process group to kill if the agent dies."""
-        self._send(f"+ {pgid}\n")
+    def serves(self, prefix: str) -> bool:
+        """True when a reaper for `prefix` was started (cheap: no system call)."""
+        return self._process is not None and self._prefix == prefix
 
-    def untrack(self, pgid: int) -> None:
-        """The group is gone: forget it (its number may be reused)."""
-        self._send(f"- {pgid}\n")
-
-    def close(self) -> None:
-        """End the reaper; groups still tracked are killed."""
-        process, self._process = self._process, None
-        if process is None:
+    def start(self, prefix: str) -> None:
+        """Make sure a reaper for `prefix` runs. Blocking (starts a process)."""
+        if self.serves(prefix) and self._process is not None and self._process.poll() is None:
             return
-        with contextlib.suppress(OSError):
-            if process.stdin is not None:
-                process.stdin.close()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=5)
-
-    def _send(self, line: str) -> None:
-        if self._process is None or self._process.poll() is not None:
-            self._process = self._start()
-        if self._process is None or self._process.stdin is None:
-            return
+        self.close()
+        self._prefix = prefix
         try:
-            self._process.stdin.write(line.encode("ascii"))
-            self._process.stdin.flush()
-        except OSError:
-            log.warning("the stage reaper is gone; stages may outlive a killed agent until it restarts")
-            self._process = None
-
-    @staticmethod
-    def _start() -> subprocess.Popen[bytes] | None:
-        try:
-            # Its stdin's write end is close-on-exec: only this process holds it, so the reaper
-            # reads EOF exactly when this process is gone. Its own session: no signal meant for the
-            # agent's terminal or a stage's group reaches it.
-            return subprocess.Popen(
-                ["/bin/sh", "-c", _REAPER],
+            # Its own session: no signal meant for the agent's terminal or a stage's group reaches it.
+            self._process = subprocess.Popen(
+                ["/bin/sh", "-c", _REAPER, "reaper", prefix],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -172,7 +148,19 @@ class Reaper:
             )
         except OSError as exc:
             log.warning("cannot start the stage reaper (%s); stages may outlive a killed agent", exc)
-            return None
+
+    def close(self) -> None:
+        """Stop the reaper, without a sweep (that is for the agent's death). Blocking, briefly."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        with contextlib.suppress(OSError):
+            process.kill()
+        with contextlib.suppress(OSError):
+            if process.stdin is not None:
+                process.stdin.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=5)
 
 
 def kill_marked(prefix: str) -> int:

@@ -94,7 +94,9 @@ class LocalExecutor:
             )
         #: Prefix of every stage's BUILDIT_STAGE marker: the agent's identity once it claimed one.
         self._owner = ""
-        #: Kills the commands' process groups if this process dies.
+        #: Every stage marker of this executor starts with this (see `claim`).
+        self._instance = uuid.uuid4().hex[:12]
+        #: Kills this executor's stage processes if this process dies.
         self._reaper = Reaper()
         self._closer = weakref.finalize(self, self._reaper.close)
 
@@ -120,7 +122,7 @@ class LocalExecutor:
         return True
 
     async def close(self) -> None:
-        """End the reaper (commands still running then are killed)."""
+        """Stop the reaper (the agent ended its stages before closing its executors)."""
         await asyncio.to_thread(self._closer)
 
     async def run(
@@ -153,7 +155,10 @@ class LocalExecutor:
                 )
         env.update(spec.env)
         env.update(spec.secrets)
-        marker = f"{self._owner}/{context.lease_id or uuid.uuid4().hex}"
+        prefix = f"{self._owner}/{self._instance}/"
+        if not self._reaper.serves(prefix):
+            await asyncio.to_thread(self._reaper.start, prefix)
+        marker = f"{prefix}{context.lease_id or uuid.uuid4().hex}"
         env[STAGE_MARKER] = marker
         deadline = time.monotonic() + spec.timeout_s
         try:
@@ -199,7 +204,6 @@ class LocalExecutor:
         except OSError as exc:
             return ExecutionResult(StageStatus.ERROR, message=f"could not start {self.shell}: {exc}")
         pgid = transport.get_pid()
-        self._reaper.track(pgid)
         cancelled = asyncio.ensure_future(cancel.wait())
         outcome: ExecutionResult | None = None
         try:
@@ -225,7 +229,6 @@ class LocalExecutor:
             if not proto.exited.done():
                 await _kill_group(pgid, proto)
             transport.close()
-            self._reaper.untrack(pgid)
         if outcome is not None:
             return outcome
         code = transport.get_returncode()

@@ -62,21 +62,36 @@ async def test_a_killed_agents_local_stage_dies_with_it(fake: FakeController, tm
         kill_all(*started)
 
 
-async def test_without_namespaces_the_group_dies_with_the_agent_and_the_rest_at_its_restart(
+async def test_without_namespaces_a_killed_agents_stage_dies_with_it_too(
     fake: FakeController, tmp_path: Path
 ) -> None:
-    state = tmp_path / "state"
-    daemon, orphan, foreground = await kill_agent_during_its_stage(
-        fake, state, "--containment", "process-group"
-    )
+    # The daemon left the process group: the reaper finds it by the marker it inherited.
+    started = await kill_agent_during_its_stage(fake, tmp_path / "state", "--containment", "process-group")
     try:
-        assert await gone(orphan) and await gone(foreground)
-        # The daemon left the process group; the next start of this agent finds it by its marker.
-        async with agent_process(fake, state, "--containment", "process-group"):
-            await serving(fake, 2)
-            assert await gone(daemon)
+        for argument in started:
+            assert await gone(argument), f"sleep {argument} outlived its agent"
     finally:
-        kill_all(daemon, orphan, foreground)
+        kill_all(*started)
+
+
+async def test_what_a_killed_agent_left_is_killed_when_it_starts_again(
+    fake: FakeController, tmp_path: Path
+) -> None:
+    # A stage process of an earlier run of this agent (same state dir) that nothing killed: as if
+    # its reaper had been killed too. Its marker names the agent; the next start finds it.
+    state = tmp_path / "state"
+    key = agent_key(AgentSettings(controller=fake.address, state_dir=state))
+    leftover = marker()
+    env = {"PATH": "/usr/bin:/bin", "BUILDIT_STAGE": f"{key}/0123456789ab/lease-old"}
+    process = await asyncio.create_subprocess_exec("setsid", "sleep", leftover, env=env)
+    try:
+        assert await running(leftover)
+        async with agent_process(fake, state):
+            await serving(fake)
+            assert await gone(leftover)
+    finally:
+        kill_all(leftover)
+        await process.wait()
 
 
 @pytest.mark.docker
