@@ -124,3 +124,15 @@ async def test_a_container_stage_is_masked_across_the_line_cut_too(
     lines = [line for line in fake.lines(lease) if not line.startswith("$ ")]
     assert_hidden(lines, SECRET, SECRET[:6], SECRET[-6:])
     assert "".join(lines) == "x" * 65533 + "*** tail" + "x\x1b[0m"
+
+
+async def test_a_value_too_short_to_mask_is_said_in_the_log(fake: FakeController, tmp_path: Path) -> None:
+    async with running_agent(fake, tmp_path) as (_agent, _task):
+        await serving(fake)
+        lease = fake.push_lease(spec('echo "pin $PIN"', secrets={"PIN": "42", "S": SECRET}))
+        await fake.wait_for(lambda: fake.final_update(lease), timeout=30)
+    assert fake.lines(lease) == [
+        "buildit: 1 secret value(s) shorter than 3 characters are not masked in this log",
+        '$ echo "pin $PIN"',
+        "pin 42",
+    ]
