@@ -71,8 +71,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--state-dir",
         metavar="DIR",
-        help=f"where the agent keeps its token and stage workspaces (env {ENV['state_dir']}; "
+        help=f"where the agent keeps its token, private to it (env {ENV['state_dir']}; "
         "default ./.buildit-agent)",
+    )
+    parser.add_argument(
+        "--work-dir",
+        metavar="DIR",
+        help=f"stage workspaces and the Git cache, apart from the state dir (env {ENV['work_dir']}; "
+        "default: the state dir's path plus -work)",
+    )
+    parser.add_argument(
+        "--containment",
+        choices=("auto", "namespace", "process-group"),
+        help="local stages: each command in a PID namespace of its own (namespace: required; auto: "
+        f"when the host allows) or only a process group (env {ENV['containment']}; default auto)",
+    )
+    parser.add_argument(
+        "--run-as",
+        metavar="USER",
+        help="run local stages as this unprivileged user (the agent must run as root), so stage code "
+        f"cannot read the agent's token, Git cache or other files (env {ENV['run_as']})",
     )
     parser.add_argument(
         "--network",
@@ -111,6 +129,9 @@ def run(args: argparse.Namespace) -> int:
             state_dir=getattr(args, "state_dir", None),
             network=getattr(args, "network", None),
             ca_file=getattr(args, "ca_file", None),
+            work_dir=getattr(args, "work_dir", None),
+            containment=getattr(args, "containment", None),
+            run_as=getattr(args, "run_as", None),
         )
     except ValueError as exc:
         _fail(f"error: {exc}")
@@ -121,7 +142,9 @@ def run(args: argparse.Namespace) -> int:
     from agent.executors.registry import build_executors
 
     try:
-        executors = build_executors(settings.executor, settings.network)
+        executors = build_executors(
+            settings.executor, settings.network, settings.containment, settings.run_as
+        )
     except ExecutorError as exc:
         _fail(f"error: {exc}")
         return 1

@@ -12,7 +12,7 @@ lifecycle and the leases held; each concept lives in its own module:
   (`agent.logs.LogShipper` batches and numbers it); after a reconnect everything unacknowledged is
   sent again, in order.
 * **Stages** – `agent.stage` (with `agent.artifacts` and `agent.git`): at most `capacity` at once,
-  each in a fresh workspace under `<state_dir>/work/`.
+  each in a fresh workspace under `<work dir>/workspaces/`.
 * **Failures** – `agent.client.classify` reads every failed call the same way; a call the controller
   refuses for good ends the agent (`agent.errors.AgentExit`).
 * **Fencing** – a LEASE_GONE answer to a call about the lease (ABORTED or NOT_FOUND), a heartbeat's
@@ -25,15 +25,23 @@ lifecycle and the leases held; each concept lives in its own module:
 
 One agent process owns a state dir (a lock file), so two agents never share an identity, a Git
 cache or workspaces; workspaces a crashed agent left behind are removed at start.
+
+**What stages can reach** – the state dir holds only the token and the lock (0700, files 0600) and
+is never under the work dir (`agent.settings.check_layout`), so no workspace has it a `../..` away;
+agents from before this layout kept workspaces and the Git cache in it, which are removed at start.
+Local stages inherit the agent's environment without its credentials
+(`agent.executors.environment`); the executors contain what stages start (see each executor).
 """
 
 from __future__ import annotations
 
 import asyncio
 import fcntl
+import hashlib
 import logging
 import os
 import shutil
+import socket
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
@@ -43,12 +51,12 @@ from agent.client import ControllerClient
 from agent.contract.types import CancelReason, StageLease
 from agent.errors import AgentExit
 from agent.executors.registry import Executors
-from agent.git.fetch import GitFetcher
+from agent.git.fetch import CACHE_DIR, HOME_DIR, GitFetcher
 from agent.leases import LeaseLoops
 from agent.logs import LogShipper
 from agent.logstream import LogStreamLoop
 from agent.session import Session
-from agent.settings import AgentSettings
+from agent.settings import AgentSettings, check_layout
 from agent.stage import ACK_TIMEOUT_S, Stage, StageRunner
 
 __all__ = ["Agent"]
@@ -78,14 +86,14 @@ class Agent:
         self._logs = LogStreamLoop(self._session, self._shipper)
         self._leases = LeaseLoops(self._session, self)
         #: Fills the workspaces of stages that name a source (shared, so the git cache is too).
-        self.git = GitFetcher(settings.state_dir)
+        self.git = GitFetcher(settings.work_root)
         self._runner = StageRunner(
             session=self._session,
             shipper=self._shipper,
             logs=self._logs,
             executors=executors,
             git=self.git,
-            work_dir=settings.state_dir / "work",
+            work_dir=settings.work_root / WORKSPACES,
             capacity=settings.capacity,
             lose=self.lose,
             cancel=self.cancel,
@@ -94,6 +102,7 @@ class Agent:
         # Streams carry the token from when they were opened: reopen them after a re-registration.
         self._session.on_new_token(self._leases.close_stream)
         self._session.on_new_token(self._logs.reopen)
+        self._session.on_new_token(self._hide_credentials)
         self._stages: dict[str, Stage] = {}
         self._draining = False
         self._aborting = False
@@ -172,8 +181,12 @@ class Agent:
         client = self._session.open()
         try:
             try:
-                await asyncio.to_thread(_clean_workspaces, self.settings.state_dir / "work")
+                await asyncio.to_thread(_prepare_dirs, self.settings)
+                # Nothing of an earlier process of this agent (same state dir) keeps running.
+                await asyncio.to_thread(self.executors.claim, agent_key(self.settings))
+                self._hide_credentials()
                 await self._session.authenticate()
+                self._hide_credentials()
             except AgentExit as exc:
                 self._exit = exc
             if self._exit is None and not self._draining:
@@ -195,6 +208,10 @@ class Agent:
         if self._aborting:
             raise AgentExit(1, "stopped before running stages finished; their leases will be retried")
         return 0
+
+    def _hide_credentials(self) -> None:
+        """Keep the agent's own credentials out of what local stages inherit (called on each new token)."""
+        self.executors.hide_credentials(self.settings.registration_token, self._session.client.token)
 
     # --- the leases held (called by agent.leases, agent.stage and the log shipper)
 
@@ -292,10 +309,13 @@ def _lock_state_dir(state_dir: Path) -> int:
 
     Two agents sharing a state dir would share one identity and delete each other's workspaces.
     Returns the lock file's descriptor (closing it releases the lock; so does the process dying).
+    The state dir is made private (0700) here, also when an operator created it with a wider mode.
     """
     try:
         state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(state_dir, 0o700)
         fd = os.open(state_dir / "agent.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        os.fchmod(fd, 0o600)
     except OSError as exc:
         raise AgentExit(2, f"cannot use state dir {state_dir}: {exc.strerror}") from None
     try:
@@ -306,6 +326,45 @@ def _lock_state_dir(state_dir: Path) -> int:
             2, f"state dir {state_dir} is in use by another agent; give each agent its own --state-dir"
         ) from None
     return fd
+
+
+def agent_key(settings: AgentSettings) -> str:
+    """A stable name of this agent on this host: what its stage processes and containers carry.
+
+    Derived from the host name and the state dir (one agent process per state dir), not from the
+    agent id, which is known only after registering and changes if the agent registers again.
+    """
+    identity = f"{socket.gethostname()}\0{os.path.realpath(settings.state_dir)}"
+    return hashlib.sha256(identity.encode("utf-8")).hexdigest()[:16]
+
+
+#: Under the work dir: one directory per lease (the stage's workspace).
+WORKSPACES = "workspaces"
+#: What agents before the state/work split kept in the state dir (workspaces, Git cache, git's HOME).
+_LEGACY_IN_STATE_DIR = ("work", "git-cache", "git-home")
+
+
+def _prepare_dirs(settings: AgentSettings) -> None:
+    """Check the layout, make the work dir (private), tidy an old layout, remove stale workspaces."""
+    # Stages run as another user must reach their workspace (traverse, not list); nothing else.
+    shared = 0o711 if settings.run_as else 0o700
+    try:
+        check_layout(settings.state_dir, settings.work_root)
+        settings.work_root.mkdir(mode=shared, parents=True, exist_ok=True)
+        os.chmod(settings.work_root, shared)
+        for name, mode in ((WORKSPACES, shared), (CACHE_DIR, 0o700), (HOME_DIR, 0o700)):
+            (settings.work_root / name).mkdir(mode=mode, exist_ok=True)
+            os.chmod(settings.work_root / name, mode)
+    except ValueError as exc:
+        raise AgentExit(2, str(exc)) from None
+    except OSError as exc:
+        raise AgentExit(2, f"cannot use work dir {settings.work_root}: {exc.strerror}") from None
+    for name in _LEGACY_IN_STATE_DIR:
+        old = settings.state_dir / name
+        if old.is_dir() and not old.is_symlink():
+            log.info("removing %s: workspaces and the Git cache now live in %s", old, settings.work_root)
+            shutil.rmtree(old, ignore_errors=True)
+    _clean_workspaces(settings.work_root / WORKSPACES)
 
 
 def _clean_workspaces(work: Path) -> None:

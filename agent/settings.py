@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal, cast, get_args
 
+from agent.executors.containment import CONTAINMENTS, Containment
+from agent.executors.users import resolve_run_as
 from agent.tls import TLS_SCHEME, read_ca_file
 
 __all__ = [
@@ -25,6 +27,8 @@ __all__ = [
     "ENV",
     "AgentSettings",
     "ExecutorChoice",
+    "check_layout",
+    "default_work_dir",
     "parse_controller",
     "parse_endpoint",
     "parse_labels",
@@ -46,6 +50,9 @@ ENV: Final[Mapping[str, str]] = {
     "capacity": "BUILDIT_AGENT_CAPACITY",
     "executor": "BUILDIT_AGENT_EXECUTOR",
     "state_dir": "BUILDIT_AGENT_STATE_DIR",
+    "work_dir": "BUILDIT_AGENT_WORK_DIR",
+    "containment": "BUILDIT_AGENT_CONTAINMENT",
+    "run_as": "BUILDIT_AGENT_RUN_AS",
     "network": "BUILDIT_AGENT_NETWORK",
     "ca_file": "BUILDIT_CA_FILE",
 }
@@ -70,7 +77,8 @@ class AgentSettings:
     #: How many stages run at the same time.
     capacity: int = DEFAULT_CAPACITY
     executor: ExecutorChoice = "auto"
-    #: Holds agent.json (the agent token) and work/ (stage workspaces).
+    #: Holds agent.json (the agent token) and the lock that makes it one agent's: nothing else, and
+    #: no stage is given a path into it.
     state_dir: Path = DEFAULT_STATE_DIR
     #: Docker network mode for stage containers.
     network: str = DEFAULT_NETWORK
@@ -78,6 +86,17 @@ class AgentSettings:
     tls: bool = False
     #: The CA that signed the controller's certificate (PEM); None: the system's CAs.
     ca_file: Path | None = None
+    #: Stage workspaces and the Git cache; None: `default_work_dir(state_dir)`.
+    work_dir: Path | None = None
+    #: How local stages are contained (agent.executors.containment).
+    containment: Containment = "auto"
+    #: The user local stages run as ("": the agent's own; see agent.executors.users).
+    run_as: str = ""
+
+    @property
+    def work_root(self) -> Path:
+        """Where workspaces and the Git cache live: `work_dir`, or beside the state dir."""
+        return self.work_dir if self.work_dir is not None else default_work_dir(self.state_dir)
 
     @classmethod
     def from_sources(
@@ -92,6 +111,9 @@ class AgentSettings:
         state_dir: str | Path | None = None,
         network: str | None = None,
         ca_file: str | Path | None = None,
+        work_dir: str | Path | None = None,
+        containment: str | None = None,
+        run_as: str | None = None,
         env: Mapping[str, str] | None = None,
     ) -> AgentSettings:
         """Settings from flag values (None = not given) falling back to `env` (default: os.environ).
@@ -124,6 +146,10 @@ class AgentSettings:
         raw_name = pick("name", name)
         if raw_name is not None and not raw_name.strip():
             raise ValueError("--name must not be blank")
+        resolved_state = Path(pick("state_dir", state_dir) or DEFAULT_STATE_DIR)
+        raw_work = pick("work_dir", work_dir)
+        resolved_work = Path(raw_work) if raw_work is not None else None
+        check_layout(resolved_state, resolved_work or default_work_dir(resolved_state))
         return cls(
             controller=address,
             registration_token=pick("registration_token", registration_token) or "",
@@ -131,10 +157,38 @@ class AgentSettings:
             labels=parse_labels(pick("labels", labels) or ""),
             capacity=_parse_capacity(pick("capacity", capacity)),
             executor=_parse_executor(pick("executor", executor)),
-            state_dir=Path(pick("state_dir", state_dir) or DEFAULT_STATE_DIR),
+            state_dir=resolved_state,
             network=(pick("network", network) or DEFAULT_NETWORK).strip() or DEFAULT_NETWORK,
             tls=tls,
             ca_file=Path(raw_ca) if raw_ca is not None else None,
+            work_dir=resolved_work,
+            containment=_parse_containment(pick("containment", containment)),
+            run_as=_parse_run_as(pick("run_as", run_as)),
+        )
+
+
+def default_work_dir(state_dir: Path) -> Path:
+    """The work dir beside a state dir: `<state dir>-work` (`.buildit-agent` -> `.buildit-agent-work`).
+
+    Beside, not inside: a stage's workspace must not have the agent's token a `../..` away.
+    """
+    absolute = Path(os.path.abspath(state_dir))
+    return absolute.with_name(f"{absolute.name}-work")
+
+
+def check_layout(state_dir: Path, work_dir: Path) -> None:
+    """Refuse a work dir inside the state dir, the state dir inside the work dir, or the same dir.
+
+    Stages are given paths under the work dir (their workspace, the Git cache their repository
+    borrows from); the state dir holds the agent's token. Raises ValueError naming both.
+    """
+    state = Path(os.path.realpath(state_dir))
+    work = Path(os.path.realpath(work_dir))
+    if state == work or state.is_relative_to(work) or work.is_relative_to(state):
+        raise ValueError(
+            f"the work dir ({work_dir}) and the state dir ({state_dir}) must be separate directories, "
+            "neither inside the other: stages are given paths in the work dir, the state dir holds the "
+            "agent's token"
         )
 
 
@@ -221,3 +275,19 @@ def _parse_executor(value: str | None) -> ExecutorChoice:
     if choice not in _EXECUTOR_CHOICES:
         raise ValueError(f"executor {value!r} must be one of {', '.join(_EXECUTOR_CHOICES)}")
     return cast(ExecutorChoice, choice)
+
+
+def _parse_containment(value: str | None) -> Containment:
+    if value is None:
+        return "auto"
+    choice = value.strip().lower()
+    if choice not in CONTAINMENTS:
+        raise ValueError(f"containment {value!r} must be one of {', '.join(CONTAINMENTS)}")
+    return cast(Containment, choice)
+
+
+def _parse_run_as(value: str | None) -> str:
+    name = (value or "").strip()
+    if name:
+        resolve_run_as(name)  # ValueError: no such user, root, or the agent is not root
+    return name

@@ -3,11 +3,11 @@
 * **Order** – RUNNING is reported while the workspace is prepared and awaited before any command
   runs (a lease lost or a run cancelled meanwhile means the commands never start). Then: the
   repository at the stage's exact commit (`agent.git.fetch`: a per-repository cache under
-  `<state_dir>/git-cache/`, the agent token sent as an HTTP header, never in argv), the artifacts
+  `<work dir>/git-cache/`, the agent token sent as an HTTP header, never in argv), the artifacts
   it needs (`agent.artifacts`), the executor with its output masked and shipped, the artifacts it
   made, and (once every log chunk of the lease is acknowledged, so the stored log is complete when
   the stage is shown finished) the terminal status.
-* **Workspace** – a fresh directory under `<state_dir>/work/` per lease, removed afterwards.
+* **Workspace** – a fresh directory under `<work dir>/workspaces/` per lease, removed afterwards.
 * **Cancellation** – a cancel (Lease stream, ExtendLease, or the controller recording the stage
   finished) stops whatever step runs; a timeout reports TIMED_OUT.
 * **Extend** – every running stage calls ExtendLease each heartbeat interval: it keeps the lease and
@@ -36,10 +36,12 @@ from agent.backoff import Backoff
 from agent.client import FailureKind, RpcFailure, classify
 from agent.contract.types import CancelReason, ExecutionResult, StageLease, StageStatus, StageUpdate
 from agent.errors import AgentExit
+from agent.executors.base import StageContext
 from agent.executors.registry import Executors
 from agent.git.fetch import GitFetcher, GitFetchError, redact_url
-from agent.logs import LogShipper, Masker
+from agent.logs import LogShipper
 from agent.logstream import LogStreamLoop
+from agent.masking import MIN_SECRET_CHARS, Masker, PieceMasker
 from agent.session import Session
 
 __all__ = ["ACK_TIMEOUT_S", "Stage", "StageRunner"]
@@ -147,8 +149,16 @@ class StageRunner:
                         self._lease_call(stage, lambda: self._session.client.update_stage(running))
                     )
                 extender = asyncio.create_task(self._extend_loop(stage))
-                self._shipper.open(lease_id)
-                result = self._final_result(stage, await self._execute(stage, report))
+                # The agent's credentials are masked too: no stage output carries them to a log.
+                masker = Masker(
+                    [
+                        *stage.lease.spec.secrets.values(),
+                        self._session.client.token,
+                        self._session.settings.registration_token,
+                    ]
+                )
+                self._shipper.open(lease_id, masker)
+                result = self._final_result(stage, await self._execute(stage, masker, report))
                 if report is not None:
                     await report  # the final update must not overtake the running one
                 if stage.lost:
@@ -160,7 +170,7 @@ class StageRunner:
                     lease_id,
                     result.status,
                     exit_code=result.exit_code,
-                    message=result.message,
+                    message=masker(result.message),
                     started_at=started_at,
                     finished_at=_now(),
                 )
@@ -186,7 +196,10 @@ class StageRunner:
             self._shipper.discard(lease_id)
 
     async def _execute(
-        self, stage: Stage, admitted: Awaitable[StageStatus | _Refused | None] | None = None
+        self,
+        stage: Stage,
+        masker: Masker,
+        admitted: Awaitable[StageStatus | _Refused | None] | None = None,
     ) -> ExecutionResult:
         """Run the stage in a fresh workspace: sources and needed artifacts in, commands, artifacts out.
 
@@ -203,15 +216,14 @@ class StageRunner:
         except OSError as exc:
             return ExecutionResult(StageStatus.ERROR, message=f"cannot create workspace {workspace}: {exc}")
         executor = self._executors.for_spec(spec)
-        # The agent token is masked too: no stage output can carry it to the controller's logs.
-        mask = Masker([*spec.secrets.values(), self._session.client.token])
-        shipper = self._shipper
-
-        def on_output(line: str) -> None:
-            shipper.add(lease_id, mask(line))
-
+        on_output = _StageOutput(self._shipper, lease_id, masker)
         # BuildIt's own lines ("restored 3 artifact file(s)", errors) join the stage's one combined log.
         say = on_output
+        if masker.too_short:
+            say(
+                f"buildit: {masker.too_short} secret value(s) shorter than {MIN_SECRET_CHARS} characters "
+                "are not masked in this log"
+            )
 
         try:
             if spec.source is not None:
@@ -234,8 +246,11 @@ class StageRunner:
                     stage.request_cancel(CancelReason.USER, f"the controller recorded it {recorded}")
             if stage.cancel.is_set():
                 return ExecutionResult(StageStatus.CANCELLED, message="cancelled before its commands ran")
+            borrows = spec.source is not None and not self._executors.self_contained(spec)
+            shared = (self._git.borrowed_objects(spec.source),) if borrows and spec.source else ()
+            context = StageContext(lease_id=lease_id, shared_objects=shared)
             try:
-                result = await executor.run(spec, workspace, on_output, stage.cancel)
+                result = await executor.run(spec, workspace, on_output, stage.cancel, context)
             except Exception as exc:  # executors report stage problems as results; this is a bug or crash
                 log.exception("lease %s: executor %s failed", lease_id, executor.name)
                 return ExecutionResult(StageStatus.ERROR, message=f"executor {executor.name} failed: {exc}")
@@ -277,11 +292,14 @@ class StageRunner:
         source = stage.lease.spec.source
         assert source is not None
         try:
-            # A process on this host may borrow the agent's git cache; a container sees only its
-            # workspace, which must then hold the objects itself.
-            local = self._executors.for_spec(stage.lease.spec) is self._executors.local
+            # The workspace borrows the cache's objects (a container gets them read-only), unless
+            # its stage may not read the cache (run as another user): then it gets copies.
             await self._git.checkout(
-                source, workspace, self._session.client.token, say, self_contained=not local
+                source,
+                workspace,
+                self._session.client.token,
+                say,
+                self_contained=self._executors.self_contained(stage.lease.spec),
             )
         except GitFetchError as exc:
             say(f"error: {exc}")
@@ -375,6 +393,24 @@ class StageRunner:
             self._session.authenticated()
             return result
         return None
+
+
+class _StageOutput:
+    """A stage's output callback: each line goes to the shipper, which masks a chunk at a time.
+
+    The pieces of an over-long line (see `agent.executors.base.OutputCallback`) are masked here,
+    across their cuts, before they join the lines: a chunk holds whole lines only.
+    """
+
+    __slots__ = ("_add", "_lease_id", "piece")
+
+    def __init__(self, shipper: LogShipper, lease_id: str, masker: Masker) -> None:
+        self._add = shipper.add
+        self._lease_id = lease_id
+        self.piece = PieceMasker(masker, self).piece
+
+    def __call__(self, line: str) -> None:
+        self._add(self._lease_id, line)
 
 
 def _now() -> datetime:

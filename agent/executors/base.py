@@ -10,13 +10,43 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from agent.contract.types import ExecutionResult, StageSpec
 
 OutputCallback = Callable[[str], None]
-"""Receives one line of stage output (no trailing newline), in order."""
+"""Receives one line of stage output (no trailing newline), in order.
+
+A line longer than `agent.executors.lines.MAX_LINE_BYTES` arrives cut into pieces. When the
+callback has a `piece(text, last)` method, executors pass those pieces to it instead (`last` for
+the one that ends the line), so a masking callback can see across the cuts; see `piece_callback`.
+"""
+
+
+def piece_callback(on_output: OutputCallback) -> Callable[[str, bool], None] | None:
+    """The `piece` method of an output callback that has one (see `OutputCallback`), else None."""
+    piece = getattr(on_output, "piece", None)
+    return piece if callable(piece) else None
+
+
+@dataclass(frozen=True)
+class StageContext:
+    """What the agent knows about a stage beyond its spec; nothing in it comes from a pipeline file.
+
+    Why apart from the spec: the spec is what the controller compiled; this is the agent's own
+    bookkeeping, which executors need to label and isolate what they start.
+    """
+
+    #: The lease the stage runs under ("" outside an agent, e.g. `buildit run`).
+    lease_id: str = ""
+    #: Host directories the workspace's Git repository borrows objects from (its
+    #: `objects/info/alternates`): a container must see them read-only, at the same paths.
+    shared_objects: tuple[Path, ...] = ()
+
+
+NO_CONTEXT = StageContext()
 
 
 class ExecutorError(Exception):
@@ -42,6 +72,7 @@ class Executor(Protocol):
         workspace: Path,
         on_output: OutputCallback,
         cancel: asyncio.Event,
+        context: StageContext = NO_CONTEXT,
     ) -> ExecutionResult:
         """Run all of `spec.commands` in `workspace`, stopping at the first failure.
 

@@ -27,17 +27,18 @@ import shlex
 import socket
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, Literal, cast, get_args
 
 import docker
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.utils import parse_repository_tag
+from docker.utils.socket import frames_iter
 
 from agent.contract.types import ExecutionResult, StageSpec, StageStatus
-from agent.executors.base import ExecutorError, OutputCallback
-from agent.executors.lines import LineSplitter, decode
+from agent.executors.base import NO_CONTEXT, ExecutorError, OutputCallback, StageContext, piece_callback
+from agent.executors.lines import LineSplitter
 
 __all__ = ["DockerExecutor", "PullPolicy", "container_workdir", "render_script"]
 
@@ -52,8 +53,10 @@ LABEL_STAGE: Final = "buildit.stage"
 LABEL_PID: Final = "buildit.pid"
 LABEL_PID_START: Final = "buildit.pid_start"
 LABEL_HOST: Final = "buildit.host"
+LABEL_LEASE: Final = "buildit.lease"
+LABEL_AGENT: Final = "buildit.agent"
 
-HEADER_MARKER: Final = b"\x1e\x1f"  # RS US: printed before each `$ command` header, never shown
+HEADER_MARKER: Final = "\x1e\x1f"  # RS US: printed before each `$ command` header, never shown
 _MAX_MESSAGE_CHARS: Final = 300
 _DRAIN_AFTER_KILL_S: Final = 10.0  # how long to wait for the output stream to end after a kill
 _DEFAULT_HOST: Final = "unix:///var/run/docker.sock"
@@ -72,8 +75,20 @@ def render_script(commands: Sequence[str]) -> str:
     `exec 2>&1` merges stderr into stdout inside the container, which keeps the two in true order.
     Headers start with `HEADER_MARKER` so the reader can put them on their own line even when the
     previous command's output did not end with a newline (`printf x`); the marker is stripped.
+
+    The container's stdin is the agent's attach connection (`StdinOnce`): Docker closes it when
+    that connection ends, which, while the stage runs, means the agent died. A watcher started
+    first blocks reading it and then kills every process in the container and ends the script, so
+    a killed agent's stage does not keep running (and run twice once retried elsewhere). Commands
+    read /dev/null, as they did without stdin.
     """
-    lines = ["exec 2>&1"]
+    lines = [
+        "exec 2>&1",
+        "exec 3<&0 </dev/null",
+        "(read _ <&3; kill -9 -1 2>/dev/null; kill -TERM 1) &",
+        "exec 3<&-",
+        "trap 'exit 137' TERM",
+    ]
     for command in commands:
         lines.append(f"printf '\\036\\037%s\\n' {shlex.quote('$ ' + command)}")
         lines.append(f"sh -c {shlex.quote(command)} || exit $?")
@@ -165,13 +180,35 @@ def _process_is_alive(pid: int, start_time: str) -> bool:
     return True
 
 
-def _split_header(raw: bytes) -> list[str]:
+# What the reader thread hands to the event loop: (text, kind), kind one of these.
+_LINE: Final = 0
+_PIECE: Final = 1  # a piece of a cut line (see agent.executors.lines)
+_LAST: Final = 2  # the piece that ends a cut line
+
+Output = list[tuple[str, int]]
+
+
+def _split_header(text: str) -> list[str]:
     """One output line, or the unterminated output before a command header plus the header."""
-    at = raw.find(HEADER_MARKER)
+    at = text.find(HEADER_MARKER)
     if at < 0:
-        return [decode(raw)]
-    header = decode(raw[at + len(HEADER_MARKER) :])
-    return [decode(raw[:at]), header] if at else [header]
+        return [text]
+    header = text[at + len(HEADER_MARKER) :]
+    return [text[:at], header] if at else [header]
+
+
+def _add_line(out: Output, text: str) -> None:
+    out.extend((line, _LINE) for line in _split_header(text))
+
+
+def _add_piece(out: Output, text: str, last: bool) -> None:
+    at = text.find(HEADER_MARKER)
+    if at < 0:
+        out.append((text, _LAST if last else _PIECE))
+        return
+    # A command header ends the cut line before it (the header itself is never that long).
+    out.append((text[:at], _LAST))
+    out.append((text[at + len(HEADER_MARKER) :], _LINE))
 
 
 # --------------------------------------------------------------------------- one stage's container
@@ -230,6 +267,22 @@ class _StageContainer:
             log.debug("kill %s: %s", self.name, _reason(exc))
 
 
+class _Frames:
+    """The output chunks of an attach socket (stdout and stderr frames, in order), closable."""
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+
+    def __iter__(self) -> Iterator[bytes]:
+        for _stream, data in frames_iter(self._sock, tty=False):  # type: ignore[no-untyped-call]
+            yield data
+
+    def close(self) -> None:
+        """Close the connection (the container has exited, or is being killed)."""
+        with contextlib.suppress(OSError):
+            self._sock.close()
+
+
 def _post(loop: asyncio.AbstractEventLoop, callback: Callable[..., object], *args: object) -> None:
     """call_soon_threadsafe that tolerates a loop which already closed (the run was torn down)."""
     with contextlib.suppress(RuntimeError):
@@ -282,6 +335,8 @@ class DockerExecutor:
         self._hostname = socket.gethostname()
         self._pid = os.getpid()
         self._pid_start = _process_start_time(self._pid) or ""
+        #: The agent this executor works for (`claim`); "" for `buildit run`.
+        self._owner = ""
 
     @classmethod
     def connect(cls, network_mode: str = "bridge", pull_policy: PullPolicy = "missing") -> DockerExecutor:
@@ -301,6 +356,30 @@ class DockerExecutor:
                 log.info("removed %d container(s) left behind by earlier agents", reaped)
         return executor
 
+    def claim(self, owner: str) -> int:
+        """Work for agent `owner`: label containers with it; remove those it left earlier. Blocking.
+
+        Called once the agent holds its state dir's lock, before it takes any lease: every
+        container labelled with `owner` then belongs to an earlier process of this agent (killed,
+        or its host rebooted), holds no lease of ours, and is removed, running or not.
+        """
+        self._owner = owner
+        if not owner:
+            return 0
+        filters = {"label": [f"{LABEL_MANAGED}=true", f"{LABEL_AGENT}={owner}"]}
+        removed = 0
+        try:
+            containers = cast(list[dict[str, Any]], self._client.api.containers(all=True, filters=filters))
+            for container in containers:
+                with contextlib.suppress(NotFound):
+                    self._client.api.remove_container(container["Id"], force=True)
+                    removed += 1
+        except (DockerException, OSError) as exc:
+            log.warning("could not remove the containers an earlier run of this agent left: %s", _reason(exc))
+        if removed:
+            log.info("removed %d container(s) an earlier run of this agent left", removed)
+        return removed
+
     def can_run(self, spec: StageSpec) -> bool:
         """Containers need an image; stages without one belong to the local executor."""
         return bool(spec.image)
@@ -311,6 +390,7 @@ class DockerExecutor:
         workspace: Path,
         on_output: OutputCallback,
         cancel: asyncio.Event,
+        context: StageContext = NO_CONTEXT,
     ) -> ExecutionResult:
         """Run `spec` in one container and stream its output; see `Executor.run` for the contract.
 
@@ -332,15 +412,19 @@ class DockerExecutor:
         stage = _StageContainer(self._client, spec.name)
         exited: asyncio.Future[int] = loop.create_future()
         delivering = True
+        piece = piece_callback(on_output)
 
-        def deliver(lines: list[str]) -> None:
+        def deliver(items: Output) -> None:
             if delivering:
-                for line in lines:
-                    on_output(line)
+                for text, kind in items:
+                    if kind == _LINE or piece is None:
+                        on_output(text)
+                    else:
+                        piece(text, kind == _LAST)
 
         cancel_wait = asyncio.ensure_future(cancel.wait())
         launch: asyncio.Future[None] = asyncio.ensure_future(
-            asyncio.to_thread(self._launch, stage, spec, workspace, workdir, loop, deliver, exited)
+            asyncio.to_thread(self._launch, stage, spec, workspace, workdir, context, loop, deliver, exited)
         )
         try:
             if await _first(launch, cancel_wait, deadline, loop):
@@ -375,8 +459,9 @@ class DockerExecutor:
         spec: StageSpec,
         workspace: Path,
         workdir: str,
+        context: StageContext,
         loop: asyncio.AbstractEventLoop,
-        deliver: Callable[[list[str]], None],
+        deliver: Callable[[Output], None],
         exited: asyncio.Future[int],
     ) -> None:
         """Worker thread: (pull,) create, attach, start; output then flows from a reader thread.
@@ -390,7 +475,7 @@ class DockerExecutor:
             if self.pull_policy == "always":
                 self._pull(spec.image)
             try:
-                self._create(stage, spec, workspace, workdir)
+                self._create(stage, spec, workspace, workdir, context)
             except ImageNotFound:
                 if self.pull_policy == "never":
                     raise _StageError(
@@ -398,8 +483,11 @@ class DockerExecutor:
                         "disabled (pull policy: never)"
                     ) from None
                 self._pull(spec.image)
-                self._create(stage, spec, workspace, workdir)
-            stream = api.attach(stage.name, stdout=True, stderr=True, stream=True)
+                self._create(stage, spec, workspace, workdir, context)
+            # One attach for output and stdin: this connection ending is how the container learns
+            # that the agent died (see render_script).
+            sock = api.attach_socket(stage.name, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
+            stream = _Frames(sock)
             threading.Thread(
                 target=self._pump,
                 args=(stage, stream, loop, deliver, exited),
@@ -413,8 +501,18 @@ class DockerExecutor:
                 f"{_reason(exc)}"
             ) from None
 
-    def _create(self, stage: _StageContainer, spec: StageSpec, workspace: Path, workdir: str) -> None:
+    def _create(
+        self, stage: _StageContainer, spec: StageSpec, workspace: Path, workdir: str, context: StageContext
+    ) -> None:
+        """Create the stage's container: workspace read-write, borrowed Git objects read-only."""
         api = self._client.api
+        binds: dict[str, Mapping[str, str]] = {
+            str(workspace.resolve()): {"bind": WORKSPACE_MOUNT, "mode": "rw"}
+        }
+        for shared in context.shared_objects:
+            # At the same path, which the workspace's objects/info/alternates names; read-only, so
+            # a stage (root in its container) cannot change what later builds check out.
+            binds[str(shared)] = {"bind": str(shared), "mode": "ro"}
         api.create_container(
             image=spec.image,
             command=[render_script(spec.commands)],
@@ -422,17 +520,17 @@ class DockerExecutor:
             environment={**spec.env, **spec.secrets},
             working_dir=workdir,
             name=stage.name,
+            stdin_open=True,  # with stdin_once: closed when the agent's attach connection ends
             labels={
                 LABEL_MANAGED: "true",
                 LABEL_STAGE: spec.name,
                 LABEL_PID: str(self._pid),
                 LABEL_PID_START: self._pid_start,
                 LABEL_HOST: self._hostname,
+                LABEL_LEASE: context.lease_id,
+                LABEL_AGENT: self._owner,
             },
-            host_config=api.create_host_config(
-                binds={str(workspace.resolve()): {"bind": WORKSPACE_MOUNT, "mode": "rw"}},
-                network_mode=self.network_mode,
-            ),
+            host_config=api.create_host_config(binds=binds, network_mode=self.network_mode),
         )
         stage.mark_created()
 
@@ -454,19 +552,23 @@ class DockerExecutor:
         stage: _StageContainer,
         stream: Iterable[bytes],
         loop: asyncio.AbstractEventLoop,
-        deliver: Callable[[list[str]], None],
+        deliver: Callable[[Output], None],
         exited: asyncio.Future[int],
     ) -> None:
         """Reader thread: forward output lines until the stream ends, then report the exit code."""
-        splitter = LineSplitter()
+        batch: Output = []
+        splitter = LineSplitter(
+            lambda text: _add_line(batch, text), lambda text, last: _add_piece(batch, text, last)
+        )
         try:
             for chunk in stream:
-                lines = [line for raw in splitter.feed(chunk) for line in _split_header(raw)]
-                if lines:
-                    _post(loop, deliver, lines)
-            tail = [line for raw in splitter.flush() for line in _split_header(raw)]
-            if tail:
-                _post(loop, deliver, tail)
+                splitter.feed(chunk)
+                if batch:
+                    _post(loop, deliver, batch)
+                    batch = []
+            splitter.flush()
+            if batch:
+                _post(loop, deliver, batch)
             status = self._client.api.wait(stage.name)
             outcome: int | BaseException = int(status["StatusCode"])
         except (DockerException, OSError) as exc:

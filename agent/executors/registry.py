@@ -12,7 +12,9 @@ from dataclasses import dataclass
 
 from agent.contract.types import StageSpec
 from agent.executors.base import Executor, ExecutorError
+from agent.executors.containment import Containment
 from agent.executors.local import LocalExecutor
+from agent.executors.users import resolve_run_as
 from agent.settings import ExecutorChoice
 
 __all__ = ["Executors", "build_executors"]
@@ -32,6 +34,30 @@ class Executors:
         """Executor kinds sent in RegisterRequest (decides which stages the controller leases us)."""
         return ("docker", "local") if self.docker is not None else ("local",)
 
+    def claim(self, owner: str) -> None:
+        """Become agent `owner` (stable per state dir): clean up what its killed predecessor left.
+
+        Blocking. Call it once the state dir is locked (no other live process is `owner`): it
+        kills processes of that owner's earlier local stages and removes its containers.
+        """
+        if isinstance(self.local, LocalExecutor):
+            killed = self.local.claim(owner)
+            if killed:
+                log.info("killed %d process(es) left by stages of an earlier run of this agent", killed)
+        claim = getattr(self.docker, "claim", None)
+        if claim is not None:
+            claim(owner)
+
+    def hide_credentials(self, *values: str) -> None:
+        """The agent's credentials: no local stage inherits a variable holding one of them."""
+        if isinstance(self.local, LocalExecutor):
+            self.local.hide(*values)
+
+    def self_contained(self, spec: StageSpec) -> bool:
+        """Whether `spec`'s workspace needs its own copy of the Git objects (it may not read the cache)."""
+        executor = self.for_spec(spec)
+        return isinstance(executor, LocalExecutor) and executor.run_as is not None
+
     def for_spec(self, spec: StageSpec) -> Executor:
         """Docker for a stage with an image when available, else local (which ignores the image)."""
         if spec.image and self.docker is not None:
@@ -50,14 +76,20 @@ def _docker_configured() -> bool:
     return bool(os.environ.get("DOCKER_HOST")) or os.path.exists("/var/run/docker.sock")
 
 
-def build_executors(choice: ExecutorChoice, network: str = "bridge") -> Executors:
+def build_executors(
+    choice: ExecutorChoice, network: str = "bridge", containment: Containment = "auto", run_as: str = ""
+) -> Executors:
     """The executors for `--executor`: local only, docker + local (required), or docker if it works.
 
     Blocking (it pings the Docker engine): call it before the event loop starts. Raises ExecutorError
     when docker is required but unusable. In "auto" mode the docker SDK is not even imported on a
     host with no engine configured, which keeps such agents small.
     """
-    local = LocalExecutor()
+    try:
+        user = resolve_run_as(run_as) if run_as else None
+    except ValueError as exc:
+        raise ExecutorError(str(exc)) from None
+    local = LocalExecutor(containment=containment, run_as=user)
     if choice == "local":
         log.info("executors: local")
         return Executors(local)

@@ -14,10 +14,11 @@ Why this shape:
   else (another server, a proxy, a refusal) falls back to `git fetch <url> <sha>`, and a v0 server
   that refuses an unadvertised object by id is then asked for `refs/buildit/pins/<sha>`.
 * **The workspace is a repository** at a detached HEAD: `.git` is written directly
-  (`agent.git.layout`). For a container it is self-contained, with the cache's object files
-  hardlinked in as `git clone --local` would, so `git` works in a container that sees only
-  `/workspace`; a process on this host borrows the cache's objects (`objects/info/alternates`, as
-  `git clone --shared`). `git read-tree -u` writes the files.
+  (`agent.git.layout`). It borrows the cache's objects (`objects/info/alternates`, as
+  `git clone --shared`), never linking a file of the cache: a container gets the cache's objects
+  directory read-only at the same path (`borrowed_objects`), a process on this host reads it in
+  place; a stage that may not read the cache gets copies (`self_contained`). `git read-tree -u`
+  writes the files.
   Its `origin` is the repository URL (credentials removed). Three git-free steps and two git
   processes (index-pack, read-tree) instead of six: a one-commit fetch and checkout takes about
   15 ms instead of 70.
@@ -28,7 +29,7 @@ Why this shape:
   variables. Git runs with a clean environment (no system or user config, HOME in the state dir,
   no prompts, only http(s) for fetches, no redirects) and a timeout.
   Every error is one line naming the repository (credentials removed from the URL) and the commit.
-* **Concurrency**: stages of one repository share its cache, so fetches into it (and links out of
+* **Concurrency**: stages of one repository share its cache, so fetches into it (and copies out of
   it, and its gc) take turns under an asyncio lock per cache. One agent process owns a state dir
   (agent.runner locks it), so no lock between processes is needed.
 
@@ -86,7 +87,7 @@ PIN_PREFIX: Final = "refs/buildit/pins/"
 #: a descendant of a recent one, so a few suffice; older ones only grow the request).
 MAX_HAVES: Final = 32
 #: Packs in a cache before it is repacked into one (each fast fetch adds a pack, and each workspace
-#: links every pack: about 0.1 ms each).
+#: searches every pack for its objects).
 HOUSEKEEPING_PACKS: Final = 8
 #: Seconds a git process gets to clean up after SIGTERM before it is killed.
 STOP_GRACE_S: Final = 5.0
@@ -171,12 +172,13 @@ class GitFetcher:
         token: str,
         say: Callable[[str], None] | None = None,
         *,
-        self_contained: bool = True,
+        self_contained: bool = False,
     ) -> str:
         """Make `workspace` (an empty directory) a clone of `source.repo_url` at `source.commit_sha`.
 
-        `self_contained=False` (a stage run as a process on this host) lets the workspace borrow
-        the cache's objects instead of linking them in (see `init_workspace_repository`).
+        The workspace borrows the cache's objects (`borrowed_objects` names the directory);
+        `self_contained=True` copies them in instead, for a stage that may not read the cache (see
+        `init_workspace_repository`).
 
         `token` is sent as `Authorization: Bearer <token>` to the repository's server (the
         controller serves its mirrors with the agent token). `say` receives progress lines for the
@@ -221,8 +223,7 @@ class GitFetcher:
                 except BaseException:
                     self._swept.discard(cache)  # a git killed mid-fetch may have left locks
                     raise
-            # The workspace's object files are hardlinks of the cache's; under the lock, so no
-            # concurrent fetch's housekeeping repacks them away mid-link.
+            # Under the lock, so no concurrent fetch's housekeeping repacks packs away mid-copy.
             try:
                 await asyncio.to_thread(
                     functools.partial(
@@ -245,6 +246,13 @@ class GitFetcher:
         if say is not None:
             say(f"checked out {sha[:12]} (detached HEAD)")
         return sha
+
+    def borrowed_objects(self, source: WorkspaceSource) -> Path:
+        """The cache objects directory a workspace of `source` borrows from (absolute, resolved).
+
+        Why public: a container must see it at this same path, read-only, for `git` to work in it.
+        """
+        return (cache_dir_for(self.state_dir, source.repo_url.strip()) / "objects").resolve()
 
     # --- steps
 
@@ -305,9 +313,9 @@ class GitFetcher:
     def _housekeeping_later(self, git: str, cache: Path) -> None:
         """Merge the packs fetches piled up, after this stage's workspace is made (off its path).
 
-        Each fast fetch adds a pack, and every workspace links every pack: fewer is faster. The gc
+        Each fast fetch adds a pack, and every object lookup searches every pack: fewer is faster. The gc
         runs under the cache's lock, so the next checkout of this repository waits for it rather
-        than linking packs it is deleting.
+        than copying packs it is deleting.
         """
         if cache in self._housekeeping:
             return
@@ -326,9 +334,9 @@ class GitFetcher:
     async def _fetch_with_git(self, git: str, cache: Path, url: str, sha: str, token: str) -> None:
         shown = redact_url(url)
         env = self._env(protocols="http:https", token=token)
-        # fetch.unpackLimit=1 keeps what arrives as one pack instead of loose objects: the workspace
-        # clone hardlinks the cache's object files, and a few packs link much faster than
-        # thousands of loose objects (git's own `gc --auto` merges the packs as they pile up).
+        # fetch.unpackLimit=1 keeps what arrives as one pack instead of loose objects: a few packs
+        # are faster to look up (and to copy, for a self-contained workspace) than thousands of
+        # loose objects (git's own `gc --auto` merges the packs as they pile up).
         base = [
             "--git-dir", str(cache), "-c", "fetch.unpackLimit=1",
             "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--", url,

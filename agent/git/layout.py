@@ -10,8 +10,8 @@ gitformat-pack), so plain file operations do them in microseconds:
 * recording a fetched commit: writing that ref (a file with the id), atomically;
 * whether a pack's index lists an object (the `.idx` v2 table is sorted: a binary search);
 * a workspace repository: `.git` with HEAD detached at the commit, `origin` set, and the cache's
-  object files hardlinked in (what `git clone --local` does), so it is self-contained and `git`
-  works inside a container that sees only the workspace.
+  objects borrowed through `objects/info/alternates` (what `git clone --shared` does), or copied in
+  for a stage that may not read the cache.
 
 Only `git read-tree` (writing the files and the index) is left to Git.
 """
@@ -133,17 +133,20 @@ _CONFIG_TEMPLATE: Final = """[core]
 
 
 def init_workspace_repository(
-    cache: Path, workspace: Path, sha: str, origin_url: str, *, self_contained: bool = True
+    cache: Path, workspace: Path, sha: str, origin_url: str, *, self_contained: bool = False
 ) -> None:
     """Make `workspace/.git`: HEAD detached at `sha`, `origin` = `origin_url`, the cache's objects.
 
-    Self-contained (for a container that sees only the workspace): the object files are
-    hardlinked (copied across file systems); they are immutable once written, so sharing them with
-    the cache is safe. Otherwise (a process on this host) the cache is named in
-    `objects/info/alternates`, as `git clone --shared` does: one file instead of a link per pack.
-    The cache never loses an object a workspace can need (every fetched commit stays referenced).
-    Call it under the cache's lock, so no repack removes a pack between listing and linking it.
-    The work tree itself is written by `git read-tree`.
+    A workspace shares no inode with the cache: a stage may write anything into its workspace,
+    and a hardlinked pack file (the earlier design, as `git clone --local`) let a container
+    running as root overwrite the cache's packs, failing every later build of that repository.
+    By default the cache's objects directory is named in `objects/info/alternates`, as
+    `git clone --shared` does: one small file, whatever the repository's size. A container gets
+    that directory mounted read-only at the same path (`agent.executors.docker`); a process on
+    this host reads it in place. Self-contained (for a stage that may not read the cache, e.g.
+    one run as another user) the object files are copied. The cache never loses an object a
+    workspace can need (every fetched commit stays referenced); call this under the cache's lock,
+    so no repack removes a pack between listing and copying it. `git read-tree` writes the files.
     """
     if any(ch in origin_url for ch in '\n\r"\\'):
         raise ValueError("the repository URL contains characters a Git config value cannot hold")
@@ -159,6 +162,7 @@ def init_workspace_repository(
         (git_dir / "objects" / "info").mkdir()
         (git_dir / "objects" / "info" / "alternates").write_text(f"{source.resolve()}\n", "utf-8")
         return
+    # Copies, never links: the workspace's owner may write them.
     with os.scandir(source) as entries:
         for entry in entries:
             if not entry.is_dir() or entry.name == "info":
@@ -168,16 +172,9 @@ def init_workspace_repository(
             with os.scandir(entry.path) as files:
                 for item in files:
                     if item.is_file() and not _temporary(item.name):
-                        _link(Path(item.path), target / item.name)
+                        shutil.copyfile(item.path, target / item.name)
 
 
 def _temporary(name: str) -> bool:
     """A file some git is still writing (or left behind when killed): not part of the repository."""
     return name.startswith(("tmp", ".tmp")) or name.endswith(".lock")
-
-
-def _link(source: Path, target: Path) -> None:
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copy2(source, target)

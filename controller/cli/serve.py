@@ -203,6 +203,9 @@ def cmd_up(args: argparse.Namespace) -> int:
             capacity=str(args.capacity),
             executor=args.executor,
             state_dir=str(settings.data_dir / "agent"),
+            # Beside the data dir, not in it: stages get paths in the work dir, and the data dir
+            # holds the database, the registration token and keys.
+            work_dir=str(embedded_work_dir(settings.data_dir)),
         )
         agent = Agent(agent_settings, executors)
         agent_task = asyncio.create_task(agent.run(), name="embedded-agent")
@@ -239,6 +242,12 @@ def cmd_up(args: argparse.Namespace) -> int:
     finally:
         asyncio.run(executors.close())
     return EXIT_OK
+
+
+def embedded_work_dir(data_dir: Path) -> Path:
+    """Workspaces and Git cache of `buildit up`'s agent: `<data dir>-work` (`.buildit-work`)."""
+    absolute = data_dir.absolute()
+    return absolute.with_name(f"{absolute.name}-work")
 
 
 def _repos_to_watch(given: list[str] | None) -> list[Path]:

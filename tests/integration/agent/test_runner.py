@@ -19,6 +19,7 @@ import pytest
 
 from agent.contract.types import StageStatus
 from agent.errors import AgentExit
+from agent.settings import default_work_dir
 from tests.integration.agent.fake_controller import FakeController
 from tests.integration.agent.harness import running_agent, serving, spec
 
@@ -31,7 +32,7 @@ pytestmark = pytest.mark.timeout(60)
 async def test_one_agent_per_state_dir_and_stale_workspaces_are_removed(
     fake: FakeController, tmp_path: Path
 ) -> None:
-    stale = tmp_path / "work" / "lease-from-a-crashed-agent"
+    stale = default_work_dir(tmp_path) / "workspaces" / "lease-from-a-crashed-agent"
     stale.mkdir(parents=True)
     (stale / "file").write_text("left behind")
     async with running_agent(fake, tmp_path) as (_agent, _task):

@@ -12,6 +12,7 @@ import pytest
 from agent.contract.types import CancelReason, StageStatus, WorkspaceSource
 from agent.executors.registry import build_executors
 from agent.logs import MAX_CHUNK_LINES
+from agent.settings import default_work_dir
 from tests.integration.agent.fake_controller import FakeController
 from tests.integration.agent.git_server import GitHttpServer, Upstream
 from tests.integration.agent.harness import assert_log_stream_clean, running_agent, serving, spec
@@ -53,7 +54,7 @@ async def test_stage_runs_logs_arrive_in_order_and_final_update_follows_the_acks
     last_seq = fake.stored_seq[lease]
     assert events[0] == ("update", StageStatus.RUNNING)
     assert events.index(("update", StageStatus.SUCCEEDED)) > events.index(("ack", last_seq))
-    assert not (tmp_path / "work" / lease).exists()  # the workspace is removed afterwards
+    assert not (default_work_dir(tmp_path) / "workspaces" / lease).exists()  # removed afterwards
 
 
 async def test_failing_command_reports_failed_with_its_exit_code(
@@ -69,16 +70,16 @@ async def test_failing_command_reports_failed_with_its_exit_code(
     assert fake.lines(lease) == ["$ echo before", "before", "$ exit 3"]
 
 
-async def test_stage_runs_in_a_fresh_workspace_under_the_state_dir(
+async def test_stage_runs_in_a_fresh_workspace_under_the_work_dir(
     fake: FakeController, tmp_path: Path
 ) -> None:
-    async with running_agent(fake, tmp_path) as (_agent, _task):
+    async with running_agent(fake, tmp_path / "state", work_dir=tmp_path / "work") as (_agent, _task):
         await serving(fake)
         lease = fake.push_lease(spec("pwd", "ls -A | wc -l", "mkdir -p sub && touch sub/x"))
         await fake.wait_for(lambda: fake.final_update(lease))
-    assert fake.lines(lease)[1] == str((tmp_path / "work" / lease).resolve())
+    assert fake.lines(lease)[1] == str((tmp_path / "work" / "workspaces" / lease).resolve())
     assert fake.lines(lease)[3].strip() == "0"
-    assert not (tmp_path / "work" / lease).exists()
+    assert not (tmp_path / "work" / "workspaces" / lease).exists()
 
 
 async def test_capacity_is_respected(fake: FakeController, tmp_path: Path) -> None:
@@ -187,11 +188,12 @@ async def test_a_stage_with_a_source_runs_in_a_checkout_of_its_commit(
         "borrows the cache",
     ]
     assert git_server.token_in_argv == []
-    assert list((tmp_path / "state" / "work").iterdir()) == []  # the workspace is removed
-    assert len(list((tmp_path / "state" / "git-cache").iterdir())) == 1  # the cache stays
+    work = default_work_dir(tmp_path / "state")
+    assert list((work / "workspaces").iterdir()) == []  # the workspace is removed
+    assert len(list((work / "git-cache").iterdir())) == 1  # the cache stays
     [token] = fake.tokens
     for directory in ("git-cache", "git-home"):  # the token is never written down by git
-        for file in (tmp_path / "state" / directory).rglob("*"):
+        for file in (work / directory).rglob("*"):
             assert not file.is_file() or token.encode() not in file.read_bytes(), file
 
 
@@ -250,8 +252,9 @@ async def test_a_checkout_is_readable_in_a_container(
             lease = fake.push_lease(
                 spec(
                     "cat /workspace/app.txt; echo",
-                    # Self-contained: the objects are in the workspace, not borrowed from the cache.
-                    "test ! -e .git/objects/info/alternates && ls .git/objects/pack | grep -c '[.]pack$'",
+                    # Borrowed from the cache, which the container sees read-only at the same path.
+                    "ls $(cat .git/objects/info/alternates)/pack | grep -c '[.]pack$'",
+                    "touch $(cat .git/objects/info/alternates)/x 2>/dev/null || echo read-only",
                     image=docker_image,
                     source=source,
                 )
@@ -262,7 +265,11 @@ async def test_a_checkout_is_readable_in_a_container(
     final = fake.final_update(lease)
     assert final is not None and final.status is StageStatus.SUCCEEDED, (final, fake.lines(lease))
     assert "from git" in fake.lines(lease)
-    assert fake.lines(lease)[-1] == "1"
+    assert fake.lines(lease)[-3:] == [
+        "1",
+        "$ touch $(cat .git/objects/info/alternates)/x 2>/dev/null || echo read-only",
+        "read-only",
+    ]
 
 
 @pytest.mark.docker

@@ -245,3 +245,14 @@ async def test_dropped_output_is_reported_when_the_stage_ends() -> None:
     shipper.flush("a")
     last = texts(await drain_outbox(shipper))[-1]
     assert "dropped" in last
+
+
+async def test_a_lease_opened_with_a_masker_ships_masked_chunks() -> None:
+    from agent.masking import Masker
+
+    shipper = LogShipper(flush_interval_s=60)
+    shipper.open("a", Masker(["s3cr3t-value"]))
+    for text in ["token s3cr3t-value", "clean", "czNjcjN0LXZhbHVl"]:  # the last is its base64
+        shipper.add("a", text)
+    shipper.flush("a")
+    assert texts(await drain_outbox(shipper)) == ["token ***", "clean", "***"]

@@ -230,3 +230,29 @@ def test_the_ca_file_flag_is_parsed() -> None:
     add_arguments(parser)
     args = parser.parse_args(["--controller", "grpcs://h:1", "--ca-file", "/etc/buildit/ca.pem"])
     assert (args.controller, args.ca_file) == ("grpcs://h:1", "/etc/buildit/ca.pem")
+
+
+def test_the_work_dir_is_beside_the_state_dir_unless_given() -> None:
+    settings = AgentSettings.from_sources(controller="ci:9090", state_dir="/var/lib/agent", env={})
+    assert settings.work_dir is None
+    assert settings.work_root == Path("/var/lib/agent-work")
+    given = AgentSettings.from_sources(
+        controller="ci:9090", env={"BUILDIT_AGENT_WORK_DIR": "/srv/builds", "BUILDIT_AGENT_STATE_DIR": "/s"}
+    )
+    assert given.work_root == Path("/srv/builds")
+    assert AgentSettings.from_sources(controller="ci:9090", work_dir="/x", env=given_env()).work_root == Path(
+        "/x"
+    )
+
+
+def given_env() -> dict[str, str]:
+    return {"BUILDIT_AGENT_WORK_DIR": "/from-env"}
+
+
+@pytest.mark.parametrize(
+    ("state", "work"),
+    [("/srv/agent", "/srv/agent"), ("/srv/agent", "/srv/agent/work"), ("/srv/agent/state", "/srv/agent")],
+)
+def test_a_work_dir_overlapping_the_state_dir_is_refused(state: str, work: str) -> None:
+    with pytest.raises(ValueError, match="must be separate directories"):
+        AgentSettings.from_sources(controller="ci:9090", state_dir=state, work_dir=work, env={})

@@ -63,7 +63,9 @@ async def test_checks_out_the_exact_commit_after_the_branch_moved_on(
     assert git(workspace, "status", "--porcelain") == ""
     assert git(workspace, "log", "--format=%s") == "change app.txt"
     assert git(workspace, "remote", "get-url", "origin") == url
-    assert not (workspace / ".git" / "objects" / "info" / "alternates").exists()  # self-contained
+    borrowed = fetcher.borrowed_objects(WorkspaceSource(url, first))
+    assert (workspace / ".git/objects/info/alternates").read_text() == f"{borrowed}\n"
+    assert borrowed.is_dir() and borrowed.is_relative_to((tmp_path / "state").resolve())
     assert said == [f"fetching commit {first[:12]} from {url}", f"checked out {first[:12]} (detached HEAD)"]
     assert server.token_in_argv == []
     # One request: the agent knows the commit it wants, so it skips the ref advertisement.

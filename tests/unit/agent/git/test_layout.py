@@ -82,7 +82,7 @@ def test_a_workspace_repository_is_a_self_contained_git_repository(tmp_path: Pat
     bare, commits = packed_repository(tmp_path)
     workspace = tmp_path / "ws"
     workspace.mkdir()
-    init_workspace_repository(bare, workspace, commits[1], "http://127.0.0.1:1/r.git")
+    init_workspace_repository(bare, workspace, commits[1], "http://127.0.0.1:1/r.git", self_contained=True)
     git("-C", workspace, "read-tree", "--reset", "-u", commits[1])
     assert (workspace / "file.txt").read_text() == "version 1\n"
     assert git("-C", workspace, "rev-parse", "HEAD") == commits[1]
@@ -97,14 +97,18 @@ def test_a_workspace_repository_is_a_self_contained_git_repository(tmp_path: Pat
     git("-C", workspace, "tag", "v1")
     assert git("-C", workspace, "rev-parse", "HEAD~1") == commits[1]
     [pack] = (workspace / ".git/objects/pack").glob("*.pack")
-    assert pack.stat().st_nlink == 2  # hardlinked with the cache's, not copied
+    assert pack.stat().st_nlink == 1  # a copy: writing it cannot change the cache
+    [cached] = (bare / "objects/pack").glob("*.pack")
+    assert pack.read_bytes() == cached.read_bytes() and pack.stat().st_ino != cached.stat().st_ino
 
 
-def test_a_workspace_for_a_local_process_borrows_the_cache_objects(tmp_path: Path) -> None:
+def test_a_workspace_borrows_the_cache_objects_by_default_sharing_no_file(tmp_path: Path) -> None:
     bare, commits = packed_repository(tmp_path)
     workspace = tmp_path / "ws"
     workspace.mkdir()
-    init_workspace_repository(bare, workspace, commits[2], "http://127.0.0.1:1/r.git", self_contained=False)
+    init_workspace_repository(bare, workspace, commits[2], "http://127.0.0.1:1/r.git")
+    cache_inodes = {p.stat().st_ino for p in bare.rglob("*") if p.is_file()}
+    assert not any(p.stat().st_ino in cache_inodes for p in (workspace / ".git").rglob("*") if p.is_file())
     git("-C", workspace, "read-tree", "--reset", "-u", commits[2])
     assert (workspace / "file.txt").read_text() == "version 2\n"
     assert git("-C", workspace, "status", "--porcelain") == ""
