@@ -104,15 +104,21 @@ def cmd_controller(args: argparse.Namespace) -> int:
 
     try:
         asyncio.run(_serve_until_signal(settings, announce))
-    except OSError as exc:
-        print(f"buildit: error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
     except Exception as exc:
-        if exc.__class__.__name__ == "DatabaseUnavailable":
+        if _refused_start(exc):
             print(f"buildit: error: {exc}", file=sys.stderr)
             return EXIT_FAILED
         raise
     return EXIT_OK
+
+
+#: Why a controller may refuse to start, each with a message that says what to do (no traceback).
+_START_REFUSALS = ("DatabaseUnavailable", "MasterKeyError", "DataDirBusy")
+
+
+def _refused_start(exc: Exception) -> bool:
+    """A start refusal the user can act on (by class name: the server stack is imported lazily)."""
+    return isinstance(exc, OSError) or exc.__class__.__name__ in _START_REFUSALS
 
 
 def add_controller_flags(parser: argparse.ArgumentParser) -> None:
@@ -233,7 +239,9 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     try:
         asyncio.run(_serve_until_signal(settings, with_agent))
-    except OSError as exc:
+    except Exception as exc:
+        if not _refused_start(exc):
+            raise
         print(f"buildit: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     finally:

@@ -75,8 +75,21 @@ def _values(pipeline: Pipeline, stage: Stage, ctx: RunContext) -> dict[str, str]
     }
 
 
-def plan(pipeline: Pipeline, ctx: RunContext, secrets: Mapping[str, str] | None = None) -> Plan:
-    """Compile every stage for one run; raises `PipelineInvalid` when a used secret is missing."""
+#: How a missing secret is provided to `buildit run` (the controller passes its own hint).
+RUN_SECRET_HINT = "provide it, e.g. buildit run --secret {name}=VALUE"
+
+
+def plan(
+    pipeline: Pipeline,
+    ctx: RunContext,
+    secrets: Mapping[str, str] | None = None,
+    secret_hint: str = RUN_SECRET_HINT,
+) -> Plan:
+    """Compile every stage for one run; raises `PipelineInvalid` when a used secret is missing.
+
+    `secret_hint` tells how to provide a missing secret (`{name}` is replaced by its name): the
+    way differs between `buildit run` and the controller.
+    """
     secrets = dict(secrets or {})
     problems: list[Diagnostic] = []
     specs: list[StageSpec] = []
@@ -113,7 +126,7 @@ def plan(pipeline: Pipeline, ctx: RunContext, secrets: Mapping[str, str] | None 
                     stage.location.line,
                     stage.location.col,
                     f"stage '{stage.name}' uses secret '{name}', which was not provided",
-                    f"provide it, e.g. buildit run --secret {name}=VALUE",
+                    secret_hint.format(name=name),
                 )
             )
         specs.append(spec)
