@@ -33,6 +33,8 @@ GENERATE_HINT = (
     " (or: openssl rand -base64 32)"
 )
 
+RESTORE_HINT = "restore the file from your backup (a new key cannot open what the old one encrypted)"
+
 
 class MasterKeyError(Exception):
     """The master key is missing, malformed or not the database's: the controller must not start.
@@ -58,12 +60,13 @@ class MasterKey:
         return cls(os.urandom(KEY_BYTES))
 
     @classmethod
-    def parse(cls, text: str, source: str) -> MasterKey:
-        """A key from its base64 text; MasterKeyError naming `source` (never quoting the text)."""
+    def parse(cls, text: str, source: str, hint: str = GENERATE_HINT) -> MasterKey:
+        """A key from its base64 text; MasterKeyError naming `source` and ending with `hint` (never
+        quoting the text: a wrong key may still be someone's real key)."""
         cleaned = "".join(text.split())
         if not cleaned:
             raise MasterKeyError(
-                f"{source} is empty: it must hold the base64 of {KEY_BYTES} random bytes; {GENERATE_HINT}"
+                f"{source} is empty: it must hold the base64 of {KEY_BYTES} random bytes; {hint}"
             )
         padded = cleaned + "=" * (-len(cleaned) % 4)
         try:
@@ -71,12 +74,12 @@ class MasterKey:
         except (binascii.Error, ValueError):
             raise MasterKeyError(
                 f"{source} is not base64: it must hold the base64 of {KEY_BYTES} random bytes; "
-                + GENERATE_HINT
+                + hint
             ) from None
         if len(material) != KEY_BYTES:
             raise MasterKeyError(
                 f"{source} decodes to {len(material)} bytes; a master key is the base64 of exactly "
-                f"{KEY_BYTES} random bytes; {GENERATE_HINT}"
+                f"{KEY_BYTES} random bytes; {hint}"
             )
         return cls(material)
 
@@ -123,7 +126,7 @@ def read_file(path: Path) -> MasterKey | None:
         text = path.read_text(encoding="ascii")
     except (OSError, UnicodeDecodeError) as exc:
         raise MasterKeyError(f"cannot read the master key {path}: {exc.__class__.__name__}") from None
-    return MasterKey.parse(text, str(path))
+    return MasterKey.parse(text, str(path), RESTORE_HINT)
 
 
 def write_file(path: Path, key: MasterKey, replace: bool = False) -> MasterKey:
