@@ -73,8 +73,7 @@ class MasterKey:
             material = base64.b64decode(padded.replace("-", "+").replace("_", "/"), validate=True)
         except (binascii.Error, ValueError):
             raise MasterKeyError(
-                f"{source} is not base64: it must hold the base64 of {KEY_BYTES} random bytes; "
-                + hint
+                f"{source} is not base64: it must hold the base64 of {KEY_BYTES} random bytes; " + hint
             ) from None
         if len(material) != KEY_BYTES:
             raise MasterKeyError(
