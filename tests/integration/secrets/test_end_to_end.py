@@ -32,6 +32,7 @@ USES_SECRETS = (
     'stage "show" {\n'
     '    run "echo token=${secrets.API_TOKEN}"\n'
     '    run "echo auth=$AUTH"\n'
+    '    run "echo bare=${AUTH#Bearer }"\n'
     '    run "test $(printf %s \\"${secrets.API_TOKEN}\\" | sha256sum | cut -c1-64) = '
     + DIGEST
     + ' && echo the value arrived"\n'
@@ -82,7 +83,8 @@ def test_a_pipeline_gets_its_secret_in_the_lease_only_and_its_log_shows_stars(
         run = controller.wait_run(pipeline, number)
         assert run["status"] == "succeeded", run
         log = controller.log(pipeline, number, "show")
-        assert "token=***" in log and "auth=***" in log and "the value arrived" in log
+        assert "token=***" in log and "auth=***" in log and "bare=***" in log
+        assert "the value arrived" in log
         assert VALUE not in log
         paths = ("/api/v1/secrets", f"/api/v1/pipelines/{pipeline}/runs/{number}")
         answers = [controller.request("GET", path)[1] for path in paths]

@@ -66,7 +66,8 @@ def test_text_from_outside_cannot_pass_for_a_reference() -> None:
     deferred = plan_deferred(pipeline, RunContext(git=GitContext(message=forged)), {"A", "B"}, HINT)
     template = deferred.templates["s"]["X"]
     assert template == (SecretRef("A"), "/" + forged)
-    assert fill(deferred.templates["s"], {"A": "a", "B": "never"}).secrets == {"X": "a/" + forged}
+    filled = fill(deferred.templates["s"], {"A": "a", "B": "never"}).secrets
+    assert filled == {"X": "a/" + forged, "BUILDIT_SECRET_A": "a"}
 
 
 def test_a_missing_secret_is_a_diagnostic_with_the_given_hint() -> None:

