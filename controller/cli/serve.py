@@ -67,12 +67,16 @@ def _print_banner(settings: ControllerSettings, running: Running, extra: str = "
     s, r = settings, running
     tls = s.grpc_tls_cert is not None
     join = f"grpcs://HOST:{r.grpc_port} --ca-file CA.pem" if tls else f"HOST:{r.grpc_port}"
+    box = r.deps.secret_box
+    key_source = "BUILDIT_SECRET_KEY" if s.secret_key is not None else str(s.data_dir / "master.key")
+    key_id = f" (key {box.key.key_id}: back it up with the database)" if box is not None else ""
     print(
         f"buildit {__version__} controller ready\n"
         f"  UI / API:            http://{s.http_host}:{r.http_port}/  (OpenAPI: /schema)\n"
         f"  agents (gRPC):       {s.grpc_host}:{r.grpc_port}{' (TLS)' if tls else ''}\n"
         f"  registration token:  {s.registration_token}\n"
         f"  database:            {_redact(s.database_url)}\n"
+        f"  master key:          {key_source}{key_id}\n"
         f"  join another agent:  buildit agent --controller {join} "
         f"--registration-token {s.registration_token}" + _sign_in_hint(r) + extra,
         flush=True,
