@@ -50,14 +50,20 @@ def controller(tmp_path: Path, database_url: str) -> Iterator[Controller]:
 
 
 def buildit(controller: Controller, *args: str, stdin: str = "", env: dict[str, str] | None = None) -> Any:
-    """Run the `buildit` command against the controller; the completed process."""
+    """Run the `buildit` command against the controller (as its admin, once it has one)."""
+    signed_in = {"BUILDIT_TOKEN": key} if (key := getattr(controller, "api_key", "")) else {}
     return subprocess.run(
         [BUILDIT, *args],
         input=stdin,
         capture_output=True,
         text=True,
         timeout=120,
-        env={**os.environ, "BUILDIT_URL": f"http://127.0.0.1:{controller.http_port}", **(env or {})},
+        env={
+            **os.environ,
+            "BUILDIT_URL": f"http://127.0.0.1:{controller.http_port}",
+            **signed_in,
+            **(env or {}),
+        },
     )
 
 
@@ -219,6 +225,21 @@ def test_rotate_key_refuses_a_running_controller_then_rotates_and_the_old_key_st
         assert run["status"] == "succeeded", run
     finally:
         agent.stop()
+
+
+def test_rotate_key_refuses_a_controller_of_another_machine_on_the_same_postgresql(
+    controller: Controller, tmp_path: Path, database_url: str
+) -> None:
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite has no sessions to count: the data directory's lock is the check there")
+    elsewhere = tmp_path / "other-machine"
+    elsewhere.mkdir()
+    busy = buildit(
+        controller, "admin", "rotate-key", "--data-dir", str(elsewhere), "--database-url", database_url
+    )
+    assert busy.returncode == 1
+    assert "controller connection(s) to this database are open" in busy.stderr
+    assert "stop every controller using it (on any machine) first" in busy.stderr
 
 
 def test_the_data_dir_is_private(tmp_path: Path, database_url: str) -> None:
