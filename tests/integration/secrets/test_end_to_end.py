@@ -160,6 +160,10 @@ def test_the_rest_api_never_answers_with_a_value(controller: Controller) -> None
     assert call("DELETE", "/api/v1/secrets/DB_PASSWORD")[0] == 204
     assert call("GET", "/api/v1/secrets") == (200, {"secrets": []})
     assert VALUE not in json.dumps(answers)
+    # Without credentials: refused (by the CSRF check or authentication) before anything is stored.
+    anonymous = controller.request("PUT", "/api/v1/secrets/X", {"value": VALUE}, key="")
+    assert anonymous[0] in (401, 403) and VALUE not in json.dumps(anonymous[1])
+    assert controller.request("GET", "/api/v1/secrets", key="")[0] == 401
     schema = controller.request("GET", "/schema/openapi.json")[1]
     assert {"/api/v1/secrets", "/api/v1/secrets/{name}"} <= set(schema["paths"])
 
