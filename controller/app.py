@@ -36,6 +36,7 @@ from controller.repos.api import ReposController
 from controller.repos.git_http import GitHttpController
 from controller.runs.api import RunsController, TriggersController
 from controller.runs.commands import RunCommands
+from controller.secrets.api import SecretsController
 from controller.web import routes as web_routes
 
 
@@ -88,6 +89,7 @@ def create_app(
         ArtifactsController,
         AgentsController,
         ReposController,
+        SecretsController,
         HooksController,
         GitHttpController,
         *web_routes.handlers(),

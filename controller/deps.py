@@ -23,6 +23,7 @@ from controller.scheduling.scheduler import Scheduler
 
 if TYPE_CHECKING:
     from controller.artifacts.store import ArtifactStore
+    from controller.secrets.crypto import SecretBox
     from controller.triggers.trigger_engine import TriggerEngine
 
 
@@ -44,6 +45,7 @@ class Deps:
         tenant: UUID,
         triggers: TriggerEngine | None = None,
         artifacts: ArtifactStore | None = None,
+        secret_box: SecretBox | None = None,
     ) -> None:
         self.scheduler = scheduler
         self.registry = registry
@@ -55,6 +57,8 @@ class Deps:
         self.triggers = triggers
         #: Artifact content under the data dir (None in tests that need none).
         self.artifacts = artifacts
+        #: Seals secrets under the master key (None in tests that store none).
+        self.secret_box = secret_box
         #: Finds the principal of an API key or session (its caches live as long as the process).
         self.authenticator = Authenticator()
         #: Back-off of failed sign-ins, per user name and per address.

@@ -1,7 +1,9 @@
 """The controller process: HTTP (Litestar on uvicorn) and gRPC (grpc.aio) on one event loop.
 
-`serve()` opens the database (migrating it), rebuilds the scheduler's state from it (leases that
-expired while the controller was down are requeued), then serves until told to stop.
+`start()` makes the data directory private (0700) and holds its lock, opens the database
+(migrating it), opens the master key (checked against the database: a wrong or missing key stops
+the start with a clear message, see controller.secrets.unlock), rebuilds the scheduler's state
+(leases that expired while the controller was down are requeued), then serves until told to stop.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from grpc_reflection.v1alpha import reflection
 
 from agent.contract._gen import buildit_pb2 as pb
 from agent.contract._gen import buildit_pb2_grpc as pb_grpc
-from controller import __version__
+from controller import __version__, datadir
 from controller.agents.services import AgentRegistry
 from controller.app import create_app
 from controller.artifacts import services as artifact_rows
@@ -49,6 +51,8 @@ from controller.scheduling.db_store import PiccoloStore
 from controller.scheduling.logs import LogStore
 from controller.scheduling.model import StageState
 from controller.scheduling.scheduler import Scheduler
+from controller.secrets.services import StoredSecrets
+from controller.secrets.unlock import unlock
 from controller.settings import ControllerSettings
 from controller.tls import read_tls_files
 from controller.triggers.trigger_engine import TriggerEngine
@@ -69,17 +73,32 @@ class Running:
 
 
 async def start(settings: ControllerSettings) -> Running:
-    """Start HTTP and gRPC servers; returns once both accept connections."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    """Start HTTP and gRPC servers; returns once both accept connections.
+
+    Raises MasterKeyError (before serving anything) when the master key is missing or is not the
+    database's, and DataDirBusy while offline maintenance (`buildit admin`) holds the data dir.
+    """
+    datadir.make_private(settings.data_dir)
+    lock = datadir.running_lock(settings.data_dir)
     # dulwich logs every served fetch and watchfiles every change at INFO: noise in `buildit up`.
     for chatty in ("dulwich", "watchfiles"):
         logging.getLogger(chatty).setLevel(logging.WARNING)
-    engine = await open_database(settings.database_url)
-    org, tenant = await ensure_default_org_and_tenant()
-    await ensure_admin(settings.data_dir, org)
-    if settings.registration_token:
-        # The token of `.buildit/` or BUILDIT_REGISTRATION_TOKEN stays an org-wide registration token.
-        await adopt_token(org, settings.registration_token, "default")
+    try:
+        engine = await open_database(settings.database_url)
+    except BaseException:
+        lock.release()
+        raise
+    try:
+        box = await unlock(settings.data_dir, settings.secret_key)
+        org, tenant = await ensure_default_org_and_tenant()
+        await ensure_admin(settings.data_dir, org)
+        if settings.registration_token:
+            # The token of `.buildit/` or BUILDIT_REGISTRATION_TOKEN stays an org-wide registration token.
+            await adopt_token(org, settings.registration_token, "default")
+    except BaseException:
+        await close_database(engine)
+        lock.release()
+        raise
     events = EventBus()
     logs = LogStore(settings.data_dir / "logs")
     scheduler = Scheduler(
@@ -88,13 +107,24 @@ async def start(settings: ControllerSettings) -> Running:
         events,
         lease_ttl_s=settings.lease_ttl_s,
         heartbeat_interval_s=settings.heartbeat_s,
+        secrets=StoredSecrets(box),
     )
     await scheduler.start()
     registry = AgentRegistry(scheduler, settings.registration_token, __version__, org, tenant)
-    triggers = TriggerEngine(scheduler, org, tenant, settings.data_dir / "mirrors")
+    triggers = TriggerEngine(scheduler, org, tenant, settings.data_dir / "mirrors", box)
     artifact_store = ArtifactStore(settings.data_dir / "artifacts")
     scheduler.lease_listeners.append(_forget_artifacts_of_earlier_attempts())
-    deps = Deps(scheduler, registry, logs, events, org, tenant, triggers=triggers, artifacts=artifact_store)
+    deps = Deps(
+        scheduler,
+        registry,
+        logs,
+        events,
+        org,
+        tenant,
+        triggers=triggers,
+        artifacts=artifact_store,
+        secret_box=box,
+    )
     deps.secure_cookies = settings.public_url.startswith("https://")
     deps.public_url = settings.public_url
     oidc_settings = OidcSettings.from_env()
@@ -168,6 +198,7 @@ async def start(settings: ControllerSettings) -> Running:
         with contextlib.suppress(asyncio.CancelledError):
             await http_task
         await close_database(engine)
+        lock.release()
 
     return Running(deps, http_port, grpc_port, stop, initial_password(settings.data_dir))
 

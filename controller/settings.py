@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from controller.secrets import keys
+from controller.secrets.keys import MasterKey, MasterKeyError
 from controller.tls import read_tls_files
 
 
@@ -35,18 +37,16 @@ class ControllerSettings:
     grpc_tls_key: Path | None = None
     #: Seconds a request body may take to arrive in full (BUILDIT_HTTP_BODY_TIMEOUT); then 408.
     http_body_timeout_s: float = 30.0
+    #: The master key from BUILDIT_SECRET_KEY; None: `<data dir>/master.key` (made at first start).
+    secret_key: MasterKey | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, **overrides: object) -> ControllerSettings:
         """Read BUILDIT_* variables; `overrides` (from flags; None = not given) take precedence."""
         given = {k: v for k, v in overrides.items() if v is not None}
         env = os.environ
-        data_dir = Path(str(given.get("data_dir") or env.get("BUILDIT_DATA_DIR", ".buildit"))).resolve()
-        database_url = str(
-            given.get("database_url")
-            or env.get("BUILDIT_DATABASE_URL")
-            or f"sqlite:///{data_dir / 'buildit.db'}"
-        )
+        storage = StorageSettings.from_env(given.get("data_dir"), given.get("database_url"))
+        data_dir, database_url = storage.data_dir, storage.database_url
         token = str(given.get("registration_token") or env.get("BUILDIT_REGISTRATION_TOKEN") or "")
         if not token:
             token = _stored_token(data_dir)
@@ -73,6 +73,7 @@ class ControllerSettings:
             http_body_timeout_s=_float(
                 env.get("BUILDIT_HTTP_BODY_TIMEOUT"), 30.0, "BUILDIT_HTTP_BODY_TIMEOUT"
             ),
+            secret_key=storage.secret_key,
         )
 
 
@@ -91,6 +92,31 @@ def _tls_pair(cert: object, key: object) -> tuple[Path | None, Path | None]:
     cert_path, key_path = Path(str(cert)).resolve(), Path(str(key)).resolve()
     read_tls_files(cert_path, key_path)
     return cert_path, key_path
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    """Where a controller keeps its state, and its master key: all offline maintenance needs."""
+
+    data_dir: Path
+    database_url: str
+    secret_key: MasterKey | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_env(cls, data_dir: object = None, database_url: object = None) -> StorageSettings:
+        """BUILDIT_DATA_DIR, BUILDIT_DATABASE_URL, BUILDIT_SECRET_KEY, under the flags given (not None)."""
+        env = os.environ
+        directory = Path(str(data_dir or env.get("BUILDIT_DATA_DIR", ".buildit"))).resolve()
+        url = str(database_url or env.get("BUILDIT_DATABASE_URL") or f"sqlite:///{directory / 'buildit.db'}")
+        return cls(directory, url, _secret_key(env))
+
+
+def _secret_key(env: os._Environ[str]) -> MasterKey | None:
+    """BUILDIT_SECRET_KEY, checked now: a malformed key is a configuration error (never quoted)."""
+    try:
+        return keys.from_env(env)
+    except MasterKeyError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def _url(value: object) -> str:
@@ -145,7 +171,7 @@ def _stored_token(data_dir: Path) -> str:
     path = data_dir / "registration-token"
     if path.exists():
         return path.read_text().strip()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     token = secrets.token_urlsafe(24)
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -21,6 +21,7 @@ from controller.orgs.tables import Membership, Organization, Team, TeamMember, T
 from controller.pipelines.tables import Pipeline
 from controller.repos.tables import BranchHead, CommitTrigger, Repository
 from controller.runs.tables import Run, StageRun
+from controller.secrets.tables import Secret, SecretKeyCheck
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "db" / "migrations"
 
@@ -47,5 +48,7 @@ APP_CONFIG = AppConfig(
         ApiKey,
         AgentToken,
         AuditEvent,
+        Secret,
+        SecretKeyCheck,
     ],
 )

@@ -67,7 +67,8 @@ class StageSpec:
     commands: tuple[str, ...]
     image: str | None = None
     env: dict[str, str] = field(default_factory=dict)
-    secrets: dict[str, str] = field(default_factory=dict)
+    #: Never in a repr (a logged lease or spec must not show a value).
+    secrets: dict[str, str] = field(default_factory=dict, repr=False)
     needs: tuple[str, ...] = ()
     artifacts: tuple[str, ...] = ()
     timeout_s: float = 3600.0

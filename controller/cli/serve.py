@@ -67,12 +67,16 @@ def _print_banner(settings: ControllerSettings, running: Running, extra: str = "
     s, r = settings, running
     tls = s.grpc_tls_cert is not None
     join = f"grpcs://HOST:{r.grpc_port} --ca-file CA.pem" if tls else f"HOST:{r.grpc_port}"
+    box = r.deps.secret_box
+    key_source = "BUILDIT_SECRET_KEY" if s.secret_key is not None else str(s.data_dir / "master.key")
+    key_id = f" (key {box.key.key_id}: back it up with the database)" if box is not None else ""
     print(
         f"buildit {__version__} controller ready\n"
         f"  UI / API:            http://{s.http_host}:{r.http_port}/  (OpenAPI: /schema)\n"
         f"  agents (gRPC):       {s.grpc_host}:{r.grpc_port}{' (TLS)' if tls else ''}\n"
         f"  registration token:  {s.registration_token}\n"
         f"  database:            {_redact(s.database_url)}\n"
+        f"  master key:          {key_source}{key_id}\n"
         f"  join another agent:  buildit agent --controller {join} "
         f"--registration-token {s.registration_token}" + _sign_in_hint(r) + extra,
         flush=True,
@@ -104,15 +108,21 @@ def cmd_controller(args: argparse.Namespace) -> int:
 
     try:
         asyncio.run(_serve_until_signal(settings, announce))
-    except OSError as exc:
-        print(f"buildit: error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
     except Exception as exc:
-        if exc.__class__.__name__ == "DatabaseUnavailable":
+        if _refused_start(exc):
             print(f"buildit: error: {exc}", file=sys.stderr)
             return EXIT_FAILED
         raise
     return EXIT_OK
+
+
+#: Why a controller may refuse to start, each with a message that says what to do (no traceback).
+_START_REFUSALS = ("DatabaseUnavailable", "MasterKeyError", "DataDirBusy")
+
+
+def _refused_start(exc: Exception) -> bool:
+    """A start refusal the user can act on (by class name: the server stack is imported lazily)."""
+    return isinstance(exc, OSError) or exc.__class__.__name__ in _START_REFUSALS
 
 
 def add_controller_flags(parser: argparse.ArgumentParser) -> None:
@@ -236,7 +246,9 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     try:
         asyncio.run(_serve_until_signal(settings, with_agent))
-    except OSError as exc:
+    except Exception as exc:
+        if not _refused_start(exc):
+            raise
         print(f"buildit: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     finally:

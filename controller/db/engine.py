@@ -7,9 +7,13 @@ Accepted URLs (the `BUILDIT_DATABASE_URL` forms):
   directories are created. The file is switched to WAL journal mode and the connection waits up
   to `SQLITE_BUSY_TIMEOUT_S` for a lock another process holds (concurrently starting processes
   migrating), instead of failing with "database is locked". One process uses one connection and
-  runs statements inline on its event loop (controller.db.sqlite).
+  runs statements inline on its event loop (controller.db.sqlite). The file (and its `-wal`,
+  `-shm` and migration-lock companions) is private to its owner (mode 0600): it holds sealed
+  secrets and metadata nobody else on the machine should read.
 - `postgresql://user:password@host:port/database` (`postgres://` works too; query parameters such
-  as `sslmode` are passed to asyncpg).
+  as `sslmode` are passed to asyncpg). Sessions carry an `application_name` saying which BuildIt
+  process opened them (`buildit-controller`, or `buildit-admin` for offline maintenance), so
+  maintenance can tell whether a controller is connected (`controller_sessions`).
 
 Constructing an engine does no network I/O; `open_database()` connects, migrates and starts the
 PostgreSQL connection pool.
@@ -17,6 +21,7 @@ PostgreSQL connection pool.
 
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
 import time
@@ -34,6 +39,10 @@ from controller.db.sqlite import InlineSQLiteEngine
 SQLITE_BUSY_TIMEOUT_S = 30.0
 POOL_MIN_SIZE = 1
 POOL_MAX_SIZE = 10
+
+#: The PostgreSQL `application_name` of a controller's sessions, and of offline maintenance's.
+CONTROLLER_APPLICATION = "buildit-controller"
+ADMIN_APPLICATION = "buildit-admin"
 
 ACCEPTED_FORMS = (
     "sqlite:///relative/path.db, sqlite:////absolute/path.db, "
@@ -75,14 +84,17 @@ def _bad_url(url: str, problem: str) -> ValueError:
     return ValueError(f"invalid database URL {redact_url(url)!r}: {problem}; use {ACCEPTED_FORMS}")
 
 
-def engine_from_url(url: str) -> AnyEngine:
-    """A Piccolo engine for `url` (see the module docstring); ValueError names the accepted forms."""
+def engine_from_url(url: str, application: str = CONTROLLER_APPLICATION) -> AnyEngine:
+    """A Piccolo engine for `url` (see the module docstring); ValueError names the accepted forms.
+
+    `application` names the process on PostgreSQL sessions (`application_name`).
+    """
     url = url.strip()
     scheme = url.partition("://")[0].lower() if "://" in url else ""
     if scheme == "sqlite":
         return _sqlite_engine(url)
     if scheme in ("postgresql", "postgres"):
-        return _postgres_engine(url)
+        return _postgres_engine(url, application)
     raise _bad_url(url, f"unsupported scheme {scheme!r}" if scheme else "not a URL")
 
 
@@ -100,8 +112,29 @@ def _sqlite_engine(url: str) -> SQLiteEngine:
         raise _bad_url(url, "in-memory SQLite is not supported, give a file path")
     file = Path(path)
     file.parent.mkdir(parents=True, exist_ok=True)
+    _make_private(file)
     _enable_wal(file)
     return InlineSQLiteEngine(path=str(file), timeout=SQLITE_BUSY_TIMEOUT_S)
+
+
+#: The files SQLite keeps beside a database (its write-ahead log, shared memory index) and ours.
+SQLITE_COMPANIONS = ("-wal", "-shm", "-journal", ".migrate-lock")
+
+
+def _make_private(file: Path) -> None:
+    """Create the database file with mode 0600, or take group and world access off an existing one.
+
+    SQLite creates its `-wal` and `-shm` files with the mode of the database file, so a new
+    database stays private; files of an older installation are fixed here, once per open.
+    """
+    os.close(os.open(file, os.O_RDWR | os.O_CREAT, 0o600))
+    for path in (file, *(file.with_name(file.name + suffix) for suffix in SQLITE_COMPANIONS)):
+        try:
+            mode = path.stat().st_mode
+        except FileNotFoundError:
+            continue
+        if mode & 0o077:
+            path.chmod(mode & 0o700)
 
 
 def _enable_wal(file: Path) -> None:
@@ -127,7 +160,7 @@ def _enable_wal(file: Path) -> None:
         connection.close()
 
 
-def _postgres_engine(url: str) -> PostgresEngine:
+def _postgres_engine(url: str, application: str) -> PostgresEngine:
     parts = urlsplit(url)
     try:
         parts.port  # noqa: B018 - parsing the port is the check
@@ -140,16 +173,18 @@ def _postgres_engine(url: str) -> PostgresEngine:
         raise _bad_url(url, "name one database after the host, as in /buildit")
     dsn = "postgresql://" + url.partition("://")[2]
     # "database" is redundant for asyncpg but names Piccolo's per-engine transaction context var.
-    return _PostgresEngine(config={"dsn": dsn, "database": database})
+    return _PostgresEngine(
+        config={"dsn": dsn, "database": database, "server_settings": {"application_name": application}}
+    )
 
 
-async def open_database(url: str) -> AnyEngine:
+async def open_database(url: str, application: str = CONTROLLER_APPLICATION) -> AnyEngine:
     """Open the database at `url` for this process: bind the tables, migrate, start the pool.
 
     Safe on every start and from concurrently starting processes (see `migrate`). Raises
     ValueError for a malformed URL and DatabaseUnavailable when the server cannot be reached.
     """
-    engine = engine_from_url(url)
+    engine = engine_from_url(url, application)
     if isinstance(engine, PostgresEngine):
         try:
             await engine.start_connection_pool(min_size=POOL_MIN_SIZE, max_size=POOL_MAX_SIZE)
@@ -169,3 +204,28 @@ async def close_database(engine: AnyEngine) -> None:
         await engine.close_connection_pool()
     elif isinstance(engine, InlineSQLiteEngine):
         await engine.shutdown()
+
+
+async def controller_sessions(engine: AnyEngine) -> int | None:
+    """How many controller sessions are connected to the engine's PostgreSQL database (any machine).
+
+    None for SQLite, where the database cannot say who has it open (the data directory's lock,
+    controller.datadir, is what tells there).
+    """
+    if not isinstance(engine, PostgresEngine):
+        return None
+    connection = await engine.get_new_connection()
+    try:
+        count = await connection.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND application_name = $1 AND pid <> pg_backend_pid()",
+            CONTROLLER_APPLICATION,
+        )
+    finally:
+        await connection.close()
+    return int(count)
+
+
+def sqlite_file(engine: AnyEngine) -> Path | None:
+    """The database file of a SQLite engine (None for PostgreSQL)."""
+    return Path(engine.path) if isinstance(engine, SQLiteEngine) else None

@@ -137,7 +137,7 @@ async def _migration_lock(engine: AnyEngine) -> AsyncIterator[None]:
         finally:
             await connection.close()
     elif isinstance(engine, SQLiteEngine):
-        fd = os.open(f"{engine.path}.migrate-lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(f"{engine.path}.migrate-lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             # Non-blocking attempts, so waiting never blocks the event loop (two tasks of one
             # process contend too: flock locks belong to each open file description).

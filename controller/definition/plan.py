@@ -75,14 +75,28 @@ def _values(pipeline: Pipeline, stage: Stage, ctx: RunContext) -> dict[str, str]
     }
 
 
-def plan(pipeline: Pipeline, ctx: RunContext, secrets: Mapping[str, str] | None = None) -> Plan:
-    """Compile every stage for one run; raises `PipelineInvalid` when a used secret is missing."""
+#: How a missing secret is provided to `buildit run` (the controller passes its own hint).
+RUN_SECRET_HINT = "provide it, e.g. buildit run --secret {name}=VALUE"
+
+
+def plan(
+    pipeline: Pipeline,
+    ctx: RunContext,
+    secrets: Mapping[str, str] | None = None,
+    secret_hint: str = RUN_SECRET_HINT,
+) -> Plan:
+    """Compile every stage for one run; raises `PipelineInvalid` when a used secret is missing.
+
+    `secret_hint` tells how to provide a missing secret (`{name}` is replaced by its name): the
+    way differs between `buildit run` and the controller.
+    """
     secrets = dict(secrets or {})
     problems: list[Diagnostic] = []
     specs: list[StageSpec] = []
     skipped: set[str] = set()
     shared: _EnvState | None = None
     uses_stage = any(ref.context == "stage" for _, raw in pipeline.env for ref in interpolate.references(raw))
+    top_secrets = _secret_names(_overridable(pipeline.env, ctx))
     if pipeline.stages and not uses_stage:
         # The pipeline-level env is then the same in every stage: resolve it once, not once per
         # stage (10,000 stages x 256 entries took 15 s).
@@ -91,7 +105,7 @@ def plan(pipeline: Pipeline, ctx: RunContext, secrets: Mapping[str, str] | None 
     for stage in pipeline.stages:
         if stage.when_branch is not None and not fnmatch.fnmatchcase(ctx.git.branch, stage.when_branch):
             skipped.add(stage.name)
-        spec, missing, oversized = _compile(pipeline, stage, ctx, secrets, shared)
+        spec, missing, oversized = _compile(pipeline, stage, ctx, secrets, shared, top_secrets)
         if stage.name in skipped:
             missing = []  # a stage that will not run needs no secrets (e.g. deploy off main)
         for what in oversized:
@@ -113,7 +127,7 @@ def plan(pipeline: Pipeline, ctx: RunContext, secrets: Mapping[str, str] | None 
                     stage.location.line,
                     stage.location.col,
                     f"stage '{stage.name}' uses secret '{name}', which was not provided",
-                    f"provide it, e.g. buildit run --secret {name}=VALUE",
+                    secret_hint.format(name=name),
                 )
             )
         specs.append(spec)
@@ -184,6 +198,17 @@ class _EnvState:
                 self.secret_keys.discard(key)
 
 
+def _secret_names(entries: Iterable[tuple[str, str]]) -> frozenset[str]:
+    """The secrets the env entries refer to directly."""
+    return frozenset(
+        ref.name
+        for _, raw in entries
+        if "secrets" in raw
+        for ref in interpolate.references(raw)
+        if ref.context == "secrets"
+    )
+
+
 def _overridable(entries: Iterable[tuple[str, str]], ctx: RunContext) -> list[tuple[str, str]]:
     """The file's env entries that no trigger variable replaces."""
     return [(key, raw) for key, raw in entries if key not in ctx.env]
@@ -195,6 +220,7 @@ def _compile(
     ctx: RunContext,
     secrets: dict[str, str],
     shared: _EnvState | None = None,
+    top_secrets: frozenset[str] = frozenset(),
 ) -> tuple[StageSpec, list[str], list[str]]:
     """The stage's spec, the secrets it uses that were not provided, and the values too long to
     substitute (MAX_ENV_VALUE_CHARS; left empty in the spec, which is then refused).
@@ -231,6 +257,13 @@ def _compile(
 
     env.update({k: v for k, v in resolved.items() if k not in secret_keys})
     used_secrets.update({k: resolved[k] for k in secret_keys})
+    # A secret used only inside a longer env value ("Bearer ${secrets.T}") also travels on its own,
+    # so the agent masks the bare value too, not only the whole entry (`echo ${AUTH#Bearer }`).
+    if secret_keys:
+        carried = set(used_secrets.values())
+        for name in sorted(top_secrets | _secret_names(_overridable(stage.env, ctx))):
+            if name in secrets and secrets[name] not in carried:
+                used_secrets.setdefault(interpolate.env_name("secrets", name), secrets[name])
     image = state.resolve(stage.image, values, secrets, "the image")[0] if stage.image else None
     workdir = state.resolve(stage.workdir, values, secrets, "the workdir")[0] if stage.workdir else ""
     spec = StageSpec(

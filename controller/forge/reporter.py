@@ -38,7 +38,7 @@ class StatusReporter:
         engine.run_listeners.append(self._run_made)
 
     def _run_made(self, repo: RepoRow, run: RunState, sha: str) -> None:
-        if repo.status_kind:
+        if repo.status_kind and repo.status_token:
             self._runs[run.id] = (repo, sha)
             self._enqueue(run)
 
@@ -72,7 +72,11 @@ class StatusReporter:
 
     async def _adopt(self, run: RunState) -> None:
         repo = next(
-            (r for r in self.engine.repositories() if r.pipeline_id == run.pipeline_id and r.status_kind),
+            (
+                r
+                for r in self.engine.repositories()
+                if r.pipeline_id == run.pipeline_id and r.status_kind and r.status_token
+            ),
             None,
         )
         if repo is None:

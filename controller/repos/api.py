@@ -27,7 +27,7 @@ class CommitStatusConfig:
     kind: str
     api_url: str
     repo: str
-    token: str
+    token: str = field(repr=False)
 
 
 @dataclass
@@ -39,7 +39,7 @@ class RegisterRepo:
     branches: list[str] = field(default_factory=list)
     poll_interval_s: int = services.DEFAULT_POLL_S
     run_each_commit: bool = False
-    webhook_secret: str | None = None
+    webhook_secret: str | None = field(default=None, repr=False)
     commit_status: CommitStatusConfig | None = None
 
 
@@ -69,7 +69,7 @@ class ReposController(Controller):
     async def list_repos(self, deps: NamedDependency[Deps]) -> dict[str, Any]:
         """Every repository with its watch status (`ok`, or `error` with the reason)."""
         engine = _engine(deps)
-        rows = await services.list_repositories(_engine(deps).tenant)
+        rows = await services.list_repositories(engine.tenant, engine.box)
         return {"repos": [services.repo_json(r, engine.git_url(r.id)) for r in rows]}
 
     @post("/", status_code=201, opt=requires(Permission.MANAGE))
@@ -101,7 +101,7 @@ class ReposController(Controller):
     async def show(self, deps: NamedDependency[Deps], repo_id: FromPath[UUID]) -> dict[str, Any]:
         """One repository and what its recent triggers became (a run, or why not)."""
         engine = _engine(deps)
-        repo = await services.get_repository(engine.tenant, repo_id)
+        repo = await services.get_repository(engine.tenant, repo_id, engine.box)
         if repo is None:
             raise NotFound(f"repository {repo_id} not found; list them with GET /api/v1/repos")
         body = services.repo_json(repo, engine.git_url(repo.id))

@@ -2,12 +2,15 @@
 
 No Git here (that is `controller.git`) and no scheduling (that is `controller.triggers`): these
 functions read and write the Repository, BranchHead, CommitTrigger and Pipeline rows, and turn
-rows into the JSON the API returns, never including a secret.
+rows into the JSON the API returns, never including a secret. The webhook secret and the
+commit-status token are sealed under the master key on the way in and opened on the way out
+(`box`, see controller.secrets.atrest); in memory they never show in a repr.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import logging
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -22,6 +25,10 @@ from controller.git.mirror import redact
 from controller.names import check_name
 from controller.pipelines.tables import Pipeline
 from controller.repos.tables import BranchHead, CommitTrigger, Repository
+from controller.secrets.atrest import open_field, seal_field
+from controller.secrets.crypto import SecretBox, Undecryptable
+
+log = logging.getLogger(__name__)
 
 MAX_NAME = 200
 MAX_BRANCH_GLOBS = 50
@@ -41,11 +48,11 @@ class RepoSettings:
     branches: tuple[str, ...] = ()
     poll_interval_s: int = DEFAULT_POLL_S
     run_each_commit: bool = False
-    webhook_secret: str | None = None
+    webhook_secret: str | None = field(default=None, repr=False)
     status_kind: str = ""
     status_api_url: str = ""
     status_repo: str = ""
-    status_token: str = ""
+    status_token: str = field(default="", repr=False)
 
 
 @dataclass
@@ -59,14 +66,14 @@ class RepoRow:
     branches: tuple[str, ...]
     poll_interval_s: int
     run_each_commit: bool
-    webhook_secret: str
+    webhook_secret: str = field(repr=False)
     pipeline_id: UUID
     status: str = "pending"
     status_message: str = ""
     status_kind: str = ""
     status_api_url: str = ""
     status_repo: str = ""
-    status_token: str = ""
+    status_token: str = field(default="", repr=False)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def watches(self, branch: str, default_branch: str | None) -> bool:
@@ -112,7 +119,23 @@ def check_settings(settings: RepoSettings) -> None:
             raise Invalid("'status.token' is required to report commit statuses")
 
 
-def _row(record: dict[str, Any], pipeline_id: UUID) -> RepoRow:
+def _opened(box: SecretBox, record: dict[str, Any], column: str) -> str:
+    """A sealed column's plaintext; "" (logged, never the value) when it does not decrypt, which
+    makes webhooks for it answer 401 and leaves its statuses unreported rather than garbled."""
+    try:
+        return open_field(box, "repository", record["id"], column, record[column])
+    except Undecryptable:
+        log.error(
+            "the %s of repository %s (%s) does not decrypt with the master key; register the "
+            "repository again to set a new one",
+            column.replace("_", " "),
+            record["name"],
+            record["id"],
+        )
+        return ""
+
+
+def _row(record: dict[str, Any], pipeline_id: UUID, box: SecretBox) -> RepoRow:
     return RepoRow(
         id=record["id"],
         name=record["name"],
@@ -121,19 +144,26 @@ def _row(record: dict[str, Any], pipeline_id: UUID) -> RepoRow:
         branches=tuple(loaded(record["branches"])),
         poll_interval_s=int(record["poll_interval_s"]),
         run_each_commit=bool(record["run_each_commit"]),
-        webhook_secret=record["webhook_secret"],
+        webhook_secret=_opened(box, record, "webhook_secret"),
         pipeline_id=pipeline_id,
         status=record["status"],
         status_message=record["status_message"],
         status_kind=record["status_kind"],
         status_api_url=record["status_api_url"],
         status_repo=record["status_repo"],
-        status_token=record["status_token"],
+        status_token=_opened(box, record, "status_token"),
     )
 
 
 async def create_repository(
-    org: UUID, tenant: UUID, settings: RepoSettings, kind: str, url: str, secret: str, config: str
+    org: UUID,
+    tenant: UUID,
+    settings: RepoSettings,
+    kind: str,
+    url: str,
+    secret: str,
+    config: str,
+    box: SecretBox,
 ) -> RepoRow:
     """Store a repository and its pipeline (one transaction); AlreadyExists on a taken name."""
     name = settings.name or default_name(url)
@@ -160,12 +190,14 @@ async def create_repository(
                     branches=list(settings.branches),
                     poll_interval_s=settings.poll_interval_s,
                     run_each_commit=settings.run_each_commit,
-                    webhook_secret=secret,
+                    webhook_secret=seal_field(box, "repository", repo_id, "webhook_secret", secret),
                     status="ok",
                     status_kind=settings.status_kind,
                     status_api_url=settings.status_api_url,
                     status_repo=settings.status_repo,
-                    status_token=settings.status_token,
+                    status_token=seal_field(
+                        box, "repository", repo_id, "status_token", settings.status_token
+                    ),
                     created_at=now,
                 )
             )
@@ -185,12 +217,12 @@ async def create_repository(
         if is_unique_violation(exc):
             raise AlreadyExists(f"a repository or pipeline named '{name}' exists already") from None
         raise
-    found = await get_repository(tenant, repo_id)
+    found = await get_repository(tenant, repo_id, box)
     assert found is not None
     return found
 
 
-async def list_repositories(tenant: UUID | None = None) -> list[RepoRow]:
+async def list_repositories(tenant: UUID | None, box: SecretBox) -> list[RepoRow]:
     """Every repository (of a tenant, or of all tenants for the trigger engine), by name."""
     query = Repository.select()
     if tenant is not None:
@@ -200,10 +232,10 @@ async def list_repositories(tenant: UUID | None = None) -> list[RepoRow]:
         Pipeline.repository.is_not_null()
     )
     by_repo = {p["repository"]: p["id"] for p in pipelines}
-    return [_row(r, by_repo[r["id"]]) for r in records if r["id"] in by_repo]
+    return [_row(r, by_repo[r["id"]], box) for r in records if r["id"] in by_repo]
 
 
-async def get_repository(tenant: UUID | None, repo_id: UUID) -> RepoRow | None:
+async def get_repository(tenant: UUID | None, repo_id: UUID, box: SecretBox) -> RepoRow | None:
     """One repository, or None (also None for another tenant's)."""
     query = Repository.select().where(Repository.id == repo_id)
     if tenant is not None:
@@ -214,12 +246,13 @@ async def get_repository(tenant: UUID | None, repo_id: UUID) -> RepoRow | None:
     pipeline = await Pipeline.select(Pipeline.id).where(Pipeline.repository == repo_id).first()
     if pipeline is None:
         return None
-    return _row(record, pipeline["id"])
+    return _row(record, pipeline["id"], box)
 
 
 async def delete_repository(tenant: UUID, repo_id: UUID) -> bool:
     """Remove a repository with its pipeline and runs (cascade); False when it does not exist."""
-    if await get_repository(tenant, repo_id) is None:
+    exists = await Repository.exists().where((Repository.id == repo_id) & (Repository.tenant == tenant))
+    if not exists:
         return False
     async with write_transaction():
         await Pipeline.delete().where(Pipeline.repository == repo_id)

@@ -11,7 +11,8 @@
   picked up again after a restart.
 
 Secrets (`webhook_secret`, `status_token`) are stored because they must be used (an HMAC
-needs the secret itself); the API never returns them.
+needs the secret itself): sealed under the controller's master key (AES-256-GCM, bound to the row
+and column; see controller.secrets.atrest), and never returned by the API.
 """
 
 from __future__ import annotations
@@ -34,14 +35,14 @@ class Repository(Table):
     branches = JSON(default=[])
     poll_interval_s = Integer(default=60)
     run_each_commit = Boolean(default=False)
-    webhook_secret = Varchar(length=128)
+    webhook_secret = Text()  # sealed under the master key (controller.secrets.atrest)
     status = Varchar(length=16, default="pending")  # pending, ok, error
     status_message = Text(default="")
     last_fetched_at = Timestamptz(null=True, default=None)
     status_kind = Varchar(length=16, default="")  # "", github, gitea, gitlab
     status_api_url = Text(default="")
     status_repo = Varchar(length=255, default="")  # owner/name (GitHub, Gitea) or project id/path (GitLab)
-    status_token = Text(default="")
+    status_token = Text(default="")  # sealed under the master key when set
     created_at = Timestamptz()
 
     # Unique (tenant, name): index repository_tenant_name_unique, made by a hand-written migration.

@@ -13,6 +13,8 @@ from agent.contract.types import StageSpec, StageStatus, WorkspaceSource
 from controller.agents.tables import Agent
 from controller.db.binding import write_transaction
 from controller.db.columns import Statement, insert_row, loaded, update_by_id
+from controller.definition import secret_refs
+from controller.definition.secret_refs import Template, Templates
 from controller.pipelines.tables import Pipeline
 from controller.runs.tables import Run, StageRun
 from controller.scheduling.fleet import AgentConn
@@ -23,11 +25,21 @@ from controller.scheduling.ports import NewRun, RunOrigin
 ACTIVE = [s.value for s in StageStatus if not s.finished]
 
 
-def spec_toloaded(spec: StageSpec) -> dict[str, Any]:
-    """A stage spec as stored (secrets are never written to the database)."""
+def spec_toloaded(spec: StageSpec, templates: Templates | None = None) -> dict[str, Any]:
+    """A stage spec as stored: secret values are never written to the database, only the
+    templates that name the secrets a lease fills in (`secret_templates`)."""
     data = asdict(spec)
     data["secrets"] = {}
+    if templates:
+        data["secret_templates"] = secret_refs.to_json(templates)
     return data
+
+
+def templates_fromloaded(data: dict[str, Any] | str) -> dict[str, Template]:
+    """The secret templates stored with a spec (none for a stage that uses no secrets)."""
+    if isinstance(data, str):
+        data = json.loads(data)
+    return secret_refs.from_json(data.get("secret_templates")) if isinstance(data, dict) else {}
 
 
 def spec_fromloaded(data: dict[str, Any] | str) -> StageSpec:
@@ -224,7 +236,7 @@ class PiccoloStore:
                     stage.index,
                     stage.status.value,
                     json.dumps(list(stage.needs)),
-                    json.dumps(spec_toloaded(stage.spec)),
+                    json.dumps(spec_toloaded(stage.spec, stage.secret_templates)),
                     json.dumps(stage.labels),
                     stage.executor,
                     stage.attempt,
@@ -350,13 +362,14 @@ async def _with_stages(rows: list[dict[str, Any]]) -> list[RunState]:
     stage_rows = await StageRun.select().where(StageRun.run.is_in(list(runs))).order_by(StageRun.index)
     for row in stage_rows:
         run = runs[row["run"]]
+        spec = loaded(row["spec"])
         stage = StageState(
             id=row["id"],
             run_id=row["run"],
             name=row["name"],
             index=row["index"],
             status=StageStatus(row["status"]),
-            spec=spec_fromloaded(row["spec"]),
+            spec=spec_fromloaded(spec),
             needs=tuple(loaded(row["needs"])),
             executor=row["executor"],
             labels=dict(loaded(row["labels"])),
@@ -376,6 +389,7 @@ async def _with_stages(rows: list[dict[str, Any]]) -> list[RunState]:
             log_size=row["log_size"],
             org=row["org"],
             tenant=row["tenant"],
+            secret_templates=templates_fromloaded(spec),
         )
         if run.cancel_requested and stage.lease_id is not None:
             stage.cancel_deadline = datetime.now(UTC) + timedelta(seconds=CANCEL_GRACE_S)

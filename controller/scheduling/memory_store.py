@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from dataclasses import replace
 from datetime import timedelta
 from typing import TypeVar
 from uuid import UUID
 
 from agent.contract.types import StageStatus
+from controller.errors import Unavailable
 from controller.scheduling.fleet import AgentConn
 from controller.scheduling.model import RunState, StageState, now
 from controller.scheduling.planning import CANCEL_GRACE_S, WHEN_SKIPPED
@@ -225,3 +226,44 @@ class MemoryStore:
             if s.status is StageStatus.SKIPPED and s.message == WHEN_SKIPPED
         )
         return run
+
+
+class MemorySecrets:
+    """Implements `controller.scheduling.ports.SecretSource` in memory, for the scheduler's tests.
+
+    Tenant-wide values, and values narrowed to one pipeline (which win, as in the product). A
+    name in `unreadable` is set but cannot be read, as a value that no longer decrypts.
+    """
+
+    def __init__(self) -> None:
+        self.tenant_wide: dict[str, str] = {}
+        self.by_pipeline: dict[UUID, dict[str, str]] = {}
+        self.unreadable: set[str] = set()
+        #: How many times values were asked for (each is one stage being leased).
+        self.reveals = 0
+
+    def set(self, name: str, value: str, pipeline: UUID | None = None) -> None:
+        """Set a secret, tenant-wide or for one pipeline."""
+        target = self.tenant_wide if pipeline is None else self.by_pipeline.setdefault(pipeline, {})
+        target[name] = value
+
+    def delete(self, name: str, pipeline: UUID | None = None) -> None:
+        """Delete a secret, tenant-wide or of one pipeline."""
+        target = self.tenant_wide if pipeline is None else self.by_pipeline.get(pipeline, {})
+        target.pop(name, None)
+
+    def _visible(self, pipeline_id: UUID) -> dict[str, str]:
+        return {**self.tenant_wide, **self.by_pipeline.get(pipeline_id, {})}
+
+    async def available(self, pipeline_id: UUID, names: Collection[str]) -> frozenset[str]:
+        """See `SecretSource.available`."""
+        visible = self._visible(pipeline_id)
+        return frozenset(name for name in names if name in visible)
+
+    async def reveal(self, pipeline_id: UUID, names: Collection[str]) -> Mapping[str, str]:
+        """See `SecretSource.reveal`."""
+        self.reveals += 1
+        for name in sorted(set(names) & self.unreadable):
+            raise Unavailable(f"secret '{name}' cannot be decrypted with the controller's master key")
+        visible = self._visible(pipeline_id)
+        return {name: visible[name] for name in names if name in visible}

@@ -6,11 +6,13 @@ scheduler mutates under its lock, so the hot paths (lease, log, heartbeat) need 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from uuid import UUID
 
 from agent.contract.types import StageSpec, StageStatus
+from controller.definition.secret_refs import Template
 
 DEFAULT_INFRA_RETRIES = 2
 
@@ -52,6 +54,9 @@ class StageState:
     #: Whose stage this is: only agents serving this org (and tenant) take it (None: any agent).
     org: UUID | None = None
     tenant: UUID | None = None
+    #: The stage's secrets as templates (names, no values; `spec.secrets` is empty): the values
+    #: are filled in only when the stage is leased (see controller.definition.secret_refs).
+    secret_templates: Mapping[str, Template] = field(default_factory=dict)
 
     @property
     def leased(self) -> bool:

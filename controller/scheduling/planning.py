@@ -21,7 +21,8 @@ from uuid import UUID
 from agent.contract.types import StageStatus, WorkspaceSource
 from controller.definition.dag import Dag
 from controller.definition.model import Pipeline, PipelineInvalid
-from controller.definition.plan import GitContext, RunContext, plan
+from controller.definition.plan import GitContext, RunContext
+from controller.definition.secret_refs import plan_deferred, used_secrets
 from controller.definition.validate import load
 from controller.errors import Conflict, Invalid, NotFound
 from controller.scheduling.fleet import AgentConn
@@ -33,6 +34,10 @@ CANCEL_GRACE_S = 10.0
 TIMEOUT_GRACE_S = 5.0
 #: The message of a stage skipped by its `when` (a reloaded run recognises those stages by it).
 WHEN_SKIPPED = "skipped: its 'when' condition does not match"
+#: How to provide a secret a pipeline uses and its tenant lacks (`{name}`: the secret's name).
+SECRET_HINT = (
+    "set it with `buildit secret set {name}` (add --repository or --pipeline to narrow it), then run again"
+)
 #: Stage statuses an operator may retry.
 RETRYABLE = frozenset({StageStatus.FAILED, StageStatus.TIMED_OUT, StageStatus.ERROR, StageStatus.CANCELLED})
 
@@ -103,6 +108,16 @@ def load_pipeline(source: str) -> Pipeline:
     return load(source, ".buildit.kdl")
 
 
+@functools.lru_cache(maxsize=64)
+def secrets_used(source: str) -> frozenset[str]:
+    """The secret names a pipeline source refers to (none for an invalid one), by source: a
+    trigger asks the secrets store about these names only, and most pipelines use none."""
+    if "secrets" not in source:
+        return frozenset()
+    parsed = parse(source)
+    return used_secrets(parsed) if isinstance(parsed, Pipeline) else frozenset()
+
+
 def parse(source: str) -> Pipeline | PipelineInvalid:
     """The pipeline of a source, or why it is invalid (a run in `error` carries that)."""
     try:
@@ -120,6 +135,8 @@ class RunRequest:
     git: GitContext
     workspace: WorkspaceSource | None = None
     env: Mapping[str, str] = field(default_factory=dict)
+    #: The secrets the pipeline uses that are set for it (names only: values come at lease time).
+    secrets: frozenset[str] = frozenset()
 
 
 def build_run(parsed: Pipeline | PipelineInvalid, request: RunRequest, at: datetime) -> RunState:
@@ -147,12 +164,13 @@ def build_run(parsed: Pipeline | PipelineInvalid, request: RunRequest, at: datet
             source=request.workspace,
             env=request.env,
         )
-        compiled = plan(parsed, ctx, {})
+        deferred = plan_deferred(parsed, ctx, request.secrets, SECRET_HINT)
     except PipelineInvalid as exc:
         run.status = StageStatus.ERROR
         run.error = "\n".join(d.format() for d in exc.diagnostics)
         run.finished_at = at
         return run
+    compiled = deferred.plan
     run.when_skipped = compiled.skipped
     for spec in compiled.specs:
         stage = StageState(
@@ -165,6 +183,7 @@ def build_run(parsed: Pipeline | PipelineInvalid, request: RunRequest, at: datet
             needs=spec.needs,
             executor="docker" if spec.image else "local",
             labels=dict(spec.labels),
+            secret_templates=deferred.templates.get(spec.name, {}),
         )
         if spec.name in compiled.skipped:
             stage.status = StageStatus.SKIPPED

@@ -3,12 +3,16 @@
 Two implementations: `db_store.PiccoloStore` (SQLite and PostgreSQL through Piccolo, the product)
 and `memory_store.MemoryStore` (in process, for fast tests of the state machine). The scheduler
 calls a Store only inside its operations (under its lock, inside `Store.transaction()`).
+
+`SecretSource` is where the values of a pipeline's secrets come from: names when a run is planned,
+values only when a stage that uses them is leased (`controller.secrets.services.StoredSecrets` in
+the product, `memory_store.MemorySecrets` in tests, `NoSecrets` when none are configured).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 from uuid import UUID
@@ -103,3 +107,29 @@ class Store(Protocol):
     def transaction(self) -> contextlib.AbstractAsyncContextManager[object]:
         """One transaction: the writes of one scheduler operation commit together."""
         ...
+
+
+class SecretSource(Protocol):
+    """The secrets of a pipeline (its tenant's, narrowed by its repository and itself)."""
+
+    async def available(self, pipeline_id: UUID, names: Collection[str]) -> frozenset[str]:
+        """Which of `names` are set for the pipeline (asked when a run is planned)."""
+        ...
+
+    async def reveal(self, pipeline_id: UUID, names: Collection[str]) -> Mapping[str, str]:
+        """The values of those of `names` that are set (asked when a stage is leased, and only then).
+
+        A value that exists but cannot be read raises a `controller.errors.BuildItError` whose
+        message says which secret and what to do; the stage then ends in `error` with it.
+        """
+        ...
+
+
+class NoSecrets:
+    """A `SecretSource` with no secrets: every `${secrets.NAME}` is reported as not set."""
+
+    async def available(self, pipeline_id: UUID, names: Collection[str]) -> frozenset[str]:
+        return frozenset()
+
+    async def reveal(self, pipeline_id: UUID, names: Collection[str]) -> Mapping[str, str]:
+        return {}

@@ -24,8 +24,10 @@ from datetime import datetime, timedelta
 from uuid import UUID
 
 from agent.contract.types import CancelReason, CancelStage, StageLease, StageStatus, WorkspaceSource
+from controller.definition import secret_refs
+from controller.definition.limits import MAX_ENV_VALUE_CHARS
 from controller.definition.plan import GitContext
-from controller.errors import Conflict, LeaseLost, NotFound, Unauthenticated
+from controller.errors import BuildItError, Conflict, LeaseLost, NotFound, Unauthenticated
 from controller.events import EventBus
 from controller.scheduling.fleet import CLOSE, AgentConn, AgentEvent, StreamClosed
 from controller.scheduling.logs import LogStore
@@ -48,8 +50,9 @@ from controller.scheduling.planning import (
     next_deadline,
     parse,
     retry_resets,
+    secrets_used,
 )
-from controller.scheduling.ports import NewRun, Store
+from controller.scheduling.ports import NewRun, NoSecrets, SecretSource, Store
 
 # Part of the scheduler's public surface (imported by the doors through this module).
 __all__ = ["RETRYABLE", "WHEN_SKIPPED", "Scheduler", "check_trigger", "now"]
@@ -74,9 +77,12 @@ class Scheduler:
         heartbeat_interval_s: float = 3.0,
         infra_retries: int = DEFAULT_INFRA_RETRIES,
         clock: Callable[[], datetime] = now,
+        secrets: SecretSource | None = None,
     ) -> None:
-        """`clock` gives the time for every deadline (tests pass a clock they move by hand)."""
+        """`clock` gives the time for every deadline (tests pass a clock they move by hand);
+        `secrets` is where leases get the values of the secrets their stages use (none without)."""
         self.store = store
+        self.secrets: SecretSource = secrets if secrets is not None else NoSecrets()
         self.logs = logs
         self.events = events
         self.lease_ttl = timedelta(seconds=lease_ttl_s)
@@ -198,13 +204,16 @@ class Scheduler:
         offload = len(source) > OFFLOAD_SOURCE_CHARS
         parsed = await asyncio.to_thread(parse, source) if offload else parse(source)
         git = GitContext(sha=sha, branch=branch, message=message, author=author)
+        # Which of the secrets it uses are set (names only: values are read when a stage is leased).
+        used = secrets_used(source)
+        available = await self.secrets.available(pipeline_id, used) if used else frozenset()
 
         owner = await self.store.pipeline_owner(pipeline_id)
 
         def new_run(number: int | None) -> NewRun:
             if number is None:
                 raise NotFound(f"pipeline {pipeline_id} not found")
-            request = RunRequest(pipeline_id, number, git, workspace, variables)
+            request = RunRequest(pipeline_id, number, git, workspace, variables, available)
             run = build_run(parsed, request, self.clock())
             if owner is not None:
                 run.org, run.tenant = owner
@@ -737,13 +746,57 @@ class Scheduler:
                 self._announce.publish_stage(stage)
 
     async def _dispatch(self) -> None:
-        """Lease queued stages to agents with free slots, oldest stage first (`planning.match`)."""
+        """Lease queued stages to agents with free slots, oldest stage first (`planning.match`).
+
+        A stage that uses secrets gets their values now, into its lease only; one whose secrets
+        cannot be had (deleted since the run was planned, unreadable) ends in `error` saying why.
+        """
         if not self.queue:
             return
+        failed: list[StageState] = []
         for stage, agent in match(list(self.queue), self.agents.values()):
-            await self._lease(stage, agent)
+            values: dict[str, str] = {}
+            if stage.secret_templates:
+                problem, values = await self._secret_values(stage)
+                if problem:
+                    await self._finish_stage(stage, StageStatus.ERROR, problem)
+                    failed.append(stage)
+                    continue
+            await self._lease(stage, agent, values)
+        for stage in failed:
+            run = self.runs.get(stage.run_id)
+            if run is not None:
+                await self._advance(run)
 
-    async def _lease(self, stage: StageState, agent: AgentConn) -> None:
+    async def _secret_values(self, stage: StageState) -> tuple[str, dict[str, str]]:
+        """The filled `secrets` of a stage's lease, or ("why not", {})."""
+        run = self.runs[stage.run_id]
+        needed = secret_refs.names(stage.secret_templates)
+        try:
+            values = await self.secrets.reveal(run.pipeline_id, needed)
+        except BuildItError as exc:
+            return f"could not start: {exc.message}", {}
+        filled = secret_refs.fill(stage.secret_templates, values)
+        if filled.missing:
+            missing = secret_refs.describe(filled.missing)
+            plural = "s" if len(filled.missing) > 1 else ""
+            return (
+                f"could not start: secret{plural} {missing} {'are' if plural else 'is'} not set for this "
+                f"pipeline (deleted since the run started?); set it with `buildit secret set "
+                f"{filled.missing[0]}`, then retry the stage",
+                {},
+            )
+        if filled.oversized:
+            return (
+                f"could not start: env {secret_refs.describe(filled.oversized)} would be longer than "
+                f"{MAX_ENV_VALUE_CHARS:,} characters with its secret's value",
+                {},
+            )
+        return "", filled.secrets
+
+    async def _lease(
+        self, stage: StageState, agent: AgentConn, secrets: dict[str, str] | None = None
+    ) -> None:
         self.queue.remove(stage)
         lease_id = pysecrets.token_hex(16)
         deadline = self.clock() + self.lease_ttl
@@ -757,7 +810,8 @@ class Scheduler:
         self.by_lease[lease_id] = stage
         await self.store.save_stage(stage)  # durable before the agent hears of it
         assert agent.events is not None
-        spec = replace(stage.spec, labels=dict(stage.spec.labels))
+        # The secrets' values exist in this lease only (never in the stage's row or state).
+        spec = replace(stage.spec, labels=dict(stage.spec.labels), secrets=secrets or {})
         agent.events.put_nowait(
             StageLease(lease_id, str(stage.run_id), str(stage.id), stage.attempt, deadline, spec)
         )

@@ -60,6 +60,7 @@ from controller.repos import services as repos
 from controller.repos.services import RepoRow, RepoSettings, check_settings
 from controller.scheduling.model import RunState
 from controller.scheduling.scheduler import Scheduler
+from controller.secrets.crypto import SecretBox
 from controller.triggers.schedule import cron_schedule, next_cron, runs_on_push
 
 log = logging.getLogger(__name__)
@@ -97,11 +98,15 @@ def default_branch(heads: dict[str, str]) -> str | None:
 class TriggerEngine:
     """See the module docstring. `start()` after the scheduler, `stop()` before it."""
 
-    def __init__(self, scheduler: Scheduler, org: UUID, tenant: UUID, mirrors_dir: Path) -> None:
+    def __init__(
+        self, scheduler: Scheduler, org: UUID, tenant: UUID, mirrors_dir: Path, box: SecretBox
+    ) -> None:
+        """`box` seals and opens the repositories' webhook secrets and status tokens."""
         self.scheduler = scheduler
         self.org = org
         self.tenant = tenant
         self.mirrors_dir = mirrors_dir
+        self.box = box
         #: Where agents fetch mirrors from (`<controller URL>/git`); set once HTTP listens.
         self.git_base_url = ""
         self._active: dict[UUID, _Active] = {}
@@ -113,8 +118,8 @@ class TriggerEngine:
 
     async def start(self) -> None:
         """Watch every registered repository; catch up on what changed while stopped."""
-        self.mirrors_dir.mkdir(parents=True, exist_ok=True)
-        for repo in await repos.list_repositories(self.tenant):
+        _private_dir(self.mirrors_dir)
+        for repo in await repos.list_repositories(self.tenant, self.box):
             self._activate(repo)
 
     async def stop(self) -> None:
@@ -178,7 +183,7 @@ class TriggerEngine:
         except GitError as exc:
             raise Invalid(str(exc)) from None
         staging = self.mirrors_dir / f"new-{secrets.token_hex(8)}.git"
-        self.mirrors_dir.mkdir(parents=True, exist_ok=True)
+        _private_dir(self.mirrors_dir)
         mirror = Mirror(staging, source)
         try:
             heads = await _in_thread(_first_fetch, mirror, timeout=FETCH_TIMEOUT_S)
@@ -199,7 +204,7 @@ class TriggerEngine:
         secret = settings.webhook_secret or secrets.token_urlsafe(24)
         try:
             repo = await repos.create_repository(
-                self.org, self.tenant, settings, source.kind, source.url, secret, config
+                self.org, self.tenant, settings, source.kind, source.url, secret, config, self.box
             )
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
@@ -529,6 +534,13 @@ class TriggerEngine:
             raise
         except Exception:
             log.exception("repository sync failed")
+
+
+def _private_dir(path: Path) -> None:
+    """The mirrors' directory, readable by the controller's user only (it holds private code)."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o700)
 
 
 def _pipeline_at(mirror: Mirror, sha: str) -> tuple[bytes | None, CommitMeta]:

@@ -99,6 +99,17 @@ def test_secret_from_environment(tmp_path: Path) -> None:
     assert buildit("run", str(f), "--secret", "NOPE_NOT_SET").returncode == 2
 
 
+def test_a_secret_inside_a_longer_env_value_is_masked_on_its_own_too(tmp_path: Path) -> None:
+    f = tmp_path / "p.kdl"
+    f.write_text(
+        'pipeline "p"\nenv "AUTH" "Bearer ${secrets.TOKEN}"\n'
+        'stage "s" { run "echo whole=$AUTH"; run "echo bare=${AUTH#Bearer }"; }\n'
+    )
+    done = buildit("run", str(f), "--secret", "TOKEN=tok-7c1d")
+    assert done.returncode == 0, done.stderr
+    assert stage_lines(done.stdout, "s") == ["whole=***", "bare=***"]
+
+
 @pytest.mark.parametrize(
     "message", ['"; touch PWNED #', "$(touch PWNED)", "`touch PWNED`", "a' ; touch PWNED ; '"]
 )

@@ -24,6 +24,7 @@ from controller.runs.tables import Run
 from controller.scheduling.db_store import PiccoloStore
 from controller.scheduling.logs import LogStore
 from controller.scheduling.scheduler import Scheduler
+from controller.secrets.unlock import unlock
 from controller.triggers import trigger_engine as engine_module
 from controller.triggers.trigger_engine import TriggerEngine
 from tests.integration.triggers.gitrepos import commit, make_repo
@@ -36,7 +37,8 @@ async def engine(db: Any, tmp_path: Path) -> AsyncIterator[TriggerEngine]:
     org, tenant = await ensure_default_org_and_tenant()
     scheduler = Scheduler(PiccoloStore(org, tenant), LogStore(tmp_path / "logs"), EventBus())
     await scheduler.start()
-    triggers = TriggerEngine(scheduler, org, tenant, tmp_path / "mirrors")
+    box = await unlock(tmp_path, None)  # the master key, made in tmp_path as at a first start
+    triggers = TriggerEngine(scheduler, org, tenant, tmp_path / "mirrors", box)
     triggers.git_base_url = "http://127.0.0.1:1/git"
     await triggers.start()
     try:
@@ -98,7 +100,7 @@ async def test_unregistering_stops_watching_and_deletes_everything(
     assert engine.mirror_path(repo.id).is_dir()
     assert await engine.unregister(repo.id)
     assert not engine.mirror_path(repo.id).exists()
-    assert await repos.get_repository(None, repo.id) is None
+    assert await repos.get_repository(None, repo.id, engine.box) is None
     commit(work, {"x": "1"}, "after removal")
     await asyncio.sleep(0.8)
     assert await Run.count() == 0

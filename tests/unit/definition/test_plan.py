@@ -192,6 +192,8 @@ def test_env_carrying_a_secret_moves_to_secrets() -> None:
         "TOK": "tok-value",
         "DSN": "postgres://u:pw@db/app",
         "DSN2": "postgres://u:pw@db/app?ssl=1",
+        # Used only inside a longer value: also on its own, so the bare value is masked too.
+        "BUILDIT_SECRET_DB": "pw",
     }
     assert "DSN" not in spec.env and "DSN2" not in spec.env and "TOK" not in spec.env
     assert spec.env["PLAIN"] == "x"
@@ -230,6 +232,7 @@ def test_secret_values_never_in_env_or_commands_across_stages() -> None:
             assert value not in "".join(spec.commands)
     assert specs[0].secrets == {
         "BUILDIT_SECRET_A": "alpha-secret",
+        "BUILDIT_SECRET_B": "beta-secret",
         "BUILDIT_SECRET_C": "gamma-secret",
         "G": "alpha-secret",
         "L": f"beta-secret-{SHA}",

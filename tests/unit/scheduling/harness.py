@@ -15,7 +15,7 @@ from agent.contract.types import CancelStage, StageLease, StageStatus
 from controller.events import EventBus
 from controller.scheduling.fleet import AgentConn, AgentEvent
 from controller.scheduling.logs import LogStore
-from controller.scheduling.memory_store import MemoryStore
+from controller.scheduling.memory_store import MemorySecrets, MemoryStore
 from controller.scheduling.scheduler import Scheduler
 
 TTL_S = 30.0
@@ -42,6 +42,8 @@ class Harness:
 
     def __init__(self, tmp_path: Path, infra_retries: int = 2) -> None:
         self.store = MemoryStore()
+        #: The secrets leases are filled from (set them in a test, as `buildit secret set` would).
+        self.secrets = MemorySecrets()
         self.clock = Clock()
         self.events = EventBus()
         self.scheduler = Scheduler(
@@ -51,6 +53,7 @@ class Harness:
             lease_ttl_s=TTL_S,
             infra_retries=infra_retries,
             clock=self.clock,
+            secrets=self.secrets,
         )
         self.streams: dict[uuid.UUID, tuple[asyncio.Queue[AgentEvent], asyncio.Task[None]]] = {}
 
