@@ -27,7 +27,9 @@ PASSWORD_FILE = "initial-admin-password"
 WRONG = "wrong user name or password"
 
 
-async def sign_in(throttle: LoginThrottle, username: str, password: str, address: str) -> UserRef:
+async def sign_in(
+    throttle: LoginThrottle, username: str, password: str, address: str, org: UUID | None = None
+) -> UserRef:
     """Check a user name and password; the message never says which half was wrong."""
     throttle.check(username, address)
     row = await people.user_login_row(username)
@@ -39,6 +41,7 @@ async def sign_in(throttle: LoginThrottle, username: str, password: str, address
             "login.failed",
             username[:100],
             actor=username[:100] or "(empty)",
+            org=org,
             address=address,
             outcome="denied",
         )
@@ -50,7 +53,7 @@ async def sign_in(throttle: LoginThrottle, username: str, password: str, address
     await people.touch_login(user_id)
     user = await people.get_user(user_id)
     assert user is not None
-    await audit.record("login", user.username, actor=user.username, address=address)
+    await audit.record("login", user.username, actor=user.username, org=org, address=address)
     return user
 
 

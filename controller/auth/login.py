@@ -76,7 +76,7 @@ class LoginController(Controller):
         """Check the password, start a new session (new id), go where the user was going."""
         address = _address(request)
         try:
-            user = await commands.sign_in(deps.throttle, data.username, data.password, address)
+            user = await commands.sign_in(deps.throttle, data.username, data.password, address, deps.org)
         except (Unauthenticated, TooManyRequests) as exc:
             status = 429 if isinstance(exc, TooManyRequests) else 401
             context = {
@@ -194,7 +194,7 @@ class AuthApiController(Controller):
         """Exchange `Authorization: Basic user:password` for a personal API key (`buildit login`)."""
         username, password = _basic(request.headers.get("authorization", ""))
         address = _address(request)
-        user = await commands.sign_in(deps.throttle, username, password, address)
+        user = await commands.sign_in(deps.throttle, username, password, address, deps.org)
         caller = Caller("user", user.username, deps.org, deps.tenant, None, user_id=user.id, address=address)
         org_roles, roles = await deps.authenticator.user_roles(user.id)
         caller.roles = roles

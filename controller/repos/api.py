@@ -12,7 +12,7 @@ from litestar.params import FromPath, JSONBody
 
 from controller.auth.permissions import Permission, requires
 from controller.deps import Deps
-from controller.errors import Invalid, NotFound
+from controller.errors import Conflict, Invalid, NotFound
 from controller.repos import services
 from controller.repos.services import RepoSettings
 from controller.runs.commands import RunCommands, TriggerInput
@@ -58,8 +58,19 @@ def _engine(deps: Deps) -> TriggerEngine:
     return deps.triggers
 
 
+def _watching(deps: Deps) -> Any:
+    """The trigger engine, for registering: it watches the default tenant's repositories only (yet)."""
+    engine = _engine(deps)
+    if engine.tenant != deps.tenant:
+        raise Conflict(
+            "watched repositories can be registered in the default tenant only in this version; "
+            "register it there (X-BuildIt-Tenant: default/default) or use a pipeline in this tenant"
+        )
+    return engine
+
+
 class ReposController(Controller):
-    """Watched repositories of the default tenant."""
+    """Watched repositories (registered in the default tenant; every tenant sees only its own)."""
 
     path = "/api/v1/repos"
     opt = requires(Permission.READ)
@@ -69,7 +80,7 @@ class ReposController(Controller):
     async def list_repos(self, deps: NamedDependency[Deps]) -> dict[str, Any]:
         """Every repository with its watch status (`ok`, or `error` with the reason)."""
         engine = _engine(deps)
-        rows = await services.list_repositories(engine.tenant, engine.box)
+        rows = await services.list_repositories(deps.tenant, engine.box)
         return {"repos": [services.repo_json(r, engine.git_url(r.id)) for r in rows]}
 
     @post("/", status_code=201, opt=requires(Permission.MANAGE))
@@ -78,7 +89,7 @@ class ReposController(Controller):
 
         The answer includes the webhook secret, this once: configure it on the forge's webhook.
         """
-        engine = _engine(deps)
+        engine = _watching(deps)
         if not isinstance(data.url, str) or not data.url.strip() or "\0" in data.url:
             raise Invalid("'url' must be a Git URL (https://, ssh://, git://, file://) or a local path")
         status = data.commit_status
@@ -101,7 +112,7 @@ class ReposController(Controller):
     async def show(self, deps: NamedDependency[Deps], repo_id: FromPath[UUID]) -> dict[str, Any]:
         """One repository and what its recent triggers became (a run, or why not)."""
         engine = _engine(deps)
-        repo = await services.get_repository(engine.tenant, repo_id, engine.box)
+        repo = await services.get_repository(deps.tenant, repo_id, engine.box)
         if repo is None:
             raise NotFound(f"repository {repo_id} not found; list them with GET /api/v1/repos")
         body = services.repo_json(repo, engine.git_url(repo.id))
@@ -112,7 +123,8 @@ class ReposController(Controller):
     @delete("/{repo_id:uuid}", status_code=204, opt=requires(Permission.MANAGE))
     async def unregister(self, deps: NamedDependency[Deps], repo_id: FromPath[UUID]) -> None:
         """Stop watching; deletes the repository's pipeline, runs and mirror."""
-        if not await _engine(deps).unregister(repo_id):
+        engine = _engine(deps)
+        if engine.tenant != deps.tenant or not await engine.unregister(repo_id):
             raise NotFound(f"repository {repo_id} not found; list them with GET /api/v1/repos")
 
     @post("/{repo_id:uuid}/runs", status_code=201, opt=requires(Permission.RUN))

@@ -111,7 +111,8 @@ class RunCommands:
     async def pipeline(self, pipeline_id: UUID) -> Target:
         """A pipeline of this tenant (and its repository, if watched); NotFound otherwise."""
         name = await self.scheduler.pipeline_name(pipeline_id)  # cached: on every trigger's path
-        if name is None:
+        owner = await self.scheduler.pipeline_owner(pipeline_id) if name is not None else None
+        if name is None or (owner is not None and owner[1] != self.tenant):
             raise NotFound(f"pipeline {pipeline_id} not found; list pipelines with GET /api/v1/pipelines")
         return Target(pipeline_id, self._repository_of(pipeline_id), name)
 

@@ -262,6 +262,10 @@ class Scheduler:
         config = await self.store.pipeline_config(pipeline_id)
         return config[0] if config is not None else None
 
+    async def pipeline_owner(self, pipeline_id: UUID) -> tuple[UUID, UUID] | None:
+        """A pipeline's (org, tenant), or None (unknown, or a store that keeps no owners)."""
+        return await self.store.pipeline_owner(pipeline_id)
+
     async def cancel_run(self, run_id: UUID, reason: str = "") -> RunState | None:
         """Cancel a run: unstarted stages end now, running ones are told to stop (within 1 s).
 

@@ -16,6 +16,7 @@ from litestar import Controller, Response, delete, get, put
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody
 
+from controller.audit import services as audit
 from controller.auth.caller import Caller
 from controller.auth.permissions import Permission, requires
 from controller.deps import Deps
@@ -72,6 +73,7 @@ class SecretsController(Controller):
         info, created = await services.put_secret(
             _box(deps), caller.org, caller.tenant, name, value, scope, caller.name
         )
+        await audit.record("secret.create" if created else "secret.update", name, caller=caller)
         return Response(info.to_json(), status_code=201 if created else 200)
 
     @delete("/{name:str}", status_code=204)
@@ -86,3 +88,4 @@ class SecretsController(Controller):
         services.check_name(name)
         scope = await services.find_scope(caller.tenant, repository, pipeline)
         await services.delete_secret(caller.tenant, name, scope)
+        await audit.record("secret.delete", name, caller=caller)
