@@ -157,7 +157,8 @@ def _connection(controller: Controller) -> http.client.HTTPConnection:
 def trigger(controller: Controller, pipeline_id: str) -> dict[str, Any]:
     """POST a run; the run as the API returns it (with its stage and the stage's `queued_at`)."""
     body = json.dumps({"branch": "main"}).encode()
-    headers = {"Content-Type": "application/json"}
+    # Authenticated as integrations are: an API key (the admin's) on every request.
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {controller.api_key}"}
     path = f"/api/v1/pipelines/{pipeline_id}/runs"
     for attempt in (1, 2):
         connection = _connection(controller)

@@ -51,7 +51,8 @@ def _pipeline(lines: int) -> str:
 async def _round(controller: Controller, pipeline: str, lines: int) -> dict[str, Any]:
     """One run: trigger, follow the log over /ws, verify it; the figures of this round."""
     url = f"ws://127.0.0.1:{controller.http_port}/ws"
-    async with websockets.connect(url, max_size=None) as ws:
+    headers = {"Authorization": f"Bearer {controller.api_key}"}
+    async with websockets.connect(url, max_size=None, additional_headers=headers) as ws:
         number = controller.trigger(pipeline)
         run_id = controller.run(pipeline, number)["id"]
         await ws.send(json.dumps({"op": "watch", "topic": "run", "run_id": run_id}))
