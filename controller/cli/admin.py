@@ -161,8 +161,43 @@ def _add_rotate_key(verbs: Any) -> None:
     rotate.set_defaults(func=cmd_rotate_key)
 
 
+# ----------------------------------------------------------------------------------- reset-password
+
+
+def cmd_reset_password(args: argparse.Namespace) -> int:
+    """Give a user a new password (a lost admin password): generated and printed, or from stdin."""
+    from controller.auth.commands import reset_password
+    from controller.errors import BuildItError
+
+    storage = _storage(args)
+    given = sys.stdin.readline().rstrip("\n") if args.password_stdin else None
+
+    async def work() -> str:
+        async with offline(storage):
+            try:
+                return await reset_password(args.user, given)
+            except BuildItError as exc:
+                raise CliError(exc.message) from None
+
+    password = _run(work)
+    if given is None:
+        print(f"new password of {args.user}: {password}")
+    else:
+        print(f"password of {args.user} changed")
+    print("  the user's sessions ended; API keys keep working (revoke them with `buildit apikey revoke`)")
+    return 0
+
+
+def _add_reset_password(verbs: Any) -> None:
+    reset = verbs.add_parser("reset-password", help="set a new password for a user (offline)")
+    reset.add_argument("user", metavar="USER", help="the user name, e.g. admin")
+    reset.add_argument("--password-stdin", action="store_true", help="read the new password from stdin")
+    storage_flags(reset)
+    reset.set_defaults(func=cmd_reset_password)
+
+
 #: Each adds one `admin` verb's parser.
-VERBS: list[Callable[[Any], None]] = [_add_rotate_key]
+VERBS: list[Callable[[Any], None]] = [_add_rotate_key, _add_reset_password]
 
 
 def add_parsers(sub: Any) -> None:
