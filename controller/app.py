@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Litestar, Request, Router, get
+from litestar import Litestar, Router, get
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import ClientException, ValidationException
 from litestar.openapi import OpenAPIConfig
+from litestar.types import Scope
 
 from controller import __version__
 from controller.agents.api import AgentsController
@@ -74,8 +75,8 @@ def create_app(
 
     policy = Policy(deps.authenticator, deps.org, deps.tenant, deps.registry.authenticate)
 
-    def provide_caller(request: Request) -> Caller:  # type: ignore[type-arg]
-        return caller_of(request)
+    def provide_caller(scope: Scope) -> Caller:
+        return caller_of(scope)
 
     def provide_commands(deps: NamedDependency[Deps]) -> RunCommands:
         return deps.runs

@@ -15,8 +15,7 @@ from uuid import UUID
 
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.di import NamedDependency
-from litestar.enums import RequestEncodingType
-from litestar.params import Body, FromPath, FromQuery, JSONBody
+from litestar.params import FromPath, FromQuery, JSONBody, URLEncodedBody
 from litestar.response import Redirect, Template
 
 from controller.audit import services as audit
@@ -71,7 +70,7 @@ class LoginController(Controller):
         self,
         deps: NamedDependency[Deps],
         request: Request[Any, Any, Any],
-        data: LoginForm = Body(media_type=RequestEncodingType.URL_ENCODED),  # noqa: B008
+        data: URLEncodedBody[LoginForm],
     ) -> Response[Any]:
         """Check the password, start a new session (new id), go where the user was going."""
         address = _address(request)
@@ -106,7 +105,7 @@ class LoginController(Controller):
         self,
         deps: NamedDependency[Deps],
         request: Request[Any, Any, Any],
-        data: dict[str, str] = Body(media_type=RequestEncodingType.URL_ENCODED),  # noqa: B008
+        data: URLEncodedBody[dict[str, str]],
     ) -> Response[Any]:
         """Remember the tenant the user picked for this session."""
         caller = _caller(request)

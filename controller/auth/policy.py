@@ -192,9 +192,10 @@ def _address(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
     return client.host if client else ""
 
 
-def caller_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Caller:
-    """The request's caller as the policy point established it (the `caller` dependency)."""
-    caller = connection.scope.get("state", {}).get(STATE_KEY)
+def caller_of(scope: Any) -> Caller:
+    """The request's caller as the policy point established it (the `caller` dependency; `scope`
+    is the ASGI scope of a request or a socket)."""
+    caller = scope.get("state", {}).get(STATE_KEY)
     if not isinstance(caller, Caller):
         raise Forbidden("no caller: the route was not checked by the policy point")
     return caller
