@@ -7,6 +7,7 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from controller.privatefiles import write_private
 from controller.secrets import keys
 from controller.secrets.keys import MasterKey, MasterKeyError
 from controller.tls import read_tls_files
@@ -173,9 +174,5 @@ def _stored_token(data_dir: Path) -> str:
         return path.read_text().strip()
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     token = secrets.token_urlsafe(24)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(token + "\n")
-    os.replace(tmp, path)
+    write_private(path, token + "\n")
     return token

@@ -5,7 +5,6 @@ Each state change is written to the audit log here, once, whichever door asked f
 
 from __future__ import annotations
 
-import os
 import secrets
 from datetime import datetime
 from pathlib import Path
@@ -21,6 +20,7 @@ from controller.auth.throttle import LoginThrottle
 from controller.errors import Forbidden, Invalid, Unauthenticated
 from controller.orgs import people
 from controller.orgs.people import UserRef
+from controller.privatefiles import write_private
 
 ADMIN_USERNAME = "admin"
 PASSWORD_FILE = "initial-admin-password"
@@ -131,10 +131,7 @@ async def ensure_admin(data_dir: Path, org: UUID) -> str | None:
     user = await people.create_user(ADMIN_USERNAME, passwords.hash_password(password), "Administrator")
     await people.set_membership(org, user.id, OrgRole.OWNER)
     path = data_dir / PASSWORD_FILE
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(password + "\n")
-    os.chmod(path, 0o600)
+    write_private(path, password + "\n")
     await audit.record("user.bootstrap", ADMIN_USERNAME, actor="system", org=org)
     return password
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import secrets
 from pathlib import Path
+
+from controller.privatefiles import write_private
 
 SESSION_KEY = "session.key"
 
@@ -20,9 +21,5 @@ def session_key(data_dir: Path) -> str:
     except FileNotFoundError:
         pass
     value = secrets.token_hex(32)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(value + "\n")
-    os.replace(tmp, path)
+    write_private(path, value + "\n")
     return value

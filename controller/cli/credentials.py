@@ -10,6 +10,8 @@ import json
 import os
 from pathlib import Path
 
+from controller.privatefiles import write_private
+
 
 def config_dir() -> Path:
     """The CLI's config directory."""
@@ -43,11 +45,7 @@ def store(server: str, key: str) -> Path:
     data = _load()
     data[server.rstrip("/")] = key
     path = credentials_file()
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        json.dump(data, out, indent=2)
-    os.replace(tmp, path)
+    write_private(path, json.dumps(data, indent=2))
     return path
 
 
@@ -56,10 +54,5 @@ def forget(server: str) -> bool:
     data = _load()
     if data.pop(server.rstrip("/"), None) is None:
         return False
-    path = credentials_file()
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        json.dump(data, out, indent=2)
-    os.replace(tmp, path)
+    write_private(credentials_file(), json.dumps(data, indent=2))
     return True
