@@ -1,0 +1,157 @@
+"""Upgrading a database of the version before accounts, with data in it (SQLite and PostgreSQL).
+
+The database is migrated up to the last migration before the identity ones and filled as that
+version filled it: a pipeline with a finished run and its stage, and an agent registered with the
+old single registration token (its row has no `org_wide` column yet). Then a real controller of
+this version starts on it: the remaining migrations apply, the first admin is created, and the old
+data is there, in org `default`, tenant `default`, for the admin; a new tenant sees none of it; the
+old agent keeps serving every tenant of the organization.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from controller.agents.tables import Agent
+from controller.db import close_database, engine_from_url, migrate
+from controller.orgs.services import ensure_default_org_and_tenant
+from controller.pipelines.tables import Pipeline
+from controller.runs.tables import Run, StageRun
+from tests.integration.fleet.harness import Controller
+
+FIRST_IDENTITY_MIGRATION = "2026-12-03T10:50:29:366730"
+CONFIG = 'pipeline "legacy-app"\nstage "build" { run "make"; }\n'
+
+
+async def _old_database(database_url: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """The schema and rows of the version before accounts."""
+    migrate_module = sys.modules["controller.db.migrate"]
+    every = migrate_module._migration_modules
+
+    def before_identity(engine: Any) -> Any:
+        return [(mid, module) for mid, module in every(engine) if mid < FIRST_IDENTITY_MIGRATION]
+
+    engine = engine_from_url(database_url)
+    try:
+        with monkeypatch.context() as patch:
+            patch.setattr(migrate_module, "_migration_modules", before_identity)
+            await migrate(engine)
+        columns = await _agent_columns(database_url)
+        assert "org_wide" not in columns, "the old schema already has the identity columns"
+        org, tenant = await ensure_default_org_and_tenant()
+        now = datetime.now(UTC)
+        pipeline_id, run_id, agent_id = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+        await Pipeline.insert(
+            Pipeline(id=pipeline_id, org=org, tenant=tenant, name="legacy-app", config=CONFIG)
+        )
+        await Run.insert(
+            Run(
+                id=run_id,
+                org=org,
+                tenant=tenant,
+                pipeline=pipeline_id,
+                number=1,
+                status="succeeded",
+                branch="main",
+                sha="a" * 40,
+                commit_message="legacy",
+                author="old",
+                trigger="manual",
+                created_at=now,
+                started_at=now,
+                finished_at=now,
+                pipeline_source=CONFIG,
+            )
+        )
+        await StageRun.insert(
+            StageRun(
+                id=uuid.uuid4(),
+                org=org,
+                tenant=tenant,
+                run=run_id,
+                name="build",
+                index=0,
+                status="succeeded",
+                executor="local",
+            )
+        )
+        # The old Agent table has no org_wide column: the row is written as the old version did.
+        await Agent.raw(
+            "INSERT INTO agent (id, org, tenant, name, token_hash, labels, executors, capacity, version, "
+            "status, draining, operator_drain, registered_at) VALUES "
+            "({}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {})",
+            agent_id,
+            org,
+            tenant,
+            "old-agent",
+            "f" * 64,
+            "{}",
+            '["local"]',
+            1,
+            "0.1",
+            "offline",
+            False,
+            False,
+            now,
+        )
+        return {"pipeline": str(pipeline_id), "run": str(run_id), "agent": str(agent_id)}
+    finally:
+        await close_database(engine)
+
+
+async def _agent_columns(database_url: str) -> set[str]:
+    if database_url.startswith("sqlite"):
+        rows = await Agent.raw("SELECT name FROM pragma_table_info('agent')")
+        return {row["name"] for row in rows}
+    rows = await Agent.raw(
+        "SELECT column_name AS name FROM information_schema.columns WHERE table_name = 'agent'"
+    )
+    return {row["name"] for row in rows}
+
+
+def test_a_database_from_before_accounts_upgrades_with_its_data(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old = asyncio.run(_old_database(database_url, monkeypatch))
+    controller = Controller(tmp_path, database_url).start()  # migrates, creates the first admin
+    try:
+        status, pipelines, _ = controller.request("GET", "/api/v1/pipelines")
+        assert status == 200, pipelines
+        names = {p["name"]: p for p in pipelines["pipelines"]}
+        assert "legacy-app" in names and str(names["legacy-app"]["id"]) == old["pipeline"]
+        status, run, _ = controller.request("GET", f"/api/v1/pipelines/{old['pipeline']}/runs/1")
+        assert status == 200, run
+        assert run["status"] == "succeeded" and [s["name"] for s in run["stages"]] == ["build"]
+
+        status, agents, _ = controller.request("GET", "/api/v1/agents")
+        assert status == 200, agents
+        assert [a["name"] for a in agents["agents"] if str(a["id"]) == old["agent"]] == ["old-agent"], agents
+
+        # A new tenant holds none of the old data; the old agent still serves it (org-wide).
+        status, body, _ = controller.request("POST", "/api/v1/tenants", {"slug": "fresh"})
+        assert status == 201, body
+        fresh = {"X-BuildIt-Tenant": "default/fresh"}
+        status, there, _ = controller.request("GET", "/api/v1/pipelines", headers=fresh)
+        assert status == 200 and "legacy-app" not in str(there), there
+        status, body, _ = controller.request("GET", f"/api/v1/pipelines/{old['pipeline']}", headers=fresh)
+        assert status == 404, body
+    finally:
+        controller.stop()
+    assert asyncio.run(_org_wide(database_url, old["agent"])) is True
+
+
+async def _org_wide(database_url: str, agent_id: str) -> bool:
+    engine = engine_from_url(database_url)
+    try:
+        row = await Agent.select(Agent.org_wide).where(Agent.id == uuid.UUID(agent_id)).first()
+        assert row is not None
+        return bool(row["org_wide"])
+    finally:
+        await close_database(engine)
