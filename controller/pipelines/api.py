@@ -10,6 +10,8 @@ from litestar import Controller, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 
+from controller.audit import services as audit
+from controller.auth.caller import Caller
 from controller.auth.permissions import Permission, requires
 from controller.deps import Deps
 from controller.errors import Invalid, NotFound
@@ -25,7 +27,7 @@ class CreatePipeline:
 
 
 class PipelinesController(Controller):
-    """Pipelines of the default tenant."""
+    """Pipelines of the caller's tenant."""
 
     path = "/api/v1/pipelines"
     opt = requires(Permission.READ)
@@ -39,12 +41,13 @@ class PipelinesController(Controller):
 
     @post("/", status_code=201, opt=requires(Permission.MANAGE))
     async def create_pipeline(
-        self, deps: NamedDependency[Deps], data: JSONBody[CreatePipeline]
+        self, deps: NamedDependency[Deps], caller: NamedDependency[Caller], data: JSONBody[CreatePipeline]
     ) -> dict[str, Any]:
         """Store a pipeline; invalid KDL → 422 with every diagnostic, nothing stored."""
         if not isinstance(data.config, str) or not data.config.strip():
             raise Invalid("'config' must be the pipeline's KDL source as a non-empty string")
         row = await services.create_pipeline(deps.org, deps.tenant, data.config, data.name)
+        await audit.record("pipeline.create", str(row["name"]), caller=caller, tenant=deps.tenant)
         return services.pipeline_json(row)
 
     @get("/{pipeline_id:uuid}")

@@ -222,3 +222,4 @@ def test_failed_sign_ins_are_slowed_down_and_never_say_which_half_was_wrong(cont
     events = ok(controller.request("GET", "/api/v1/audit?limit=500"))["events"]
     assert any(e["action"] == "login.failed" and e["target"] == "admin" for e in events)
     assert any(e["action"] == "run.trigger" for e in events)
+    assert any(e["action"] == "pipeline.create" and e["target"] == "red-app" for e in events)
