@@ -1,4 +1,5 @@
-"""JSON errors for the REST API: every 4xx/5xx says what is wrong and how to fix it.
+"""JSON errors for the REST API: every 4xx/5xx says what is wrong and how to fix it (a browser
+navigating to a UI page gets the login page, or an HTML page for a refusal, instead).
 
 Shape: `{"status_code": 404, "detail": "run 7 of pipeline … not found", "extra": {...}}` (Litestar's
 own shape, so framework errors like malformed JSON or a too-large body look the same).
@@ -13,9 +14,9 @@ from urllib.parse import quote
 
 from litestar import Request, Response
 from litestar.exceptions import ClientException, HTTPException, ValidationException
-from litestar.response import Redirect
+from litestar.response import Redirect, Template
 
-from controller.errors import HTTP_STATUS, BuildItError, TooManyRequests, Unauthenticated
+from controller.errors import HTTP_STATUS, BuildItError, Forbidden, NotFound, TooManyRequests, Unauthenticated
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +59,20 @@ def client_error_handler(request: Request[Any, Any, Any], exc: ClientException) 
     return Response(body, status_code=status, headers=exc.headers)
 
 
-def buildit_error_handler(request: Request[Any, Any, Any], exc: BuildItError) -> Response[dict[str, Any]]:
+def buildit_error_handler(request: Request[Any, Any, Any], exc: BuildItError) -> Response[Any]:
     """An operation's refusal with the status of its kind (controller.errors.HTTP_STATUS); a browser
-    asking for a page without a session is sent to the login page instead."""
+    asking for a page without a session is sent to the login page instead, and one refused a page
+    (a role it lacks, a tenant it cannot see) gets an HTML page saying so, not JSON."""
     if isinstance(exc, Unauthenticated) and _wants_page(request):
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         return Redirect(path=f"/login?next={quote(target, safe='')}", status_code=303)
+    if isinstance(exc, Forbidden | NotFound) and _wants_page(request):
+        forbidden = isinstance(exc, Forbidden)
+        return Template(
+            template_name="forbidden.html" if forbidden else "not_found.html",
+            context={"message": _sentence(exc.message)},
+            status_code=403 if forbidden else 404,
+        )
     status = HTTP_STATUS[exc.kind]
     body: dict[str, Any] = {"status_code": status, "detail": exc.message}
     if exc.extra:
@@ -74,6 +83,12 @@ def buildit_error_handler(request: Request[Any, Any, Any], exc: BuildItError) ->
     elif isinstance(exc, Unauthenticated):
         headers["WWW-Authenticate"] = 'Bearer realm="buildit"'
     return Response(body, status_code=status, headers=headers)
+
+
+def _sentence(message: str) -> str:
+    """An API message as a sentence on a page ("this needs …" -> "This needs ….")."""
+    text = message[:1].upper() + message[1:]
+    return text if text.endswith((".", "!", "?")) else text + "."
 
 
 def _wants_page(request: Request[Any, Any, Any]) -> bool:

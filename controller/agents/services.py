@@ -42,6 +42,8 @@ class AgentView:
     version: str
     registered_at: datetime | None
     drain_requested_by: str | None = None  # "operator" | "agent" | None
+    #: Serves every tenant of the org (enrolled with an org-wide token): only org admins drain it.
+    org_wide: bool = False
 
 
 def _view(scheduler: Scheduler, row: dict[str, Any]) -> AgentView:
@@ -64,6 +66,7 @@ def _view(scheduler: Scheduler, row: dict[str, Any]) -> AgentView:
         version=row["version"],
         registered_at=row["registered_at"],
         drain_requested_by=requested_by,
+        org_wide=bool(row.get("org_wide")),
     )
 
 

@@ -69,21 +69,25 @@ class Authenticator:
         generation = access_generation()
         cached = self._roles.get(user_id)
         if cached is None or cached.generation != generation:
-            user = await people.get_user(user_id)
+            user = await self.user(user_id)
             value = ({}, {}) if user is None or user.disabled else await people.user_roles(user_id)
             cached = self._roles[user_id] = _Cached(generation, value)
         result = cached.value
         assert isinstance(result, tuple)
         return result
 
-    async def username(self, user_id: UUID) -> str:
-        """A user's name for the audit log and messages."""
+    async def user(self, user_id: UUID) -> people.UserRef | None:
+        """A user (None when deleted), cached per generation: every credential checks it is enabled."""
         generation = access_generation()
         cached = self._users.get(user_id)
         if cached is None or cached.generation != generation:
-            user = await people.get_user(user_id)
-            cached = self._users[user_id] = _Cached(generation, user.username if user else "(deleted user)")
-        return str(cached.value)
+            cached = self._users[user_id] = _Cached(generation, await people.get_user(user_id))
+        return cached.value if isinstance(cached.value, people.UserRef) else None
+
+    async def username(self, user_id: UUID) -> str:
+        """A user's name for the audit log and messages."""
+        user = await self.user(user_id)
+        return user.username if user else "(deleted user)"
 
     async def by_key(self, value: str, now: datetime) -> Principal | None:
         """The principal of an API key; None when unknown, revoked or expired."""
@@ -99,6 +103,8 @@ class Authenticator:
             return None
         if record.expires_at is not None and record.expires_at <= now:
             return None
+        if record.user is not None and not await self._enabled(record.user):
+            return None  # a disabled user's keys stop working with their sessions
         self._touch_key(record.id, now)
         if record.user is None:
             roles = {record.tenant: record.role} if record.tenant and record.role else {}
@@ -130,12 +136,18 @@ class Authenticator:
         record = cached.value
         if not isinstance(record, SessionRecord) or not sessions.is_live(record, now):
             return None
+        if not await self._enabled(record.user):
+            return None
         if now - record.last_seen_at >= sessions.TOUCH_EVERY:
             record.last_seen_at = now
             self._spawn(sessions.touch_session(record.id, now))
         org_roles, roles = await self.user_roles(record.user)
         name = await self.username(record.user)
         return Principal("user", name, record.user, None, org_roles, roles, record)
+
+    async def _enabled(self, user_id: UUID) -> bool:
+        user = await self.user(user_id)
+        return user is not None and not user.disabled
 
     def _touch_key(self, key_id: UUID, now: datetime) -> None:
         last = self._key_touched.get(key_id)

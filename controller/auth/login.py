@@ -107,7 +107,7 @@ class LoginController(Controller):
         request: Request[Any, Any, Any],
         data: URLEncodedBody[dict[str, str]],
     ) -> Response[Any]:
-        """Remember the tenant the user picked for this session."""
+        """Remember the tenant the user picked for this session; back to the page it was picked on."""
         caller = _caller(request)
         try:
             tenant = UUID(data.get("tenant", ""))
@@ -119,7 +119,7 @@ class LoginController(Controller):
         if principal is None or principal.session is None:
             raise Invalid("switching tenants is for signed-in browsers; API clients send X-BuildIt-Tenant")
         await sessions.set_session_tenant(principal.session.id, tenant)
-        return Redirect(path="/", status_code=303)
+        return Redirect(path=_safe_next(data.get("next", "/")), status_code=303)
 
 
 def set_session_cookie(response: Response[Any], cookie: str, secure: bool) -> None:

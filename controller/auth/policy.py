@@ -84,8 +84,10 @@ class Policy:
                 "or use the web UI's login page"
             )
         caller = await self.caller(connection, principal)
-        self.check(caller, permission)
+        # Recorded before the check: a refused page still says who is signed in (and offers the
+        # tenant switcher); the handler itself never runs for a refused caller.
         connection.scope.setdefault("state", {})[STATE_KEY] = caller
+        self.check(caller, permission)
 
     async def principal(self, connection: ASGIConnection[Any, Any, Any, Any]) -> Principal | None:
         """The request's principal: a Bearer API key wins over the session cookie."""
@@ -171,6 +173,22 @@ class Policy:
         needed = MIN_ROLE.get(permission, Role.ADMIN).label
         have = caller.role.label if caller.role else "no role"
         raise Forbidden(f"this needs the {needed} role in this tenant; you have {have}")
+
+
+def allows(caller: Caller | None, permission: Permission) -> bool:
+    """Whether `caller` holds `permission`, by the same rule the guard applies: pages use it to hide
+    what the caller cannot do (the server still checks every request)."""
+    if permission in OPEN:
+        return True
+    if caller is None or caller.kind == "anonymous":
+        return False
+    if permission is Permission.AGENT:
+        return caller.kind == "agent"
+    try:
+        Policy.check(caller, permission)
+    except Forbidden:
+        return False
+    return True
 
 
 def _find_tenant(asked: str, principal: Principal, tenants: dict[UUID, Any]) -> UUID | None:

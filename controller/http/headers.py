@@ -6,6 +6,8 @@ sniffed into another type (a log line read as HTML), or leak its URL to other si
 UI pages get a CSP that allows only the controller's own scripts, styles and connections, so text
 that slips into a page (a commit message, a log) can never run; the pages keep every script and
 style in /static for that reason. Other responses get a CSP that allows nothing at all.
+UI pages are also `Cache-Control: no-store`: they show one signed-in user's tenant, so neither a
+shared cache nor the browser's history (the back button after signing out) may keep them.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ _COMMON: Final = (
     (b"referrer-policy", b"same-origin"),
 )
 _CSP: Final = b"content-security-policy"
+_CACHE: Final = b"cache-control"
 
 
 def _csp_for(path: str, content_type: bytes) -> str:
@@ -53,6 +56,9 @@ async def security_headers(message: Message, scope: Scope) -> None:
     for name, value in _COMMON:
         if name not in present:
             headers.append((name, value))
+    csp = _csp_for(scope.get("path", ""), content_type)
     if _CSP not in present:
-        headers.append((_CSP, _csp_for(scope.get("path", ""), content_type).encode()))
+        headers.append((_CSP, csp.encode()))
+    if csp == UI_CSP and _CACHE not in present:
+        headers.append((_CACHE, b"no-store"))
     message["headers"] = headers

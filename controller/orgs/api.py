@@ -48,10 +48,11 @@ class NewUser:
 
 
 @dataclass
-class RoleChange:
-    """Body of PUT /api/v1/users/{username}."""
+class UserChange:
+    """Body of PUT /api/v1/users/{username}: a new org role, and/or disable (true) or enable (false)."""
 
-    role: str
+    role: str | None = None
+    disabled: bool | None = None
 
 
 @dataclass
@@ -116,7 +117,13 @@ class OrgController(Controller):
         members = await people.members(caller.org)
         return {
             "users": [
-                {"username": u.username, "display_name": u.display_name, "email": u.email, "role": r.label}
+                {
+                    "username": u.username,
+                    "display_name": u.display_name,
+                    "email": u.email,
+                    "role": r.label,
+                    "disabled": u.disabled,
+                }
                 for u, r in members
             ]
         }
@@ -133,12 +140,20 @@ class OrgController(Controller):
         return answer
 
     @put("/users/{username:str}")
-    async def change_role(
-        self, caller: NamedDependency[Caller], username: FromPath[str], data: JSONBody[RoleChange]
+    async def change_user(
+        self, caller: NamedDependency[Caller], username: FromPath[str], data: JSONBody[UserChange]
     ) -> dict[str, Any]:
-        """Change a member's organization role."""
-        await commands.set_org_role(caller, username, _org_role(data.role))
-        return {"username": username, "role": _org_role(data.role).label}
+        """Change a member's organization role (`role`), or disable / enable them (`disabled`)."""
+        if data.role is None and data.disabled is None:
+            raise Invalid('send "role" (owner, admin, member) and/or "disabled" (true or false)')
+        answer: dict[str, Any] = {"username": username}
+        if data.role is not None:
+            await commands.set_org_role(caller, username, _org_role(data.role))
+            answer["role"] = _org_role(data.role).label
+        if data.disabled is not None:
+            await commands.set_disabled(caller, username, data.disabled)
+            answer["disabled"] = data.disabled
+        return answer
 
     @delete("/users/{username:str}", status_code=204)
     async def remove_user(self, caller: NamedDependency[Caller], username: FromPath[str]) -> None:
@@ -164,6 +179,21 @@ class OrgController(Controller):
         """Replace a team's members."""
         await commands.set_team_members(caller, team, data.members)
         return {"name": team, "members": sorted(data.members)}
+
+    @put("/teams/{team:str}/members/{username:str}")
+    async def add_member(
+        self, caller: NamedDependency[Caller], team: FromPath[str], username: FromPath[str]
+    ) -> dict[str, Any]:
+        """Put one member in a team (the team by name or id)."""
+        await commands.add_team_member(caller, team, username)
+        return {"team": team, "member": username}
+
+    @delete("/teams/{team:str}/members/{username:str}", status_code=204)
+    async def remove_member_from_team(
+        self, caller: NamedDependency[Caller], team: FromPath[str], username: FromPath[str]
+    ) -> None:
+        """Take one member out of a team."""
+        await commands.remove_team_member(caller, team, username)
 
     @delete("/teams/{team:str}", status_code=204)
     async def delete_team(self, caller: NamedDependency[Caller], team: FromPath[str]) -> None:

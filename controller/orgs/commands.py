@@ -72,6 +72,31 @@ async def remove_member(caller: Caller, username: str) -> None:
     await audit.record("member.remove", user.username, caller=caller, tenant=None)
 
 
+async def set_disabled(caller: Caller, username: str, disabled: bool) -> None:
+    """Disable a member (every session ends, no key works, no sign-in) or enable them again.
+
+    A user is one account across organizations, so one who belongs to another organization too is
+    refused (remove them from this one instead); nobody disables themselves; only owners disable owners.
+    """
+    _org_admin(caller)
+    user = await _member(caller, username)
+    if user.id == caller.user_id:
+        raise Conflict("you cannot disable yourself")
+    role = dict((u.id, r) for u, r in await people.members(caller.org)).get(user.id)
+    if role is OrgRole.OWNER and caller.org_role != OrgRole.OWNER:
+        raise Forbidden("only an owner can disable or enable an owner")
+    org_roles, _ = await people.user_roles(user.id)
+    if set(org_roles) - {caller.org}:
+        raise Conflict(
+            f"'{user.username}' belongs to another organization too: remove them from this one instead"
+        )
+    await people.set_disabled(user.id, disabled)
+    if disabled:
+        await sessions.revoke_user_sessions(user.id)
+    action = "user.disable" if disabled else "user.enable"
+    await audit.record(action, user.username, caller=caller, tenant=None)
+
+
 async def _keep_an_owner(org: UUID, leaving: UUID) -> None:
     owners = [u for u, r in await people.members(org) if r is OrgRole.OWNER and u.id != leaving]
     if not owners:
@@ -104,6 +129,26 @@ async def set_team_members(caller: Caller, team_ref: str, usernames: list[str]) 
     await audit.record(
         "team.members", f"{team_ref}: {', '.join(sorted(usernames))}", caller=caller, tenant=None
     )
+
+
+async def add_team_member(caller: Caller, team_ref: str, username: str) -> None:
+    """Put a member in a team (no change if already there)."""
+    _org_admin(caller)
+    team = await people.find_team(caller.org, team_ref)
+    user = await _member(caller, username)
+    await people.add_team_member(team, user.id)
+    name = await people.team_name(team) or team_ref
+    await audit.record("team.member.add", f"{name}: {user.username}", caller=caller, tenant=None)
+
+
+async def remove_team_member(caller: Caller, team_ref: str, username: str) -> None:
+    """Take a member out of a team; they lose what it granted."""
+    _org_admin(caller)
+    team = await people.find_team(caller.org, team_ref)
+    user = await _member(caller, username)
+    await people.remove_team_member(team, user.id)
+    name = await people.team_name(team) or team_ref
+    await audit.record("team.member.remove", f"{name}: {user.username}", caller=caller, tenant=None)
 
 
 async def delete_team(caller: Caller, team_ref: str) -> None:

@@ -158,6 +158,12 @@ async def set_password_hash(user_id: UUID, password_hash: str) -> None:
     await User.update({User.password_hash: password_hash}).where(User.id == user_id)
 
 
+async def set_disabled(user_id: UUID, disabled: bool) -> None:
+    """Disable a user (no sign-in, no session, no key works) or enable them again."""
+    await User.update({User.disabled: disabled}).where(User.id == user_id)
+    access_changed()
+
+
 async def touch_login(user_id: UUID) -> None:
     """Record a successful sign-in."""
     await User.update({User.last_login_at: datetime.now(UTC)}).where(User.id == user_id)
@@ -233,6 +239,12 @@ async def find_team(org: UUID, ref: str) -> UUID:
     if row is None:
         raise NotFound(f"no team '{ref}' in this organization")
     return UUID(str(row["id"]))
+
+
+async def team_name(team_id: UUID) -> str:
+    """A team's name (for the audit log), "" when it is gone."""
+    row = await Team.select(Team.name).where(Team.id == team_id).first()
+    return str(row["name"]) if row else ""
 
 
 async def teams(org: UUID) -> list[tuple[UUID, str, list[str]]]:

@@ -10,6 +10,7 @@ from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
 from controller.auth.permissions import Permission, requires
+from controller.web.account_views import AccountPagesController
 from controller.web.paths import web_dir
 from controller.web.templating import template_config
 from controller.web.views import LogLinesController, PagesController
@@ -33,6 +34,7 @@ def handlers() -> list[Any]:
     return [
         PagesController,
         LogLinesController,
+        AccountPagesController,
         create_static_files_router(
             path="/static", directories=[web_dir() / "static"], name="static", opt=requires(Permission.PUBLIC)
         ),

@@ -16,6 +16,7 @@ import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,9 +51,16 @@ class Up:
     password: str = ""
     key: str = ""
 
-    def request(self, method: str, path: str, body: Any = None, key: str | None = None) -> tuple[int, Any]:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        key: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, Any]:
         data = json.dumps(body).encode() if body is not None else None
-        headers = {"Content-Type": "application/json"}
+        headers = {"Content-Type": "application/json", **(headers or {})}
         if key if key is not None else self.key:
             headers["Authorization"] = f"Bearer {key if key is not None else self.key}"
         req = urllib.request.Request(self.base + path, data=data, method=method, headers=headers)
@@ -135,7 +143,15 @@ def browser(chromium_path: str) -> Iterator[Any]:
 
 @pytest.fixture
 def page(browser: Any, up: Up) -> Iterator[Any]:
-    """A fresh browser context (laptop-sized) whose page errors fail the test."""
+    """A fresh browser context (laptop-sized) signed in as the first admin; page errors fail the test."""
+    with signed_in(browser, up, "admin", up.password) as page:
+        yield page
+
+
+@contextmanager
+def signed_in(browser: Any, up: Up, username: str, password: str) -> Iterator[Any]:
+    """A page of a fresh browser context signed in as `username` through the login page; a page
+    error, a CSP violation or a request leaving the controller fails the test."""
     from playwright.sync_api import expect
 
     expect.set_options(timeout=30_000)
@@ -159,7 +175,7 @@ def page(browser: Any, up: Up) -> Iterator[Any]:
 
     context.route(re.compile(rf"^(?!{re.escape(up.base)}/|data:)"), refuse)
     try:
-        sign_in(page, "admin", up.password)
+        sign_in(page, username, password)
         yield page
     finally:
         context.close()

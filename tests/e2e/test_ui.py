@@ -373,6 +373,8 @@ def test_keyboard_reaches_the_main_controls_and_every_control_is_named(page: Pag
     assert any(s.startswith("e2e-") for s in seen), seen  # a pipeline link in the runs table
 
     page.goto(f"/pipelines/{live}/runs/1")
+    page.keyboard.press("Tab")
+    page.keyboard.press("Enter")  # skip the navigation (it grows with the caller's roles)
     seen = []
     for _ in range(12):
         page.keyboard.press("Tab")

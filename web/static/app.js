@@ -84,7 +84,13 @@
     if (button.dataset.confirm && !window.confirm(button.dataset.confirm)) return;
     button.disabled = true;
     try {
-      const resp = await fetch(button.dataset.action, { method: "POST", headers: jsonHeaders(), body: "{}" });
+      // POST by default; account pages also PUT and DELETE, some in another tenant than the page's.
+      const method = button.dataset.method || "POST";
+      const headers = jsonHeaders();
+      if (button.dataset.tenant) headers["X-BuildIt-Tenant"] = button.dataset.tenant;
+      const init = { method, headers };
+      if (method !== "DELETE") init.body = button.dataset.body || "{}";
+      const resp = await fetch(button.dataset.action, init);
       if (!resp.ok) {
         flash(button.textContent.trim() + " failed: " + (await errorText(resp)));
         return;

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from uuid import uuid4
+
 import pytest
 
+from controller.auth.caller import Caller
 from controller.auth.passwords import check_strength, hash_password, needs_rehash, verify_password
-from controller.auth.permissions import Permission, Role, role_allows
+from controller.auth.permissions import OrgRole, Permission, Role, role_allows
+from controller.auth.policy import allows
 from controller.errors import Invalid
 
 EXPECTED = {
@@ -42,3 +46,15 @@ def test_passwords_are_argon2id_and_checked() -> None:
     assert not needs_rehash(stored)
     with pytest.raises(Invalid, match="at least 12"):
         check_strength("short")
+
+
+def test_what_pages_hide_follows_the_policy_points_rule() -> None:
+    tenant = uuid4()
+    viewer = Caller("user", "vera", uuid4(), tenant, Role.VIEWER, user_id=uuid4())
+    assert allows(viewer, Permission.READ) and allows(viewer, Permission.AUTHENTICATED)
+    assert not allows(viewer, Permission.RUN) and not allows(viewer, Permission.ORG_ADMIN)
+    owner = Caller("user", "admin", uuid4(), tenant, Role.ADMIN, org_role=int(OrgRole.OWNER))
+    assert all(allows(owner, p) for p in (Permission.MANAGE, Permission.ADMIN, Permission.ORG_ADMIN))
+    anonymous = Caller("anonymous", "anonymous", uuid4(), tenant, None)
+    assert allows(anonymous, Permission.PUBLIC) and not allows(anonymous, Permission.AUTHENTICATED)
+    assert allows(None, Permission.PUBLIC) and not allows(None, Permission.READ)

@@ -25,6 +25,7 @@ async def test_a_ui_page_gets_the_strict_policy() -> None:
     assert headers[b"x-content-type-options"] == b"nosniff"
     assert headers[b"referrer-policy"] == b"same-origin"
     assert b"frame-ancestors 'none'" in headers[b"content-security-policy"]
+    assert headers[b"cache-control"] == b"no-store"  # not kept in history after signing out
 
 
 @pytest.mark.parametrize(
@@ -43,6 +44,7 @@ async def test_other_responses(path: str, content_type: bytes | None, csp: str) 
     headers = await sent(path, content_type)
     assert headers[b"content-security-policy"] == csp.encode()
     assert headers[b"x-frame-options"] == b"DENY"
+    assert (b"cache-control" in headers) == (csp == UI_CSP)
 
 
 async def test_headers_a_handler_set_are_kept_and_other_messages_untouched() -> None:
