@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 
 from controller.audit.tables import AuditEvent
@@ -18,17 +18,21 @@ async def record(
     caller: Caller | None = None,
     actor: str = "",
     org: UUID | None = None,
-    tenant: UUID | None = None,
+    tenant: UUID | Literal["caller"] | None = "caller",
     address: str = "",
     outcome: str = "ok",
     detail: dict[str, Any] | None = None,
 ) -> None:
-    """Append one event. Never pass secret values in `target` or `detail` (names only)."""
+    """Append one event. Never pass secret values in `target` or `detail` (names only).
+
+    `tenant` defaults to the caller's; `tenant=None` records an organization-level action (members,
+    teams), which every tenant admin's view of the log shows.
+    """
     await AuditEvent.insert(
         AuditEvent(
             at=datetime.now(UTC),
             org=org if org is not None else (caller.org if caller else None),
-            tenant=tenant if tenant is not None else (caller.tenant if caller else None),
+            tenant=(caller.tenant if caller else None) if tenant == "caller" else tenant,
             actor=(actor or (caller.name if caller else "system"))[:200],
             action=action[:64],
             target=target[:2000],

@@ -223,3 +223,5 @@ def test_failed_sign_ins_are_slowed_down_and_never_say_which_half_was_wrong(cont
     assert any(e["action"] == "login.failed" and e["target"] == "admin" for e in events)
     assert any(e["action"] == "run.trigger" for e in events)
     assert any(e["action"] == "pipeline.create" and e["target"] == "red-app" for e in events)
+    created = [e for e in events if e["action"] == "user.create"]
+    assert created and all(e["tenant"] is None for e in created)  # organization-level: no tenant
