@@ -67,6 +67,9 @@ class Deps:
         self.secure_cookies = False
         #: The controller's public URL (OIDC redirect URL); "" = as the request came in.
         self.public_url = ""
+        #: Hosts tenant maintainers may register repositories on (BUILDIT_REPO_HOSTS; empty: any
+        #: host that is not an internal address). See controller.repos.commands.
+        self.repo_hosts: tuple[str, ...] = ()
         #: Sign-in with an OpenID provider, when BUILDIT_OIDC_ISSUER is set.
         self.oidc: OidcClient | None = None
         #: The run operations every door adapts, for the default tenant (`buildit up`'s own use).

@@ -127,6 +127,7 @@ async def start(settings: ControllerSettings) -> Running:
     )
     deps.secure_cookies = settings.public_url.startswith("https://")
     deps.public_url = settings.public_url
+    deps.repo_hosts = settings.repo_hosts
     oidc_settings = OidcSettings.from_env()
     deps.oidc = OidcClient(oidc_settings) if oidc_settings is not None else None
 

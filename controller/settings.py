@@ -7,6 +7,7 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from controller.git.sources import host_patterns
 from controller.privatefiles import write_private
 from controller.secrets import keys
 from controller.secrets.keys import MasterKey, MasterKeyError
@@ -38,6 +39,9 @@ class ControllerSettings:
     grpc_tls_key: Path | None = None
     #: Seconds a request body may take to arrive in full (BUILDIT_HTTP_BODY_TIMEOUT); then 408.
     http_body_timeout_s: float = 30.0
+    #: Hosts tenant maintainers may register repositories on (BUILDIT_REPO_HOSTS; see
+    #: controller.repos.commands); empty: any host that is not an internal address.
+    repo_hosts: tuple[str, ...] = ()
     #: The master key from BUILDIT_SECRET_KEY; None: `<data dir>/master.key` (made at first start).
     secret_key: MasterKey | None = field(default=None, repr=False)
 
@@ -74,6 +78,7 @@ class ControllerSettings:
             http_body_timeout_s=_float(
                 env.get("BUILDIT_HTTP_BODY_TIMEOUT"), 30.0, "BUILDIT_HTTP_BODY_TIMEOUT"
             ),
+            repo_hosts=host_patterns(env.get("BUILDIT_REPO_HOSTS", "")),
             secret_key=storage.secret_key,
         )
 

@@ -30,6 +30,7 @@ class Caller:
 
     __slots__ = (
         "address",
+        "agent_id",
         "key_id",
         "kind",
         "name",
@@ -55,6 +56,7 @@ class Caller:
         roles: dict[UUID, Role] | None = None,
         org_role: int | None = None,
         address: str = "",
+        agent_id: UUID | None = None,
     ) -> None:
         self.kind: CallerKind = kind
         #: Shown in the audit log and in messages: a user name, `key:<prefix>`, `agent:<name>`.
@@ -71,6 +73,8 @@ class Caller:
         self.org_role = org_role
         #: The client's address, for the audit log and login rate limits.
         self.address = address
+        #: The agent calling with its own token (kind "agent"): what it may read is what it holds.
+        self.agent_id = agent_id
         #: The tenants of `roles` as `TenantChoice`s, by path (the UI's tenant switcher).
         self.tenant_list: list[TenantChoice] = []
 

@@ -75,6 +75,7 @@ class Policy:
                     self.default_tenant,
                     None,
                     address=_address(connection),
+                    agent_id=agent,
                 )
                 return
         principal = await self.principal(connection)
@@ -162,7 +163,8 @@ class Policy:
                 return
             raise Forbidden("this needs an organization owner or admin")
         if permission is Permission.AGENT:
-            # Users reach agent routes (Git, artifacts) with read access to the tenant.
+            # Users reach agent routes (the Git mirrors) with read access; the route checks it in
+            # the tenant of what is read (controller.repos.git_http).
             permission = Permission.READ
         if role_allows(caller.role, permission):
             return

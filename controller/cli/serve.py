@@ -280,7 +280,7 @@ async def _watch_local_repo(running: Running, path: Path) -> str:
 
     engine = running.deps.triggers
     assert engine is not None
-    for repo in engine.repositories():
+    for repo in engine.repositories(engine.default_owner[1]):  # `--repo` registers in the default tenant
         if repo.kind == "local" and Path(repo.url) == path:
             return f"watching:            {path} (repository {repo.name})"
     try:

@@ -1,6 +1,7 @@
-"""The controller's bare mirrors of pipeline repositories, and where those repositories live.
+"""The controller's bare mirrors of pipeline repositories, and the transport that fills them.
 
-A pipeline names its repository by a local path or a remote URL (`parse_source`). The controller
+A pipeline names its repository by a local path or a remote URL (`parse_source`, in
+controller.git.sources, re-exported here). The controller
 keeps one bare mirror per repository (`Mirror`): it fetches every branch into it, reads
 `.buildit.kdl` and commit metadata straight from its object store (no checkout), and pins the
 commits it runs (`refs/buildit/pins/<sha>`) so agents can always fetch them from the mirror over
@@ -24,8 +25,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
+
+# Where repositories live (split out: no dulwich there); re-exported, as callers import them here.
+from controller.git.sources import ACCEPTED_FORMS as ACCEPTED_FORMS
+from controller.git.sources import GitError as GitError
+from controller.git.sources import RepoSource as RepoSource
+from controller.git.sources import common_dir as common_dir
+from controller.git.sources import git_dir as git_dir
+from controller.git.sources import is_git_dir as is_git_dir
+from controller.git.sources import parse_source as parse_source
+from controller.git.sources import redact as redact
 
 if TYPE_CHECKING:
     from dulwich.client import GitClient
@@ -36,15 +47,6 @@ if TYPE_CHECKING:
 # dulwich is imported inside the functions, like controller.git.local: importing this module for
 # `GitError` or `parse_source` costs nothing.
 
-ACCEPTED_FORMS = (
-    "a local repository directory (working copy or bare), file:///path, http(s)://host/path, "
-    "git://host/path, ssh://[user@]host/path or user@host:path"
-)
-_REMOTE_SCHEMES = frozenset({"http", "https", "git", "ssh", "git+ssh"})
-_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
-# scp-like syntax: user@host:path (git's own rule: no slash before the colon).
-_SCP_LIKE = re.compile(r"^[A-Za-z0-9._~+-]+@[A-Za-z0-9._-]+:.+$")
-_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
 _HEX_SHA = re.compile(r"^[0-9a-f]{40}$")
 _HEADS = b"refs/heads/"
 PIN_PREFIX = "refs/buildit/pins/"
@@ -59,34 +61,6 @@ DEFAULT_SSH_COMMAND = "ssh -o BatchMode=yes -o ConnectTimeout=15"
 _MAX_SYMLINK_HOPS = 8
 
 
-class GitError(Exception):
-    """Clear, one-line message: what failed, for which repository, and how to fix it.
-
-    Never contains credentials: any user:password@ in a URL is shown as ***@.
-    """
-
-
-def redact(url: str) -> str:
-    """Hide credentials (`user:password@`, `token@`) in every URL of `url`, for messages and logs.
-
-    Works on any text, so a whole error message can be passed through it. scp-like `git@host:path`
-    has no scheme and names an SSH login, not a secret: it is left alone.
-    """
-    return _USERINFO.sub("***@", url)
-
-
-@dataclass(frozen=True)
-class RepoSource:
-    """Where a pipeline's repository lives.
-
-    `kind` is "local" (then `url` is an absolute filesystem path) or "remote" (then `url` is the
-    URL as given, stripped; it may hold credentials, so print it through `redact`).
-    """
-
-    kind: str
-    url: str
-
-
 @dataclass(frozen=True)
 class CommitMeta:
     """What the run views show about a commit. `author` is "Name <email>", `committed_at` is UTC."""
@@ -97,120 +71,44 @@ class CommitMeta:
     committed_at: datetime
 
 
-# --- Sources ---------------------------------------------------------------------------------------
-
-
-def is_git_dir(path: Path) -> bool:
-    """Git's own test (setup.c is_git_directory): HEAD, plus objects/ and refs/ or a commondir."""
-    if not (path / "HEAD").is_file():
-        return False
-    if (path / "commondir").is_file():  # a linked worktree's private git dir
-        return True
-    return (path / "objects").is_dir() and ((path / "refs").is_dir() or (path / "reftable").is_dir())
-
-
-def git_dir(repo_path: Path) -> Path:
-    """The git dir of a working copy (a .git directory or a `gitdir:` file) or of a bare repository.
-
-    The watcher and `parse_source` need to know where refs live without asking Git; raises
-    GitError when `repo_path` is not the root of a repository.
-    """
-    root = repo_path.expanduser().absolute()
-    dot_git = root / ".git"
-    if dot_git.is_dir() and is_git_dir(dot_git):
-        return dot_git.resolve()
-    if dot_git.is_file():
-        try:
-            text = dot_git.read_text("utf-8").strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise GitError(f"cannot read {dot_git}: {exc.__class__.__name__}; check its permissions") from exc
-        if text.startswith("gitdir:"):
-            target = Path(text[len("gitdir:") :].strip())
-            target = target if target.is_absolute() else root / target
-            if is_git_dir(target):
-                return target.resolve()
-        raise GitError(
-            f"{dot_git} does not point at a Git directory (broken worktree?); run `git worktree repair`"
-        )
-    if root.is_dir() and is_git_dir(root):
-        return root.resolve()
-    raise GitError(
-        f"{root} is not a Git repository (no .git, and not a bare repository); "
-        "give the root directory of a working copy or a bare repository, or run `git init` there"
-    )
-
-
-def common_dir(gitdir: Path) -> Path:
-    """The directory holding refs and objects: `gitdir` itself, or the main git dir of a worktree."""
-    pointer = gitdir / "commondir"
-    if pointer.is_file():
-        target = Path(pointer.read_text("utf-8").strip())
-        return (target if target.is_absolute() else gitdir / target).resolve()
-    return gitdir
-
-
-def _local_source(path: Path) -> RepoSource:
-    if not path.exists():
-        raise GitError(
-            f"repository path {path} does not exist; give the path of a Git working copy or bare repository"
-        )
-    if not path.is_dir():
-        raise GitError(f"repository path {path} is not a directory; give the repository's root directory")
-    git_dir(path)  # raises GitError naming the path when it is not a repository
-    return RepoSource("local", str(path.resolve()))
-
-
-def parse_source(url_or_path: str, base: Path | None = None) -> RepoSource:
-    """Classify what a user typed as a pipeline's repository, failing early with a fixable message.
-
-    Local: an existing repository directory (working copy or bare) or a file:// URL to one; a
-    relative path resolves against `base` (default: the current directory). Remote: http://,
-    https://, git://, ssh:// (or git+ssh://) URLs and scp-like user@host:path. No network access.
-    """
-    text = url_or_path.strip()
-    if not text:
-        raise GitError(f"no repository given; expected {ACCEPTED_FORMS}")
-    scheme_match = _SCHEME.match(text)
-    if scheme_match:
-        scheme = scheme_match.group(1).lower()
-        parts = urlsplit(text)
-        if scheme == "file":
-            if parts.netloc not in ("", "localhost"):
-                raise GitError(f"file URL {redact(text)} names a remote host; use file:///absolute/path")
-            return _local_source(Path(unquote(parts.path)))
-        if scheme in _REMOTE_SCHEMES:
-            if not parts.hostname:
-                raise GitError(f"repository URL {redact(text)} has no host; expected {ACCEPTED_FORMS}")
-            return RepoSource("remote", text)
-        raise GitError(
-            f"unsupported repository URL scheme {scheme}:// in {redact(text)}; expected {ACCEPTED_FORMS}"
-        )
-    if _SCP_LIKE.match(text):
-        return RepoSource("remote", text)
-    path = Path(text).expanduser()
-    if not path.is_absolute():
-        path = (base if base is not None else Path.cwd()) / path
-    return _local_source(path)
-
-
 # --- Transport -------------------------------------------------------------------------------------
 
 
 def _client(source: RepoSource) -> tuple[GitClient, str]:
     """A dulwich client for `source` and the path to pass it."""
-    from dulwich.client import LocalGitClient, default_urllib3_manager, get_transport_and_path
+    from dulwich.client import LocalGitClient, get_transport_and_path
 
     if source.kind == "local":
         return LocalGitClient(), source.url
     scheme = source.url.split("://", 1)[0].lower() if "://" in source.url else "ssh"
     if scheme in ("http", "https"):
         # Credentials in the URL are taken out by dulwich and sent as Basic auth to that origin only.
-        pool = default_urllib3_manager(None, base_url=source.url, timeout=HTTP_TIMEOUT_SECONDS)
-        return get_transport_and_path(source.url, pool_manager=pool)  # type: ignore[arg-type]
+        return get_transport_and_path(source.url, pool_manager=_http_pool(source.url))
     if scheme in ("ssh", "git+ssh"):
         ssh = os.environ.get("GIT_SSH_COMMAND") or DEFAULT_SSH_COMMAND
         return get_transport_and_path(source.url, ssh_command=ssh)
     return get_transport_and_path(source.url)
+
+
+def _http_pool(url: str) -> Any:
+    """The HTTP connection pool of one fetch: dulwich's (proxies, timeouts), following no redirect.
+
+    Why no redirect: who may register which host is checked on the URL as given (see
+    controller.repos.commands); a redirect would make the controller fetch a URL nobody checked,
+    such as an address inside its own network. A moved repository is registered by its new URL.
+    """
+    import urllib3
+    from dulwich.client import default_urllib3_manager
+
+    class Pool(urllib3.PoolManager):
+        def urlopen(self, method: str, url: str, *args: Any, **kw: Any) -> Any:
+            return super().urlopen(method, url, *args, **{**kw, "redirect": False})
+
+    class Proxy(urllib3.ProxyManager):
+        def urlopen(self, method: str, url: str, *args: Any, **kw: Any) -> Any:
+            return super().urlopen(method, url, *args, **{**kw, "redirect": False})
+
+    return default_urllib3_manager(None, Pool, Proxy, base_url=url, timeout=HTTP_TIMEOUT_SECONDS)
 
 
 #: What every smart-HTTP Git server (git, dulwich, forges) offers for protocol v0 fetches; assumed
@@ -224,7 +122,7 @@ def _known_head_client(source: RepoSource, ref: Ref, sha: ObjectID) -> tuple[Git
     """An HTTP client that skips the ref advertisement: the caller already knows `ref` -> `sha`."""
     from urllib.parse import urlparse
 
-    from dulwich.client import Urllib3HttpGitClient, default_urllib3_manager
+    from dulwich.client import Urllib3HttpGitClient
 
     class KnownHeadClient(Urllib3HttpGitClient):
         def _discover_references(
@@ -237,9 +135,8 @@ def _known_head_client(source: RepoSource, ref: Ref, sha: ObjectID) -> tuple[Git
             self.protocol_version = 0
             return {ref: sha}, set(_ASSUMED_UPLOAD_CAPABILITIES), base_url, {}, {}
 
-    pool = default_urllib3_manager(None, base_url=source.url, timeout=HTTP_TIMEOUT_SECONDS)
     parsed = urlparse(source.url)
-    client = KnownHeadClient.from_parsedurl(parsed, pool_manager=pool)  # type: ignore[arg-type]
+    client = KnownHeadClient.from_parsedurl(parsed, pool_manager=_http_pool(source.url))
     return client, parsed.path
 
 
@@ -336,6 +233,11 @@ def _transport_error(exc: BaseException, source: RepoSource, action: str) -> Git
         return GitError(
             f"{where}: cannot connect ({detail}); check the host name and port, "
             "and that the server is up and reachable from the controller"
+        )
+    if re.search(r"http resp 30[12378]\b", detail):
+        return GitError(
+            f"{where}: the server answered with a redirect; the controller follows none (so it fetches "
+            "only the URL that was checked at registration): register the URL it redirects to"
         )
     if "http resp 403" in detail:
         return GitError(

@@ -10,10 +10,11 @@ from litestar import Controller, delete, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 
+from controller.auth.caller import Caller
 from controller.auth.permissions import Permission, requires
 from controller.deps import Deps
-from controller.errors import Conflict, Invalid, NotFound
-from controller.repos import services
+from controller.errors import Invalid, NotFound
+from controller.repos import commands, services
 from controller.repos.services import RepoSettings
 from controller.runs.commands import RunCommands, TriggerInput
 from controller.runs.services import record_json
@@ -58,19 +59,8 @@ def _engine(deps: Deps) -> TriggerEngine:
     return deps.triggers
 
 
-def _watching(deps: Deps) -> Any:
-    """The trigger engine, for registering: it watches the default tenant's repositories only (yet)."""
-    engine = _engine(deps)
-    if engine.tenant != deps.tenant:
-        raise Conflict(
-            "watched repositories can be registered in the default tenant only in this version; "
-            "register it there (X-BuildIt-Tenant: default/default) or use a pipeline in this tenant"
-        )
-    return engine
-
-
 class ReposController(Controller):
-    """Watched repositories (registered in the default tenant; every tenant sees only its own)."""
+    """Watched repositories of the caller's tenant (another tenant's id answers 404)."""
 
     path = "/api/v1/repos"
     opt = requires(Permission.READ)
@@ -84,12 +74,17 @@ class ReposController(Controller):
         return {"repos": [services.repo_json(r, engine.git_url(r.id)) for r in rows]}
 
     @post("/", status_code=201, opt=requires(Permission.MANAGE))
-    async def register(self, deps: NamedDependency[Deps], data: JSONBody[RegisterRepo]) -> dict[str, Any]:
-        """Register a repository (URL or a path on the controller's machine) and start watching it.
+    async def register(
+        self, deps: NamedDependency[Deps], caller: NamedDependency[Caller], data: JSONBody[RegisterRepo]
+    ) -> dict[str, Any]:
+        """Register a repository in this tenant and start watching it.
 
-        The answer includes the webhook secret, this once: configure it on the forge's webhook.
+        Tenant maintainers register https:// and ssh:// URLs; paths on the controller's machine,
+        plaintext URLs and hosts outside BUILDIT_REPO_HOSTS need an organization owner or admin
+        (controller.repos.commands). The answer includes the webhook secret, this once: configure
+        it on the forge's webhook.
         """
-        engine = _watching(deps)
+        engine = _engine(deps)
         if not isinstance(data.url, str) or not data.url.strip() or "\0" in data.url:
             raise Invalid("'url' must be a Git URL (https://, ssh://, git://, file://) or a local path")
         status = data.commit_status
@@ -105,7 +100,7 @@ class ReposController(Controller):
             status_repo=status.repo if status else "",
             status_token=status.token if status else "",
         )
-        repo = await engine.register(settings)
+        repo = await commands.register(engine, caller, settings, deps.repo_hosts)
         return services.repo_json(repo, engine.git_url(repo.id), include_secret=True)
 
     @get("/{repo_id:uuid}")
@@ -124,7 +119,7 @@ class ReposController(Controller):
     async def unregister(self, deps: NamedDependency[Deps], repo_id: FromPath[UUID]) -> None:
         """Stop watching; deletes the repository's pipeline, runs and mirror."""
         engine = _engine(deps)
-        if engine.tenant != deps.tenant or not await engine.unregister(repo_id):
+        if not await engine.unregister(repo_id, deps.tenant):
             raise NotFound(f"repository {repo_id} not found; list them with GET /api/v1/repos")
 
     @post("/{repo_id:uuid}/runs", status_code=201, opt=requires(Permission.RUN))

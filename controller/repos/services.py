@@ -68,6 +68,9 @@ class RepoRow:
     run_each_commit: bool
     webhook_secret: str = field(repr=False)
     pipeline_id: UUID
+    #: The repository's owner: its pipeline, triggers and runs belong to this org and tenant.
+    org: UUID
+    tenant: UUID
     status: str = "pending"
     status_message: str = ""
     status_kind: str = ""
@@ -146,6 +149,8 @@ def _row(record: dict[str, Any], pipeline_id: UUID, box: SecretBox) -> RepoRow:
         run_each_commit=bool(record["run_each_commit"]),
         webhook_secret=_opened(box, record, "webhook_secret"),
         pipeline_id=pipeline_id,
+        org=record["org"],
+        tenant=record["tenant"],
         status=record["status"],
         status_message=record["status_message"],
         status_kind=record["status_kind"],
@@ -249,10 +254,13 @@ async def get_repository(tenant: UUID | None, repo_id: UUID, box: SecretBox) -> 
     return _row(record, pipeline["id"], box)
 
 
-async def delete_repository(tenant: UUID, repo_id: UUID) -> bool:
-    """Remove a repository with its pipeline and runs (cascade); False when it does not exist."""
-    exists = await Repository.exists().where((Repository.id == repo_id) & (Repository.tenant == tenant))
-    if not exists:
+async def delete_repository(tenant: UUID | None, repo_id: UUID) -> bool:
+    """Remove a repository with its pipeline and runs (cascade); False when it does not exist (in
+    `tenant`; None: in any tenant)."""
+    query = Repository.exists().where(Repository.id == repo_id)
+    if tenant is not None:
+        query = query.where(Repository.tenant == tenant)
+    if not await query:
         return False
     async with write_transaction():
         await Pipeline.delete().where(Pipeline.repository == repo_id)

@@ -118,8 +118,8 @@ class RunCommands:
 
     def repository(self, repo_id: UUID) -> Target:
         """A watched repository of this tenant; NotFound otherwise."""
-        repo = self.triggers.repository(repo_id) if self.triggers is not None else None
-        if repo is None or self.triggers is None or self.triggers.tenant != self.tenant:
+        repo = self.triggers.repository(repo_id, self.tenant) if self.triggers is not None else None
+        if repo is None:
             raise NotFound(f"repository {repo_id} not found; list them with GET /api/v1/repos")
         return Target(repo.pipeline_id, repo.id)
 
@@ -128,8 +128,8 @@ class RunCommands:
         text = target.strip() if isinstance(target, str) else ""
         if not text:
             raise Invalid("name the repository or pipeline to run (its id or name)")
-        if self.triggers is not None and self.triggers.tenant == self.tenant:
-            for repo in self.triggers.repositories():
+        if self.triggers is not None:
+            for repo in self.triggers.repositories(self.tenant):
                 if text in (str(repo.id), repo.name):
                     return Target(repo.pipeline_id, repo.id)
         row = await find_pipeline(self.tenant, text)

@@ -427,6 +427,25 @@ class Scheduler:
         """The agent, if registered."""
         return self.agents.get(agent_id)
 
+    def holds_stage_of(self, agent_id: UUID, pipeline_id: UUID) -> bool:
+        """Whether the agent holds (leased, running) a stage of a run of the pipeline right now.
+
+        What an agent's credential may read is what it holds: the Git mirror of a run's repository
+        is served to the agents with a lease of that run. Memory only (a few leases per agent): it
+        is on every fetch an agent makes.
+        """
+        agent = self.agents.get(agent_id)
+        if agent is None:
+            return False
+        for lease_id in agent.running:
+            stage = self.by_lease.get(lease_id)
+            if stage is None or stage.agent_id != agent_id or stage.status.finished:
+                continue
+            run = self.runs.get(stage.run_id)
+            if run is not None and run.pipeline_id == pipeline_id:
+                return True
+        return False
+
     async def agent_registered(self, agent: AgentConn) -> None:
         """Register or refresh an agent (registration itself is done by the agents service)."""
         async with self._operation():

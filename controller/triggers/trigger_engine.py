@@ -18,11 +18,19 @@ the trigger row is durable before the run is made, a restart in between loses no
 unique (repository, sha) rule makes the watcher, the poller and a webhook seeing the same push
 produce one run.
 
+One engine watches the repositories of every tenant. Each repository row carries its org and
+tenant, and so do its pipeline, triggers and runs: a run is planned in the repository's own tenant
+and only agents serving that tenant take its stages. Looking a repository up for a caller is
+scoped to the caller's tenant (`repository(id, tenant)`); webhooks, which come from forges, find
+repositories of any tenant and are authenticated by each one's secret.
+
 Cron triggers declared in the pipeline run on the repository's default branch (or the branch they
 name) at their schedule, read from the newest `.buildit.kdl` of that branch.
 
 All Git work is blocking (dulwich) and runs in a worker thread, one operation at a time per
 repository (a lock per repository).
+
+The stateless Git helpers (one worker-thread hop each) are in controller.triggers.gitwork.
 
 Why one module past 500 lines: registration, watching, polling, webhooks, cron and turning a
 commit into a run all act on the same per-repository state (`_Active`: its mirror, lock and tasks);
@@ -40,20 +48,11 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
 from uuid import UUID
 
 from agent.contract.types import WorkspaceSource
 from controller.errors import BuildItError, Invalid, NotFound
-from controller.git.mirror import (
-    CommitMeta,
-    GitError,
-    Mirror,
-    RepoSource,
-    parse_source,
-    redact,
-    remote_branches,
-)
+from controller.git.mirror import GitError, Mirror, RepoSource, parse_source, redact, remote_branches
 from controller.git.watch import watch_refs
 from controller.pipelines.parsing import parse
 from controller.repos import services as repos
@@ -61,18 +60,24 @@ from controller.repos.services import RepoRow, RepoSettings, check_settings
 from controller.scheduling.model import RunState
 from controller.scheduling.scheduler import Scheduler
 from controller.secrets.crypto import SecretBox
+from controller.triggers.gitwork import (
+    FETCH_TIMEOUT_S,
+    PIPELINE_FILE,
+    default_branch,
+    first_fetch,
+    in_thread,
+    pipeline_at,
+    private_dir,
+)
 from controller.triggers.schedule import cron_schedule, next_cron, runs_on_push
 
 log = logging.getLogger(__name__)
 
-PIPELINE_FILE = ".buildit.kdl"
-FETCH_TIMEOUT_S = 120.0
 RETRY_WATCH_S = 5.0
 WATCH_SETUP_S = 0.5
 #: Seconds after a fetch that brought commits before the mirror's packs are merged (see
 #: `_maintain_later`): long enough for the new runs' agents to have fetched.
 MAINTAIN_DELAY_S = 2.0
-_T = TypeVar("_T")
 
 
 @dataclass
@@ -87,29 +92,23 @@ class _Active:
     maintenance: asyncio.Task[None] | None = None
 
 
-def default_branch(heads: dict[str, str]) -> str | None:
-    """The branch built when a repository names none: main, else master, else the first by name."""
-    for name in ("main", "master"):
-        if name in heads:
-            return name
-    return min(heads) if heads else None
-
-
 class TriggerEngine:
     """See the module docstring. `start()` after the scheduler, `stop()` before it."""
 
     def __init__(
         self, scheduler: Scheduler, org: UUID, tenant: UUID, mirrors_dir: Path, box: SecretBox
     ) -> None:
-        """`box` seals and opens the repositories' webhook secrets and status tokens."""
+        """`org`/`tenant` own the repositories registered without an owner (`buildit up --repo`);
+        `box` seals and opens the repositories' webhook secrets and status tokens."""
         self.scheduler = scheduler
-        self.org = org
-        self.tenant = tenant
+        self.default_owner = (org, tenant)
         self.mirrors_dir = mirrors_dir
         self.box = box
         #: Where agents fetch mirrors from (`<controller URL>/git`); set once HTTP listens.
         self.git_base_url = ""
         self._active: dict[UUID, _Active] = {}
+        #: Pipeline id -> its repository's id: `repository_of` is on every trigger's path.
+        self._by_pipeline: dict[UUID, UUID] = {}
         self._background: set[asyncio.Task[None]] = set()
         #: Called with (repo, run) for each run made; the commit-status reporter listens here.
         self.run_listeners: list[Callable[[RepoRow, RunState, str], None]] = []
@@ -118,8 +117,8 @@ class TriggerEngine:
 
     async def start(self) -> None:
         """Watch every registered repository; catch up on what changed while stopped."""
-        _private_dir(self.mirrors_dir)
-        for repo in await repos.list_repositories(self.tenant, self.box):
+        private_dir(self.mirrors_dir)
+        for repo in await repos.list_repositories(None, self.box):
             self._activate(repo)
 
     async def stop(self) -> None:
@@ -133,6 +132,7 @@ class TriggerEngine:
         for active in self._active.values():
             active.mirror.close()
         self._active.clear()
+        self._by_pipeline.clear()
 
     def git_url(self, repo_id: UUID) -> str:
         """The smart-HTTP URL of a repository's mirror, as agents use it."""
@@ -152,50 +152,59 @@ class TriggerEngine:
         active = self._active.get(repo_id)
         return active.lock if active else None
 
-    def repository(self, repo_id: UUID) -> RepoRow | None:
-        """A watched repository (as of its last sync)."""
+    def repository(self, repo_id: UUID, tenant: UUID | None = None) -> RepoRow | None:
+        """A watched repository (as of its last sync) of `tenant` (None: of any tenant)."""
         active = self._active.get(repo_id)
-        return active.repo if active else None
+        if active is None or (tenant is not None and active.repo.tenant != tenant):
+            return None
+        return active.repo
 
     def repository_of(self, pipeline_id: UUID) -> UUID | None:
         """The watched repository a pipeline belongs to (None for pipelines registered by source)."""
-        for active in self._active.values():
-            if active.repo.pipeline_id == pipeline_id:
-                return active.repo.id
-        return None
+        return self._by_pipeline.get(pipeline_id)
 
-    def repositories(self) -> list[RepoRow]:
-        """Every watched repository."""
-        return [active.repo for active in self._active.values()]
+    def repositories(self, tenant: UUID | None = None) -> list[RepoRow]:
+        """Every watched repository of `tenant` (None: of every tenant)."""
+        return [a.repo for a in self._active.values() if tenant is None or a.repo.tenant == tenant]
 
     # ------------------------------------------------------------------ registration
 
-    async def register(self, settings: RepoSettings, base: Path | None = None) -> RepoRow:
-        """Check, mirror and store a repository, then watch it.
+    async def register(
+        self, settings: RepoSettings, owner: tuple[UUID, UUID] | None = None, base: Path | None = None
+    ) -> RepoRow:
+        """Check, mirror and store a repository of `owner` (org, tenant), then watch it.
 
         The first fetch happens here, so a bad URL, an unreachable remote or a directory that is
-        not a repository is refused now with the reason (Invalid), and nothing is
-        stored. Pushes already on the branches are not built: the next one is.
+        not a repository is refused now (Invalid), and nothing is stored. A remote's failure is
+        told in one neutral sentence whatever the cause (unreachable, not found, refused
+        credentials): telling them apart would let a caller map the controller's network through
+        it; the cause goes to the controller's log. Who may register which URL or path is checked
+        before this (controller.repos.commands). Pushes already on the branches are not built:
+        the next one is.
         """
+        org, tenant = owner or self.default_owner
         check_settings(settings)
         try:
             source = parse_source(settings.url, base)
         except GitError as exc:
             raise Invalid(str(exc)) from None
         staging = self.mirrors_dir / f"new-{secrets.token_hex(8)}.git"
-        _private_dir(self.mirrors_dir)
+        private_dir(self.mirrors_dir)
         mirror = Mirror(staging, source)
         try:
-            heads = await _in_thread(_first_fetch, mirror, timeout=FETCH_TIMEOUT_S)
+            heads = await in_thread(first_fetch, mirror, timeout=FETCH_TIMEOUT_S)
             branch = default_branch(heads)
             config = ""
             if branch is not None:
-                data = await _in_thread(mirror.read_file, heads[branch], PIPELINE_FILE)
+                data = await in_thread(mirror.read_file, heads[branch], PIPELINE_FILE)
                 config = data.decode("utf-8", "replace") if data is not None else ""
         except GitError as exc:
             mirror.close()
             shutil.rmtree(staging, ignore_errors=True)
-            raise Invalid(f"cannot fetch {redact(source.url)}: {exc}") from None
+            if source.kind == "local":
+                raise Invalid(f"cannot fetch {redact(source.url)}: {exc}") from None
+            log.warning("registering %s: the first fetch failed: %s", redact(source.url), exc)
+            raise Invalid(f"could not fetch {redact(source.url)}: check the URL and credentials") from None
         except BaseException:
             mirror.close()
             shutil.rmtree(staging, ignore_errors=True)
@@ -204,25 +213,30 @@ class TriggerEngine:
         secret = settings.webhook_secret or secrets.token_urlsafe(24)
         try:
             repo = await repos.create_repository(
-                self.org, self.tenant, settings, source.kind, source.url, secret, config, self.box
+                org, tenant, settings, source.kind, source.url, secret, config, self.box
             )
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         staging.rename(self.mirror_path(repo.id))
-        await repos.record_heads(self.org, self.tenant, repo.id, heads, [], "register")
+        await repos.record_heads(org, tenant, repo.id, heads, [], "register")
         self._activate(repo, sync_now=False)
         return repo
 
-    async def unregister(self, repo_id: UUID) -> bool:
-        """Stop watching a repository and delete it, its pipeline, runs and mirror."""
-        active = self._active.pop(repo_id, None)
+    async def unregister(self, repo_id: UUID, tenant: UUID | None = None) -> bool:
+        """Stop watching a repository of `tenant` (None: of any) and delete it, its pipeline, runs
+        and mirror. False when there is no such repository (another tenant's is left alone)."""
+        active = self._active.get(repo_id)
+        if active is not None and tenant is not None and active.repo.tenant != tenant:
+            return False
         if active is not None:
+            del self._active[repo_id]
+            self._by_pipeline.pop(active.repo.pipeline_id, None)
             for task in active.tasks:
                 task.cancel()
             async with active.lock:
                 active.mirror.close()
-        deleted = await repos.delete_repository(self.tenant, repo_id)
+        deleted = await repos.delete_repository(tenant, repo_id)
         shutil.rmtree(self.mirror_path(repo_id), ignore_errors=True)
         return deleted
 
@@ -230,10 +244,11 @@ class TriggerEngine:
         mirror = Mirror(self.mirror_path(repo.id), RepoSource(repo.kind, repo.url))
         active = _Active(repo, mirror, asyncio.Lock(), [], asyncio.Event())
         self._active[repo.id] = active
+        self._by_pipeline[repo.pipeline_id] = repo.id
         name = f"repo-{repo.name}"
         if sync_now:
             active.tasks.append(
-                asyncio.create_task(self._guarded(self.sync(repo.id, "start")), name=f"{name}-sync")
+                asyncio.create_task(self._guarded(lambda: self.sync(repo.id, "start")), name=f"{name}-sync")
             )
         if repo.kind == "local":
             active.tasks.append(asyncio.create_task(self._watch(active), name=f"{name}-watch"))
@@ -248,7 +263,7 @@ class TriggerEngine:
             # watchfiles sets its watch up in its own thread, so a commit in the first moments
             # could come before it: one catch-up sync once it surely exists covers that window.
             catch_up = asyncio.get_running_loop().call_later(
-                WATCH_SETUP_S, lambda: self._spawn(self.sync(active.repo.id, "watch"))
+                WATCH_SETUP_S, lambda: self._spawn(lambda: self.sync(active.repo.id, "watch"))
             )
             try:
                 async for _ in watch_refs(Path(active.repo.url)):
@@ -269,7 +284,7 @@ class TriggerEngine:
         while True:
             await asyncio.sleep(active.repo.poll_interval_s)
             try:
-                heads = await _in_thread(
+                heads = await in_thread(
                     remote_branches, RepoSource(active.repo.kind, active.repo.url), timeout=FETCH_TIMEOUT_S
                 )
             except GitError as exc:
@@ -279,16 +294,16 @@ class TriggerEngine:
                 log.exception("polling %s failed", redact(active.repo.url))
                 continue
             if heads != await repos.branch_heads(active.repo.id) or active.repo.status == "error":
-                await self._guarded(self.sync(active.repo.id, "poll"))
+                await self._guarded(lambda: self.sync(active.repo.id, "poll"))
 
     async def hook(self, repo_id: UUID, head: tuple[str, str] | None = None) -> None:
         """A webhook said the repository changed: sync in the background (the hook answers at once).
 
         `head` (branch, sha): what the hook said the branch now points at, fetched in one request.
         """
-        self._spawn(self.sync(repo_id, "webhook", head))
+        self._spawn(lambda: self.sync(repo_id, "webhook", head))
 
-    def _spawn(self, work: Awaitable[object]) -> None:
+    def _spawn(self, work: Callable[[], Awaitable[object]]) -> None:
         task = asyncio.create_task(self._guarded(work))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
@@ -320,12 +335,13 @@ class TriggerEngine:
                 if not active.repo.watches(branch, default):
                     continue
                 if active.repo.run_each_commit:
-                    commits = await _in_thread(active.mirror.new_commits, known.get(branch), sha)
+                    commits = await in_thread(active.mirror.new_commits, known.get(branch), sha)
                     triggers.extend((branch, c) for c in reversed(commits))
                 else:
                     triggers.append((branch, sha))
             if changed or triggers:
-                await repos.record_heads(self.org, self.tenant, repo_id, changed, triggers, source)
+                repo = active.repo
+                await repos.record_heads(repo.org, repo.tenant, repo_id, changed, triggers, source)
             await repos.forget_heads(repo_id, gone)
             runs = await self._run_pending(active)
             if changed:
@@ -335,7 +351,7 @@ class TriggerEngine:
     async def _fetch(self, active: _Active, head: tuple[str, str] | None) -> dict[str, str]:
         if head is not None and active.repo.kind == "remote":
             try:
-                return await _in_thread(active.mirror.fetch_commit, *head, timeout=FETCH_TIMEOUT_S)
+                return await in_thread(active.mirror.fetch_commit, *head, timeout=FETCH_TIMEOUT_S)
             except GitError as exc:
                 log.info(
                     "repository %s: fetching %s alone failed (%s); fetching all",
@@ -343,7 +359,7 @@ class TriggerEngine:
                     head[1],
                     exc,
                 )
-        return await _in_thread(active.mirror.fetch, timeout=FETCH_TIMEOUT_S)
+        return await in_thread(active.mirror.fetch, timeout=FETCH_TIMEOUT_S)
 
     def _maintain_later(self, active: _Active) -> None:
         """Merge the mirror's packs a little later, not while agents fetch the commit just run.
@@ -358,9 +374,9 @@ class TriggerEngine:
         async def maintain() -> None:
             await asyncio.sleep(MAINTAIN_DELAY_S)
             async with active.lock:
-                await _in_thread(active.mirror.maintain)
+                await in_thread(active.mirror.maintain)
 
-        active.maintenance = asyncio.create_task(self._guarded(maintain()))
+        active.maintenance = asyncio.create_task(self._guarded(maintain))
         active.tasks.append(active.maintenance)
         active.maintenance.add_done_callback(
             lambda task: active.tasks.remove(task) if task in active.tasks else None
@@ -394,15 +410,15 @@ class TriggerEngine:
             raise NotFound(f"repository {repo_id} not found")
         async with active.lock:
             try:
-                heads = await _in_thread(active.mirror.fetch, timeout=FETCH_TIMEOUT_S)
+                heads = await in_thread(active.mirror.fetch, timeout=FETCH_TIMEOUT_S)
             except GitError as exc:
                 await self._fetch_failed(active, exc)
-                heads = await _in_thread(active.mirror.branches)
+                heads = await in_thread(active.mirror.branches)
             branch = branch or default_branch(heads)
             if branch is None:
                 raise NotFound(f"repository {active.repo.name} has no branches yet: push a commit first")
             if sha:
-                if not await _in_thread(active.mirror.has_commit, sha):
+                if not await in_thread(active.mirror.has_commit, sha):
                     raise NotFound(f"commit {sha} is not in repository {active.repo.name} (fetched just now)")
             else:
                 if branch not in heads:
@@ -411,7 +427,8 @@ class TriggerEngine:
                         f"branches: {', '.join(sorted(heads)) or 'none'}"
                     )
                 sha = heads[branch]
-            trigger_id = await repos.add_manual_trigger(self.org, self.tenant, repo_id, branch, sha, source)
+            repo = active.repo
+            trigger_id = await repos.add_manual_trigger(repo.org, repo.tenant, repo_id, branch, sha, source)
             runs = await self._run_pending(active, only=trigger_id, env=env)
             return runs[0] if runs else None
 
@@ -446,7 +463,7 @@ class TriggerEngine:
     ) -> RunState | None:
         repo = active.repo
         try:
-            data, meta = await _in_thread(_pipeline_at, active.mirror, sha)
+            data, meta = await in_thread(pipeline_at, active.mirror, sha)
         except GitError as exc:
             await repos.finish_trigger(trigger_id, f"not run: {exc}", None)
             return None
@@ -464,7 +481,7 @@ class TriggerEngine:
                 trigger_id, f"the pipeline's triggers do not include pushes to {branch}", None
             )
             return None
-        await _in_thread(active.mirror.pin, sha)
+        await in_thread(active.mirror.pin, sha)
         try:
             run = await self.scheduler.trigger(
                 repo.pipeline_id,
@@ -517,49 +534,22 @@ class TriggerEngine:
 
     async def _cron_schedule(self, active: _Active) -> list[tuple[str, str | None]]:
         async with active.lock:
-            heads = await _in_thread(active.mirror.branches)
+            heads = await in_thread(active.mirror.branches)
             branch = default_branch(heads)
             if branch is None:
                 return []
-            data = await _in_thread(active.mirror.read_file, heads[branch], PIPELINE_FILE)
+            data = await in_thread(active.mirror.read_file, heads[branch], PIPELINE_FILE)
         pipeline = (
             (await parse(data.decode("utf-8", "replace"), PIPELINE_FILE))[0] if data is not None else None
         )
         return cron_schedule(pipeline) if pipeline is not None else []
 
-    async def _guarded(self, work: Awaitable[object]) -> None:
+    async def _guarded(self, work: Callable[[], Awaitable[object]]) -> None:
+        """Run `work()`, logging a failure. A factory, not a coroutine: a task cancelled before
+        it started (a stop right after a start) would leave a coroutine never awaited."""
         try:
-            await work
+            await work()
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("repository sync failed")
-
-
-def _private_dir(path: Path) -> None:
-    """The mirrors' directory, readable by the controller's user only (it holds private code)."""
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if path.stat().st_mode & 0o077:
-        path.chmod(0o700)
-
-
-def _pipeline_at(mirror: Mirror, sha: str) -> tuple[bytes | None, CommitMeta]:
-    """The pipeline file and the commit's metadata, read in one worker-thread hop."""
-    return mirror.read_file(sha, PIPELINE_FILE), mirror.commit(sha)
-
-
-def _first_fetch(mirror: Mirror) -> dict[str, str]:
-    mirror.ensure()
-    return mirror.fetch()
-
-
-async def _in_thread(fn: Callable[..., _T], *args: object, timeout: float | None = None) -> _T:
-    """Blocking Git work off the event loop (bounded when `timeout` is given)."""
-    call = asyncio.to_thread(fn, *args)
-    if timeout is None:
-        return await call
-    try:
-        async with asyncio.timeout(timeout):
-            return await call
-    except TimeoutError:
-        raise GitError(f"no answer within {timeout:g}s (is the remote reachable?)") from None

@@ -254,7 +254,9 @@ class Agent:
         capacity: int = 1,
         labels: str = "",
         env: dict[str, str] | None = None,
+        registration_token: str | None = None,
     ) -> None:
+        """`registration_token`: another than the controller's own (org-wide) one, e.g. a tenant's."""
         self.name = name
         self.state_dir = workdir / f"agent-{name}"
         args = [
@@ -263,7 +265,7 @@ class Agent:
             "--controller",
             controller.grpc_address,
             "--registration-token",
-            controller.token,
+            registration_token or controller.token,
             "--name",
             name,
             "--capacity",

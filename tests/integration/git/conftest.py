@@ -6,6 +6,7 @@ controller.git.smart_http directly (no web framework), and records each request 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -183,6 +184,37 @@ def http_server() -> Iterator[GitHttpServer]:
     thread.start()
     try:
         yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+@contextlib.contextmanager
+def redirecting_server(target: str) -> Iterator[tuple[str, list[str]]]:
+    """A loopback server answering every request with 301 to `target` + the path asked for: its
+    URL and the paths it was asked for."""
+    asked: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+        def _moved(self) -> None:
+            asked.append(self.path)
+            self.send_response(301)
+            self.send_header("Location", target + self.path)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_GET = _moved
+        do_POST = _moved
+
+    server = _QuietServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=_serve, args=(server,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", asked
     finally:
         server.shutdown()
         server.server_close()

@@ -51,6 +51,7 @@ def test_parse_source_accepts_remote_urls() -> None:
         ("   ", "no repository given"),
         ("ftp://x", "unsupported repository URL scheme ftp://"),
         ("http://", "has no host"),
+        ("http://[::1/x.git", r"is malformed \(Invalid IPv6 URL\)"),
         ("missing-dir", "does not exist"),
     ],
 )

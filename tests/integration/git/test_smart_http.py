@@ -14,7 +14,7 @@ import pytest
 from controller.git.mirror import GitError, Mirror, RepoSource, parse_source, remote_branches
 from controller.git.smart_http import UPLOAD_PACK, advertisement, upload_pack
 
-from .conftest import GitHttpServer, commit, git, head
+from .conftest import GitHttpServer, commit, git, head, redirecting_server
 
 
 @pytest.fixture
@@ -249,3 +249,23 @@ def test_remote_errors_404_and_401(tmp_path: Path, http_server: GitHttpServer) -
     assert "hunter2" not in str(info.value) and "bob" not in str(info.value)
     assert "http://***@127.0.0.1" in str(info.value)
     denied.close()
+
+
+def test_a_redirect_is_not_followed(
+    tmp_path: Path, served: tuple[Mirror, str], http_server: GitHttpServer
+) -> None:
+    # Who may register which host is checked on the URL as given: a redirect (here from a server
+    # that holds nothing to one that has the repository) would fetch a URL nobody checked.
+    _, target = served
+    moved = http_server.url
+    with redirecting_server(moved) as (source, requests):
+        mirror = Mirror(tmp_path / "m.git", RepoSource("remote", f"{source}/x.git"))
+        http_server.requests.clear()
+        with pytest.raises(GitError, match="answered with a redirect; the controller follows none") as info:
+            mirror.fetch()
+        assert "register the URL it redirects to" in str(info.value)
+        with pytest.raises(GitError, match="redirect"):
+            mirror.fetch_commit("main", "a" * 40)
+        mirror.close()
+        assert requests and http_server.requests == []  # the target was never asked
+    assert target.startswith(moved)

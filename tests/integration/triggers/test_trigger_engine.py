@@ -8,6 +8,8 @@ planning the run — is real.
 from __future__ import annotations
 
 import asyncio
+import logging
+import socket
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -15,12 +17,15 @@ from typing import Any
 
 import pytest
 
+from controller.errors import Invalid
 from controller.events import EventBus
 from controller.git.mirror import MAX_PACKS
+from controller.orgs.people import create_tenant
 from controller.orgs.services import ensure_default_org_and_tenant
 from controller.repos import services as repos
 from controller.repos.services import RepoSettings
-from controller.runs.tables import Run
+from controller.repos.tables import CommitTrigger
+from controller.runs.tables import Run, StageRun
 from controller.scheduling.db_store import PiccoloStore
 from controller.scheduling.logs import LogStore
 from controller.scheduling.scheduler import Scheduler
@@ -159,3 +164,56 @@ async def _finished_trigger(repo_id: Any, sha: str) -> str | None:
         if row["sha"] == sha and row["outcome"]:
             return str(row["outcome"])
     return None
+
+
+async def test_a_repository_of_another_tenant_is_watched_and_runs_there(
+    engine: TriggerEngine, tmp_path: Path
+) -> None:
+    default_org, default_tenant = engine.default_owner
+    blue = (await create_tenant(default_org, "blue")).id
+    work = make_repo(tmp_path / "app", {".buildit.kdl": 'pipeline "app"\nstage "s" { run "true"; }\n'})
+    repo = await engine.register(RepoSettings(url=str(work)), owner=(default_org, blue))
+    assert (repo.org, repo.tenant) == (default_org, blue)
+    sha = commit(work, {"a.txt": "1"}, "a push")
+    [run] = await _wait(lambda: _runs(repo.pipeline_id))
+    assert (run["sha"], run["tenant"]) == (sha, blue)
+    stage = await StageRun.select(StageRun.tenant).where(StageRun.run == run["id"]).first()
+    assert stage is not None and stage["tenant"] == blue  # only agents serving blue take it
+    triggers = await CommitTrigger.select(CommitTrigger.tenant).where(CommitTrigger.repository == repo.id)
+    assert {t["tenant"] for t in triggers} == {blue}
+
+    # Looked up for a caller, it belongs to blue only; a webhook (no tenant) finds it.
+    assert engine.repository(repo.id, default_tenant) is None
+    assert engine.repository(repo.id, blue) is repo and engine.repository(repo.id) is repo
+    assert engine.repositories(default_tenant) == [] and engine.repositories(blue) == [repo]
+    assert engine.repository_of(repo.pipeline_id) == repo.id
+    # A restarted engine watches every tenant's repositories.
+    await engine.stop()
+    await engine.start()
+    assert [r.id for r in engine.repositories(blue)] == [repo.id]
+    # Another tenant cannot unregister it; its own can.
+    assert not await engine.unregister(repo.id, default_tenant)
+    assert engine.repository(repo.id) is not None and engine.mirror_path(repo.id).is_dir()
+    assert await engine.unregister(repo.id, blue)
+    assert engine.repository_of(repo.pipeline_id) is None
+
+
+async def test_a_failed_first_fetch_of_a_remote_says_the_same_whatever_the_cause(
+    engine: TriggerEngine, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://alice:s3cr3t@127.0.0.1:{port}/x.git"
+    with (
+        caplog.at_level(logging.WARNING, logger="controller.triggers.trigger_engine"),
+        pytest.raises(Invalid) as refused,
+    ):
+        await engine.register(RepoSettings(url=url))
+    assert refused.value.message == (
+        f"could not fetch http://***@127.0.0.1:{port}/x.git: check the URL and credentials"
+    )
+    logged = caplog.text
+    assert "Connection refused" in logged and "s3cr3t" not in logged  # the cause, for the operator
+    assert await repos.list_repositories(None, engine.box) == []
+    assert [p.name for p in (tmp_path / "mirrors").iterdir()] == []  # nothing kept

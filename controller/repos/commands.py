@@ -1,0 +1,69 @@
+"""Registering a watched repository: who may make the controller fetch what, then the fetch.
+
+Registering is a probe: the controller reads the path or fetches the URL at once, from its own
+machine and network, and whatever answers becomes a mirror the tenant can read. So:
+
+- a path on the controller's machine or a `file://` URL: organization owners and admins only;
+- an `http://` or `git://` URL (plaintext: anyone on the way can change the code): the same;
+- an `https://`, `ssh://` or `user@host:path` URL: tenant maintainers too, when its host is in
+  BUILDIT_REPO_HOSTS, or, with that list empty, when the host is not an internal address
+  (loopback, private, link-local, `localhost`); other hosts need an organization owner or admin.
+
+Every rule is decided from the text alone (`controller.git.sources.locate`), before the disk or
+the network is touched: a refused request learns nothing, not even whether a path exists. A fetch
+that fails is reported in one neutral sentence (see `TriggerEngine.register`), and the
+controller follows no HTTP redirect (`controller.git.mirror`), so an allowed host cannot send it
+elsewhere. The repository belongs to the caller's tenant.
+"""
+
+from __future__ import annotations
+
+from controller.auth.caller import Caller
+from controller.errors import Forbidden
+from controller.git.sources import host_allowed, is_internal_host, locate
+from controller.repos.services import RepoRow, RepoSettings, check_settings
+from controller.triggers.trigger_engine import TriggerEngine
+
+#: URL schemes tenant maintainers may register (scp-like `user@host:path` is ssh).
+MAINTAINER_SCHEMES = frozenset({"https", "ssh"})
+
+
+def check_may_register(url: str, caller: Caller, allowed_hosts: tuple[str, ...]) -> None:
+    """Forbidden, saying who may, unless `caller` may make the controller fetch `url` (see the
+    module docstring). Reads nothing but the text."""
+    if caller.is_org_admin:
+        return
+    where = locate(url)
+    if where.kind == "unknown":
+        return  # not a repository location at all: parse_source refuses it, without I/O, saying why
+    if where.kind == "local":
+        raise Forbidden(
+            "only an organization owner or admin may register a path on the controller's machine "
+            "(or a file:// URL); register the repository by its https:// or ssh:// URL"
+        )
+    if where.scheme not in MAINTAINER_SCHEMES:
+        raise Forbidden(
+            f"{where.scheme}:// URLs are unencrypted: only an organization owner or admin may register "
+            "one; use the repository's https:// or ssh:// URL"
+        )
+    if allowed_hosts:
+        if not host_allowed(where.host, allowed_hosts):
+            raise Forbidden(
+                f"host {where.host} is not one the controller fetches from for tenants (BUILDIT_REPO_HOSTS: "
+                f"{', '.join(allowed_hosts)}); ask an organization owner or admin to register it"
+            )
+    elif is_internal_host(where.host):
+        raise Forbidden(
+            f"host {where.host} is on the controller's own machine or network: only an organization "
+            "owner or admin may register it (or list it in BUILDIT_REPO_HOSTS)"
+        )
+
+
+async def register(
+    engine: TriggerEngine, caller: Caller, settings: RepoSettings, allowed_hosts: tuple[str, ...]
+) -> RepoRow:
+    """Register a repository in the caller's tenant: the input checked, then who may fetch it,
+    then the first fetch (Invalid, Forbidden, AlreadyExists; nothing stored on any refusal)."""
+    check_settings(settings)
+    check_may_register(settings.url, caller, allowed_hosts)
+    return await engine.register(settings, owner=(caller.org, caller.tenant))
