@@ -116,10 +116,11 @@ class ReposController(Controller):
         return body
 
     @delete("/{repo_id:uuid}", status_code=204, opt=requires(Permission.MANAGE))
-    async def unregister(self, deps: NamedDependency[Deps], repo_id: FromPath[UUID]) -> None:
+    async def unregister(
+        self, deps: NamedDependency[Deps], caller: NamedDependency[Caller], repo_id: FromPath[UUID]
+    ) -> None:
         """Stop watching; deletes the repository's pipeline, runs and mirror."""
-        engine = _engine(deps)
-        if not await engine.unregister(repo_id, deps.tenant):
+        if not await commands.unregister(_engine(deps), caller, repo_id):
             raise NotFound(f"repository {repo_id} not found; list them with GET /api/v1/repos")
 
     @post("/{repo_id:uuid}/runs", status_code=201, opt=requires(Permission.RUN))

@@ -18,6 +18,9 @@ elsewhere. The repository belongs to the caller's tenant.
 
 from __future__ import annotations
 
+from uuid import UUID
+
+from controller.audit import services as audit
 from controller.auth.caller import Caller
 from controller.errors import Forbidden
 from controller.git.sources import host_allowed, is_internal_host, locate
@@ -66,4 +69,17 @@ async def register(
     then the first fetch (Invalid, Forbidden, AlreadyExists; nothing stored on any refusal)."""
     check_settings(settings)
     check_may_register(settings.url, caller, allowed_hosts)
-    return await engine.register(settings, owner=(caller.org, caller.tenant))
+    repo = await engine.register(settings, owner=(caller.org, caller.tenant))
+    await audit.record("repository.register", f"{repo.name} ({repo.id})", caller=caller)
+    return repo
+
+
+async def unregister(engine: TriggerEngine, caller: Caller, repo_id: UUID) -> bool:
+    """Stop watching a repository of the caller's tenant and delete its pipeline, runs and mirror;
+    False when the tenant has no such repository (nothing changed, nothing audited)."""
+    repo = engine.repository(repo_id, caller.tenant)
+    if not await engine.unregister(repo_id, caller.tenant):
+        return False
+    name = repo.name if repo is not None else str(repo_id)
+    await audit.record("repository.unregister", f"{name} ({repo_id})", caller=caller)
+    return True
