@@ -36,7 +36,7 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import httpx
@@ -189,7 +189,7 @@ async def _collect_routes(tmp_path: Path) -> list[Route]:
         await running.stop()
     found: list[Route] = []
     for route in app.routes:
-        handlers = getattr(route, "route_handlers", None) or [route.route_handler]
+        handlers: list[Any] = getattr(route, "route_handlers", None) or [cast(Any, route).route_handler]
         for handler in handlers:
             name = handler.fn.__name__
             methods = sorted(getattr(handler, "http_methods", None) or ["WS"])
@@ -377,7 +377,7 @@ def ws_probe(world: World, who: Who) -> int:
 
 
 def _is_page(answer: httpx.Response) -> bool:
-    return answer.headers.get("content-type", "").startswith("text/html")
+    return str(answer.headers.get("content-type", "")).startswith("text/html")
 
 
 def check(route: Route, who: Who, status: int, answer: httpx.Response | None, page: bool) -> str | None:
@@ -503,8 +503,8 @@ def test_every_route_answers_each_caller_as_its_role_allows(world: World, routes
             admin_answer = answers["org-admin"][1]
             page = route.method == "GET" and admin_answer is not None and _is_page(admin_answer)
             for who in CALLERS:
-                status, answer = answers[who.name]
-                problem = check(route, who, status, answer, page)
+                status, reply = answers[who.name]
+                problem = check(route, who, status, reply, page)
                 if problem:
                     mismatches.append(
                         f"{route.method} {route.path} [{route.permission}] as {who.name}: {problem}"
