@@ -8,6 +8,7 @@ The database fixtures (`database_url`, `db`) follow the same rule for PostgreSQL
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 from collections.abc import AsyncIterator, Iterator
@@ -124,11 +125,12 @@ def postgres_server_url() -> str:
     return _postgres_server_url()
 
 
-@pytest.fixture(params=["sqlite", "postgres"], ids=["sqlite", "postgres"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A database URL for an empty database, once per engine."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/buildit.db"
+@contextlib.contextmanager
+def _empty_database(request: pytest.FixtureRequest, engine: str, directory: Path) -> Iterator[str]:
+    """The URL of an empty database of `engine` (a file in `directory`, or a fresh PostgreSQL
+    database dropped afterwards)."""
+    if engine == "sqlite":
+        yield f"sqlite:///{directory}/buildit.db"
         return
     import asyncio
     import uuid
@@ -140,6 +142,23 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         yield _with_database(server_url, name)
     finally:
         asyncio.run(_drop_postgres_database(name))
+
+
+@pytest.fixture(params=["sqlite", "postgres"], ids=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database URL for an empty database, once per engine."""
+    with _empty_database(request, request.param, tmp_path) as url:
+        yield url
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"], ids=["sqlite", "postgres"])
+def module_database_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """`database_url` shared by a module's tests: for modules that start one controller per engine
+    and run many cheap checks against it (starting one per test would cost more than the checks)."""
+    with _empty_database(request, request.param, tmp_path_factory.mktemp("db")) as url:
+        yield url
 
 
 @pytest.fixture

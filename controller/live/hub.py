@@ -1,9 +1,13 @@
 """Fan-out of run, stage and agent changes to the WebSocket connections watching them.
 
 One subscription to the event bus for the whole process (while any connection is open), one
-rendering per change (a database read), and the rendered frame handed to each watcher's outbox,
-which never blocks: a slow connection gets `reload` instead of slowing the others. If the hub itself
-falls behind the bus it tells every watcher to reload.
+rendering per change and tenant watching it (a database read), and the rendered frame handed to
+each watcher's outbox, which never blocks: a slow connection gets `reload` instead of slowing the
+others. If the hub itself falls behind the bus it tells every watcher to reload.
+
+Each watcher acts in its caller's tenant (`Watcher.deps`): a change is rendered for that tenant
+and sent only when it belongs there, so a socket never carries another tenant's runs or agents.
+The hub's own `svc` (whichever connection made it) serves only the bus and the scheduler.
 """
 
 from __future__ import annotations
@@ -33,6 +37,9 @@ def run_key(run_id: UUID) -> Hashable:
 
 class Watcher(Protocol):
     """A connection as the hub sees it."""
+
+    #: The parts scoped to the connection's caller: their tenant decides what it is sent.
+    deps: Deps
 
     def deliver(self, key: Hashable, message: dict[str, Any]) -> None:
         """Queue a message of topic `key` (never blocks)."""
@@ -98,10 +105,19 @@ class LiveHub:
                 except Exception:  # one bad render must not end live updates for everyone
                     log.exception("live updates: could not render a %s event", getattr(event, "kind", "?"))
 
-    def _send(self, key: Hashable, message: dict[str, Any] | None) -> None:
+    def _by_tenant(self, *keys: Hashable) -> dict[UUID, tuple[Deps, list[tuple[Hashable, Watcher]]]]:
+        """The watchers of `keys` grouped by the tenant they act in (with one's deps to render)."""
+        groups: dict[UUID, tuple[Deps, list[tuple[Hashable, Watcher]]]] = {}
+        for key in keys:
+            for watcher in list(self._watchers.get(key, ())):
+                groups.setdefault(watcher.deps.tenant, (watcher.deps, []))[1].append((key, watcher))
+        return groups
+
+    @staticmethod
+    def _send(targets: list[tuple[Hashable, Watcher]], message: dict[str, Any] | None) -> None:
         if message is None:
-            return
-        for watcher in list(self._watchers.get(key, ())):
+            return  # not this tenant's
+        for key, watcher in targets:
             watcher.deliver(key, message)
 
     def _wanted(self, event: Event) -> bool:
@@ -112,17 +128,19 @@ class LiveHub:
 
     async def _dispatch(self, event: Event) -> None:
         if event.kind == "agent":
-            if self._watchers.get(AGENTS):
-                self._send(AGENTS, await render.agent_message(self.svc, event.subject.id))
+            for deps, targets in self._by_tenant(AGENTS).values():
+                self._send(targets, await render.agent_message(deps, event.subject.id))
             return
         assert event.run_id is not None
         key = run_key(event.run_id)
-        one_run = bool(self._watchers.get(key))
         if event.kind == "run":
-            if one_run or self._watchers.get(RUNS):
-                message = await render.run_message(self.svc, event.run_id)
-                self._send(RUNS, message)
-                self._send(key, message)
-        elif event.kind == "stage" and one_run:
+            groups = self._by_tenant(RUNS, key)
+            if groups:
+                tenant, message = await render.run_message_of(event.run_id)
+                if tenant in groups:
+                    self._send(groups[tenant][1], message)
+        elif event.kind == "stage" and self._watchers.get(key):
+            # Only connections whose tenant owns the run watch its key (checked when they asked).
+            targets = [(key, watcher) for watcher in list(self._watchers.get(key, ()))]
             for stage in await render.stage_messages(event.run_id, event.subject.name):
-                self._send(key, stage)
+                self._send(targets, stage)

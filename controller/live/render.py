@@ -25,12 +25,18 @@ async def settled(deps: Deps) -> None:
 
 async def run_message(deps: Deps, run_id: UUID) -> dict[str, Any] | None:
     """`{"type":"run","run":…}`: `run_json` plus `pipeline_id` and `pipeline_name`."""
+    tenant, message = await run_message_of(run_id)
+    return message if tenant == deps.tenant else None
+
+
+async def run_message_of(run_id: UUID) -> tuple[UUID | None, dict[str, Any] | None]:
+    """(the run's tenant, its message): rendered once, sent to that tenant's watchers only."""
     row = await run_row_with_pipeline(run_id)
-    if row is None or row["pipeline_tenant"] != deps.tenant:
-        return None
+    if row is None:
+        return None, None
     run = run_json(row)
     run["pipeline_name"] = row["pipeline_name"]
-    return {"type": "run", "run": run}
+    return UUID(str(row["pipeline_tenant"])), {"type": "run", "run": run}
 
 
 async def run_tenant_ok(deps: Deps, run_id: UUID) -> bool:

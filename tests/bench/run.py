@@ -15,7 +15,8 @@ The next four (`tests.bench.controller_bench`) measure the controller and agents
 `lease_latency`, `throughput`, `fleet` and `agent_rss` (targets and method in that module). The
 next two (`tests.bench.trigger_bench`) are `trigger_latency` in its `watch` and `webhook` modes:
 a commit or a push to the first stage's command running. The last (`tests.bench.live_log_bench`) is
-`live_log`: 200,000 lines a stage prints reaching a WebSocket client of `/ws`.
+`live_log`: 200,000 lines a stage prints reaching a WebSocket client of `/ws`. `auth_overhead`
+(`tests.bench.auth_bench`) is what authentication and the policy point add to one REST read.
 
 Output contract: exactly one JSON object per line on stdout (machine-readable, so CI can keep a
 history); progress goes to stderr. Exit 0 when every benchmark ran, 1 when one could not (its JSON
@@ -321,6 +322,7 @@ BENCHES = (
     "trigger_watch",
     "trigger_webhook",
     "live_log",
+    "auth",
 )
 #: `--only` name -> the `bench` field of its JSON line (for the error line when it fails).
 BENCH_NAMES = {
@@ -333,6 +335,7 @@ BENCH_NAMES = {
     "trigger_watch": "trigger_latency",
     "trigger_webhook": "trigger_latency",
     "live_log": "live_log",
+    "auth": "auth_overhead",
 }
 
 
@@ -372,6 +375,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--live-log-rounds", type=_positive, default=3, help="measured rounds, median reported (default: 3)"
+    )
+    parser.add_argument(
+        "--auth-requests", type=_positive, default=10_000, help="reads per side (default: 10000)"
     )
     parser.add_argument("--throughput-agents", type=_positive, default=4, help="agent processes (default: 4)")
     parser.add_argument("--throughput-capacity", type=_positive, default=4, help="slots each (default: 4)")
@@ -427,6 +433,10 @@ def run_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
         from tests.bench.live_log_bench import bench_live_log
 
         return bench_live_log(args.live_log_lines, args.live_log_rounds)
+    if name == "auth":
+        from tests.bench.auth_bench import bench_auth_overhead
+
+        return bench_auth_overhead(args.auth_requests)
     raise BenchError(f"unknown benchmark {name}")
 
 

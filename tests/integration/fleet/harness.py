@@ -76,7 +76,14 @@ class Proc:
     def wait(self, timeout: float = 30) -> int:
         code = self.proc.wait(timeout)
         self._reader.join(5)
+        self._close()
         return code
+
+    def _close(self) -> None:
+        """Close our end of the output pipe once the reader is done with it (an unclosed pipe is a
+        ResourceWarning, an error under `-W error`)."""
+        if not self._reader.is_alive() and self.proc.stdout is not None:
+            self.proc.stdout.close()
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -87,6 +94,7 @@ class Proc:
                 self.proc.kill()
                 self.proc.wait(5)
         self._reader.join(5)
+        self._close()
 
 
 class Controller:
