@@ -444,7 +444,7 @@ ROLE_TABLE: dict[str, tuple[str | None, str | None]] = {
     # org owner/admin: members, teams, tenants
     "users": ("org_admin", "org_admin"),
     "teams": ("org_admin", "org_admin"),
-    "members": (None, "org_admin"),
+    "members": ("org_admin", "org_admin"),  # the members page; PUT/DELETE of team members
     "tenants": ("authenticated", "org_admin"),  # anyone lists the tenants they have a role in
     # one's own account
     "me": ("authenticated", None),
