@@ -1,59 +1,21 @@
 """`buildit repo add|list|remove` and `buildit trigger`: talk to a running controller's REST API.
 
-Plain urllib (these commands start fast and import nothing of the server stack). The controller
-is `--server` (env BUILDIT_URL, default http://127.0.0.1:8080). Errors print the API's message.
+The controller is found by controller.cli.address (`--server`, BUILDIT_URL, the address a local
+`buildit up` recorded, the default); requests go through controller.cli.client.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-from controller.cli import credentials
+from controller.cli.client import DEFAULT_SERVER, call, server_flag
+from controller.cli.client import server_of as _server
 from controller.cli.errors import ApiError, UsageError
 
-DEFAULT_SERVER = "http://127.0.0.1:8080"
-
-
-def _server(args: argparse.Namespace) -> str:
-    return str(args.server or os.environ.get("BUILDIT_URL") or DEFAULT_SERVER).rstrip("/")
-
-
-def call(server: str, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> Any:
-    """One JSON request to the REST API, signed in with the stored key (or BUILDIT_TOKEN); ApiError
-    with the API's own `detail` on failure."""
-    data = json.dumps(body).encode() if body is not None else None
-    sent = {"Content-Type": "application/json", **(headers or {})}
-    token = credentials.token_for(server)
-    if token and "Authorization" not in sent:
-        sent["Authorization"] = f"Bearer {token}"
-    tenant = os.environ.get("BUILDIT_TENANT")
-    if tenant:
-        sent["X-BuildIt-Tenant"] = tenant
-    request = urllib.request.Request(server + path, data=data, method=method, headers=sent)
-    try:
-        with urllib.request.urlopen(request, timeout=180) as response:
-            payload = response.read()
-    except urllib.error.HTTPError as exc:
-        text = exc.read().decode("utf-8", "replace")
-        try:
-            detail = json.loads(text).get("detail", text)
-        except (ValueError, AttributeError):
-            detail = text
-        if exc.code == 401 and "Authorization: Basic" not in str(detail):
-            detail = f"{detail} (run `buildit login --server {server}` or set BUILDIT_TOKEN)"
-        raise ApiError(f"{exc.code}: {detail}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise ApiError(
-            f"cannot reach the controller at {server} ({reason}); is `buildit up` running?"
-        ) from None
-    return json.loads(payload) if payload else None
+# `call`, `_server` and DEFAULT_SERVER stay importable from here for the other client verb modules.
+__all__ = ["DEFAULT_SERVER", "_server", "add_parsers", "call"]
 
 
 def _find_repo(server: str, ref: str) -> dict[str, Any]:
@@ -135,9 +97,6 @@ def _scp_like(url: str) -> bool:
 
 def add_parsers(sub: Any) -> None:
     """The `repo` and `trigger` subcommands."""
-
-    def server_flag(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--server", help=f"controller URL (env BUILDIT_URL, default {DEFAULT_SERVER})")
 
     repo = sub.add_parser("repo", help="watched repositories: add, list, remove")
     repo_sub = repo.add_subparsers(dest="repo_command", required=True, metavar="ACTION")

@@ -48,9 +48,11 @@ def _controller_settings(args: argparse.Namespace) -> ControllerSettings:
 
 async def _serve_until_signal(settings: ControllerSettings, after_start: AfterStart | None = None) -> None:
     """Run until SIGINT/SIGTERM, then stop cleanly."""
+    from controller.cli import address
     from controller.server import start as start_controller
 
     running = await start_controller(settings)
+    recorded = address.record(settings.data_dir, settings.http_host, running.http_port, running.grpc_port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -60,6 +62,7 @@ async def _serve_until_signal(settings: ControllerSettings, after_start: AfterSt
             await after_start(running, stop)
         await stop.wait()
     finally:
+        address.forget(recorded)
         await running.stop()
 
 
