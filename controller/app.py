@@ -121,6 +121,9 @@ def create_app(
             Exception: internal_error_handler,
         },
         request_max_body_size=max_body_bytes,
+        # Logging is the process's (agent.contract.logformat, set up by the CLI): Litestar's own
+        # config would replace the root logger's handlers with another line format.
+        logging_config=None,
         template_config=web_routes.templates(),
         plugins=[security or WebSecurity()],
     )
