@@ -31,6 +31,7 @@ from controller.errors import BuildItError, Unavailable
 from controller.hooks.api import HooksController
 from controller.http import WebSecurity
 from controller.live.socket import LIVE_HANDLERS
+from controller.notify.api import NotificationsController
 from controller.orgs.api import ORG_HANDLERS
 from controller.pipelines.api import PipelinesController
 from controller.repos.api import ReposController
@@ -91,6 +92,7 @@ def create_app(
         AgentsController,
         ReposController,
         SecretsController,
+        NotificationsController,
         HooksController,
         GitHttpController,
         *web_routes.handlers(),
