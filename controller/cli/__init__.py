@@ -2,8 +2,9 @@
 
 One module per verb group: `local` (validate, run), `serve` (controller, agent, up), `repos`
 (repo add|list|remove, trigger: REST clients), `secrets` (secret set|list|rm: a REST client),
-`admin` (offline maintenance: rotate-key). Heavy imports happen inside the subcommand that
-needs them, so `buildit validate` and `buildit run --executor local` start fast.
+`notify` (notify add|list|rm|log: a REST client), `admin` (offline maintenance: rotate-key).
+Heavy imports happen inside the subcommand that needs them, so `buildit validate` and `buildit
+run --executor local` start fast.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from controller.cli.account import add_parsers as add_account_parsers
 from controller.cli.admin import add_parsers as add_admin_parsers
 from controller.cli.errors import EXIT_INTERRUPTED, CliError
 from controller.cli.local import cmd_run, cmd_validate
+from controller.cli.notify import add_parsers as add_notify_parsers
 from controller.cli.repos import add_parsers as add_repo_parsers
 from controller.cli.secrets import add_parsers as add_secret_parsers
 from controller.cli.serve import add_controller_flags, cmd_agent, cmd_controller, cmd_up
@@ -131,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_repo_parsers(sub)
     add_account_parsers(sub)
     add_secret_parsers(sub)
+    add_notify_parsers(sub)
     add_admin_parsers(sub)
     return parser
 
