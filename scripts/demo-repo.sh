@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # `make run`'s demo repository: a Git repository holding examples/dag.kdl as its .buildit.kdl.
-#   scripts/demo-repo.sh sync DIR           make it (one commit), or commit what changed in the files
-#                                           it gets from examples/ (nothing changed: no commit)
+#   scripts/demo-repo.sh sync DIR           make it (one commit); later, commit examples/dag.kdl
+#                                           again only when it changed since it was last copied
 #   scripts/demo-repo.sh commit DIR URL     wait for URL/health, then commit (a watched push; tests)
-# Quiet: it prints nothing unless it fails. `create` is the old name of `sync`.
+# Quiet: it prints nothing unless it fails. Your own commits in DIR are left alone. `create` is the
+# old name of `sync`. Run it from the checkout's top directory (it reads examples/).
 set -euo pipefail
 action="$1"; dir="$2"
 export GIT_AUTHOR_NAME="BuildIt demo" GIT_AUTHOR_EMAIL="demo@buildit.invalid"
@@ -12,19 +13,27 @@ pipeline=examples/dag.kdl
 [ -f "$pipeline" ] || pipeline=examples/hello.kdl
 case "$action" in
 sync|create)
-    message="demo: update the pipeline from $pipeline"
+    source_id=$(git hash-object "$pipeline")
+    stamp="$dir/.git/buildit-demo-source"  # which examples/ file was copied last (not committed)
     if [ ! -d "$dir/.git" ]; then
         mkdir -p "$dir"
         git -C "$dir" init -q -b main
-        message="demo: initial pipeline"
+        cp "$pipeline" "$dir/.buildit.kdl"
+        echo "A demo repository watched by make run: commit here and a run starts." > "$dir/README"
+        git -C "$dir" add .buildit.kdl README
+        git -C "$dir" commit -q -m "demo: initial pipeline"
+    else
+        # A repository made before the stamp existed: what it holds is what was copied.
+        last=$(cat "$stamp" 2>/dev/null || git -C "$dir" rev-parse -q --verify HEAD:.buildit.kdl || true)
+        if [ "$last" != "$source_id" ]; then
+            cp "$pipeline" "$dir/.buildit.kdl"
+            git -C "$dir" add .buildit.kdl
+            if ! git -C "$dir" diff --cached --quiet; then
+                git -C "$dir" commit -q -m "demo: update the pipeline from $pipeline"
+            fi
+        fi
     fi
-    cp "$pipeline" "$dir/.buildit.kdl"
-    echo "A demo repository watched by make run: commit here and a run starts." > "$dir/README"
-    git -C "$dir" add .buildit.kdl README
-    # Only the files this script manages, and only when they changed: a restart adds no commit.
-    if ! git -C "$dir" rev-parse -q --verify HEAD >/dev/null || ! git -C "$dir" diff --cached --quiet; then
-        git -C "$dir" commit -q -m "$message"
-    fi
+    echo "$source_id" > "$stamp"
     ;;
 commit)
     url="$3"

@@ -189,3 +189,48 @@ def test_make_run_twice_makes_one_run_and_ends_with_a_link_to_its_page(tmp_path:
 
     first = start("triggered:")
     assert start("last run:") == first  # the same run's page (each start got its own port)
+
+
+def test_the_demo_repository_gets_a_commit_only_when_its_example_changed(tmp_path: Path) -> None:
+    """scripts/demo-repo.sh sync: made once; a commit of examples/dag.kdl only after it changed;
+    the user's own commits in the demo repository stay as they are."""
+    checkout = tmp_path / "checkout"
+    (checkout / "examples").mkdir(parents=True)
+    example = checkout / "examples" / "dag.kdl"
+    example.write_text((ROOT / "examples" / "dag.kdl").read_text())
+    demo = tmp_path / "demo"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BUILDIT_")}
+
+    def sync() -> list[str]:
+        script = [str(ROOT / "scripts" / "demo-repo.sh"), "sync", str(demo)]
+        done = subprocess.run(script, cwd=checkout, env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0 and done.stdout == done.stderr == "", done
+        log = ["git", "-C", str(demo), "log", "--format=%s"]
+        return subprocess.run(log, capture_output=True, text=True, check=True).stdout.splitlines()
+
+    assert sync() == ["demo: initial pipeline"]
+    assert sync() == ["demo: initial pipeline"]
+    (demo / "README").write_text("mine\n")
+    (demo / ".buildit.kdl").write_text(example.read_text() + "// my change\n")
+    mine = ["git", "-C", str(demo), "commit", "-qam", "my change"]
+    subprocess.run(
+        mine,
+        env={
+            **env,
+            "GIT_AUTHOR_NAME": "u",
+            "GIT_AUTHOR_EMAIL": "u@x",
+            "GIT_COMMITTER_NAME": "u",
+            "GIT_COMMITTER_EMAIL": "u@x",
+        },
+        check=True,
+    )
+    assert sync() == ["my change", "demo: initial pipeline"]  # left alone
+    assert (demo / "README").read_text() == "mine\n"
+    example.write_text(example.read_text() + "// a new example\n")
+    assert sync() == [
+        "demo: update the pipeline from examples/dag.kdl",
+        "my change",
+        "demo: initial pipeline",
+    ]
+    assert (demo / ".buildit.kdl").read_text() == example.read_text()
+    assert sync()[0] == "demo: update the pipeline from examples/dag.kdl"
