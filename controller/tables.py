@@ -18,7 +18,7 @@ from controller.audit.tables import AuditEvent
 from controller.auth.tables import AgentToken, ApiKey, WebSession
 from controller.db.binding import APP_NAME
 from controller.orgs.tables import Membership, Organization, Team, TeamMember, Tenant, TenantGrant, User
-from controller.pipelines.tables import Pipeline
+from controller.pipelines.tables import Pipeline, PipelineVersion
 from controller.repos.tables import BranchHead, CommitTrigger, Repository
 from controller.runs.tables import Run, StageRun
 from controller.secrets.tables import Secret, SecretKeyCheck
@@ -50,5 +50,6 @@ APP_CONFIG = AppConfig(
         AuditEvent,
         Secret,
         SecretKeyCheck,
+        PipelineVersion,
     ],
 )
