@@ -1,14 +1,15 @@
-"""REST: the fleet as the scheduler sees it — list agents, drain and resume one."""
+"""REST: the fleet as the scheduler sees it — list agents, drain and resume one, remove an offline one."""
 
 from __future__ import annotations
 
 from typing import Any
 from uuid import UUID
 
-from litestar import Controller, get, post
+from litestar import Controller, delete, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath
 
+from controller.agents.commands import remove_agent
 from controller.agents.services import agent_json, list_agent_views, set_drain
 from controller.audit import services as audit
 from controller.auth.caller import Caller
@@ -42,6 +43,13 @@ class AgentsController(Controller):
     ) -> dict[str, Any]:
         """Undo an operator's drain: the agent takes queued stages again at once."""
         return await _set_drain(deps, caller, agent_id, False)
+
+    @delete("/{agent_id:uuid}", status_code=204, opt=requires(Permission.MANAGE))
+    async def remove(
+        self, deps: NamedDependency[Deps], caller: NamedDependency[Caller], agent_id: FromPath[UUID]
+    ) -> None:
+        """Remove an agent that is not connected (409 while it is); its token stops working."""
+        await remove_agent(deps.scheduler, deps.registry, caller, agent_id)
 
 
 async def _set_drain(deps: Deps, caller: Caller, agent_id: UUID, draining: bool) -> dict[str, Any]:
