@@ -1,4 +1,4 @@
-"""REST: the fleet as the scheduler sees it — list agents, drain and resume one, remove an offline one."""
+"""REST: the fleet as the scheduler sees it — list agents; show, drain, resume or remove one."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath
 
 from controller.agents.commands import remove_agent
-from controller.agents.services import agent_json, list_agent_views, set_drain
+from controller.agents.services import agent_json, agent_view, list_agent_views, set_drain
 from controller.audit import services as audit
 from controller.auth.caller import Caller
 from controller.auth.permissions import Permission, requires
 from controller.deps import Deps
+from controller.errors import NotFound
 
 
 class AgentsController(Controller):
@@ -29,6 +30,14 @@ class AgentsController(Controller):
         """Every registered agent: status, labels, executors, capacity, running stages, last seen."""
         views = await list_agent_views(deps.scheduler, deps.tenant)
         return {"agents": [agent_json(v) for v in views]}
+
+    @get("/{agent_id:uuid}")
+    async def get_agent(self, deps: NamedDependency[Deps], agent_id: FromPath[UUID]) -> dict[str, Any]:
+        """One agent the tenant sees, as the list shows it."""
+        view = await agent_view(deps.scheduler, deps.tenant, agent_id)
+        if view is None:
+            raise NotFound(f"agent {agent_id} not found; list agents with GET /api/v1/agents")
+        return agent_json(view)
 
     @post("/{agent_id:uuid}/drain", status_code=200, opt=requires(Permission.MANAGE))
     async def drain(
