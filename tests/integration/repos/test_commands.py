@@ -164,3 +164,27 @@ def _shells_mentioning(marker: str) -> list[int]:
             except OSError:
                 continue
     return found
+
+
+def test_another_tenants_repository_is_not_found_and_unchanged(tmp_path: Path, database_url: str) -> None:
+    with controller_with_agents(tmp_path, database_url) as (controller, _):
+        status, body, _ = controller.request("POST", "/api/v1/tenants", {"slug": "blue"})
+        assert status == 201, body
+        blue = {"X-BuildIt-Tenant": "default/blue"}
+        repo = make_repo(tmp_path / "blue-app", {".buildit.kdl": GOOD.format(word="blue")})
+        status, body, _ = controller.request("POST", "/api/v1/repos", {"url": str(repo)}, headers=blue)
+        assert status == 201, body
+        repo_id, secret = body["id"], body["webhook_secret"]
+        for method, path in (
+            ("GET", f"/api/v1/repos/{repo_id}"),
+            ("POST", f"/api/v1/repos/{repo_id}/webhook-secret"),
+            ("DELETE", f"/api/v1/repos/{repo_id}"),
+        ):
+            status, body, _ = controller.request(method, path)  # acting in default/default
+            assert status == 404, (method, path, body)
+        status, _, _ = controller.request(
+            "POST", f"/hooks/git/{repo_id}", raw=b"", headers={"Authorization": f"Bearer {secret}"}
+        )
+        assert status == 202  # its secret was not rotated
+        status, body, _ = controller.request("GET", f"/api/v1/repos/{repo_id}", headers=blue)
+        assert status == 200 and body["pipeline_file"]["state"] == "valid", body
