@@ -154,6 +154,8 @@ class PipelineCommands:
             return Edited(row, changed=False)
         pipeline_id = UUID(str(row["id"]))
         version = await services.replace_config(pipeline_id, config, created_by=self._actor)
+        if not version:
+            raise NotFound(f"pipeline {pipeline_id} was deleted meanwhile")
         await self.scheduler.pipeline_changed(pipeline_id)
         await self._audit("pipeline.update", f"{row['name']} (version {version})")
         return Edited(await self.get(pipeline_id), changed=True)

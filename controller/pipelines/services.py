@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from controller.db import write_transaction
+from controller.db import for_update, write_transaction
 from controller.definition.model import Diagnostic
 from controller.definition.model import Pipeline as ParsedPipeline
 from controller.errors import AlreadyExists, Invalid, Unprocessable
@@ -165,16 +165,14 @@ async def replace_config(pipeline_id: UUID, config: str, *, created_by: str = ""
 
     Why versions: each run keeps the file it ran, and the pipeline keeps every file it had (who
     changed it when; for a watched repository, the commit it came from). The number is taken with
-    one `UPDATE ... SET version = version + 1`, so two edits at once get two versions. A pipeline
-    stored before versions existed first gets the row of the file it had.
+    one `UPDATE ... SET version = version + 1` with the pipeline's row locked, so two edits at once
+    get two versions. A pipeline stored before versions existed first gets the row of the file it
+    had. Returns 0 when the pipeline is gone.
     """
     now = datetime.now(UTC)
     async with write_transaction():
-        current = (
-            await Pipeline.select(Pipeline.version, Pipeline.config, Pipeline.config_sha, Pipeline.updated_at)
-            .where(Pipeline.id == pipeline_id)
-            .first()
-        )
+        query = Pipeline.select(Pipeline.version, Pipeline.config, Pipeline.config_sha, Pipeline.updated_at)
+        current = await for_update(query.where(Pipeline.id == pipeline_id)).first()
         if current is None:
             return 0
         kept = await PipelineVersion.exists().where(
