@@ -19,7 +19,7 @@ from controller.auth.tables import AgentToken, ApiKey, WebSession
 from controller.db.binding import APP_NAME
 from controller.notify.tables import Notification, NotificationDelivery
 from controller.orgs.tables import Membership, Organization, Team, TeamMember, Tenant, TenantGrant, User
-from controller.pipelines.tables import Pipeline
+from controller.pipelines.tables import Pipeline, PipelineVersion
 from controller.repos.tables import BranchHead, CommitTrigger, Repository
 from controller.runs.tables import Run, StageRun
 from controller.secrets.tables import Secret, SecretKeyCheck
@@ -53,5 +53,6 @@ APP_CONFIG = AppConfig(
         SecretKeyCheck,
         Notification,
         NotificationDelivery,
+        PipelineVersion,
     ],
 )

@@ -1,19 +1,21 @@
-"""REST: the fleet as the scheduler sees it — list agents, drain and resume one."""
+"""REST: the fleet as the scheduler sees it — list agents; show, drain, resume or remove one."""
 
 from __future__ import annotations
 
 from typing import Any
 from uuid import UUID
 
-from litestar import Controller, get, post
+from litestar import Controller, delete, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath
 
-from controller.agents.services import agent_json, list_agent_views, set_drain
+from controller.agents.commands import remove_agent
+from controller.agents.services import agent_json, agent_view, list_agent_views, set_drain
 from controller.audit import services as audit
 from controller.auth.caller import Caller
 from controller.auth.permissions import Permission, requires
 from controller.deps import Deps
+from controller.errors import NotFound
 
 
 class AgentsController(Controller):
@@ -29,6 +31,14 @@ class AgentsController(Controller):
         views = await list_agent_views(deps.scheduler, deps.tenant)
         return {"agents": [agent_json(v) for v in views]}
 
+    @get("/{agent_id:uuid}")
+    async def get_agent(self, deps: NamedDependency[Deps], agent_id: FromPath[UUID]) -> dict[str, Any]:
+        """One agent the tenant sees, as the list shows it."""
+        view = await agent_view(deps.scheduler, deps.tenant, agent_id)
+        if view is None:
+            raise NotFound(f"agent {agent_id} not found; list agents with GET /api/v1/agents")
+        return agent_json(view)
+
     @post("/{agent_id:uuid}/drain", status_code=200, opt=requires(Permission.MANAGE))
     async def drain(
         self, deps: NamedDependency[Deps], caller: NamedDependency[Caller], agent_id: FromPath[UUID]
@@ -42,6 +52,13 @@ class AgentsController(Controller):
     ) -> dict[str, Any]:
         """Undo an operator's drain: the agent takes queued stages again at once."""
         return await _set_drain(deps, caller, agent_id, False)
+
+    @delete("/{agent_id:uuid}", status_code=204, opt=requires(Permission.MANAGE))
+    async def remove(
+        self, deps: NamedDependency[Deps], caller: NamedDependency[Caller], agent_id: FromPath[UUID]
+    ) -> None:
+        """Remove an agent that is not connected (409 while it is); its token stops working."""
+        await remove_agent(deps.scheduler, deps.registry, caller, agent_id)
 
 
 async def _set_drain(deps: Deps, caller: Caller, agent_id: UUID, draining: bool) -> dict[str, Any]:

@@ -130,6 +130,21 @@ async def set_drain(
     return view
 
 
+async def visible_agent(tenant: UUID, agent_id: UUID) -> dict[str, Any] | None:
+    """An agent's id, name and whether it is in the org-wide pool, if `tenant` sees it (else None)."""
+    row: dict[str, Any] | None = (
+        await Agent.select(Agent.id, Agent.name, Agent.org_wide)
+        .where(_visible(tenant) & (Agent.id == agent_id))
+        .first()
+    )
+    return row
+
+
+async def delete_agent_row(agent_id: UUID) -> None:
+    """Delete an agent's row; the stages it ran keep their history without it (agent set null)."""
+    await Agent.delete().where(Agent.id == agent_id)
+
+
 def hash_token(token: str) -> str:
     """How agent tokens are stored (never in clear)."""
     return hashlib.sha256(token.encode()).hexdigest()
@@ -240,6 +255,10 @@ class AgentRegistry:
             )
         )
         return agent_id, token
+
+    def forget(self, agent_id: UUID) -> None:
+        """Stop accepting a removed agent's token at once (authentication caches it)."""
+        self._by_hash = {h: a for h, a in self._by_hash.items() if a != agent_id}
 
     async def authenticate(self, token: str) -> UUID | None:
         """The agent a token belongs to, or None."""

@@ -17,12 +17,14 @@ from controller.db import is_unique_violation, write_transaction
 
 __all__ = [
     "artifact_json",
+    "contents_of_runs",
     "find_artifact",
     "forget_earlier_attempts",
     "forget_stage",
     "list_for_run",
     "list_for_stages",
     "record_artifact",
+    "referenced",
     "stage_bytes",
 ]
 
@@ -140,3 +142,24 @@ def artifact_json(row: dict[str, Any], download_url: str) -> dict[str, Any]:
         "created_at": created.isoformat() if created is not None else None,
         "download_url": download_url,
     }
+
+
+async def contents_of_runs(run_ids: list[UUID]) -> set[str]:
+    """The content addresses (sha256) the artifacts of these runs point at."""
+    found: set[str] = set()
+    for start in range(0, len(run_ids), 500):  # bounded IN lists
+        chunk = run_ids[start : start + 500]
+        rows = await Artifact.select(Artifact.sha256).where(Artifact.run.is_in(chunk))
+        found.update(str(r["sha256"]) for r in rows)
+    return found
+
+
+async def referenced(contents: set[str]) -> set[str]:
+    """Those of `contents` (sha256) that some artifact row still points at."""
+    wanted = sorted(contents)
+    found: set[str] = set()
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start : start + 500]
+        rows = await Artifact.select(Artifact.sha256).where(Artifact.sha256.is_in(chunk))
+        found.update(str(r["sha256"]) for r in rows)
+    return found

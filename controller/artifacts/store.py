@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import os
 import re
+import time
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
@@ -33,6 +34,8 @@ __all__ = [
 
 #: Size of the chunks `read` yields (what DownloadArtifacts sends).
 CHUNK_BYTES: Final = 256 * 1024
+#: Content stored or deduplicated this recently is never discarded (see `ArtifactStore.discard`).
+DISCARD_GRACE_S: Final = 60.0
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -167,9 +170,27 @@ class ArtifactStore:
         try:
             os.link(tmp, final)
         except FileExistsError:
+            # Marks the content as just used: `discard` leaves recently used content alone, so an
+            # upload that found it here is never left pointing at a file deleted meanwhile.
+            with contextlib.suppress(OSError):
+                os.utime(final)
             return StoredBlob(sha256, size, deduplicated=True)
         _sync_dir(final.parent)
         return StoredBlob(sha256, size, deduplicated=False)
+
+    def discard(self, sha256: str, grace_s: float = DISCARD_GRACE_S) -> bool:
+        """Delete stored content no artifact row points at any more (the caller checked that);
+        False when it is absent or was stored or deduplicated within `grace_s` seconds, since an
+        upload finishing now may be about to point a new row at it. Blocking: use a worker thread.
+        """
+        try:
+            path = self.path(sha256)
+            if time.time() - path.stat().st_mtime < grace_s:
+                return False
+            path.unlink()
+        except (ArtifactMissing, OSError):
+            return False
+        return True
 
 
 def _flush_and_sync(handle: BinaryIO) -> None:

@@ -2,10 +2,10 @@
 
 One module per verb group: `local` (validate, run), `serve` (controller, agent, up), `repos`
 (repo add|list|remove, trigger: REST clients), `runs` (runs, logs, cancel: REST and /ws
-clients; they find the controller through `address`), `secrets` (secret set|list|rm: a REST client),
-`notify` (notify add|list|rm|log: a REST client), `admin` (offline maintenance: rotate-key). Heavy
-imports happen inside the subcommand that needs them, so `buildit validate` and `buildit run
---executor local` start fast.
+clients; they find the controller through `address`), `pipelines` (pipeline list|show|apply|rm: a
+REST client), `secrets` (secret set|list|rm: a REST client), `notify` (notify add|list|rm|log: a
+REST client), `admin` (offline maintenance: rotate-key). Heavy imports happen inside the
+subcommand that needs them, so `buildit validate` and `buildit run --executor local` start fast.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from controller.cli.admin import add_parsers as add_admin_parsers
 from controller.cli.errors import EXIT_INTERRUPTED, CliError
 from controller.cli.local import cmd_run, cmd_validate
 from controller.cli.notify import add_parsers as add_notify_parsers
+from controller.cli.pipelines import add_parsers as add_pipeline_parsers
 from controller.cli.repos import add_parsers as add_repo_parsers
 from controller.cli.runs import add_parsers as add_run_parsers
 from controller.cli.secrets import add_parsers as add_secret_parsers
@@ -134,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_repo_parsers(sub)
     add_run_parsers(sub)
+    add_pipeline_parsers(sub)
     add_account_parsers(sub)
     add_secret_parsers(sub)
     add_notify_parsers(sub)

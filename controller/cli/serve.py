@@ -200,8 +200,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     from agent.executors.registry import build_executors
     from agent.runner import Agent
     from agent.settings import AgentSettings
-    from controller.errors import AlreadyExists, BuildItError, Unprocessable
-    from controller.pipelines.services import create_pipeline
+    from controller.cli.pipelines import sync_files
+    from controller.errors import BuildItError
     from controller.runs.commands import TriggerInput
 
     _configure_logging(logging.WARNING)  # quiet: the banner is the last thing `make run` prints
@@ -212,16 +212,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     async def with_agent(running: Running, stop: asyncio.Event) -> None:
         deps = running.deps
-        registered = []
-        for file in files:
-            try:
-                row = await create_pipeline(deps.org, deps.tenant, file.read_text(encoding="utf-8"), None)
-                registered.append(row["name"])
-            except AlreadyExists:
-                pass
-            except Unprocessable as exc:
-                problems = len(exc.extra.get("diagnostics", ()))
-                print(f"buildit: skipped {file}: {problems} problem(s)", file=sys.stderr)
+        registered = await sync_files(deps, files)  # new ones created, changed ones updated (said)
         tls = settings.grpc_tls_cert is not None
         agent_settings = AgentSettings.from_sources(
             controller=f"{'grpcs://' if tls else ''}127.0.0.1:{running.grpc_port}",

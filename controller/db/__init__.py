@@ -6,7 +6,7 @@ driver. A process calls `open_database(url)` once at start and `close_database(e
 
 from __future__ import annotations
 
-from controller.db.binding import AnyEngine, bind, bound_engine, ping, write_transaction
+from controller.db.binding import AnyEngine, bind, bound_engine, for_update, ping, write_transaction
 from controller.db.engine import (
     ACCEPTED_FORMS,
     ADMIN_APPLICATION,
@@ -31,6 +31,7 @@ __all__ = [
     "close_database",
     "controller_sessions",
     "engine_from_url",
+    "for_update",
     "is_unique_violation",
     "migrate",
     "open_database",

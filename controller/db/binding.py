@@ -27,6 +27,7 @@ from piccolo.apps.migrations.tables import Migration
 from piccolo.conf.apps import DEFAULT_MODULE_NAME, ENVIRONMENT_VARIABLE
 from piccolo.engine.base import Engine
 from piccolo.engine.sqlite import SQLiteEngine, TransactionType
+from piccolo.query.methods.select import Select
 from piccolo.table import Table
 
 # Piccolo's Engine is generic in its transaction class; BuildIt code holds either kind.
@@ -81,6 +82,12 @@ def write_transaction() -> AbstractAsyncContextManager[Any]:
         return engine.transaction(transaction_type=TransactionType.immediate)
     transaction: AbstractAsyncContextManager[Any] = engine.transaction()
     return transaction
+
+
+def for_update(query: Select[Any]) -> Select[Any]:
+    """`query` locking the rows it reads until the write transaction ends: `.lock_rows()` on
+    PostgreSQL; unchanged on SQLite, whose `write_transaction` already holds the write lock."""
+    return query if isinstance(_bound, SQLiteEngine) else query.lock_rows()
 
 
 async def ping() -> None:

@@ -1,4 +1,5 @@
-"""REST: /api/v1/repos — register, list, show, delete watched repositories, and run one now."""
+"""REST: /api/v1/repos — register, list, show, delete watched repositories, rotate a webhook secret,
+and run one now."""
 
 from __future__ import annotations
 
@@ -113,15 +114,28 @@ class ReposController(Controller):
         body = services.repo_json(repo, engine.git_url(repo.id))
         body["branch_heads"] = await services.branch_heads(repo_id)
         body["triggers"] = await services.recent_triggers(repo_id)
+        body["pipeline_file"] = (await commands.pipeline_file_status(engine, repo)).json()
         return body
 
     @delete("/{repo_id:uuid}", status_code=204, opt=requires(Permission.MANAGE))
     async def unregister(
         self, deps: NamedDependency[Deps], caller: NamedDependency[Caller], repo_id: FromPath[UUID]
     ) -> None:
-        """Stop watching; deletes the repository's pipeline, runs and mirror."""
-        if not await commands.unregister(_engine(deps), caller, repo_id):
+        """Stop watching; deletes the repository's pipeline, runs (running ones cancelled first), their
+        logs and artifacts, and its mirror."""
+        removed = await commands.unregister(
+            _engine(deps), caller, repo_id, deps.scheduler, deps.logs, deps.artifacts
+        )
+        if not removed:
             raise NotFound(f"repository {repo_id} not found; list them with GET /api/v1/repos")
+
+    @post("/{repo_id:uuid}/webhook-secret", status_code=200, opt=requires(Permission.MANAGE))
+    async def rotate_webhook_secret(
+        self, deps: NamedDependency[Deps], caller: NamedDependency[Caller], repo_id: FromPath[UUID]
+    ) -> dict[str, Any]:
+        """A new generated webhook secret, returned this once; the old one stops working now."""
+        secret = await commands.rotate_webhook_secret(_engine(deps), caller, repo_id)
+        return {"id": str(repo_id), "webhook_secret": secret}
 
     @post("/{repo_id:uuid}/runs", status_code=201, opt=requires(Permission.RUN))
     async def run(

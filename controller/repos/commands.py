@@ -1,4 +1,5 @@
-"""Registering a watched repository: who may make the controller fetch what, then the fetch.
+"""The repository operations: registering (who may make the controller fetch what, then the
+fetch), removing, rotating the webhook secret, and the state of the newest pipeline file.
 
 Registering is a probe: the controller reads the path or fetches the URL at once, from its own
 machine and network, and whatever answers becomes a mirror the tenant can read. So:
@@ -21,14 +22,24 @@ controller.notify.commands): a webhook URL makes the controller reach a host too
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
+from typing import Any
 from uuid import UUID
 
+from controller.artifacts.store import ArtifactStore
 from controller.audit import services as audit
 from controller.auth.caller import Caller
-from controller.errors import Forbidden
+from controller.errors import Forbidden, NotFound
 from controller.git.sources import Location, host_allowed, is_internal_host, locate
+from controller.pipelines.commands import remove_with_runs
+from controller.pipelines.parsing import parse
+from controller.pipelines.services import diagnostic_json, get_pipeline
+from controller.repos import services
 from controller.repos.services import RepoRow, RepoSettings, check_settings
+from controller.scheduling.logs import LogStore
+from controller.scheduling.scheduler import Scheduler
+from controller.triggers.gitwork import PIPELINE_FILE
 from controller.triggers.trigger_engine import TriggerEngine
 
 #: URL schemes tenant maintainers may register (scp-like `user@host:path` is ssh).
@@ -101,12 +112,97 @@ async def register(
     return repo
 
 
-async def unregister(engine: TriggerEngine, caller: Caller, repo_id: UUID) -> bool:
-    """Stop watching a repository of the caller's tenant and delete its pipeline, runs and mirror;
-    False when the tenant has no such repository (nothing changed, nothing audited)."""
+async def unregister(
+    engine: TriggerEngine,
+    caller: Caller,
+    repo_id: UUID,
+    scheduler: Scheduler,
+    logs: LogStore,
+    store: ArtifactStore | None,
+) -> bool:
+    """Stop watching a repository of the caller's tenant and delete it with its pipeline, runs (its
+    running ones cancelled first), their logs and artifacts, and its mirror; False when the tenant
+    has no such repository (nothing changed, nothing audited)."""
     repo = engine.repository(repo_id, caller.tenant)
-    if not await engine.unregister(repo_id, caller.tenant):
+    if repo is None:
         return False
-    name = repo.name if repo is not None else str(repo_id)
-    await audit.record("repository.unregister", f"{name} ({repo_id})", caller=caller)
+    runs = await remove_with_runs(
+        scheduler,
+        logs,
+        store,
+        repo.pipeline_id,
+        "the repository was removed",
+        lambda: engine.unregister(repo_id, caller.tenant),
+    )
+    await audit.record("repository.unregister", f"{repo.name} ({repo_id}, {runs} run(s))", caller=caller)
     return True
+
+
+async def rotate_webhook_secret(engine: TriggerEngine, caller: Caller, repo_id: UUID) -> str:
+    """Give a repository of the caller's tenant a new generated webhook secret; returns it (the
+    caller shows it once). The old one stops verifying hooks at once: configure the new one on
+    the forge. Audited, never with the secret."""
+    repo = engine.repository(repo_id, caller.tenant)
+    if repo is None:
+        raise NotFound(f"repository {repo_id} not found; list them with GET /api/v1/repos")
+    secret = secrets.token_urlsafe(24)
+    await services.set_webhook_secret(repo_id, secret, engine.box)
+    # Webhooks verify against the engine's row of the repository: it holds the new secret now.
+    repo.webhook_secret = secret
+    await audit.record("repository.rotate_webhook_secret", f"{repo.name} ({repo_id})", caller=caller)
+    return secret
+
+
+@dataclass(frozen=True)
+class PipelineFileStatus:
+    """The `.buildit.kdl` at the head of a repository's default branch, next to the file its
+    pipeline shows: what a person needs to see that the newest commit broke the file."""
+
+    #: "valid", "invalid", "missing" (no file at that commit), "no-branch" (nothing pushed yet).
+    state: str
+    branch: str | None
+    sha: str | None
+    #: The commit of the file the pipeline shows (the newest valid one; "" when not known).
+    shown_sha: str
+    diagnostics: list[dict[str, Any]]
+    #: One sentence saying all of it, e.g. "the .buildit.kdl at abc1234 (newest on main) is invalid: …".
+    summary: str
+
+    def json(self) -> dict[str, Any]:
+        """The status for API responses."""
+        return {
+            "state": self.state,
+            "branch": self.branch,
+            "sha": self.sha,
+            "shown_sha": self.shown_sha or None,
+            "diagnostics": self.diagnostics,
+            "summary": self.summary,
+        }
+
+
+async def pipeline_file_status(engine: TriggerEngine, repo: RepoRow) -> PipelineFileStatus:
+    """Read and check the newest `.buildit.kdl` of a repository's default branch (see the class)."""
+    row = await get_pipeline(repo.tenant, repo.pipeline_id)
+    shown = str(row.get("config_sha") or "") if row is not None else ""
+    newest = await engine.newest_pipeline_file(repo.id, repo.tenant)
+    if newest is None:
+        summary = "nothing pushed yet: commit a .buildit.kdl to the default branch"
+        return PipelineFileStatus("no-branch", None, None, shown, [], summary)
+    branch, sha, text = newest
+    where = f"the .buildit.kdl at {sha[:7]} (newest on {branch})"
+    earlier = f"; the file shown is the last valid one, from {shown[:7]}" if shown and shown != sha else ""
+    if text is None:
+        summary = f"there is no .buildit.kdl at {sha[:7]} (newest on {branch}): pushes run nothing{earlier}"
+        return PipelineFileStatus("missing", branch, sha, shown, [], summary)
+    parsed, problems = await parse(text, PIPELINE_FILE)
+    if parsed is None:
+        diagnostics = [diagnostic_json(d) for d in problems]
+        first = problems[0].format().splitlines()[0].rstrip(".") if problems else "it does not parse"
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        summary = f"{where} is invalid: {first}{more}{earlier}"
+        return PipelineFileStatus("invalid", branch, sha, shown, diagnostics, summary)
+    if shown and shown != sha:
+        summary = f"{where} is valid; the file shown is from {shown[:7]}"
+    else:
+        summary = f"{where} is valid; it is the file shown"
+    return PipelineFileStatus("valid", branch, sha, shown, [], summary)

@@ -23,8 +23,10 @@ from controller.db.columns import loaded
 from controller.errors import AlreadyExists, Invalid
 from controller.git.mirror import redact
 from controller.names import check_name
+from controller.pipelines.services import replace_config
 from controller.pipelines.tables import Pipeline
 from controller.repos.tables import BranchHead, CommitTrigger, Repository
+from controller.runs.tables import Run
 from controller.secrets.atrest import open_field, seal_field
 from controller.secrets.crypto import SecretBox, Undecryptable
 
@@ -169,8 +171,10 @@ async def create_repository(
     secret: str,
     config: str,
     box: SecretBox,
+    config_sha: str = "",
 ) -> RepoRow:
-    """Store a repository and its pipeline (one transaction); AlreadyExists on a taken name."""
+    """Store a repository and its pipeline (one transaction); AlreadyExists on a taken name.
+    `config` is the `.buildit.kdl` of its default branch's head, `config_sha` that commit."""
     name = settings.name or default_name(url)
     now = datetime.now(UTC)
     repo_id, pipeline_id = uuid.uuid4(), uuid.uuid4()
@@ -216,6 +220,7 @@ async def create_repository(
                     created_at=now,
                     updated_at=now,
                     repository=repo_id,
+                    config_sha=config_sha if config else "",
                 )
             )
     except Exception as exc:
@@ -276,9 +281,22 @@ async def set_status(repo_id: UUID, status: str, message: str, fetched: bool = F
     await Repository.update(values).where(Repository.id == repo_id)
 
 
-async def set_pipeline_config(pipeline_id: UUID, config: str) -> None:
-    """Keep the newest valid `.buildit.kdl` on the repository's pipeline, for display."""
-    await Pipeline.update({Pipeline.config: config}).where(Pipeline.id == pipeline_id)
+async def set_pipeline_config(pipeline_id: UUID, config: str, sha: str) -> None:
+    """Keep the newest valid `.buildit.kdl` of the default branch on the repository's pipeline (for
+    display, with the commit it is from); a changed file is a new version of the pipeline."""
+    row = await Pipeline.select(Pipeline.config).where(Pipeline.id == pipeline_id).first()
+    if row is None:
+        return
+    if row["config"] != config:
+        await replace_config(pipeline_id, config, sha=sha)
+    else:
+        await Pipeline.update({Pipeline.config_sha: sha}).where(Pipeline.id == pipeline_id)
+
+
+async def set_webhook_secret(repo_id: UUID, secret: str, box: SecretBox) -> None:
+    """Store a repository's new webhook secret, sealed under the master key."""
+    sealed = seal_field(box, "repository", repo_id, "webhook_secret", secret)
+    await Repository.update({Repository.webhook_secret: sealed}).where(Repository.id == repo_id)
 
 
 async def branch_heads(repo_id: UUID) -> dict[str, str]:
@@ -397,11 +415,18 @@ async def recent_triggers(repo_id: UUID, limit: int = 20) -> list[dict[str, Any]
         .order_by(CommitTrigger.created_at, ascending=False)
         .limit(limit)
     )
+    run_ids = [row["run"] for row in rows if row["run"]]
+    numbers = (
+        {r["id"]: r["number"] for r in await Run.select(Run.id, Run.number).where(Run.id.is_in(run_ids))}
+        if run_ids
+        else {}
+    )
     return [
         {
             **row,
             "id": str(row["id"]),
             "run": str(row["run"]) if row["run"] else None,
+            "run_number": numbers.get(row["run"]) if row["run"] else None,
             "created_at": row["created_at"].isoformat(),
         }
         for row in rows

@@ -1,5 +1,5 @@
 """BuildItService: the gRPC API for integrations (trigger, inspect, watch, logs, cancel, retry,
-re-run, agents and their drain)."""
+re-run, agents, their drain and removal, stored pipelines: read, edit, delete)."""
 
 from __future__ import annotations
 
@@ -15,12 +15,14 @@ from agent.contract import convert
 from agent.contract._gen import buildit_pb2 as pb
 from agent.contract._gen import buildit_pb2_grpc as pb_grpc
 from agent.contract.types import StageStatus
+from controller.agents.commands import remove_agent
 from controller.agents.services import AgentView, list_agent_views, set_drain
 from controller.audit import services as audit
 from controller.db.columns import loaded
 from controller.deps import Deps
-from controller.errors import Forbidden, Invalid, NotFound
+from controller.errors import Forbidden, Invalid, NotFound, Unprocessable
 from controller.events import Overflow
+from controller.pipelines.commands import PipelineCommands
 from controller.pipelines.parsing import parse
 from controller.rpc.user_auth import current_caller
 from controller.runs import listing
@@ -90,6 +92,17 @@ def _run_proto(record: RunRecord) -> pb.Run:
         finished_at=convert.timestamp_to_proto(row["finished_at"]),
         message=row["error"],
         stages=[_stage_proto(s, record.agent_names) for s in record.stages],
+    )
+
+
+def _pipeline_proto(row: dict[str, Any]) -> pb.Pipeline:
+    return pb.Pipeline(
+        id=str(row["id"]),
+        name=row["name"],
+        version=int(row.get("version") or 1),
+        source=row["config"],
+        repository_id=str(row["repository"]) if row.get("repository") else "",
+        updated_at=convert.timestamp_to_proto(row.get("updated_at")),
     )
 
 
@@ -289,6 +302,47 @@ class BuildItServicer(pb_grpc.BuildItServiceServicer):  # type: ignore[misc]
         )
         await audit.record("agent.drain" if request.drain else "agent.resume", view.name, caller=caller)
         return pb.DrainAgentResponse(agent=_agent_proto(view))
+
+    # -- pipelines and agents managed in the product ------------------------------------------
+
+    def _pipelines(self) -> PipelineCommands:
+        deps, caller = self.deps, current_caller.get()
+        return PipelineCommands(deps.scheduler, deps.logs, deps.artifacts, deps.org, deps.tenant, caller)
+
+    async def GetPipeline(
+        self, request: pb.GetPipelineRequest, context: aio.ServicerContext
+    ) -> pb.GetPipelineResponse:
+        row = await self._pipelines().find(request.pipeline)
+        return pb.GetPipelineResponse(pipeline=_pipeline_proto(row))
+
+    async def UpdatePipeline(
+        self, request: pb.UpdatePipelineRequest, context: aio.ServicerContext
+    ) -> pb.UpdatePipelineResponse:
+        commands = self._pipelines()
+        row = await commands.find(request.pipeline)
+        try:
+            edited = await commands.edit(row, request.source)
+        except Unprocessable as exc:
+            # gRPC has no structured detail here: every diagnostic goes into the message.
+            texts = [str(d["text"]) for d in exc.extra.get("diagnostics", ())]
+            raise Unprocessable("\n".join([exc.message, *texts]), **exc.extra) from None
+        return pb.UpdatePipelineResponse(pipeline=_pipeline_proto(edited.row), changed=edited.changed)
+
+    async def DeletePipeline(
+        self, request: pb.DeletePipelineRequest, context: aio.ServicerContext
+    ) -> pb.DeletePipelineResponse:
+        commands = self._pipelines()
+        runs = await commands.delete(await commands.find(request.pipeline))
+        return pb.DeletePipelineResponse(runs_deleted=runs)
+
+    async def RemoveAgent(
+        self, request: pb.RemoveAgentRequest, context: aio.ServicerContext
+    ) -> pb.RemoveAgentResponse:
+        key = _uuid(request.agent_id)
+        if key is None:
+            raise NotFound(f"agent {request.agent_id!r} not found")
+        await remove_agent(self.deps.scheduler, self.deps.registry, current_caller.get(), key)
+        return pb.RemoveAgentResponse()
 
     async def ValidatePipeline(
         self, request: pb.ValidatePipelineRequest, context: aio.ServicerContext

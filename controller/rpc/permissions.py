@@ -36,6 +36,11 @@ METHOD_PERMISSIONS: dict[str, Permission] = {
     f"{BUILDIT_SERVICE}RetryStage": Permission.RUN,
     f"{BUILDIT_SERVICE}RerunRun": Permission.RUN,
     f"{BUILDIT_SERVICE}DrainAgent": Permission.MANAGE,
+    # Pipelines and agents managed in the product.
+    f"{BUILDIT_SERVICE}GetPipeline": Permission.READ,
+    f"{BUILDIT_SERVICE}UpdatePipeline": Permission.MANAGE,
+    f"{BUILDIT_SERVICE}DeletePipeline": Permission.MANAGE,
+    f"{BUILDIT_SERVICE}RemoveAgent": Permission.MANAGE,
 }
 
 #: Standard services stock tools use without credentials (grpcurl, load balancers).

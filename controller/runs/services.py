@@ -259,3 +259,16 @@ async def latest_run_at(
         query = query.where(Run.pipeline_source == source)
     row: dict[str, Any] | None = await query.order_by(Run.number, ascending=False).first()
     return row
+
+
+async def log_files_of(pipeline_id: UUID) -> dict[UUID, dict[str, int]]:
+    """Every run of a pipeline with its stages' last attempt: which log files it has (deleting one)."""
+    rows = await StageRun.select(StageRun.run, StageRun.name, StageRun.attempt).where(
+        StageRun.run.pipeline == pipeline_id
+    )
+    runs: dict[UUID, dict[str, int]] = {
+        UUID(str(r["id"])): {} for r in await Run.select(Run.id).where(Run.pipeline == pipeline_id)
+    }
+    for row in rows:
+        runs.setdefault(UUID(str(row["run"])), {})[row["name"]] = int(row["attempt"])
+    return runs

@@ -155,7 +155,8 @@ _NEXT_RUN_NUMBER = Statement(
     'WHERE "id" = {} RETURNING "next_run_number"',
 )
 
-#: Pipelines are immutable once stored, so their sources are cached (bounded, oldest dropped).
+#: Pipeline sources are cached (bounded, oldest dropped); an edit or a delete drops its entry
+#: (`forget_pipeline`).
 CONFIG_CACHE_SIZE = 1024
 
 
@@ -199,6 +200,10 @@ class PiccoloStore:
         if pipeline_id not in self._owners and await self.pipeline_config(pipeline_id) is None:
             return None
         return self._owners.get(pipeline_id)
+
+    def forget_pipeline(self, pipeline_id: UUID) -> None:
+        self._configs.pop(pipeline_id, None)
+        self._owners.pop(pipeline_id, None)
 
     async def insert_run(self, new: NewRun) -> None:
         run = new.run

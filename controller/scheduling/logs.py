@@ -14,6 +14,7 @@ chunk the agent re-sends is stored exactly once.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from uuid import UUID
 
@@ -72,3 +73,19 @@ class LogStore:
         with path.open("rb") as handle:
             handle.seek(offset)
             return handle.read(min(size - offset, limit))
+
+    def remove_run(self, run_id: UUID, stages: dict[str, int]) -> int:
+        """Delete the logs of a run: `stages` maps each stage to its last attempt (every attempt's
+        file goes). Returns how many files went. Blocking file work: call it in a worker thread."""
+        removed = 0
+        for stage, attempts in stages.items():
+            for attempt in range(1, attempts + 1):
+                path = self.path(run_id, stage, attempt)
+                if path.exists():
+                    path.unlink(missing_ok=True)
+                    removed += 1
+        legacy = self.root / str(run_id)
+        if legacy.is_dir():
+            removed += sum(1 for _ in legacy.iterdir())
+            shutil.rmtree(legacy, ignore_errors=True)
+        return removed

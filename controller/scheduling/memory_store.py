@@ -138,6 +138,9 @@ class MemoryStore:
         """See `Store.pipeline_owner`."""
         return self.owners.get(pipeline_id)
 
+    def forget_pipeline(self, pipeline_id: UUID) -> None:
+        """See `Store.forget_pipeline`: nothing is cached here (`pipelines` is the data itself)."""
+
     async def insert_run(self, new: NewRun) -> None:
         """See `Store.insert_run`."""
         async with self.transaction():

@@ -72,6 +72,10 @@ class Store(Protocol):
         """A pipeline's (org, tenant): its runs' stages go only to agents serving them (None: any)."""
         ...
 
+    def forget_pipeline(self, pipeline_id: UUID) -> None:
+        """A pipeline's file changed or the pipeline is deleted: drop what is cached of it."""
+        ...
+
     async def insert_run(self, new: NewRun) -> None:
         """Store a new run and all its stages (one commit, so no reader sees half a run)."""
         ...

@@ -99,6 +99,8 @@ class Scheduler:
         self._streams = 0
         self.lease_listeners: list[Callable[[StageState], None]] = []
         self._announce = _Announcements(events)
+        #: Pipelines being deleted or deleted (`discard_pipeline`): no run of them is made any more.
+        self._discarded: set[UUID] = set()
 
     @contextlib.asynccontextmanager
     async def _operation(self) -> AsyncIterator[None]:
@@ -211,7 +213,7 @@ class Scheduler:
         owner = await self.store.pipeline_owner(pipeline_id)
 
         def new_run(number: int | None) -> NewRun:
-            if number is None:
+            if number is None or pipeline_id in self._discarded:
                 raise NotFound(f"pipeline {pipeline_id} not found")
             request = RunRequest(pipeline_id, number, git, workspace, variables, available)
             run = build_run(parsed, request, self.clock())
@@ -468,6 +470,8 @@ class Scheduler:
             raise Unauthenticated("unknown agent")
         queue: asyncio.Queue[AgentEvent | StreamClosed] = asyncio.Queue()
         async with self._operation():
+            if self.agents.get(agent_id) is not agent:
+                raise Unauthenticated("unknown agent")  # removed while this call waited for the lock
             if agent.events is not None:
                 agent.events.put_nowait(CLOSE)
             self._streams += 1
@@ -663,6 +667,66 @@ class Scheduler:
         """
         async with self._operation():
             await self._expire_due()
+
+    # ------------------------------------------------------------------ pipelines and agents removed
+
+    async def pipeline_changed(self, pipeline_id: UUID) -> None:
+        """A stored pipeline's file was replaced: the next trigger plans from the new one.
+
+        Why: the store caches pipeline files (a trigger reads one on every run). Runs already made
+        keep the file they were planned from.
+        """
+        async with self._operation():
+            self.store.forget_pipeline(pipeline_id)
+
+    async def discard_pipeline(self, pipeline_id: UUID, reason: str) -> list[UUID]:
+        """A pipeline is being deleted: end its unfinished runs as cancelled and make no new ones.
+
+        Why before its rows go: agents running its stages are told to stop at once (a lost lease:
+        they report nothing more, so no log or artifact of a deleted run is written afterwards),
+        watchers see the runs end, and the fleet's slots are free for other runs. From now on a
+        trigger of the pipeline is NotFound. Returns the ids of the runs it cancelled.
+        """
+        async with self._operation():
+            self._discarded.add(pipeline_id)
+            self.store.forget_pipeline(pipeline_id)
+            ended = [run for run in self.runs.values() if run.pipeline_id == pipeline_id]
+            for run in ended:
+                run.cancel_requested = True
+                for stage in run.stages.values():
+                    if stage.status.finished:
+                        continue
+                    if stage.lease_id is not None:
+                        self._tell(stage, CancelStage(stage.lease_id, CancelReason.LEASE_LOST, reason))
+                    await self._finish_stage(stage, StageStatus.CANCELLED, reason)
+                run.status = run_status(run)
+                run.finished_at = self.clock()
+                await self.store.save_run(run)
+                self._announce.publish_run(run)
+                del self.runs[run.id]
+            await self._dispatch()
+            return [run.id for run in ended]
+
+    async def remove_agent(self, agent_id: UUID) -> None:
+        """Forget an agent that is not connected (an operator removes a machine that is gone).
+
+        Refused (Conflict) while its lease stream is open: a running agent would only register
+        again. Stages it still held (its lease not yet expired) are requeued for other agents.
+        """
+        async with self._operation():
+            agent = self.agents.get(agent_id)
+            if agent is None:
+                return
+            if agent.online:
+                raise Conflict(
+                    f"agent {agent.name} is connected: stop its process first (drain it to let its "
+                    "stages finish), then remove it"
+                )
+            for lease_id in list(agent.running):
+                stage = self.by_lease.get(lease_id)
+                if stage is not None and stage.agent_id == agent_id:
+                    await self._lease_failed(stage, f"agent {agent.name} was removed", count=False)
+            del self.agents[agent_id]
 
     # ------------------------------------------------------------------ internals
 

@@ -194,8 +194,9 @@ class TriggerEngine:
         try:
             heads = await in_thread(first_fetch, mirror, timeout=FETCH_TIMEOUT_S)
             branch = default_branch(heads)
-            config = ""
+            config, head_sha = "", ""
             if branch is not None:
+                head_sha = heads[branch]
                 data = await in_thread(mirror.read_file, heads[branch], PIPELINE_FILE)
                 config = data.decode("utf-8", "replace") if data is not None else ""
         except GitError as exc:
@@ -213,7 +214,7 @@ class TriggerEngine:
         secret = settings.webhook_secret or secrets.token_urlsafe(24)
         try:
             repo = await repos.create_repository(
-                org, tenant, settings, source.kind, source.url, secret, config, self.box
+                org, tenant, settings, source.kind, source.url, secret, config, self.box, head_sha
             )
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
@@ -472,6 +473,11 @@ class TriggerEngine:
             return None
         text = data.decode("utf-8", "replace")
         pipeline, _ = await parse(text, PIPELINE_FILE)
+        heads = await repos.branch_heads(repo.id)
+        if pipeline is not None and branch == default_branch(heads) and heads.get(branch) == sha:
+            # The newest valid file of the default branch is what the pipeline shows (run or not).
+            await repos.set_pipeline_config(repo.pipeline_id, text, sha)
+            active.config_changed.set()
         if (
             pipeline is not None
             and source in ("watch", "poll", "webhook", "start")
@@ -497,13 +503,26 @@ class TriggerEngine:
         except BuildItError as exc:
             await repos.finish_trigger(trigger_id, f"not run: {exc.message}", None)
             return None
-        if pipeline is not None and branch == default_branch(await repos.branch_heads(repo.id)):
-            await repos.set_pipeline_config(repo.pipeline_id, text)
-            active.config_changed.set()
         await repos.finish_trigger(trigger_id, f"run {run.number}", run.id)
         for listener in self.run_listeners:
             listener(repo, run, sha)
         return run
+
+    async def newest_pipeline_file(
+        self, repo_id: UUID, tenant: UUID | None = None
+    ) -> tuple[str, str, str | None] | None:
+        """(default branch, its head, the `.buildit.kdl` there or None) of a watched repository of
+        `tenant`, from its mirror as last fetched; None when unknown or without any branch yet."""
+        active = self._active.get(repo_id)
+        if active is None or (tenant is not None and active.repo.tenant != tenant):
+            return None
+        async with active.lock:
+            heads = await in_thread(active.mirror.branches)
+            branch = default_branch(heads)
+            if branch is None:
+                return None
+            data = await in_thread(active.mirror.read_file, heads[branch], PIPELINE_FILE)
+        return branch, heads[branch], data.decode("utf-8", "replace") if data is not None else None
 
     # ------------------------------------------------------------------ cron
 

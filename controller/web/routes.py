@@ -12,6 +12,7 @@ from litestar.template.config import TemplateConfig
 from controller.auth.permissions import Permission, requires
 from controller.web.account_views import AccountPagesController
 from controller.web.paths import web_dir
+from controller.web.repo_views import RepoPagesController
 from controller.web.templating import template_config
 from controller.web.views import LogLinesController, PagesController
 
@@ -35,6 +36,7 @@ def handlers() -> list[Any]:
         PagesController,
         LogLinesController,
         AccountPagesController,
+        RepoPagesController,
         create_static_files_router(
             path="/static", directories=[web_dir() / "static"], name="static", opt=requires(Permission.PUBLIC)
         ),

@@ -23,7 +23,8 @@ from controller.auth.permissions import Permission, requires
 from controller.deps import Deps
 from controller.errors import Invalid, NotFound
 from controller.pipelines.parsing import parse
-from controller.pipelines.services import diagnostic_json, get_pipeline, list_pipelines
+from controller.pipelines.services import diagnostic_json, get_pipeline, list_pipelines, versions
+from controller.repos.commands import pipeline_file_status
 from controller.runs import listing
 from controller.runs import services as runs
 from controller.web import logpage
@@ -156,10 +157,16 @@ class PagesController(Controller):
         pipeline, problems = await parse(row["config"])
         stages: list[Any] = list(pipeline.stages) if pipeline is not None else []
         diagnostics = [diagnostic_json(d) for d in problems]
+        engine = deps.triggers
+        repo = engine.repository(row["repository"], deps.tenant) if engine and row["repository"] else None
+        file_status = await pipeline_file_status(engine, repo) if engine and repo else None
         context.update(
             source=highlight(row["config"]),
             stages=stages,
             diagnostics=diagnostics,
+            repo=repo,
+            file_status=file_status,
+            versions=await versions(row),
             active="pipelines",
         )
         return Template(template_name="pipeline.html", context=context)

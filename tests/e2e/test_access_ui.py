@@ -55,7 +55,7 @@ def test_a_viewer_sees_no_actions_and_a_forged_trigger_is_refused(browser: Any, 
     number = up.trigger(pipeline)
     up.wait_run(pipeline, number)
     with signed_in(browser, up, "vera", PASSWORD) as page:
-        assert nav_links(page) == ["Runs", "Pipelines", "Agents", "API keys"]
+        assert nav_links(page) == ["Runs", "Pipelines", "Repositories", "Agents", "API keys"]
         expect(page.locator(".user-name")).to_have_text("vera · viewer")
         page.goto(f"/pipelines/{pipeline}")
         expect(page.get_by_role("heading", name="e2e-roles")).to_be_visible()

@@ -101,6 +101,10 @@
         location.href = "/pipelines/" + (run.pipeline_id || button.dataset.pipelineId) + "/runs/" + run.number;
         return;
       }
+      if (button.dataset.done === "goto") {  // the thing is gone (deleted): leave its page
+        location.href = button.dataset.goto;
+        return;
+      }
       refresh();
     } catch (err) {
       flash(button.textContent.trim() + " failed: " + err);

@@ -679,3 +679,69 @@ class DrainAgentResponse(_message.Message):
     AGENT_FIELD_NUMBER: _ClassVar[int]
     agent: Agent
     def __init__(self, agent: _Optional[_Union[Agent, _Mapping]] = ...) -> None: ...
+
+class Pipeline(_message.Message):
+    __slots__ = ("id", "name", "version", "source", "repository_id", "updated_at")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    REPOSITORY_ID_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    name: str
+    version: int
+    source: str
+    repository_id: str
+    updated_at: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., version: _Optional[int] = ..., source: _Optional[str] = ..., repository_id: _Optional[str] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class GetPipelineRequest(_message.Message):
+    __slots__ = ("pipeline",)
+    PIPELINE_FIELD_NUMBER: _ClassVar[int]
+    pipeline: str
+    def __init__(self, pipeline: _Optional[str] = ...) -> None: ...
+
+class GetPipelineResponse(_message.Message):
+    __slots__ = ("pipeline",)
+    PIPELINE_FIELD_NUMBER: _ClassVar[int]
+    pipeline: Pipeline
+    def __init__(self, pipeline: _Optional[_Union[Pipeline, _Mapping]] = ...) -> None: ...
+
+class UpdatePipelineRequest(_message.Message):
+    __slots__ = ("pipeline", "source")
+    PIPELINE_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    pipeline: str
+    source: str
+    def __init__(self, pipeline: _Optional[str] = ..., source: _Optional[str] = ...) -> None: ...
+
+class UpdatePipelineResponse(_message.Message):
+    __slots__ = ("pipeline", "changed")
+    PIPELINE_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    pipeline: Pipeline
+    changed: bool
+    def __init__(self, pipeline: _Optional[_Union[Pipeline, _Mapping]] = ..., changed: _Optional[bool] = ...) -> None: ...
+
+class DeletePipelineRequest(_message.Message):
+    __slots__ = ("pipeline",)
+    PIPELINE_FIELD_NUMBER: _ClassVar[int]
+    pipeline: str
+    def __init__(self, pipeline: _Optional[str] = ...) -> None: ...
+
+class DeletePipelineResponse(_message.Message):
+    __slots__ = ("runs_deleted",)
+    RUNS_DELETED_FIELD_NUMBER: _ClassVar[int]
+    runs_deleted: int
+    def __init__(self, runs_deleted: _Optional[int] = ...) -> None: ...
+
+class RemoveAgentRequest(_message.Message):
+    __slots__ = ("agent_id",)
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    def __init__(self, agent_id: _Optional[str] = ...) -> None: ...
+
+class RemoveAgentResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

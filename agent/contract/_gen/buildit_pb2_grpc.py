@@ -575,6 +575,26 @@ class BuildItServiceStub:
                 request_serializer=buildit__pb2.DrainAgentRequest.SerializeToString,
                 response_deserializer=buildit__pb2.DrainAgentResponse.FromString,
                 _registered_method=True)
+        self.GetPipeline = channel.unary_unary(
+                '/buildit.v1.BuildItService/GetPipeline',
+                request_serializer=buildit__pb2.GetPipelineRequest.SerializeToString,
+                response_deserializer=buildit__pb2.GetPipelineResponse.FromString,
+                _registered_method=True)
+        self.UpdatePipeline = channel.unary_unary(
+                '/buildit.v1.BuildItService/UpdatePipeline',
+                request_serializer=buildit__pb2.UpdatePipelineRequest.SerializeToString,
+                response_deserializer=buildit__pb2.UpdatePipelineResponse.FromString,
+                _registered_method=True)
+        self.DeletePipeline = channel.unary_unary(
+                '/buildit.v1.BuildItService/DeletePipeline',
+                request_serializer=buildit__pb2.DeletePipelineRequest.SerializeToString,
+                response_deserializer=buildit__pb2.DeletePipelineResponse.FromString,
+                _registered_method=True)
+        self.RemoveAgent = channel.unary_unary(
+                '/buildit.v1.BuildItService/RemoveAgent',
+                request_serializer=buildit__pb2.RemoveAgentRequest.SerializeToString,
+                response_deserializer=buildit__pb2.RemoveAgentResponse.FromString,
+                _registered_method=True)
 
 
 class BuildItServiceServicer:
@@ -670,6 +690,39 @@ class BuildItServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetPipeline(self, request, context):
+        """--- Pipelines and agents managed in the product (issue 12) ------------------------------------
+        One stored pipeline with its file. NOT_FOUND when the tenant has no such pipeline.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdatePipeline(self, request, context):
+        """Replace a stored pipeline's file (its next version); the next run plans from it. An invalid file
+        is INVALID_ARGUMENT with every diagnostic (FILE:LINE:COL) in the message, nothing changed; a
+        watched repository's pipeline is FAILED_PRECONDITION (push a commit that changes the file).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeletePipeline(self, request, context):
+        """Delete a stored pipeline with its runs, logs and artifacts (its unfinished runs are cancelled
+        first). A watched repository's pipeline is FAILED_PRECONDITION (remove the repository).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveAgent(self, request, context):
+        """Remove an agent that is not connected: it leaves the fleet and its token stops working.
+        FAILED_PRECONDITION while it is connected (stop it first), NOT_FOUND when unknown.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BuildItServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -727,6 +780,26 @@ def add_BuildItServiceServicer_to_server(servicer, server):
                     servicer.DrainAgent,
                     request_deserializer=buildit__pb2.DrainAgentRequest.FromString,
                     response_serializer=buildit__pb2.DrainAgentResponse.SerializeToString,
+            ),
+            'GetPipeline': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPipeline,
+                    request_deserializer=buildit__pb2.GetPipelineRequest.FromString,
+                    response_serializer=buildit__pb2.GetPipelineResponse.SerializeToString,
+            ),
+            'UpdatePipeline': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdatePipeline,
+                    request_deserializer=buildit__pb2.UpdatePipelineRequest.FromString,
+                    response_serializer=buildit__pb2.UpdatePipelineResponse.SerializeToString,
+            ),
+            'DeletePipeline': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeletePipeline,
+                    request_deserializer=buildit__pb2.DeletePipelineRequest.FromString,
+                    response_serializer=buildit__pb2.DeletePipelineResponse.SerializeToString,
+            ),
+            'RemoveAgent': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveAgent,
+                    request_deserializer=buildit__pb2.RemoveAgentRequest.FromString,
+                    response_serializer=buildit__pb2.RemoveAgentResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1034,6 +1107,114 @@ class BuildItService:
             '/buildit.v1.BuildItService/DrainAgent',
             buildit__pb2.DrainAgentRequest.SerializeToString,
             buildit__pb2.DrainAgentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPipeline(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/buildit.v1.BuildItService/GetPipeline',
+            buildit__pb2.GetPipelineRequest.SerializeToString,
+            buildit__pb2.GetPipelineResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdatePipeline(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/buildit.v1.BuildItService/UpdatePipeline',
+            buildit__pb2.UpdatePipelineRequest.SerializeToString,
+            buildit__pb2.UpdatePipelineResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeletePipeline(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/buildit.v1.BuildItService/DeletePipeline',
+            buildit__pb2.DeletePipelineRequest.SerializeToString,
+            buildit__pb2.DeletePipelineResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveAgent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/buildit.v1.BuildItService/RemoveAgent',
+            buildit__pb2.RemoveAgentRequest.SerializeToString,
+            buildit__pb2.RemoveAgentResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -157,3 +157,19 @@ def test_malformed_addresses_name_no_path(store: ArtifactStore, bad: str) -> Non
 def test_missing_content_is_a_clear_error(store: ArtifactStore) -> None:
     with pytest.raises(ArtifactMissing, match="is missing from"):
         store.open("b" * 64)
+
+
+async def test_discard_deletes_content_unless_it_was_stored_or_deduplicated_within_the_grace(
+    store: ArtifactStore,
+) -> None:
+    blob = await store.put(chunks([b"old build output"]))
+    path = store.path(blob.sha256)
+    assert not store.discard(blob.sha256, grace_s=60)  # just stored: an upload may be pointing at it
+    os.utime(path, (path.stat().st_atime, path.stat().st_mtime - 120))
+    again = await store.put(chunks([b"old build output"]))  # deduplicated: marks it as just used
+    assert again.deduplicated and not store.discard(blob.sha256, grace_s=60)
+    os.utime(path, (path.stat().st_atime, path.stat().st_mtime - 120))
+    assert store.discard(blob.sha256, grace_s=60)
+    assert not store.exists(blob.sha256) and blobs(store) == []
+    assert not store.discard(blob.sha256, grace_s=0)  # already gone
+    assert not store.discard("../../etc/passwd", grace_s=0)  # never a path outside the store

@@ -426,7 +426,8 @@ ROLE_TABLE: dict[str, tuple[str | None, str | None]] = {
     "lines": ("read", None),
     "search": ("read", None),
     "artifacts": ("read", None),
-    "agents": ("read", None),
+    "versions": ("read", None),  # a pipeline's files
+    "agents": ("read", "manage"),  # maintainers remove offline agents
     "ws": ("read", None),
     # developer: cancel, retry a stage, re-run
     "cancel": (None, "run"),
@@ -434,6 +435,7 @@ ROLE_TABLE: dict[str, tuple[str | None, str | None]] = {
     "rerun": (None, "run"),
     # maintainer: repositories, secrets, agent registration tokens, draining agents
     "repos": ("read", "manage"),
+    "webhook-secret": (None, "manage"),  # a repository's, rotated
     "secrets": ("manage", "manage"),
     "notifications": ("manage", "manage"),  # outgoing webhooks: their URLs can be credentials
     "deliveries": ("manage", None),
@@ -602,11 +604,14 @@ def _as_b(world: World, path: str) -> Any:
 
 
 def _b_state(world: World) -> Any:
-    """Tenant B's runs, its run's stages and its agents' drain marks: what a leak would change."""
+    """Tenant B's pipeline file, runs, its run's stages and its agents' drain marks: what a leak
+    would change."""
+    pipeline = _as_b(world, f"/api/v1/pipelines/{world.pipeline_b}")
     run = _as_b(world, f"/api/v1/pipelines/{world.pipeline_b}/runs/{world.run_b['number']}")
     runs = _as_b(world, f"/api/v1/pipelines/{world.pipeline_b}/runs")["runs"]
     agents = _as_b(world, "/api/v1/agents")["agents"]
     return (
+        (pipeline["config"], pipeline["version"]),
         (run["status"], run["stages"]),
         sorted(r["number"] for r in runs),
         sorted((a["name"], a["drain_requested_by"]) for a in agents),
@@ -642,14 +647,12 @@ def test_tenant_b_ids_through_tenant_a_answer_404_and_change_nothing(
             mismatches.append(f"POST /api/v1/runs naming blue-app: {by_name.status_code}")
         maintainer = world.headers(CALLER["maintainer"])
         for agent, status in ((world.agent_b, 404), (world.org_agent, 403)):
-            # B's agent is invisible in A; the org-wide pool is drained by org admins only.
-            answer = client.post(
-                f"{world.controller.base_url}/api/v1/agents/{agent}/drain", headers=maintainer
-            )
-            if answer.status_code != status:
-                mismatches.append(
-                    f"drain agent {agent} as maintainer of A: {answer.status_code} not {status}"
-                )
+            # B's agent is invisible in A; the org-wide pool is drained and removed by org admins only.
+            url = f"{world.controller.base_url}/api/v1/agents/{agent}"
+            for method, path in (("POST", f"{url}/drain"), ("DELETE", url)):
+                code = client.request(method, path, headers=maintainer).status_code
+                if code != status:
+                    mismatches.append(f"{method} {path} as maintainer of A: {code} not {status}")
     with world.controller.channel(world.credentials["tenant-admin"], TENANT_A) as channel:
         run_id = world.run_b["id"]
         for name, request, response in (
@@ -659,6 +662,14 @@ def test_tenant_b_ids_through_tenant_a_answer_404_and_change_nothing(
             ("RetryStage", pb.RetryStageRequest(run_id=run_id, stage_name="hello"), pb.RetryStageResponse),
             ("TriggerRun", pb.TriggerRunRequest(repository="blue-app"), pb.TriggerRunResponse),
             ("DrainAgent", pb.DrainAgentRequest(agent_id=world.agent_b), pb.DrainAgentResponse),
+            ("RemoveAgent", pb.RemoveAgentRequest(agent_id=world.agent_b), pb.RemoveAgentResponse),
+            ("GetPipeline", pb.GetPipelineRequest(pipeline=world.pipeline_b), pb.GetPipelineResponse),
+            (
+                "UpdatePipeline",
+                pb.UpdatePipelineRequest(pipeline=world.pipeline_b, source=PIPELINE.format(name="x")),
+                pb.UpdatePipelineResponse,
+            ),
+            ("DeletePipeline", pb.DeletePipelineRequest(pipeline="blue-app"), pb.DeletePipelineResponse),
         ):
             call = channel.unary_unary(
                 f"/buildit.v1.BuildItService/{name}", type(request).SerializeToString, response.FromString

@@ -48,8 +48,17 @@ async def _old_database(database_url: str, monkeypatch: pytest.MonkeyPatch) -> d
         org, tenant = await ensure_default_org_and_tenant()
         now = datetime.now(UTC)
         pipeline_id, run_id, agent_id = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
-        await Pipeline.insert(
-            Pipeline(id=pipeline_id, org=org, tenant=tenant, name="legacy-app", config=CONFIG)
+        # Written as the old version did: later versions add pipeline columns the old schema lacks.
+        await Pipeline.raw(
+            "INSERT INTO pipeline (id, org, tenant, name, config, next_run_number, created_at, updated_at) "
+            "VALUES ({}, {}, {}, {}, {}, 1, {}, {})",
+            pipeline_id,
+            org,
+            tenant,
+            "legacy-app",
+            CONFIG,
+            now,
+            now,
         )
         await Run.insert(
             Run(
@@ -129,6 +138,15 @@ def test_a_database_from_before_accounts_upgrades_with_its_data(
         status, run, _ = controller.request("GET", f"/api/v1/pipelines/{old['pipeline']}/runs/1")
         assert status == 200, run
         assert run["status"] == "succeeded" and [s["name"] for s in run["stages"]] == ["build"]
+        # A pipeline from before versions is version 1, and keeps that file when first edited.
+        path = f"/api/v1/pipelines/{old['pipeline']}"
+        status, history, _ = controller.request("GET", f"{path}/versions")
+        assert status == 200 and [v["version"] for v in history["versions"]] == [1], history
+        edited = CONFIG.replace("make", "make all")
+        status, body, _ = controller.request("PUT", path, {"config": edited})
+        assert status == 200 and (body["version"], body["config"]) == (2, edited), body
+        status, first, _ = controller.request("GET", f"{path}/versions/1")
+        assert status == 200 and first["config"] == CONFIG, first
 
         status, agents, _ = controller.request("GET", "/api/v1/agents")
         assert status == 200, agents

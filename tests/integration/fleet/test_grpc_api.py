@@ -144,6 +144,10 @@ def test_health_and_reflection(client: Client) -> None:
         "RetryStage",
         "RerunRun",
         "DrainAgent",
+        "GetPipeline",
+        "UpdatePipeline",
+        "DeletePipeline",
+        "RemoveAgent",
     }
     assert pool.FindMessageTypeByName("buildit.v1.StageLease").fields_by_name["lease_id"].number == 1
 

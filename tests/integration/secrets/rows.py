@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,18 @@ async def legacy_repository(org: Any, tenant: Any, secret: str, token: str) -> u
             status_token=token,
         )
     )
-    await Pipeline.insert(
-        Pipeline(org=org, tenant=tenant, name=f"p-{repo_id.hex[:6]}", config="", repository=repo_id)
+    # The columns a pipeline had then (later versions add columns the old schema lacks).
+    now = datetime.now(UTC)
+    await Pipeline.raw(
+        "INSERT INTO pipeline (id, org, tenant, name, config, next_run_number, created_at, updated_at, "
+        "repository) VALUES ({}, {}, {}, {}, '', 0, {}, {}, {})",
+        uuid.uuid4(),
+        org,
+        tenant,
+        f"p-{repo_id.hex[:6]}",
+        now,
+        now,
+        repo_id,
     )
     return repo_id
 

@@ -1,10 +1,12 @@
-// Account pages (members, teams, API keys, agent tokens, secrets): forms call the REST API.
+// Account and repository pages (members, teams, API keys, agent tokens, secrets, repositories):
+// forms call the REST API.
 //
 // A form with `data-api` (URL, `{field}` filled from the form) and `data-method` sends its fields as
 // a JSON body: empty fields are left out, checkboxes are booleans, multiple selects are lists;
 // `data-in="path"` fields only fill the URL, `data-in="tenant"` is sent as X-BuildIt-Tenant (the
 // tenant the change is made in), `data-as` converts ("bool", "end-of-day" for a date, "keyed" for
-// a "key:value" choice), and `data-raw` keeps a value untrimmed (secret values). A value the
+// a "key:value" choice, "list" for words separated by commas or spaces), and `data-raw` keeps a
+// value untrimmed (secret values); a form's `data-confirm` asks first. A value the
 // server answers once (`data-secret` names its field) goes into the #shown-once panel, and nowhere
 // else: reloading the page loses it. Then the form is reset and the page's data re-read.
 (function () {
@@ -28,6 +30,7 @@
       if (el.dataset.in === "path") { path[el.name] = value; continue; }
       if (el.dataset.in === "tenant") { tenant = value; continue; }
       if (el.dataset.as === "bool") value = value === true || value === "true";
+      else if (el.dataset.as === "list") value = value.split(/[\s,]+/).filter(Boolean);
       else if (el.dataset.as === "end-of-day") value = value + "T23:59:59Z";
       else if (el.dataset.as === "keyed") {
         const cut = value.indexOf(":");
@@ -79,6 +82,7 @@
     const form = ev.target.closest("form[data-api]");
     if (!form) return;
     ev.preventDefault();
+    if (form.dataset.confirm && !window.confirm(form.dataset.confirm)) return;
     const what = form.dataset.what || "Saving";
     const { url, body, tenant } = fields(form);
     const headers = B.jsonHeaders();
