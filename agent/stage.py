@@ -8,6 +8,10 @@
   made, and (once every log chunk of the lease is acknowledged, so the stored log is complete when
   the stage is shown finished) the terminal status.
 * **Workspace** – a fresh directory under `<work dir>/workspaces/` per lease, removed afterwards.
+* **Log** – BuildIt's own lines are marked (`agent.contract.logmarks`): each command's header, the
+  agent's notes, and a closing line saying how the stage ended and in which command, written
+  before the final status (so the stored log is complete when the stage shows finished). The
+  final message names that command too (`agent.executors.base.outcome_message`).
 * **Cancellation** – a cancel (Lease stream, ExtendLease, or the controller recording the stage
   finished) stops whatever step runs; a timeout reports TIMED_OUT.
 * **Extend** – every running stage calls ExtendLease each heartbeat interval: it keeps the lease and
