@@ -12,10 +12,11 @@ $(STAMP): pyproject.toml constraints.txt
 	@scripts/ensure-python.sh "$(PYTHON)"
 	@scripts/ensure-git.sh
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	@echo "make: installing BuildIt into $(VENV) (pyproject.toml or constraints.txt changed)"
+	@$(PY) -m pip install -q --upgrade pip
+	@$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	@# Editable installs get no bytecode when PYTHONDONTWRITEBYTECODE is set; compile it once.
-	$(PY) -m compileall -q controller agent >/dev/null
+	@$(PY) -m compileall -q controller agent >/dev/null
 	@touch $(STAMP)
 
 # The web UI's front-end libraries: npm packages from web/package-lock.json, copied into
@@ -31,14 +32,13 @@ $(WEB_VENDOR): web/package.json web/package-lock.json
 install: $(STAMP) $(WEB_VENDOR)
 
 # The embedded default: controller + one local agent on SQLite under ./.buildit, with the examples
-# registered and a run of "hello" triggered, watching a demo repository (made once under
-# .buildit/demo-repo) that gets a commit once the controller is up, so a Git-triggered run
-# appears too. Ctrl-C stops it.
+# registered, watching a demo repository (.buildit/demo-repo: examples/dag.kdl as its .buildit.kdl)
+# and running its head commit once. A restart with nothing changed adds no commit and no run; the
+# banner, printed last, links to the run's page. Ctrl-C stops it.
 DEMO_REPO := .buildit/demo-repo
 run: install
-	@scripts/demo-repo.sh create $(DEMO_REPO)
-	@(scripts/demo-repo.sh commit $(DEMO_REPO) http://127.0.0.1:$${BUILDIT_HTTP_PORT:-8080} &) ; \
-	exec $(VENV)/bin/buildit up --pipelines examples --trigger hello --repo $(DEMO_REPO)
+	@scripts/demo-repo.sh sync $(DEMO_REPO)
+	@exec $(VENV)/bin/buildit up --pipelines examples --repo $(DEMO_REPO) --trigger demo-repo
 
 # Tests need a real Docker engine with the local busybox test image, a real PostgreSQL and
 # Debian's chromium (the browser tests).

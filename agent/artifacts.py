@@ -72,7 +72,7 @@ class ArtifactTransfer:
                     continue
                 if kind is FailureKind.RETRY:
                     delay = backoff.next()
-                    log.debug("lease %s: artifact download failed (%s); retrying", stage.lease_id, exc)
+                    log.debug("artifact download failed (%s); retrying", exc)
                     await asyncio.sleep(delay)
                     continue
                 if exc.code == UNIMPLEMENTED:
@@ -179,9 +179,7 @@ class ArtifactTransfer:
                     continue
                 if kind is FailureKind.RETRY:
                     delay = backoff.next()
-                    log.debug(
-                        "lease %s: upload of %s failed (%s); retrying", stage.lease_id, header.path, exc
-                    )
+                    log.debug("upload of %s failed (%s); retrying", header.path, exc)
                     await asyncio.sleep(delay)
                     continue
                 if exc.code == RESOURCE_EXHAUSTED:

@@ -19,8 +19,10 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
+from agent.contract.logformat import configure as configure_logging
 from agent.settings import ENV, AgentSettings
 
 if TYPE_CHECKING:  # the executors and the runner (grpc) are imported only when an agent actually runs
@@ -47,7 +49,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--registration-token",
         metavar="TOKEN",
-        help=f"the controller's enrolment secret, needed to register once (env {ENV['registration_token']})",
+        help=f"the controller's enrolment secret, needed to register once (env {ENV['registration_token']}; "
+        "prefer the variable or --registration-token-file: a flag's value shows in `ps`)",
+    )
+    parser.add_argument(
+        "--registration-token-file",
+        metavar="PATH",
+        help="read the registration token from this file (its first line), e.g. a mounted secret",
     )
     parser.add_argument(
         "--name", help=f"agent name, unique in the fleet (env {ENV['name']}; default: the host name)"
@@ -103,25 +111,35 @@ def _fail(message: str) -> None:
     print(f"{PROG}: {' '.join(message.split())}", file=sys.stderr, flush=True)
 
 
-def _configure_logging() -> None:
-    """Timestamped lines on stderr, unless the embedding program configured logging already."""
-    root = logging.getLogger()
-    if not root.handlers:
-        logging.basicConfig(
-            level=logging.INFO,
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-            stream=sys.stderr,
+def _registration_token(args: argparse.Namespace) -> str | None:
+    """The token from --registration-token-file or --registration-token (None: neither given, so
+    the settings read the environment). ValueError for both, or an unreadable or empty file."""
+    flag = getattr(args, "registration_token", None)
+    path = getattr(args, "registration_token_file", None)
+    if path is None:
+        return cast("str | None", flag)
+    if flag is not None:
+        raise ValueError(
+            "give the registration token once: --registration-token or --registration-token-file"
         )
-    # grpc's own chatter about reconnects repeats what the agent already says once.
-    logging.getLogger("grpc").setLevel(logging.WARNING)
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or exc
+        raise ValueError(f"--registration-token-file {path}: {reason}") from None
+    token = lines[0].strip() if lines else ""
+    if not token:
+        raise ValueError(f"--registration-token-file {path} is empty: write the token on its first line")
+    return token
 
 
 def run(args: argparse.Namespace) -> int:
     """Run one agent with the parsed flags until it is drained; returns the process exit status."""
     try:
+        configure_logging(logging.INFO)
         settings = AgentSettings.from_sources(
             controller=getattr(args, "controller", None),
-            registration_token=getattr(args, "registration_token", None),
+            registration_token=_registration_token(args),
             name=getattr(args, "name", None),
             labels=getattr(args, "labels", None),
             capacity=getattr(args, "capacity", None),
@@ -136,7 +154,12 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         _fail(f"error: {exc}")
         return 2
-    _configure_logging()
+    if getattr(args, "registration_token", None) is not None:
+        logging.getLogger("agent").warning(
+            "--registration-token shows in `ps` to every user of this machine: pass the token in "
+            "%s or --registration-token-file",
+            ENV["registration_token"],
+        )
     from agent.errors import AgentExit
     from agent.executors.base import ExecutorError
     from agent.executors.registry import build_executors

@@ -48,6 +48,7 @@ from typing import Any
 
 from agent import __version__
 from agent.client import ControllerClient
+from agent.contract.logformat import about, bind_stage
 from agent.contract.types import CancelReason, StageLease
 from agent.errors import AgentExit
 from agent.executors.registry import Executors
@@ -222,7 +223,7 @@ class Agent:
             return
         stage = Stage(lease)
         self._stages[lease.lease_id] = stage
-        log.info("lease %s: stage '%s' (attempt %d)", lease.lease_id, lease.spec.name, lease.attempt)
+        log.info("stage leased", extra=about(stage.ref))
         stage.task = self._spawn(self._run_stage(stage))
 
     def cancel(self, lease_id: str, reason: CancelReason, message: str = "") -> None:
@@ -239,13 +240,14 @@ class Agent:
         stage = self._stages.get(lease_id)
         if stage is None or stage.lost:
             return
-        log.warning("lease %s lost (%s): stopping its stage, reporting nothing", lease_id, why)
+        log.warning("lease lost (%s): stopping the stage, reporting nothing", why, extra=about(stage.ref))
         stage.lost = True
         stage.cancel_reason = CancelReason.LEASE_LOST
         stage.cancel.set()
         self._shipper.discard(lease_id)
 
     async def _run_stage(self, stage: Stage) -> None:
+        bind_stage(stage.ref)  # this task's own context: its log lines name the stage
         try:
             await self._runner.run(stage)
         finally:

@@ -40,6 +40,7 @@ from agent.artifacts import ArtifactTransfer
 from agent.backoff import Backoff
 from agent.client import FailureKind, RpcFailure, classify
 from agent.contract import logmarks
+from agent.contract.logformat import StageRef, about, stage_ref
 from agent.contract.types import CancelReason, ExecutionResult, StageLease, StageStatus, StageUpdate
 from agent.errors import AgentExit
 from agent.executors.base import StageContext, outcome_message
@@ -74,6 +75,11 @@ class Stage:
     #: The lease is no longer ours (or the agent is aborting): send nothing more about it.
     lost: bool = False
     task: asyncio.Task[None] | None = None
+    #: What log lines about this stage name (pipeline, run, stage, attempt, lease).
+    ref: StageRef = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.ref = stage_ref(self.lease)
 
     @property
     def lease_id(self) -> str:
@@ -84,7 +90,7 @@ class Stage:
         """Stop the stage for `reason` (user or timeout); a no-op once lost or already cancelling."""
         if self.lost or self.cancel.is_set():
             return
-        log.info("lease %s: cancel (%s)%s", self.lease_id, reason, f": {message}" if message else "")
+        log.info("cancel (%s)%s", reason, f": {message}" if message else "", extra=about(self.ref))
         self.cancel_reason = reason
         self.cancel_message = message
         self.cancel.set()
@@ -187,15 +193,15 @@ class StageRunner:
                 sent = await self._lease_call(stage, lambda: self._session.client.update_stage(update))
                 if isinstance(sent, _Refused):
                     # Nothing more can be said about it: the lease expires and the controller retries it.
-                    log.error("lease %s: the controller refused its final status: %s", lease_id, sent.failure)
+                    log.error("the controller refused the stage's final status: %s", sent.failure)
                 elif not stage.lost:
-                    log.info("lease %s: %s", lease_id, result.status)
+                    log.info("stage %s", result.status)
         except (AgentExit, asyncio.CancelledError):
             raise
         except Exception:
             # A bug here must not take the other stages down: drop this lease (it is no longer listed
             # in heartbeats, so the controller requeues it) and keep serving.
-            log.exception("lease %s: internal error; abandoning the lease", lease_id)
+            log.exception("internal error; abandoning the lease")
             stage.lost = True
             stage.cancel.set()
         finally:
@@ -263,7 +269,7 @@ class StageRunner:
             try:
                 result = await executor.run(spec, workspace, on_output, stage.cancel, context)
             except Exception as exc:  # executors report stage problems as results; this is a bug or crash
-                log.exception("lease %s: executor %s failed", lease_id, executor.name)
+                log.exception("executor %s failed", executor.name)
                 return ExecutionResult(StageStatus.ERROR, message=f"executor {executor.name} failed: {exc}")
             if result.ok and spec.artifacts and not stage.cancel.is_set():
                 failed = await self._until_cancelled(stage, self._artifacts.upload(stage, workspace, say))
@@ -345,9 +351,7 @@ class StageRunner:
                 waited_connected += loop.time() - started
             if waited_connected >= self._ack_timeout_s:
                 log.warning(
-                    "lease %s: logs still unacknowledged after %.0fs; reporting the status anyway",
-                    stage.lease_id,
-                    waited_connected,
+                    "logs still unacknowledged after %.0fs; reporting the status anyway", waited_connected
                 )
                 return
 
@@ -368,9 +372,7 @@ class StageRunner:
                     await self._session.reauthenticate(token, exc)
                 elif kind is FailureKind.FATAL:
                     # Heartbeats still extend the lease; only this fallback path for missed cancels ends.
-                    log.warning(
-                        "lease %s: ExtendLease refused (%s); relying on heartbeats", stage.lease_id, exc
-                    )
+                    log.warning("ExtendLease refused (%s); relying on heartbeats", exc)
                     return
                 continue
             self._session.authenticated()
@@ -399,7 +401,7 @@ class StageRunner:
                 if kind is FailureKind.FATAL:
                     return _Refused(exc)
                 delay = backoff.next()
-                log.debug("lease %s: update failed (%s); retrying in %.2fs", stage.lease_id, exc, delay)
+                log.debug("update failed (%s); retrying in %.2fs", exc, delay)
                 await asyncio.sleep(delay)
                 continue
             self._session.authenticated()

@@ -31,6 +31,7 @@ from controller.errors import BuildItError, Unavailable
 from controller.hooks.api import HooksController
 from controller.http import WebSecurity
 from controller.live.socket import LIVE_HANDLERS
+from controller.notify.api import NotificationsController
 from controller.orgs.api import ORG_HANDLERS
 from controller.pipelines.api import PipelinesController
 from controller.repos.api import ReposController
@@ -91,6 +92,7 @@ def create_app(
         AgentsController,
         ReposController,
         SecretsController,
+        NotificationsController,
         HooksController,
         GitHttpController,
         *web_routes.handlers(),
@@ -121,6 +123,9 @@ def create_app(
             Exception: internal_error_handler,
         },
         request_max_body_size=max_body_bytes,
+        # Logging is the process's (agent.contract.logformat, set up by the CLI): Litestar's own
+        # config would replace the root logger's handlers with another line format.
+        logging_config=None,
         template_config=web_routes.templates(),
         plugins=[security or WebSecurity()],
     )

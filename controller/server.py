@@ -40,6 +40,7 @@ from controller.deps import Deps
 from controller.events import EventBus
 from controller.forge.reporter import StatusReporter
 from controller.http import WebSecurity
+from controller.notify.delivery import DeliveryPolicy, DeliveryWorker
 from controller.orgs.services import ensure_default_org_and_tenant
 from controller.rpc.agent_service import AgentServicer
 from controller.rpc.auth import AgentAuth
@@ -187,6 +188,8 @@ async def start(settings: ControllerSettings) -> Running:
     triggers.git_base_url = f"{public_url}/git"
     reporter = StatusReporter(triggers, events, public_url)
     await reporter.start()
+    notifier = DeliveryWorker(events, box, public_url, DeliveryPolicy.of(settings))
+    await notifier.start()
     await triggers.start()
 
     async def stop() -> None:
@@ -194,6 +197,7 @@ async def start(settings: ControllerSettings) -> Running:
         http.should_exit = True
         await triggers.stop()
         await reporter.stop()
+        await notifier.stop()
         await scheduler.stop()
         await grpc_server.stop(grace=1.0)
         with contextlib.suppress(asyncio.CancelledError):

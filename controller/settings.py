@@ -42,6 +42,11 @@ class ControllerSettings:
     #: Hosts tenant maintainers may register repositories on (BUILDIT_REPO_HOSTS; see
     #: controller.repos.commands); empty: any host that is not an internal address.
     repo_hosts: tuple[str, ...] = ()
+    #: Notifications (controller.notify.delivery): seconds before the first retry (doubling after
+    #: each failed attempt), attempts in all, and the time one request may take.
+    notify_retry_s: float = 10.0
+    notify_attempts: int = 8
+    notify_timeout_s: float = 10.0
     #: The master key from BUILDIT_SECRET_KEY; None: `<data dir>/master.key` (made at first start).
     secret_key: MasterKey | None = field(default=None, repr=False)
 
@@ -79,6 +84,9 @@ class ControllerSettings:
                 env.get("BUILDIT_HTTP_BODY_TIMEOUT"), 30.0, "BUILDIT_HTTP_BODY_TIMEOUT"
             ),
             repo_hosts=host_patterns(env.get("BUILDIT_REPO_HOSTS", "")),
+            notify_retry_s=_float(env.get("BUILDIT_NOTIFY_RETRY"), 10.0, "BUILDIT_NOTIFY_RETRY"),
+            notify_attempts=_count(env.get("BUILDIT_NOTIFY_ATTEMPTS"), 8, "BUILDIT_NOTIFY_ATTEMPTS"),
+            notify_timeout_s=_float(env.get("BUILDIT_NOTIFY_TIMEOUT"), 10.0, "BUILDIT_NOTIFY_TIMEOUT"),
             secret_key=storage.secret_key,
         )
 
@@ -158,6 +166,16 @@ def _float(env: str | None, default: float, name: str) -> float:
     if value <= 0:
         raise ValueError(f"{name} must be positive, got {value}")
     return value
+
+
+def _count(env: str | None, default: int, name: str) -> int:
+    """A whole number from 1 to 100."""
+    if env is None or env.strip() == "":
+        return default
+    text = env.strip()
+    if not text.isdigit() or not 1 <= int(text) <= 100:
+        raise ValueError(f"{name} must be a whole number from 1 to 100, got {env!r}")
+    return int(text)
 
 
 def _bytes(env: str | None, default: int, name: str) -> int:

@@ -17,6 +17,7 @@ from controller.artifacts.tables import Artifact
 from controller.audit.tables import AuditEvent
 from controller.auth.tables import AgentToken, ApiKey, WebSession
 from controller.db.binding import APP_NAME
+from controller.notify.tables import Notification, NotificationDelivery
 from controller.orgs.tables import Membership, Organization, Team, TeamMember, Tenant, TenantGrant, User
 from controller.pipelines.tables import Pipeline
 from controller.repos.tables import BranchHead, CommitTrigger, Repository
@@ -50,5 +51,7 @@ APP_CONFIG = AppConfig(
         AuditEvent,
         Secret,
         SecretKeyCheck,
+        Notification,
+        NotificationDelivery,
     ],
 )

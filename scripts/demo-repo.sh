@@ -1,21 +1,39 @@
 #!/usr/bin/env bash
-# `make run`'s demo repository: create it once (a Git repository with a .buildit.kdl), then, once the
-# controller answers, commit to it so the watch trigger starts a run you can see.
-#   scripts/demo-repo.sh create DIR
-#   scripts/demo-repo.sh commit DIR URL     (waits for URL/health, then commits)
+# `make run`'s demo repository: a Git repository holding examples/dag.kdl as its .buildit.kdl.
+#   scripts/demo-repo.sh sync DIR           make it (one commit); later, commit examples/dag.kdl
+#                                           again only when it changed since it was last copied
+#   scripts/demo-repo.sh commit DIR URL     wait for URL/health, then commit (a watched push; tests)
+# Quiet: it prints nothing unless it fails. Your own commits in DIR are left alone. `create` is the
+# old name of `sync`. Run it from the checkout's top directory (it reads examples/).
 set -euo pipefail
 action="$1"; dir="$2"
 export GIT_AUTHOR_NAME="BuildIt demo" GIT_AUTHOR_EMAIL="demo@buildit.invalid"
 export GIT_COMMITTER_NAME="BuildIt demo" GIT_COMMITTER_EMAIL="demo@buildit.invalid"
+pipeline=examples/dag.kdl
+[ -f "$pipeline" ] || pipeline=examples/hello.kdl
 case "$action" in
-create)
-    if [ -d "$dir/.git" ]; then exit 0; fi
-    mkdir -p "$dir"
-    git -C "$dir" init -q -b main
-    cp examples/dag.kdl "$dir/.buildit.kdl" 2>/dev/null || cp examples/hello.kdl "$dir/.buildit.kdl"
-    echo "A demo repository watched by make run: commit here and a run starts." > "$dir/README"
-    git -C "$dir" add -A
-    git -C "$dir" commit -q -m "demo: initial pipeline"
+sync|create)
+    source_id=$(git hash-object "$pipeline")
+    stamp="$dir/.git/buildit-demo-source"  # which examples/ file was copied last (not committed)
+    if [ ! -d "$dir/.git" ]; then
+        mkdir -p "$dir"
+        git -C "$dir" init -q -b main
+        cp "$pipeline" "$dir/.buildit.kdl"
+        echo "A demo repository watched by make run: commit here and a run starts." > "$dir/README"
+        git -C "$dir" add .buildit.kdl README
+        git -C "$dir" commit -q -m "demo: initial pipeline"
+    else
+        # A repository made before the stamp existed: what it holds is what was copied.
+        last=$(cat "$stamp" 2>/dev/null || git -C "$dir" rev-parse -q --verify HEAD:.buildit.kdl || true)
+        if [ "$last" != "$source_id" ]; then
+            cp "$pipeline" "$dir/.buildit.kdl"
+            git -C "$dir" add .buildit.kdl
+            if ! git -C "$dir" diff --cached --quiet; then
+                git -C "$dir" commit -q -m "demo: update the pipeline from $pipeline"
+            fi
+        fi
+    fi
+    echo "$source_id" > "$stamp"
     ;;
 commit)
     url="$3"
@@ -28,8 +46,7 @@ commit)
     date -u +"%Y-%m-%dT%H:%M:%SZ" > "$dir/last-demo-commit"
     git -C "$dir" add last-demo-commit
     git -C "$dir" commit -q -m "demo: a commit made by make run"
-    echo "  demo commit:         $(git -C "$dir" rev-parse --short HEAD) in $dir (watch: a run starts)"
     ;;
 *)
-    echo "usage: $0 create DIR | commit DIR URL" >&2; exit 2 ;;
+    echo "usage: $0 sync DIR | commit DIR URL" >&2; exit 2 ;;
 esac

@@ -1,9 +1,11 @@
 """The `buildit` command, and the composition root: the only place that wires agent code in.
 
 One module per verb group: `local` (validate, run), `serve` (controller, agent, up), `repos`
-(repo add|list|remove, trigger: REST clients), `secrets` (secret set|list|rm: a REST client),
-`admin` (offline maintenance: rotate-key). Heavy imports happen inside the subcommand that
-needs them, so `buildit validate` and `buildit run --executor local` start fast.
+(repo add|list|remove, trigger: REST clients), `runs` (runs, logs, cancel: REST and /ws
+clients; they find the controller through `address`), `secrets` (secret set|list|rm: a REST client),
+`notify` (notify add|list|rm|log: a REST client), `admin` (offline maintenance: rotate-key). Heavy
+imports happen inside the subcommand that needs them, so `buildit validate` and `buildit run
+--executor local` start fast.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from controller.cli.account import add_parsers as add_account_parsers
 from controller.cli.admin import add_parsers as add_admin_parsers
 from controller.cli.errors import EXIT_INTERRUPTED, CliError
 from controller.cli.local import cmd_run, cmd_validate
+from controller.cli.notify import add_parsers as add_notify_parsers
 from controller.cli.repos import add_parsers as add_repo_parsers
+from controller.cli.runs import add_parsers as add_run_parsers
 from controller.cli.secrets import add_parsers as add_secret_parsers
 from controller.cli.serve import add_controller_flags, cmd_agent, cmd_controller, cmd_up
 
@@ -129,8 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
     up.set_defaults(func=cmd_up)
 
     add_repo_parsers(sub)
+    add_run_parsers(sub)
     add_account_parsers(sub)
     add_secret_parsers(sub)
+    add_notify_parsers(sub)
     add_admin_parsers(sub)
     return parser
 

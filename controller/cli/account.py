@@ -14,8 +14,9 @@ import sys
 from typing import Any
 
 from controller.cli import credentials
+from controller.cli.client import call, server_flag
+from controller.cli.client import server_of as _server
 from controller.cli.errors import UsageError
-from controller.cli.repos import DEFAULT_SERVER, _server, call
 
 
 def _read_password(args: argparse.Namespace) -> str:
@@ -100,9 +101,6 @@ def cmd_apikey_revoke(args: argparse.Namespace) -> int:
 
 def add_parsers(sub: Any) -> None:
     """The `login`, `logout` and `apikey` subcommands."""
-
-    def server_flag(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--server", help=f"controller URL (env BUILDIT_URL, default {DEFAULT_SERVER})")
 
     login = sub.add_parser("login", help="sign in to a controller and keep an API key for the CLI")
     server_flag(login)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+#: A followed run or stage (`trigger --follow`, `logs -f`) ended cancelled, or in `error` (it could not
+#: run); `failed` and `timed_out` are EXIT_FAILED.
+EXIT_CANCELLED, EXIT_RUN_ERROR = 3, 4
 
 
 class CliError(Exception):

@@ -1,59 +1,23 @@
 """`buildit repo add|list|remove` and `buildit trigger`: talk to a running controller's REST API.
 
-Plain urllib (these commands start fast and import nothing of the server stack). The controller
-is `--server` (env BUILDIT_URL, default http://127.0.0.1:8080). Errors print the API's message.
+The controller is found by controller.cli.address (`--server`, BUILDIT_URL, the address a local
+`buildit up` recorded, the default); requests go through controller.cli.client. `trigger --follow`
+streams the run (controller.cli.follow) and exits with its result.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import urllib.error
-import urllib.request
+import sys
 from pathlib import Path
 from typing import Any
 
-from controller.cli import credentials
-from controller.cli.errors import ApiError, UsageError
+from controller.cli.client import DEFAULT_SERVER, call, server_flag
+from controller.cli.client import server_of as _server
+from controller.cli.errors import EXIT_INTERRUPTED, EXIT_OK, ApiError, CliError, UsageError
 
-DEFAULT_SERVER = "http://127.0.0.1:8080"
-
-
-def _server(args: argparse.Namespace) -> str:
-    return str(args.server or os.environ.get("BUILDIT_URL") or DEFAULT_SERVER).rstrip("/")
-
-
-def call(server: str, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> Any:
-    """One JSON request to the REST API, signed in with the stored key (or BUILDIT_TOKEN); ApiError
-    with the API's own `detail` on failure."""
-    data = json.dumps(body).encode() if body is not None else None
-    sent = {"Content-Type": "application/json", **(headers or {})}
-    token = credentials.token_for(server)
-    if token and "Authorization" not in sent:
-        sent["Authorization"] = f"Bearer {token}"
-    tenant = os.environ.get("BUILDIT_TENANT")
-    if tenant:
-        sent["X-BuildIt-Tenant"] = tenant
-    request = urllib.request.Request(server + path, data=data, method=method, headers=sent)
-    try:
-        with urllib.request.urlopen(request, timeout=180) as response:
-            payload = response.read()
-    except urllib.error.HTTPError as exc:
-        text = exc.read().decode("utf-8", "replace")
-        try:
-            detail = json.loads(text).get("detail", text)
-        except (ValueError, AttributeError):
-            detail = text
-        if exc.code == 401 and "Authorization: Basic" not in str(detail):
-            detail = f"{detail} (run `buildit login --server {server}` or set BUILDIT_TOKEN)"
-        raise ApiError(f"{exc.code}: {detail}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise ApiError(
-            f"cannot reach the controller at {server} ({reason}); is `buildit up` running?"
-        ) from None
-    return json.loads(payload) if payload else None
+# `call`, `_server` and DEFAULT_SERVER stay importable from here for the other client verb modules.
+__all__ = ["DEFAULT_SERVER", "_server", "add_parsers", "call"]
 
 
 def _find_repo(server: str, ref: str) -> dict[str, Any]:
@@ -66,7 +30,10 @@ def _find_repo(server: str, ref: str) -> dict[str, Any]:
 
 
 def cmd_repo_add(args: argparse.Namespace) -> int:
-    """Register a repository and print its id, webhook secret and hook URLs."""
+    """Register a repository, print its id, webhook secret and hook URLs, and say what happens next
+    (registering builds nothing already pushed): or, with --run-now, run its default branch now."""
+    if args.follow and not args.run_now:
+        raise UsageError("--follow goes with --run-now (a run to follow)")
     server = _server(args)
     url = args.url
     if "://" not in url and not _scp_like(url):
@@ -77,11 +44,28 @@ def cmd_repo_add(args: argparse.Namespace) -> int:
     if args.poll_interval is not None:
         body["poll_interval_s"] = args.poll_interval
     repo = call(server, "POST", "/api/v1/repos", body)
+    name = repo["name"]
     watching = ", ".join(repo["branches"]) or "its default branch"
-    print(f"registered {repo['name']} ({repo['id']}), watching {watching}")
+    print(f"registered {name} ({repo['id']}), watching {watching}")
     print(f"  webhook secret: {repo['webhook_secret']}  (shown once: configure it on the forge's webhook)")
     print(f"  hooks: {server}/hooks/github | /hooks/gitea | /hooks/gitlab | {server}/hooks/git/{repo['id']}")
-    return 0
+    # The repository's pipeline holds the .buildit.kdl read from the default branch at registration.
+    pipeline = call(server, "GET", f"/api/v1/pipelines/{repo['pipeline_id']}")
+    has_file = bool(str(pipeline.get("config") or "").strip())
+    if not has_file:
+        message = f"{name} has no .buildit.kdl on its default branch yet: commit one, and the push runs it"
+        if args.run_now:
+            raise CliError(f"--run-now: nothing to run: {message}")
+        print(f"  next: {message}")
+        return 0
+    if not args.run_now:
+        print(
+            f"  next: {name} holds a .buildit.kdl on its default branch, and nothing was run "
+            f"(commits already pushed are not built): push a commit or run `buildit trigger {name}`"
+        )
+        return 0
+    run = call(server, "POST", "/api/v1/runs", {"target": repo["id"]})
+    return _started(server, run, name, follow=args.follow)
 
 
 def cmd_repo_list(args: argparse.Namespace) -> int:
@@ -106,15 +90,35 @@ def cmd_repo_remove(args: argparse.Namespace) -> int:
 
 
 def cmd_trigger(args: argparse.Namespace) -> int:
-    """Run a repository's branch head (or one commit), or a stored pipeline, now; print the run."""
+    """Run a repository's branch head (or one commit), or a stored pipeline, now; print the run, and
+    with --follow stream it and exit with its result."""
     server = _server(args)
     body: dict[str, Any] = {"target": args.target, "env": _env(args.env)}
     body.update({k: v for k, v in (("branch", args.branch), ("sha", args.sha)) if v})
     run = call(server, "POST", "/api/v1/runs", body)
+    return _started(server, run, args.target, follow=args.follow)
+
+
+def _started(server: str, run: dict[str, Any], target: str, follow: bool) -> int:
+    """Print a run just started; with `follow`, stream it to its end and return its exit code."""
     link = f"{server}/pipelines/{run['pipeline_id']}/runs/{run['number']}"
     where = f"({run['branch']} @ {run['sha'][:12]})" if run["sha"] else f"({run['branch']})"
-    print(f"{args.target} run {run['number']}: {run['status']} {where} -> {link}")
-    return 0
+    print(f"{target} run {run['number']}: {run['status']} {where} -> {link}", flush=True)
+    if not follow:
+        return EXIT_OK
+    from controller.cli.follow import follow_run, run_label
+    from controller.cli.output import console
+
+    name = str(call(server, "GET", f"/api/v1/pipelines/{run['pipeline_id']}")["name"])
+    try:
+        return follow_run(server, run, name, console())
+    except KeyboardInterrupt:
+        print(
+            f"\nbuildit: stopped following; {run_label(run, name)} goes on "
+            f"(`buildit cancel {run_label(run, name)}` stops it)",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
 
 
 def _env(items: list[str]) -> dict[str, str]:
@@ -136,9 +140,6 @@ def _scp_like(url: str) -> bool:
 def add_parsers(sub: Any) -> None:
     """The `repo` and `trigger` subcommands."""
 
-    def server_flag(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--server", help=f"controller URL (env BUILDIT_URL, default {DEFAULT_SERVER})")
-
     repo = sub.add_parser("repo", help="watched repositories: add, list, remove")
     repo_sub = repo.add_subparsers(dest="repo_command", required=True, metavar="ACTION")
     add = repo_sub.add_parser("add", help="register a repository (URL or local path) and watch it")
@@ -157,6 +158,12 @@ def add_parsers(sub: Any) -> None:
     add.add_argument(
         "--each-commit", action="store_true", help="run every pushed commit, not just the newest"
     )
+    add.add_argument(
+        "--run-now",
+        action="store_true",
+        help="run the default branch's .buildit.kdl now (registering builds nothing already pushed)",
+    )
+    add.add_argument("--follow", action="store_true", help="with --run-now: as `buildit trigger --follow`")
     server_flag(add)
     add.set_defaults(func=cmd_repo_add)
     listing = repo_sub.add_parser("list", help="registered repositories and their status")
@@ -177,6 +184,13 @@ def add_parsers(sub: Any) -> None:
         default=[],
         metavar="NAME=VALUE",
         help="extra variable for this run, ${env.NAME} in the pipeline (repeatable)",
+    )
+    trigger.add_argument(
+        "--follow",
+        "-f",
+        action="store_true",
+        help="stream the run's progress until it ends; exit 0 only if it succeeded "
+        "(1 failed or timed out, 3 cancelled, 4 error)",
     )
     server_flag(trigger)
     trigger.set_defaults(func=cmd_trigger)

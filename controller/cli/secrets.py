@@ -14,11 +14,10 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from controller.cli.errors import UsageError
-
 # The same controller resolution and REST helper as `buildit repo` (one place to add credentials).
-from controller.cli.repos import DEFAULT_SERVER, call
-from controller.cli.repos import _server as server_url
+from controller.cli.client import call, server_flag
+from controller.cli.client import server_of as server_url
+from controller.cli.errors import UsageError
 
 MAX_VALUE_BYTES = 64 * 1024
 
@@ -112,7 +111,7 @@ def add_parsers(sub: Any) -> None:
             scope = parser.add_mutually_exclusive_group()
             scope.add_argument("--repository", metavar="REPO", help="only for this repository (name or id)")
             scope.add_argument("--pipeline", metavar="PIPELINE", help="only for this pipeline (name or id)")
-        parser.add_argument("--server", help=f"controller URL (env BUILDIT_URL, default {DEFAULT_SERVER})")
+        server_flag(parser)
 
     set_ = verbs.add_parser(
         "set", help="set a secret; the value is read from stdin (hidden prompt on a terminal), never argv"

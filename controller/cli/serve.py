@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import logging
 import os
 import signal
 import sys
@@ -48,9 +49,11 @@ def _controller_settings(args: argparse.Namespace) -> ControllerSettings:
 
 async def _serve_until_signal(settings: ControllerSettings, after_start: AfterStart | None = None) -> None:
     """Run until SIGINT/SIGTERM, then stop cleanly."""
+    from controller.cli import address
     from controller.server import start as start_controller
 
     running = await start_controller(settings)
+    recorded = address.record(settings.data_dir, settings.http_host, running.http_port, running.grpc_port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -60,6 +63,7 @@ async def _serve_until_signal(settings: ControllerSettings, after_start: AfterSt
             await after_start(running, stop)
         await stop.wait()
     finally:
+        address.forget(recorded)
         await running.stop()
 
 
@@ -77,10 +81,15 @@ def _print_banner(settings: ControllerSettings, running: Running, extra: str = "
         f"  registration token:  {s.registration_token}\n"
         f"  database:            {_redact(s.database_url)}\n"
         f"  master key:          {key_source}{key_id}\n"
-        f"  join another agent:  buildit agent --controller {join} "
-        f"--registration-token {s.registration_token}" + _sign_in_hint(r) + extra,
+        f"  join another agent:  BUILDIT_REGISTRATION_TOKEN={s.registration_token} "
+        f"buildit agent --controller {join}" + _sign_in_hint(r) + extra,
         flush=True,
     )
+
+
+def _ui_url(settings: ControllerSettings, running: Running) -> str:
+    """Where people open the UI: BUILDIT_PUBLIC_URL, else the address HTTP listens on."""
+    return settings.public_url or f"http://{settings.http_host}:{running.http_port}"
 
 
 def _sign_in_hint(running: Running) -> str:
@@ -99,8 +108,19 @@ def _redact(url: str) -> str:
     return redact_url(url)
 
 
+def _configure_logging(default: int) -> None:
+    """The one log line format (agent.contract.logformat) at BUILDIT_LOG_LEVEL, else `default`."""
+    from agent.contract.logformat import configure
+
+    try:
+        configure(default)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def cmd_controller(args: argparse.Namespace) -> int:
     """Run the controller (HTTP + gRPC) until SIGINT/SIGTERM."""
+    _configure_logging(logging.INFO)
     settings = _controller_settings(args)
 
     async def announce(running: Running, stop: asyncio.Event) -> None:
@@ -184,6 +204,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     from controller.pipelines.services import create_pipeline
     from controller.runs.commands import TriggerInput
 
+    _configure_logging(logging.WARNING)  # quiet: the banner is the last thing `make run` prints
     settings = _controller_settings(args)
     files = _register_examples(args.pipelines)
     repos = _repos_to_watch(args.repo)
@@ -224,19 +245,17 @@ def cmd_up(args: argparse.Namespace) -> int:
             extra += f"\n  pipelines added:     {', '.join(registered)}"
         for path in repos:
             extra += "\n  " + await _watch_local_repo(running, path)
-        _print_banner(settings, running, extra)
         for name in args.trigger or ():
+            # Once per commit: a restart with nothing changed starts no run, and links the last one.
             try:
-                record = await deps.runs.trigger(TriggerInput(target=name, source="manual"))
+                record, new = await deps.runs.trigger_once(TriggerInput(target=name, source="manual"))
             except BuildItError as exc:
                 print(f"buildit: --trigger {name}: {exc.message}", file=sys.stderr)
                 continue
-            print(
-                f"  triggered:           {name} run {record.number} -> "
-                f"http://{settings.http_host}:{running.http_port}"
-                f"/api/v1/pipelines/{record.pipeline_id}/runs/{record.number}",
-                flush=True,
-            )
+            page = f"{_ui_url(settings, running)}/pipelines/{record.pipeline_id}/runs/{record.number}"
+            label, state = ("triggered:", "started now") if new else ("last run:", record.status)
+            extra += f"\n  {label:<21}{name} run {record.number} ({state}): {page}"
+        _print_banner(settings, running, extra)  # last: the link to the run ends the output
         await stop.wait()
         agent.drain("the controller is stopping")
         try:

@@ -14,21 +14,39 @@ the network is touched: a refused request learns nothing, not even whether a pat
 that fails is reported in one neutral sentence (see `TriggerEngine.register`), and the
 controller follows no HTTP redirect (`controller.git.mirror`), so an allowed host cannot send it
 elsewhere. The repository belongs to the caller's tenant.
+
+The same rules decide where a tenant's notifications may be posted (`check_may_reach`, used by
+controller.notify.commands): a webhook URL makes the controller reach a host too.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from uuid import UUID
 
 from controller.audit import services as audit
 from controller.auth.caller import Caller
 from controller.errors import Forbidden
-from controller.git.sources import host_allowed, is_internal_host, locate
+from controller.git.sources import Location, host_allowed, is_internal_host, locate
 from controller.repos.services import RepoRow, RepoSettings, check_settings
 from controller.triggers.trigger_engine import TriggerEngine
 
 #: URL schemes tenant maintainers may register (scp-like `user@host:path` is ssh).
 MAINTAINER_SCHEMES = frozenset({"https", "ssh"})
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What the controller is asked to reach, in the words of the refusals: `act` (what the caller
+    may not do), `reach` (how the controller touches the host) and `secure` (what to use instead of
+    a plaintext URL)."""
+
+    act: str
+    reach: str
+    secure: str
+
+
+REGISTER = Probe("register", "fetches from", "the repository's https:// or ssh:// URL")
 
 
 def check_may_register(url: str, caller: Caller, allowed_hosts: tuple[str, ...]) -> None:
@@ -39,26 +57,35 @@ def check_may_register(url: str, caller: Caller, allowed_hosts: tuple[str, ...])
     where = locate(url)
     if where.kind == "unknown":
         return  # not a repository location at all: parse_source refuses it, without I/O, saying why
+    check_may_reach(where, caller, allowed_hosts, REGISTER)
+
+
+def check_may_reach(where: Location, caller: Caller, allowed_hosts: tuple[str, ...], probe: Probe) -> None:
+    """The rules of the module docstring for any location the controller would reach on a caller's
+    behalf (a repository to fetch, a webhook to post to): Forbidden, saying who may, unless
+    `caller` may. Reads nothing but the text."""
+    if caller.is_org_admin:
+        return
     if where.kind == "local":
         raise Forbidden(
-            "only an organization owner or admin may register a path on the controller's machine "
-            "(or a file:// URL); register the repository by its https:// or ssh:// URL"
+            f"only an organization owner or admin may {probe.act} a path on the controller's machine "
+            f"(or a file:// URL); {probe.act} the repository by its https:// or ssh:// URL"
         )
     if where.scheme not in MAINTAINER_SCHEMES:
         raise Forbidden(
-            f"{where.scheme}:// URLs are unencrypted: only an organization owner or admin may register "
-            "one; use the repository's https:// or ssh:// URL"
+            f"{where.scheme}:// URLs are unencrypted: only an organization owner or admin may "
+            f"{probe.act} one; use {probe.secure}"
         )
     if allowed_hosts:
         if not host_allowed(where.host, allowed_hosts):
             raise Forbidden(
-                f"host {where.host} is not one the controller fetches from for tenants (BUILDIT_REPO_HOSTS: "
-                f"{', '.join(allowed_hosts)}); ask an organization owner or admin to register it"
+                f"host {where.host} is not one the controller {probe.reach} for tenants (BUILDIT_REPO_HOSTS: "
+                f"{', '.join(allowed_hosts)}); ask an organization owner or admin to {probe.act} it"
             )
     elif is_internal_host(where.host):
         raise Forbidden(
             f"host {where.host} is on the controller's own machine or network: only an organization "
-            "owner or admin may register it (or list it in BUILDIT_REPO_HOSTS)"
+            f"owner or admin may {probe.act} it (or list it in BUILDIT_REPO_HOSTS)"
         )
 
 

@@ -13,7 +13,7 @@ from litestar.params import FromPath, FromQuery, JSONBody
 from controller.auth.permissions import Permission, requires
 from controller.deps import Deps
 from controller.errors import Invalid, NotFound
-from controller.runs import services
+from controller.runs import listing, services
 from controller.runs.commands import MAX_RUN_NUMBER, RunCommands, TriggerInput
 from controller.runs.services import record_json
 
@@ -44,8 +44,15 @@ class TriggerTarget(TriggerRun):
     target: str = ""
 
 
+@dataclass
+class CancelRun:
+    """Body of POST …/cancel (optional): why, added to the cancelled stages' message."""
+
+    reason: str = ""
+
+
 class TriggersController(Controller):
-    """Start a run of anything by name: how the CLI and integrations that know names trigger."""
+    """Start a run of anything by name, and list runs across pipelines: what the CLI uses."""
 
     path = "/api/v1/runs"
     opt = requires(Permission.RUN)
@@ -57,6 +64,29 @@ class TriggersController(Controller):
     ) -> dict[str, Any]:
         """Start a run of `target` (repository or pipeline, id or name); returns it with its `number`."""
         return record_json(await commands.trigger(data.command(data.target)))
+
+    @get("/", opt=requires(Permission.READ))
+    async def recent(
+        self,
+        commands: NamedDependency[RunCommands],
+        target: FromQuery[str | None] = None,
+        status: FromQuery[str] = "",
+        branch: FromQuery[str] = "",
+        limit: FromQuery[int] = 20,
+        page: FromQuery[int] = 1,
+    ) -> dict[str, Any]:
+        """The tenant's runs across pipelines, newest first, as the dashboard lists them (what
+        `buildit runs` shows): `target` narrows to one repository or pipeline (id or name)."""
+        if not 1 <= limit <= MAX_PAGE:
+            raise Invalid(f"'limit' must be between 1 and {MAX_PAGE}")
+        if not 1 <= page <= listing.MAX_PAGE:
+            raise Invalid(f"'page' must be between 1 and {listing.MAX_PAGE}")
+        if status and status not in (*listing.STATUSES, "active"):
+            raise Invalid(f"'status' must be one of {', '.join(listing.STATUSES)} or active, got {status!r}")
+        pipeline = (await commands.resolve(target)).pipeline_id if target is not None else None
+        filters = listing.RunFilter(status=status, branch=branch, pipeline=pipeline)
+        found = await listing.recent_runs(commands.tenant, filters, page, limit)
+        return {"runs": found.runs, "page": found.page, "pages": found.pages, "total": found.total}
 
 
 class RunsController(Controller):
@@ -101,10 +131,17 @@ class RunsController(Controller):
 
     @post("/{number:int}/cancel", status_code=200, opt=requires(Permission.RUN))
     async def cancel(
-        self, commands: NamedDependency[RunCommands], pipeline_id: FromPath[UUID], number: FromPath[int]
+        self,
+        commands: NamedDependency[RunCommands],
+        pipeline_id: FromPath[UUID],
+        number: FromPath[int],
+        data: JSONBody[CancelRun | None] = None,
     ) -> dict[str, Any]:
-        """Cancel a run; running stages are told to stop at once."""
-        return record_json(await commands.cancel(await commands.find(pipeline_id, number)))
+        """Cancel a run; running stages are told to stop at once. The body is optional."""
+        reason = data.reason if data is not None else ""
+        if not isinstance(reason, str):
+            raise Invalid("'reason' must be a string (one line of at most 500 characters)")
+        return record_json(await commands.cancel(await commands.find(pipeline_id, number), reason))
 
     @post("/{number:int}/rerun", status_code=201, opt=requires(Permission.RUN))
     async def rerun(

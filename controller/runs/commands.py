@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 from uuid import UUID
 
@@ -20,11 +20,13 @@ from controller.audit import services as audit
 from controller.auth.caller import Caller
 from controller.errors import Conflict, Invalid, NotFound, Unprocessable
 from controller.pipelines.services import find_pipeline
+from controller.repos.services import branch_heads
 from controller.runs import services
 from controller.runs.services import RunRecord
 from controller.scheduling.model import RunState
 from controller.scheduling.planning import check_env
 from controller.scheduling.scheduler import Scheduler
+from controller.triggers.gitwork import default_branch
 
 if TYPE_CHECKING:
     from controller.triggers.trigger_engine import TriggerEngine
@@ -189,6 +191,36 @@ class RunCommands:
         )
         await self._audit("run.trigger", record)
         return record
+
+    async def trigger_once(self, request: TriggerInput) -> tuple[RunRecord, bool]:
+        """A run of `request.target` at its current commit, unless that commit has one already:
+        then that run, and False. What `buildit up --trigger` does, so a restart with nothing
+        changed starts nothing.
+
+        A repository is caught up first (fetched, new heads run as the watch would run them), so
+        a run the watch makes for a new commit counts. For a stored pipeline "the commit" is its
+        stored file on the branch: an edited file runs again.
+        """
+        where = await self.resolve(request.target)
+        branch = request.branch.strip() if isinstance(request.branch, str) else None
+        if where.repository_id is not None and self.triggers is not None:
+            await self.triggers.sync(where.repository_id, "start")
+            heads = await branch_heads(where.repository_id)
+            branch = branch or default_branch(heads)
+            sha = request.sha or (heads.get(branch) if branch else None)
+            if sha is None:
+                return await self.trigger(request, where), True  # the trigger says what is missing
+            earlier = await services.latest_run_at(where.pipeline_id, sha.lower())
+            pinned = replace(request, branch=branch, sha=sha)
+        else:
+            branch = branch or "main"
+            stored = await find_pipeline(self.tenant, str(where.pipeline_id))
+            source = str(stored["config"]) if stored is not None else None
+            earlier = await services.latest_run_at(where.pipeline_id, request.sha or "", branch, source)
+            pinned = replace(request, branch=branch)
+        if earlier is not None:
+            return await services.record_of(earlier), False
+        return await self.trigger(pinned, where), True
 
     def _agent_names(self, run: RunState) -> dict[UUID, str]:
         """Names of the agents a new run's stages were leased to at once (the scheduler knows them)."""

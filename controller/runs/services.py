@@ -261,3 +261,17 @@ async def find_stage(run_id: UUID, name: str) -> dict[str, Any] | None:
         await StageRun.select().where((StageRun.run == run_id) & (StageRun.name == name)).first()
     )
     return row
+
+
+async def latest_run_at(
+    pipeline_id: UUID, sha: str, branch: str | None = None, source: str | None = None
+) -> dict[str, Any] | None:
+    """The newest run of a pipeline at commit `sha` ("" for a stored pipeline's runs), on `branch`
+    and from pipeline file `source` when given; None when there is none."""
+    query = Run.select().where((Run.pipeline == pipeline_id) & (Run.sha == sha))
+    if branch is not None:
+        query = query.where(Run.branch == branch)
+    if source is not None:
+        query = query.where(Run.pipeline_source == source)
+    row: dict[str, Any] | None = await query.order_by(Run.number, ascending=False).first()
+    return row

@@ -2,7 +2,8 @@
 
 - `SEALED`: the sealed columns, each with the associated data its values are bound to. Adding a
   sealed column here is what makes rotation re-encrypt it.
-- `seal_field` / `open_field`: how the repositories service writes and reads its sealed columns.
+- `seal_field` / `open_field`: how the repositories and notifications services write and read
+  their sealed columns.
 - `seal_plaintext`: the upgrade. Webhook secrets and commit-status tokens were stored in plain
   text before they were sealed; each start seals any plain value left, in one transaction (an
   interrupted pass changes nothing; a repeated one finds nothing to do: idempotent).
@@ -18,6 +19,7 @@ from typing import Any
 from uuid import UUID
 
 from controller.db import write_transaction
+from controller.notify.tables import Notification
 from controller.repos.tables import Repository
 from controller.secrets import aad
 from controller.secrets.crypto import SecretBox, Undecryptable, is_sealed
@@ -46,6 +48,10 @@ def _repository(column: str) -> Callable[[Mapping[str, Any]], bytes]:
     return lambda row: aad.column("repository", row["id"], column)
 
 
+def _notification(column: str) -> Callable[[Mapping[str, Any]], bytes]:
+    return lambda row: aad.column("notification", row["id"], column)
+
+
 SEALED: tuple[SealedColumn, ...] = (
     SealedColumn(
         Secret,
@@ -69,6 +75,10 @@ SEALED: tuple[SealedColumn, ...] = (
         _repository("status_token"),
         "the commit-status token of repository",
         legacy_plaintext=True,
+    ),
+    SealedColumn(Notification, Notification.url, (), _notification("url"), "the URL of notification"),
+    SealedColumn(
+        Notification, Notification.secret, (), _notification("secret"), "the signing secret of notification"
     ),
 )
 

@@ -76,7 +76,8 @@ ONLINE_TIMEOUT_S = 60.0  # agents reaching "online"
 #: How long a simulated stage runs in the fleet bench: at 20 runs/s about 20 overlap, so leases go to
 #: many agents and the controller holds that many leases, heartbeats listing them, at once.
 FLEET_STAGE_S = 1.0
-_SUCCEEDED_LINE = re.compile(r"lease \S+: succeeded$")  # what agent.stage logs after the final update
+# What agent.stage logs after the final update (agent.contract.logformat: message, then the stage).
+_SUCCEEDED_LINE = re.compile(r": stage succeeded  pipeline=")
 
 
 # --------------------------------------------------------------------------- plumbing
@@ -359,7 +360,7 @@ def _throughput_round(
     until(
         lambda: _succeeded_lines(procs) - done_before >= stages,
         FLOW_TIMEOUT_S,
-        f"{stages} stages to succeed (counted in the agents' 'lease …: succeeded' lines)",
+        f"{stages} stages to succeed (counted in the agents' 'stage succeeded' lines)",
         interval=0.01,
     )
     seen = time.time()

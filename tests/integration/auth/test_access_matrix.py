@@ -435,6 +435,8 @@ ROLE_TABLE: dict[str, tuple[str | None, str | None]] = {
     # maintainer: repositories, secrets, agent registration tokens, draining agents
     "repos": ("read", "manage"),
     "secrets": ("manage", "manage"),
+    "notifications": ("manage", "manage"),  # outgoing webhooks: their URLs can be credentials
+    "deliveries": ("manage", None),
     "agent-tokens": ("manage", "manage"),
     "drain": (None, "manage"),
     "resume": (None, "manage"),

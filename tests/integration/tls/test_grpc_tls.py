@@ -162,6 +162,7 @@ def test_buildit_up_serves_tls_and_its_embedded_agent_trusts_a_self_signed_certi
     pipeline = tmp_path / "up-tls.kdl"
     pipeline.write_text(f'pipeline "up-tls"\nstage "s" {{ run "echo over tls > {done}"; }}\n')
     env = {k: v for k, v in os.environ.items() if not k.startswith("BUILDIT_")}
+    env["BUILDIT_LOG_LEVEL"] = "info"  # `buildit up` logs warnings only by default; the check reads INFO
     up = Proc(
         [
             BUILDIT,
