@@ -34,6 +34,7 @@ __all__ = [
     "PREFIX",
     "PREFIX_BYTES",
     "Mark",
+    "PlainStream",
     "line",
     "neutralize",
     "parse",
@@ -109,3 +110,52 @@ def plain(text: str) -> str:
 def _visible(part: str) -> str:
     match = _MARK.match(part)
     return part[match.end() :] if match is not None else part
+
+
+_MARK_BYTES: Final = re.compile(rb"\x1b_buildit;[a-z_0-9;]*\x1b\\")
+
+
+class PlainStream:
+    """Removes the markers from a log read in pieces cut anywhere (what the CLI prints).
+
+    Why a stream: a piece may end inside a marker; the start of a line that may still become one
+    is held back until the rest arrives (at most the marker's length), the rest passes at once.
+    """
+
+    def __init__(self) -> None:
+        self._held = b""
+        self._line_start = True
+
+    def feed(self, data: bytes) -> bytes:
+        """The next piece of the log; returns what to print of it (and of what was held)."""
+        data = self._held + data
+        self._held = b""
+        out: list[bytes] = []
+        start = 0
+        while start < len(data):
+            end = data.find(b"\n", start)
+            line = data[start:] if end < 0 else data[start : end + 1]
+            if self._line_start and line.startswith(b"\x1b"):
+                match = _MARK_BYTES.match(line)
+                if match is not None:
+                    line = line[match.end() :]
+                elif end < 0 and self._could_become_mark(line):
+                    self._held = line
+                    break
+            out.append(line)
+            self._line_start = end >= 0
+            if end < 0:
+                break
+            start = end + 1
+        return b"".join(out)
+
+    def flush(self) -> bytes:
+        """What is still held back (the log ended inside what looked like a marker)."""
+        held, self._held = self._held, b""
+        return held
+
+    @staticmethod
+    def _could_become_mark(line: bytes) -> bool:
+        if len(line) < len(PREFIX_BYTES):
+            return PREFIX_BYTES.startswith(line)
+        return line.startswith(PREFIX_BYTES) and len(line) < 256 and b"\x1b\\" not in line[2:]

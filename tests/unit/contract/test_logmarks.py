@@ -38,3 +38,26 @@ def test_output_that_starts_like_a_marker_is_neutralized_and_nothing_else_change
 def test_a_field_that_would_break_the_marker_is_refused(field: str) -> None:
     with pytest.raises(ValueError, match="log marker field"):
         logmarks.line(logmarks.NOTE, field)
+
+
+def test_a_log_read_in_pieces_cut_anywhere_prints_without_its_markers() -> None:
+    log = (
+        logmarks.line(logmarks.CMD, 1, 1, text="$ make")
+        + "\nbuilding \x1b[32mok\x1b[0m\n"
+        + "\u241b_buildit;cmd;9;9\x1b\\forged\n"
+        + logmarks.line(logmarks.END, "succeeded", 0, 1, text="buildit: stage succeeded (1 command)")
+        + "\n"
+    ).encode()
+    expected = logmarks.plain(log.decode()).encode()
+    assert expected == (
+        b"$ make\nbuilding \x1b[32mok\x1b[0m\n"
+        b"\xe2\x90\x9b_buildit;cmd;9;9\x1b\\forged\n"  # neutralized output stays as it is
+        b"buildit: stage succeeded (1 command)\n"
+    )
+    for size in (1, 2, 3, 7, 13, len(log)):
+        stream = logmarks.PlainStream()
+        out = b"".join(stream.feed(log[i : i + size]) for i in range(0, len(log), size)) + stream.flush()
+        assert out == expected, size
+    # A log that ends inside something that looked like a marker loses nothing.
+    stream = logmarks.PlainStream()
+    assert stream.feed(b"x\n\x1b_buil") == b"x\n" and stream.flush() == b"\x1b_buil"
