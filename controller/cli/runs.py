@@ -122,6 +122,10 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def _took(run: dict[str, Any], now: datetime) -> str:
+    """A finished run's duration: the time its stages ran (`duration_s`: idle time before a retry
+    does not count); a running one's time since it started, with "…"."""
+    if run.get("duration_s") is not None:
+        return human_seconds(float(run["duration_s"]))
     began = parse_time(run.get("started_at"))
     if began is None:
         return "—"

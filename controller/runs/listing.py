@@ -11,15 +11,16 @@ from __future__ import annotations
 import functools
 import operator
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+from agent.contract.types import StageStatus
 from controller.pipelines.tables import Pipeline
 from controller.runs.services import run_json
 from controller.runs.tables import Run, StageRun
-from controller.runs.timing import run_timing
+from controller.runs.timing import RunTiming, run_timing, timing_json
 
 STATUSES = ("pending", "running", "succeeded", "failed", "cancelled", "timed_out", "error")
 #: Stages a run's row names as why it failed.
@@ -44,13 +45,15 @@ class RunPage:
     """One page of runs and where the others are.
 
     Each run is `run_json` plus `pipeline_name`, `failed_stages` (names of its failed, timed-out
-    or errored stages, in file order) and `timing` (`controller.runs.timing.RunTiming`).
+    or errored stages, in file order) and `duration_s`/`queued_s` (`timing_json`); `timings` has
+    each run's `RunTiming` by run id, for the pages' ticking clocks.
     """
 
     runs: list[dict[str, Any]]
     page: int
     per_page: int
     total: int
+    timings: dict[str, RunTiming] = field(default_factory=dict)
 
     @property
     def pages(self) -> int:
@@ -86,14 +89,16 @@ async def recent_runs(tenant: UUID, filters: RunFilter, page: int = 1, per_page:
     )
     stages = await _stages_of([row["id"] for row in rows])
     runs = []
+    timings: dict[str, RunTiming] = {}
     for row in rows:
         out = run_json(row)
         out["pipeline_name"] = row["pipeline_name"]
         mine = stages.get(row["id"], [])
         out["failed_stages"] = [s["name"] for s in mine if s["status"] in FAILED]
-        out["timing"] = run_timing(mine)
+        timing = timings[out["id"]] = run_timing(mine)
+        out.update(timing_json(timing, StageStatus(out["status"]).finished))
         runs.append(out)
-    return RunPage(runs, page, per_page, total)
+    return RunPage(runs, page, per_page, total, timings)
 
 
 async def _stages_of(run_ids: list[Any]) -> dict[Any, list[dict[str, Any]]]:

@@ -16,7 +16,7 @@ from controller.agents.tables import Agent
 from controller.db.columns import loaded
 from controller.pipelines.tables import Pipeline
 from controller.runs.tables import Run, StageRun
-from controller.runs.timing import run_timing
+from controller.runs.timing import run_timing, timing_json
 from controller.scheduling.model import RunState
 
 
@@ -207,14 +207,7 @@ def record_json(record: RunRecord) -> dict[str, Any]:
     while nothing happens to it).
     """
     out = run_json(record.row, [stage_json(s, record.agent_names) for s in record.stages])
-    duration: float | None = None
-    queued: float | None = None
-    if record.finished:
-        timing = run_timing(record.stages)
-        duration = None if timing.duration_s is None else round(timing.duration_s, 3)
-        queued = round(timing.queued_s, 3)
-    out["duration_s"] = duration
-    out["queued_s"] = queued
+    out.update(timing_json(run_timing(record.stages), record.finished))
     return out
 
 

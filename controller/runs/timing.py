@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["RunTiming", "run_timing"]
+__all__ = ["RunTiming", "run_timing", "timing_json"]
 
 Interval = tuple[datetime, datetime]
 
@@ -109,3 +109,15 @@ def run_timing(stages: Iterable[Mapping[str, Any]], now: datetime | None = None)
             closed = [iv for iv in ran if iv != current]
     ran_s = sum((end - start).total_seconds() for start, end in closed)
     return RunTiming(ran_s, since, _minus(_union(waiting), ran), now, bool(ran))
+
+
+def timing_json(timing: RunTiming, finished: bool) -> dict[str, float | None]:
+    """`duration_s` and `queued_s` for API answers: set once the run has finished, null while it
+    runs (a reading of a run does not change while nothing happens to it)."""
+    if not finished:
+        return {"duration_s": None, "queued_s": None}
+    duration = timing.duration_s
+    return {
+        "duration_s": None if duration is None else round(duration, 3),
+        "queued_s": round(timing.queued_s, 3),
+    }

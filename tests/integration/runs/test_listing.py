@@ -134,11 +134,17 @@ async def test_each_row_names_its_failed_stages_and_times_what_ran(db: Any) -> N
     page = await queries.recent_runs(tenant, queries.RunFilter(status="failed", pipeline=api))
     (row,) = page.runs
     assert row["failed_stages"] == ["test", "lint"]  # in file order
-    timing = row["timing"]
+    timing = page.timings[row["id"]]
     assert timing.duration_s == 24 and timing.queued_s == 3 and timing.running_since is None
+    assert (row["duration_s"], row["queued_s"]) == (24, 3)  # the run has finished
     # A run without stage rows: nothing ran yet.
-    other = (await queries.recent_runs(tenant, queries.RunFilter(status="cancelled"))).runs[0]
-    assert other["failed_stages"] == [] and other["timing"].duration_s is None
+    cancelled = await queries.recent_runs(tenant, queries.RunFilter(status="cancelled"))
+    other = cancelled.runs[0]
+    assert other["failed_stages"] == [] and cancelled.timings[other["id"]].duration_s is None
+    assert other["duration_s"] is None
+    # A run still running has no duration in the listing's JSON yet (the page's clock ticks).
+    running = (await queries.recent_runs(tenant, queries.RunFilter(status="running"))).runs[0]
+    assert (running["duration_s"], running["queued_s"]) == (None, None)
 
 
 async def test_last_runs_are_each_pipelines_newest(db: Any) -> None:
