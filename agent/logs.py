@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
+from agent.contract import logmarks
 from agent.contract.types import LogAck, LogChunk, LogLine
 from agent.masking import MASK, Masker
 
@@ -104,10 +105,10 @@ class LogShipper:
 
     Memory is bounded: when more than `max_unacked_bytes` of one lease's output waits for an
     acknowledgement (the controller is away or slower than the stage), further lines of that lease are
-    dropped and counted, and a line saying how many were dropped ("buildit: N line(s) ... dropped") is
-    logged as soon as there is room again (or when the stage ends). Blocking the stage instead would
-    need every executor to stop reading its output, and an unbounded queue would let one chatty stage
-    take the host's memory.
+    dropped and counted, and a line saying how many were dropped ("buildit: N line(s) ... dropped",
+    one of BuildIt's marked notes) is logged as soon as there is room again (or when the stage
+    ends). Blocking the stage instead would need every executor to stop reading its output, and an
+    unbounded queue would let one chatty stage take the host's memory.
     """
 
     def __init__(
@@ -317,9 +318,10 @@ class LogShipper:
 
     def _note_dropped(self, lease: _LeaseLog) -> None:
         """Log how much output was dropped (beyond the memory bound, so the gap is never silent)."""
-        text = (
-            f"buildit: {lease.dropped_lines} line(s) ({lease.dropped_bytes} bytes) of output dropped: "
-            "the controller did not acknowledge logs fast enough"
+        text = logmarks.line(
+            logmarks.NOTE,
+            text=f"buildit: {lease.dropped_lines} line(s) ({lease.dropped_bytes} bytes) of output dropped: "
+            "the controller did not acknowledge logs fast enough",
         )
         lease.dropped_lines = lease.dropped_bytes = 0
         self._append(lease, text, _utf8_len(text))

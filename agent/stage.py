@@ -8,6 +8,10 @@
   made, and (once every log chunk of the lease is acknowledged, so the stored log is complete when
   the stage is shown finished) the terminal status.
 * **Workspace** – a fresh directory under `<work dir>/workspaces/` per lease, removed afterwards.
+* **Log** – BuildIt's own lines are marked (`agent.contract.logmarks`): each command's header, the
+  agent's notes, and a closing line saying how the stage ended and in which command, written
+  before the final status (so the stored log is complete when the stage shows finished). The
+  final message names that command too (`agent.executors.base.outcome_message`).
 * **Cancellation** – a cancel (Lease stream, ExtendLease, or the controller recording the stage
   finished) stops whatever step runs; a timeout reports TIMED_OUT.
 * **Extend** – every running stage calls ExtendLease each heartbeat interval: it keeps the lease and
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import re
@@ -34,10 +39,11 @@ from typing import Any, Final, TypeVar
 from agent.artifacts import ArtifactTransfer
 from agent.backoff import Backoff
 from agent.client import FailureKind, RpcFailure, classify
+from agent.contract import logmarks
 from agent.contract.logformat import StageRef, about, stage_ref
 from agent.contract.types import CancelReason, ExecutionResult, StageLease, StageStatus, StageUpdate
 from agent.errors import AgentExit
-from agent.executors.base import StageContext
+from agent.executors.base import StageContext, outcome_message
 from agent.executors.registry import Executors
 from agent.git.fetch import GitFetcher, GitFetchError, redact_url
 from agent.logs import LogShipper
@@ -164,11 +170,15 @@ class StageRunner:
                     ]
                 )
                 self._shipper.open(lease_id, masker)
-                result = self._final_result(stage, await self._execute(stage, masker, report))
+                output = _StageOutput(self._shipper, lease_id, masker)
+                result = self._final_result(stage, await self._execute(stage, masker, output, report))
                 if report is not None:
                     await report  # the final update must not overtake the running one
                 if stage.lost:
                     return
+                # Names the command it ended in; masked before it is cut to a quote.
+                message = masker(outcome_message(result, stage.lease.spec.commands, masker))
+                output.end(result, len(stage.lease.spec.commands), message)
                 await self._wait_logs(stage)
                 if stage.lost:
                     return
@@ -176,7 +186,7 @@ class StageRunner:
                     lease_id,
                     result.status,
                     exit_code=result.exit_code,
-                    message=masker(result.message),
+                    message=message,
                     started_at=started_at,
                     finished_at=_now(),
                 )
@@ -205,6 +215,7 @@ class StageRunner:
         self,
         stage: Stage,
         masker: Masker,
+        on_output: _StageOutput,
         admitted: Awaitable[StageStatus | _Refused | None] | None = None,
     ) -> ExecutionResult:
         """Run the stage in a fresh workspace: sources and needed artifacts in, commands, artifacts out.
@@ -222,9 +233,9 @@ class StageRunner:
         except OSError as exc:
             return ExecutionResult(StageStatus.ERROR, message=f"cannot create workspace {workspace}: {exc}")
         executor = self._executors.for_spec(spec)
-        on_output = _StageOutput(self._shipper, lease_id, masker)
-        # BuildIt's own lines ("restored 3 artifact file(s)", errors) join the stage's one combined log.
-        say = on_output
+        # BuildIt's own lines ("restored 3 artifact file(s)", errors) join the stage's one combined
+        # log, marked as BuildIt's (agent.contract.logmarks).
+        say = on_output.note
         if masker.too_short:
             say(
                 f"buildit: {masker.too_short} secret value(s) shorter than {MIN_SECRET_CHARS} characters "
@@ -322,9 +333,10 @@ class StageRunner:
         if result.status is not StageStatus.CANCELLED:
             return result
         if stage.cancel_reason is CancelReason.TIMEOUT:
-            return ExecutionResult(StageStatus.TIMED_OUT, message=stage.cancel_message or "timed out")
+            message = stage.cancel_message or "timed out"
+            return dataclasses.replace(result, status=StageStatus.TIMED_OUT, message=message)
         if stage.cancel_message:
-            return ExecutionResult(StageStatus.CANCELLED, result.exit_code, stage.cancel_message)
+            return dataclasses.replace(result, message=stage.cancel_message)
         return result
 
     async def _wait_logs(self, stage: Stage) -> None:
@@ -401,7 +413,9 @@ class _StageOutput:
     """A stage's output callback: each line goes to the shipper, which masks a chunk at a time.
 
     The pieces of an over-long line (see `agent.executors.base.OutputCallback`) are masked here,
-    across their cuts, before they join the lines: a chunk holds whole lines only.
+    across their cuts, before they join the lines: a chunk holds whole lines only. Lines of stage
+    output are neutralized (`agent.contract.logmarks`); BuildIt's own lines (`command`, `note`,
+    `end`) are the only ones that carry a marker.
     """
 
     __slots__ = ("_add", "_lease_id", "piece")
@@ -412,7 +426,36 @@ class _StageOutput:
         self.piece = PieceMasker(masker, self).piece
 
     def __call__(self, line: str) -> None:
+        if line.startswith(logmarks.PREFIX):
+            line = logmarks.neutralize(line)
         self._add(self._lease_id, line)
+
+    def command(self, index: int, total: int, command: str) -> None:
+        """Command `index` of `total` starts: its header (first line), then its further lines."""
+        first, *more = command.split("\n")
+        self._add(self._lease_id, logmarks.line(logmarks.CMD, index, total, text=f"$ {first}"))
+        for rest in more:
+            self._add(self._lease_id, logmarks.line(logmarks.MORE, index, total, text=f"> {rest}"))
+
+    def note(self, text: str) -> None:
+        """A line of BuildIt's own (fetching sources, artifacts, problems), one per line of `text`."""
+        for part in text.split("\n"):
+            self._add(self._lease_id, logmarks.line(logmarks.NOTE, text=part))
+
+    def end(self, result: ExecutionResult, total: int, message: str) -> None:
+        """The log's closing line: how the stage ended, and in which command."""
+        status = result.status.value
+        word = status.replace("_", " ")
+        if result.ok:
+            text = f"stage succeeded ({total} command{'' if total == 1 else 's'})"
+        elif result.status is StageStatus.FAILED and message.startswith("command "):
+            text = message
+        elif message.startswith(word):
+            text = f"stage {message}"
+        else:
+            text = f"stage {word}: {message}" if message else f"stage {word}"
+        flat = "buildit: " + " ".join(text.split())
+        self._add(self._lease_id, logmarks.line(logmarks.END, status, result.command, total, text=flat))
 
 
 def _now() -> datetime:

@@ -47,9 +47,16 @@ def validation_handler(request: Request[Any, Any, Any], exc: ValidationException
     return Response(body, status_code=400)
 
 
-def client_error_handler(request: Request[Any, Any, Any], exc: ClientException) -> Response[dict[str, Any]]:
-    """Framework 4xx errors; a body that is not valid JSON gets a message saying so."""
+def client_error_handler(request: Request[Any, Any, Any], exc: ClientException) -> Response[Any]:
+    """Framework 4xx errors; a body that is not valid JSON gets a message saying so; a UI path that
+    matches no page (`/runs/xyz`, `/pipelines/not-a-uuid`) gets the HTML "not found" page."""
     status = exc.status_code
+    if status == 404 and _ui_path(request):
+        return Template(
+            template_name="not_found.html",
+            context={"message": "There is no page at this address.", "path": request.url.path},
+            status_code=404,
+        )
     detail = exc.detail or "bad request"
     if status == 400:
         detail = f"malformed JSON body: {detail}; send a JSON object ({BODY_EXAMPLE})"
@@ -89,6 +96,16 @@ def _sentence(message: str) -> str:
     """An API message as a sentence on a page ("this needs …" -> "This needs ….")."""
     text = message[:1].upper() + message[1:]
     return text if text.endswith((".", "!", "?")) else text + "."
+
+
+#: Paths that answer JSON, files or protocols, never the UI's HTML pages.
+_NOT_UI = ("/api/", "/git/", "/hooks/", "/ws", "/ui/", "/static/", "/schema", "/health", "/ready")
+
+
+def _ui_path(request: Request[Any, Any, Any]) -> bool:
+    """A page address (any GET outside the API, the JSON endpoints of the pages, files, hooks)."""
+    path = request.url.path
+    return request.method in ("GET", "HEAD") and not path.startswith(_NOT_UI) and path != "/api"
 
 
 def _wants_page(request: Request[Any, Any, Any]) -> bool:

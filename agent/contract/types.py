@@ -90,6 +90,9 @@ class ExecutionResult:
     status: StageStatus
     exit_code: int | None = None
     message: str = ""
+    #: The 1-based command of the stage it ended in (failed, timed out, was cancelled); 0: none.
+    #: Agent-side only (the controller gets the message naming it), so it is not on the wire.
+    command: int = 0
 
     @property
     def ok(self) -> bool:

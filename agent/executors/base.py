@@ -9,12 +9,12 @@ container, a Pod) and must leave nothing behind.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from agent.contract.types import ExecutionResult, StageSpec
+from agent.contract.types import ExecutionResult, StageSpec, StageStatus
 
 OutputCallback = Callable[[str], None]
 """Receives one line of stage output (no trailing newline), in order.
@@ -22,13 +22,67 @@ OutputCallback = Callable[[str], None]
 A line longer than `agent.executors.lines.MAX_LINE_BYTES` arrives cut into pieces. When the
 callback has a `piece(text, last)` method, executors pass those pieces to it instead (`last` for
 the one that ends the line), so a masking callback can see across the cuts; see `piece_callback`.
+
+Before each command, executors call the callback's `command(index, total, text)` method when it
+has one (1-based index; the agent writes a marked header line, see `agent.contract.logmarks`),
+else they pass it the line `$ <command>`; see `announce`.
 """
+
+#: How many characters of a command a message quotes (its first line; the rest becomes "…").
+COMMAND_QUOTE_CHARS = 60
 
 
 def piece_callback(on_output: OutputCallback) -> Callable[[str, bool], None] | None:
     """The `piece` method of an output callback that has one (see `OutputCallback`), else None."""
     piece = getattr(on_output, "piece", None)
     return piece if callable(piece) else None
+
+
+def announce(on_output: OutputCallback, index: int, total: int, command: str) -> None:
+    """Tell the output that command `index` (1-based) of `total` starts: where the log's sections begin.
+
+    Why a call and not a line: the agent marks the header so that no output can pass for one;
+    callbacks without `command` (a terminal, a test's list) get the plain `$ <command>` line.
+    """
+    method = getattr(on_output, "command", None)
+    if callable(method):
+        method(index, total, command)
+    else:
+        on_output(f"$ {command}")
+
+
+def quote_command(command: str, limit: int = COMMAND_QUOTE_CHARS) -> str:
+    """A command as a message quotes it: its first line, blanks collapsed, cut to `limit` with "…".
+
+    Why short: the message is one line in a table; the log shows the whole command.
+    """
+    lines = [line for line in command.strip().splitlines() if line.strip()]
+    first = " ".join(lines[0].split()) if lines else ""
+    if len(first) > limit:
+        return first[: limit - 1].rstrip() + "…"
+    return first + (" …" if len(lines) > 1 else "")
+
+
+def outcome_message(
+    result: ExecutionResult, commands: Sequence[str], mask: Callable[[str], str] = str
+) -> str:
+    """The stage's message, naming the command it ended in: `command 2 of 3 failed: "make test"
+    exited with 1`, `timed out after 10s (in command 2 of 3: "sleep 60")`.
+
+    Why here: the agent's final status, its closing log line and `buildit run` word it the same.
+    `mask` hides secrets in the command before it is cut (a cut value would no longer be found).
+    """
+    index, total = result.command, len(commands)
+    if not 1 <= index <= total:
+        return result.message
+    quoted = quote_command(mask(commands[index - 1]))
+    where = f"command {index} of {total}"
+    if result.status is StageStatus.FAILED and result.exit_code is not None:
+        return f'{where} failed: "{quoted}" exited with {result.exit_code}'
+    if result.status is StageStatus.TIMED_OUT:
+        return f'{result.message or "timed out"} (in {where}: "{quoted}")'
+    # A cancel's message says who or what cancelled it: kept as it is.
+    return result.message
 
 
 @dataclass(frozen=True)

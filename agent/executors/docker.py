@@ -2,8 +2,9 @@
 
 This is the only module that imports the `docker` SDK. A stage becomes one container from its image
 whose entrypoint is `/bin/sh -c` with a generated script (see `render_script`) that runs the stage's
-commands in order, prints a `$ <command>` header before each, and stops at the first failure with
-that command's exit code. The workspace is bind-mounted at `/workspace`.
+commands in order, prints a header (a marker and the command's number) before each, and stops at
+the first failure with that command's exit code. The reader turns each header into the command's
+announcement (`agent.executors.base.announce`); the workspace is bind-mounted at `/workspace`.
 
 The SDK is blocking, so every engine call runs in a worker thread; a dedicated thread per stage reads
 the attached output stream and hands complete lines back to the event loop. Every container carries
@@ -37,7 +38,14 @@ from docker.utils import parse_repository_tag
 from docker.utils.socket import frames_iter
 
 from agent.contract.types import ExecutionResult, StageSpec, StageStatus
-from agent.executors.base import NO_CONTEXT, ExecutorError, OutputCallback, StageContext, piece_callback
+from agent.executors.base import (
+    NO_CONTEXT,
+    ExecutorError,
+    OutputCallback,
+    StageContext,
+    announce,
+    piece_callback,
+)
 from agent.executors.lines import LineSplitter
 
 __all__ = ["DockerExecutor", "PullPolicy", "container_workdir", "render_script"]
@@ -56,7 +64,7 @@ LABEL_HOST: Final = "buildit.host"
 LABEL_LEASE: Final = "buildit.lease"
 LABEL_AGENT: Final = "buildit.agent"
 
-HEADER_MARKER: Final = "\x1e\x1f"  # RS US: printed before each `$ command` header, never shown
+HEADER_MARKER: Final = "\x1e\x1f"  # RS US: printed before each command's number, never shown
 _MAX_MESSAGE_CHARS: Final = 300
 _DRAIN_AFTER_KILL_S: Final = 10.0  # how long to wait for the output stream to end after a kill
 _DEFAULT_HOST: Final = "unix:///var/run/docker.sock"
@@ -73,8 +81,11 @@ def render_script(commands: Sequence[str]) -> str:
     `sh -c` so that `exit`, `set -e` or `cd` in one command cannot change how the next one runs, and
     each is passed as one quoted word so no command text is re-interpreted by the outer script.
     `exec 2>&1` merges stderr into stdout inside the container, which keeps the two in true order.
-    Headers start with `HEADER_MARKER` so the reader can put them on their own line even when the
-    previous command's output did not end with a newline (`printf x`); the marker is stripped.
+    Headers are `HEADER_MARKER` and the command's number (1-based), so the reader can put them on
+    their own line even when the previous command's output did not end with a newline (`printf
+    x`), and knows which command runs (the agent writes the header line, with the command's text).
+    Output inside the container could print a header too: the reader takes only the next number
+    in sequence as one (a forged one can at most announce the next command early, in its own log).
 
     The container's stdin is the agent's attach connection (`StdinOnce`): Docker closes it when
     that connection ends, which, while the stage runs, means the agent died. A watcher started
@@ -89,8 +100,8 @@ def render_script(commands: Sequence[str]) -> str:
         "exec 3<&-",
         "trap 'exit 137' TERM",
     ]
-    for command in commands:
-        lines.append(f"printf '\\036\\037%s\\n' {shlex.quote('$ ' + command)}")
+    for index, command in enumerate(commands, 1):
+        lines.append(f"printf '\\036\\037%s\\n' {index}")
         lines.append(f"sh -c {shlex.quote(command)} || exit $?")
     return "\n".join(lines) + "\n"
 
@@ -184,21 +195,20 @@ def _process_is_alive(pid: int, start_time: str) -> bool:
 _LINE: Final = 0
 _PIECE: Final = 1  # a piece of a cut line (see agent.executors.lines)
 _LAST: Final = 2  # the piece that ends a cut line
+_HEADER: Final = 3  # a command header: the text is its number
 
 Output = list[tuple[str, int]]
 
 
-def _split_header(text: str) -> list[str]:
+def _add_line(out: Output, text: str) -> None:
     """One output line, or the unterminated output before a command header plus the header."""
     at = text.find(HEADER_MARKER)
     if at < 0:
-        return [text]
-    header = text[at + len(HEADER_MARKER) :]
-    return [text[:at], header] if at else [header]
-
-
-def _add_line(out: Output, text: str) -> None:
-    out.extend((line, _LINE) for line in _split_header(text))
+        out.append((text, _LINE))
+        return
+    if at:
+        out.append((text[:at], _LINE))
+    out.append((text[at + len(HEADER_MARKER) :], _HEADER))
 
 
 def _add_piece(out: Output, text: str, last: bool) -> None:
@@ -208,7 +218,7 @@ def _add_piece(out: Output, text: str, last: bool) -> None:
         return
     # A command header ends the cut line before it (the header itself is never that long).
     out.append((text[:at], _LAST))
-    out.append((text[at + len(HEADER_MARKER) :], _LINE))
+    out.append((text[at + len(HEADER_MARKER) :], _HEADER))
 
 
 # --------------------------------------------------------------------------- one stage's container
@@ -413,11 +423,20 @@ class DockerExecutor:
         exited: asyncio.Future[int] = loop.create_future()
         delivering = True
         piece = piece_callback(on_output)
+        total = len(spec.commands)
+        current = 0  # the command running (its header was seen); 0 before the first
 
         def deliver(items: Output) -> None:
+            nonlocal current
             if delivering:
                 for text, kind in items:
-                    if kind == _LINE or piece is None:
+                    if kind == _HEADER:
+                        if text == str(current + 1) and current < total:
+                            current += 1
+                            announce(on_output, current, total, spec.commands[current - 1])
+                        else:  # not the next header: output that looks like one
+                            on_output(text)
+                    elif kind == _LINE or piece is None:
                         on_output(text)
                     else:
                         piece(text, kind == _LAST)
@@ -439,14 +458,18 @@ class DockerExecutor:
                         return _error(f"lost track of container {stage.name}: {_reason(exc)}")
                     if code == 0:
                         return ExecutionResult(StageStatus.SUCCEEDED, exit_code=0)
-                    return ExecutionResult(StageStatus.FAILED, exit_code=code, message=f"exit code {code}")
+                    return ExecutionResult(
+                        StageStatus.FAILED, exit_code=code, message=f"exit code {code}", command=current
+                    )
             # Cancelled or timed out, before or after the container started.
             await asyncio.to_thread(stage.kill)
             if launch.done():
                 await asyncio.wait({exited}, timeout=_DRAIN_AFTER_KILL_S)
             if cancel.is_set():
-                return ExecutionResult(StageStatus.CANCELLED, message="cancelled")
-            return ExecutionResult(StageStatus.TIMED_OUT, message=f"timed out after {spec.timeout_s:g}s")
+                return ExecutionResult(StageStatus.CANCELLED, message="cancelled", command=current)
+            return ExecutionResult(
+                StageStatus.TIMED_OUT, message=f"timed out after {spec.timeout_s:g}s", command=current
+            )
         finally:
             delivering = False
             for fut in (cancel_wait, launch, exited):

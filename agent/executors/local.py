@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import shutil
 import signal
@@ -23,7 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from agent.contract.types import ExecutionResult, StageSpec, StageStatus
-from agent.executors.base import NO_CONTEXT, ExecutorError, OutputCallback, StageContext, piece_callback
+from agent.executors.base import (
+    NO_CONTEXT,
+    ExecutorError,
+    OutputCallback,
+    StageContext,
+    announce,
+    piece_callback,
+)
 from agent.executors.containment import (
     COMMAND_PRELUDE,
     STAGE_MARKER,
@@ -162,11 +170,12 @@ class LocalExecutor:
         env[STAGE_MARKER] = marker
         deadline = time.monotonic() + spec.timeout_s
         try:
-            for command in spec.commands:
-                on_output(f"$ {command}")
+            total = len(spec.commands)
+            for index, command in enumerate(spec.commands, 1):
+                announce(on_output, index, total, command)
                 result = await self._run_one(command, cwd, env, on_output, cancel, deadline, spec.timeout_s)
                 if result is not None:
-                    return result
+                    return dataclasses.replace(result, command=index)
             return ExecutionResult(StageStatus.SUCCEEDED, exit_code=0)
         finally:
             if self._namespace is None:

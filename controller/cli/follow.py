@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from agent.contract import logmarks
 from controller.cli.client import call, call_text, open_socket
 from controller.cli.errors import EXIT_CANCELLED, EXIT_FAILED, EXIT_OK, EXIT_RUN_ERROR, ApiError
 from controller.cli.output import duration, escape
@@ -225,7 +226,7 @@ def print_tail(server: str, run: dict[str, Any], name: str, stage: dict[str, Any
     quoted = urllib.parse.quote(str(stage["name"]), safe="")
     base = f"/api/v1/pipelines/{run['pipeline_id']}/runs/{run['number']}/stages/{quoted}/log"
     data, _ = call_text(server, f"{base}?offset={start}") if size else (b"", {})
-    lines = data.decode("utf-8", "replace").splitlines()
+    lines = logmarks.plain(data.decode("utf-8", "replace")).splitlines()
     if start > 0 and lines:
         lines = lines[1:]  # the first one is cut
     why = stage.get("message") or stage["status"]
@@ -244,8 +245,12 @@ def print_tail(server: str, run: dict[str, Any], name: str, stage: dict[str, Any
 
 
 def follow_log(server: str, run_id: str, stage: str, attempt: int, out: BinaryIO, offset: int = 0) -> str:
-    """Write the stage's log to `out` as it grows, until the stage ends; its final status."""
+    """Write the stage's log to `out` as it grows, until the stage ends; its final status.
+
+    BuildIt's markers are left out (agent.contract.logmarks): the text is what a terminal shows.
+    """
     state = {"attempt": attempt, "offset": offset}
+    plain = logmarks.PlainStream()
     tag = "cli"
 
     def subscribe() -> list[dict[str, Any]]:
@@ -266,10 +271,12 @@ def follow_log(server: str, run_id: str, stage: str, attempt: int, out: BinaryIO
             if message.get("id") not in (tag, None):
                 continue
             if kind == "log":
-                out.write(str(message["data"]).encode("utf-8"))
+                out.write(plain.feed(str(message["data"]).encode("utf-8")))
                 out.flush()
                 state["offset"] = int(message["next"])
             elif kind == "log_end":
+                out.write(plain.flush())
+                out.flush()
                 if message["status"] != "retried":
                     return str(message["status"])
                 state["attempt"] += 1

@@ -15,6 +15,7 @@ import urllib.parse
 from datetime import UTC, datetime
 from typing import Any
 
+from agent.contract import logmarks
 from controller.cli.client import call, call_text, server_flag, server_of
 from controller.cli.errors import EXIT_INTERRUPTED, EXIT_OK, ApiError, UsageError
 from controller.cli.follow import FINISHED, exit_code, follow_log, run_label
@@ -121,6 +122,10 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def _took(run: dict[str, Any], now: datetime) -> str:
+    """A finished run's duration: the time its stages ran (`duration_s`: idle time before a retry
+    does not count); a running one's time since it started, with "…"."""
+    if run.get("duration_s") is not None:
+        return human_seconds(float(run["duration_s"]))
     began = parse_time(run.get("started_at"))
     if began is None:
         return "—"
@@ -163,14 +168,18 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 def _print_stored(server: str, run: dict[str, Any], stage: str, attempt: int) -> None:
+    """The stored log as a terminal shows it: BuildIt's markers (agent.contract.logmarks) left out."""
     base = f"/api/v1/pipelines/{run['pipeline_id']}/runs/{run['number']}/stages/{_quote(stage)}/log"
     offset = 0
+    plain = logmarks.PlainStream()
     while True:
         data, headers = call_text(server, f"{base}?offset={offset}&attempt={attempt}")
-        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.write(plain.feed(data))
         sys.stdout.buffer.flush()
         following = int(headers.get("X-Next-Offset", offset + len(data)))
         if not data or following >= int(headers.get("X-Log-Size", following)):
+            sys.stdout.buffer.write(plain.flush())
+            sys.stdout.buffer.flush()
             return
         offset = following
 

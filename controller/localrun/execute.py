@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from agent.contract.types import ExecutionResult, StageSpec, StageStatus
-from agent.executors.base import Executor
+from agent.executors.base import Executor, outcome_message
 from agent.logs import Masker
 from agent.workspace import ArtifactError, collect_artifacts, restore_artifacts
 from controller.definition.dag import Dag
@@ -143,7 +143,7 @@ class LocalRun:
                 retryable = result.status in (StageStatus.FAILED, StageStatus.TIMED_OUT)
                 if result.ok or not retryable or cancel.is_set() or attempt > spec.retries:
                     break
-                reason = result.message or result.status
+                reason = self.mask(outcome_message(result, spec.commands, self.mask)) or result.status
                 self.reporter.note(
                     spec.name, f"{reason}; retrying (attempt {attempt + 1} of {spec.retries + 1})"
                 )
@@ -155,7 +155,7 @@ class LocalRun:
             )
         outcome.status = result.status
         outcome.exit_code = result.exit_code
-        outcome.message = self.mask(result.message)
+        outcome.message = self.mask(outcome_message(result, spec.commands, self.mask))
         outcome.duration_s = time.monotonic() - started
         return outcome
 

@@ -8,17 +8,23 @@ while new runs arrive).
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+from agent.contract.types import StageStatus
 from controller.pipelines.tables import Pipeline
 from controller.runs.services import run_json
-from controller.runs.tables import Run
+from controller.runs.tables import Run, StageRun
+from controller.runs.timing import RunTiming, run_timing, timing_json
 
 STATUSES = ("pending", "running", "succeeded", "failed", "cancelled", "timed_out", "error")
+#: Stages a run's row names as why it failed.
+FAILED = frozenset({"failed", "timed_out", "error"})
 #: `active` is a filter of its own: every run not finished yet.
 ACTIVE = ("pending", "running")
 PER_PAGE = 25
@@ -36,12 +42,18 @@ class RunFilter:
 
 @dataclass(frozen=True)
 class RunPage:
-    """One page of runs (as `run_json` plus `pipeline_name`) and where the others are."""
+    """One page of runs and where the others are.
+
+    Each run is `run_json` plus `pipeline_name`, `failed_stages` (names of its failed, timed-out
+    or errored stages, in file order) and `duration_s`/`queued_s` (`timing_json`); `timings` has
+    each run's `RunTiming` by run id, for the pages' ticking clocks.
+    """
 
     runs: list[dict[str, Any]]
     page: int
     per_page: int
     total: int
+    timings: dict[str, RunTiming] = field(default_factory=dict)
 
     @property
     def pages(self) -> int:
@@ -75,12 +87,40 @@ async def recent_runs(tenant: UUID, filters: RunFilter, page: int = 1, per_page:
         .limit(per_page)
         .offset((page - 1) * per_page)
     )
+    stages = await _stages_of([row["id"] for row in rows])
     runs = []
+    timings: dict[str, RunTiming] = {}
     for row in rows:
         out = run_json(row)
         out["pipeline_name"] = row["pipeline_name"]
+        mine = stages.get(row["id"], [])
+        out["failed_stages"] = [s["name"] for s in mine if s["status"] in FAILED]
+        timing = timings[out["id"]] = run_timing(mine)
+        out.update(timing_json(timing, StageStatus(out["status"]).finished))
         runs.append(out)
-    return RunPage(runs, page, per_page, total)
+    return RunPage(runs, page, per_page, total, timings)
+
+
+async def _stages_of(run_ids: list[Any]) -> dict[Any, list[dict[str, Any]]]:
+    """The stages of some runs (name, status, times), in file order, by run id: one query."""
+    if not run_ids:
+        return {}
+    rows = (
+        await StageRun.select(
+            StageRun.run,
+            StageRun.name,
+            StageRun.status,
+            StageRun.queued_at,
+            StageRun.started_at,
+            StageRun.finished_at,
+        )
+        .where(StageRun.run.is_in(run_ids))
+        .order_by(StageRun.index)
+    )
+    out: dict[Any, list[dict[str, Any]]] = {}
+    for row in rows:
+        out.setdefault(row["run"], []).append(row)
+    return out
 
 
 async def runs_before(
@@ -121,3 +161,21 @@ async def pipeline_names(tenant: UUID) -> list[tuple[UUID, str]]:
         .order_by(Pipeline.name)
     )
     return [(row["id"], str(row["name"])) for row in rows]
+
+
+async def last_runs(pipelines: Sequence[dict[str, Any]]) -> dict[Any, dict[str, Any]]:
+    """The newest run of each pipeline (as `run_json`), by pipeline id, for the Pipelines page.
+
+    A pipeline's newest run is the one numbered `next_run_number` (the counter numbers runs in
+    order); looked up in batches, one query per 100 pipelines.
+    """
+    wanted = [(p["id"], int(p["next_run_number"] or 0)) for p in pipelines if p.get("next_run_number")]
+    found: dict[Any, dict[str, Any]] = {}
+    for start in range(0, len(wanted), 100):
+        batch = wanted[start : start + 100]
+        condition = functools.reduce(
+            operator.or_, [(Run.pipeline == pid) & (Run.number == number) for pid, number in batch]
+        )
+        for row in await Run.select().where(condition):
+            found[row["pipeline"]] = run_json(row)
+    return found

@@ -16,6 +16,7 @@ from controller.agents.tables import Agent
 from controller.db.columns import loaded
 from controller.pipelines.tables import Pipeline
 from controller.runs.tables import Run, StageRun
+from controller.runs.timing import run_timing, timing_json
 from controller.scheduling.model import RunState
 
 
@@ -198,8 +199,16 @@ def record_of_new_run(
 
 
 def record_json(record: RunRecord) -> dict[str, Any]:
-    """A run with its stages for API responses and live updates."""
-    return run_json(record.row, [stage_json(s, record.agent_names) for s in record.stages])
+    """A run with its stages for API responses and live updates.
+
+    Once it has finished, with `duration_s` (the time its stages ran; null when none started)
+    and `queued_s` (the time they waited for an agent while none ran), see
+    `controller.runs.timing`; both are null while it runs (a reading of a run does not change
+    while nothing happens to it).
+    """
+    out = run_json(record.row, [stage_json(s, record.agent_names) for s in record.stages])
+    out.update(timing_json(run_timing(record.stages), record.finished))
+    return out
 
 
 async def run_with_stages(row: dict[str, Any]) -> dict[str, Any]:

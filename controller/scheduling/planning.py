@@ -274,24 +274,41 @@ def check_retry(run: RunState, stage_name: str, active: bool) -> StageState:
     if stage is None:
         names = ", ".join(run.stages) or "none (the pipeline could not be planned)"
         raise NotFound(f"run {run.number} has no stage '{stage_name}'; its stages: {names}")
-    if stage.status not in RETRYABLE:
-        raise Conflict(
-            f"stage '{stage_name}' is {stage.status.value}; only a failed, timed-out, errored "
-            "or cancelled stage can be retried",
+    needs = {n: run.stages[n].status for n in stage.needs}
+    blocker = retry_blocker(run.number, stage_name, stage.status, needs, active and run.cancel_requested)
+    if blocker:
+        raise Conflict(blocker)
+    return stage
+
+
+def retry_blocker(
+    number: int,
+    stage_name: str,
+    status: StageStatus,
+    needs: Mapping[str, StageStatus],
+    cancelling: bool,
+) -> str | None:
+    """Why stage `stage_name` of run `number` cannot be retried now, or None when it can.
+
+    Why apart from `check_retry`: the UI offers a Retry button only where a retry can work, by
+    this same rule. `needs` maps the stage's needs to their statuses; `cancelling`: the run is
+    still running and being cancelled.
+    """
+    if status not in RETRYABLE:
+        return (
+            f"stage '{stage_name}' is {status.value}; only a failed, timed-out, errored "
+            "or cancelled stage can be retried"
         )
-    if active and run.cancel_requested:
-        raise Conflict(
-            f"run {run.number} is being cancelled; wait until it has finished, then retry "
-            f"stage '{stage_name}'",
-        )
-    unmet = [n for n in stage.needs if run.stages[n].status is not StageStatus.SUCCEEDED]
+    if cancelling:
+        return f"run {number} is being cancelled; wait until it has finished, then retry stage '{stage_name}'"
+    unmet = [n for n, need in needs.items() if need is not StageStatus.SUCCEEDED]
     if unmet:
-        raise Conflict(
+        return (
             f"stage '{stage_name}' needs {', '.join(repr(n) for n in unmet)}, which did not "
             f"succeed; retry {'that stage' if len(unmet) == 1 else 'those stages'} instead "
-            f"('{stage_name}' runs after it succeeds)",
+            f"('{stage_name}' runs after it succeeds)"
         )
-    return stage
+    return None
 
 
 def retry_resets(run: RunState, stage_name: str) -> list[StageState]:

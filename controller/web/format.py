@@ -55,6 +55,34 @@ def timestamp(value: Any) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if moment else "—"
 
 
+def exact(value: Any) -> str:
+    """The exact time with its zone, for a title (`2026-11-27 21:05:03 UTC`); the page's script
+    replaces it with the viewer's local time and zone."""
+    moment = _as_datetime(value)
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if moment else ""
+
+
+def ago(value: Any, now: datetime | None = None) -> str:
+    """How long ago, as people say it: `just now`, `42 s ago`, `3 min ago`, `5 h ago`, `2 days ago`,
+    then the date. web/static/app.js words it the same as the page ticks (keep the two in step)."""
+    moment = _as_datetime(value)
+    if moment is None:
+        return "—"
+    seconds = ((now or datetime.now(UTC)) - moment).total_seconds()
+    if seconds < 10:
+        return "just now"
+    if seconds < 60:
+        return f"{int(seconds)} s ago"
+    if seconds < 3600:
+        return f"{int(seconds // 60)} min ago"
+    if seconds < 86400:
+        return f"{int(seconds // 3600)} h ago"
+    days = int(seconds // 86400)
+    if days < 30:
+        return "1 day ago" if days == 1 else f"{days} days ago"
+    return moment.astimezone(UTC).strftime("%Y-%m-%d")
+
+
 def seconds_text(total: float) -> str:
     """`0.4s`, `3s`, `2m 05s`, `1h 02m`: short enough for a table cell.
 

@@ -5,6 +5,8 @@ tail, for the page before the first line it shows, for the page after the last, 
 around line N (a `#L120` link); line numbers come from counting newlines over the file, which is
 fast enough for logs of millions of lines (bytes.count runs at memory speed).
 A page's `end` never splits a UTF-8 character, so the live stream resumes cleanly from it.
+`marks` finds BuildIt's command headers and closing line (agent.contract.logmarks) the same way,
+so the page can open at the failing command of any log, however long.
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from agent.contract import logmarks
 
 CHUNK = 1024 * 1024
 MAX_LINES = 5000
@@ -203,6 +208,92 @@ def page_around(path: Path, size: int, line: int, lines: int, context: int = 100
 
 
 @dataclass(frozen=True)
+class LogMark:
+    """A command header (`cmd`) or the closing line (`end`) of a log, and where it is."""
+
+    line: int
+    offset: int
+    kind: str
+    fields: tuple[str, ...]
+    text: str
+
+    def json(self) -> dict[str, object]:
+        """For the log view: where each command's section starts, and how the stage ended."""
+        return {
+            "line": self.line,
+            "offset": self.offset,
+            "kind": self.kind,
+            "fields": list(self.fields),
+            "text": self.text,
+        }
+
+
+#: Marks the view needs: where commands start and the closing line (not notes, nor `more` lines).
+MARK_KINDS = frozenset({logmarks.CMD, logmarks.END})
+MAX_MARKS = 2000
+_MARK_LINE_BYTES = 4096
+_MARK_TEXT_CHARS = 300
+
+
+def marks(path: Path, size: int) -> list[LogMark]:
+    """The command headers and closing line of bytes [0, size) of a log, in order (at most MAX_MARKS).
+
+    One pass over the file: marks start a line with `logmarks.PREFIX`, so it looks for
+    "\n" + PREFIX and counts newlines up to each to number its line.
+    """
+    found: list[LogMark] = []
+    if size <= 0 or not path.exists():
+        return found
+    needle = b"\n" + logmarks.PREFIX_BYTES
+    keep = len(needle) - 1
+    with path.open("rb") as handle:
+        if handle.read(min(len(logmarks.PREFIX_BYTES), size)) == logmarks.PREFIX_BYTES:
+            _add_mark(found, handle, 0, 1, size)
+        start = 0  # file offset of the block
+        lines = 0  # newlines before `start`
+        while start < size and len(found) < MAX_MARKS:
+            handle.seek(start)
+            block = handle.read(min(CHUNK + keep, size - start))
+            if not block:
+                break
+            index = counted = 0
+            before = lines
+            while len(found) < MAX_MARKS:
+                at = block.find(needle, index)
+                if at < 0:
+                    break
+                before += block.count(b"\n", counted, at + 1)
+                counted = index = at + 1
+                _add_mark(found, handle, start + at + 1, before + 1, size)
+            # The next block starts `keep` bytes back, so a needle cut by the block's end is found
+            # there (one that fits in those bytes cannot exist: it is longer than them).
+            step = len(block) - keep if start + len(block) < size else len(block)
+            lines += block.count(b"\n", 0, step)
+            start += step
+    return found
+
+
+def _add_mark(found: list[LogMark], handle: Any, offset: int, line: int, size: int) -> None:
+    handle.seek(offset)
+    raw = handle.read(min(_MARK_LINE_BYTES, size - offset)).split(b"\n", 1)[0]
+    mark = logmarks.parse(raw.decode("utf-8", "replace"))
+    if mark is not None and mark.kind in MARK_KINDS:
+        found.append(LogMark(line, offset, mark.kind, mark.fields, mark.text[:_MARK_TEXT_CHARS]))
+
+
+def opening_line(found: list[LogMark]) -> int | None:
+    """The line a finished log opens at: the header of the command the stage failed or timed out in."""
+    end = next((m for m in reversed(found) if m.kind == logmarks.END), None)
+    if end is None or not end.fields or end.fields[0] not in ("failed", "timed_out"):
+        return None
+    command = end.fields[1] if len(end.fields) > 1 else ""
+    return next(
+        (m.line for m in reversed(found) if m.kind == logmarks.CMD and m.fields[:1] == (command,)),
+        None,
+    )
+
+
+@dataclass(frozen=True)
 class Match:
     """A line of the log that contains the searched text."""
 
@@ -214,7 +305,8 @@ def search(path: Path, size: int, needle: str, limit: int = 200) -> tuple[list[M
     """Lines containing `needle` (case-insensitive, ANSI escapes ignored); True when cut at `limit`."""
     if not needle or not path.exists():
         return [], False
-    ansi = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+    # CSI sequences and BuildIt's markers (APC strings) are not text.
+    ansi = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b_[^\x1b]*\x1b\\")
     wanted = needle.casefold()
     matches: list[Match] = []
     number = 0

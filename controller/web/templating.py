@@ -47,6 +47,9 @@ def environment(templates: Path) -> Environment:
         timestamp=fmt.timestamp,
         first_line=fmt.first_line,
         iso=fmt.iso,
+        ago=fmt.ago,
+        exact=fmt.exact,
+        seconds=fmt.seconds_text,
     )
     env.globals.update(
         status_icon=fmt.status_icon,

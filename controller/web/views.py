@@ -27,7 +27,8 @@ from controller.pipelines.services import diagnostic_json, get_pipeline, list_pi
 from controller.repos.commands import pipeline_file_status
 from controller.runs import listing
 from controller.runs import services as runs
-from controller.web import logpage
+from controller.runs.timing import run_timing
+from controller.web import logpage, runview
 from controller.web.dag_layout import LayoutError, layout
 from controller.web.format import FINISHED
 from controller.web.kdl_highlight import highlight
@@ -126,10 +127,13 @@ class PagesController(Controller):
         return Template(template_name="dashboard.html", context=context)
 
     @get("/pipelines")
-    async def pipelines(self, deps: NamedDependency[Deps]) -> Template:
-        """Every pipeline, with links to its page."""
+    async def pipelines(self, deps: NamedDependency[Deps], request: Request[Any, Any, Any]) -> Template:
+        """Every pipeline with its last run's status and time (live), and links to its page."""
         rows = await list_pipelines(deps.tenant)
-        return Template(template_name="pipelines.html", context={"pipelines": rows, "active": "pipelines"})
+        context = {"pipelines": rows, "last_runs": await listing.last_runs(rows), "active": "pipelines"}
+        if _fragment(request):
+            return Template(template_name="_pipelines.html", context=context)
+        return Template(template_name="pipelines.html", context=context)
 
     @get("/pipelines/{pipeline_id:uuid}")
     async def pipeline(
@@ -203,6 +207,9 @@ class PagesController(Controller):
             "dag_problem": dag_problem,
             "artifacts": files,
             "finished": run["status"] in FINISHED,
+            "timing": run_timing(stages),
+            "retryable": runview.retryable(run),
+            "tails": await runview.failure_tails(deps, run),
             "active": "pipelines",
         }
         if _fragment(request):
@@ -231,16 +238,25 @@ class PagesController(Controller):
         chosen = stage["attempt"] if attempt is None else attempt
         if not 1 <= chosen <= stage["attempt"]:
             return _not_found(f"Stage '{name}' has attempts 1 to {stage['attempt']}.")
-        context = {
+        context: dict[str, Any] = {
             "pipeline": pipeline,
             "run": run,
             "stage": stage,
             "attempt": chosen,
             "attempts": list(range(1, stage["attempt"] + 1)),
+            "retryable": runview.retryable(run),
             "active": "pipelines",
         }
         if _fragment(request):
             return Template(template_name="_log_head.html", context=context)
+        # Where the commands start and how the stage ended: the page opens at the failed command.
+        path, size = runview.log_file(deps, row["id"], stage, chosen)
+        marks = await asyncio.to_thread(logpage.marks, path, size)
+        finished = chosen < stage["attempt"] or stage["status"] in FINISHED
+        context.update(
+            marks=[m.json() for m in marks],
+            open_line=logpage.opening_line(marks) if finished else None,
+        )
         return Template(template_name="log.html", context=context)
 
     @get("/agents")
@@ -271,9 +287,7 @@ class LogLinesController(Controller):
         chosen = current if attempt is None else attempt
         if not 1 <= chosen <= current:
             raise NotFound(f"stage '{name}' has attempts 1 to {current}")
-        path = deps.logs.find(row["id"], name, chosen)
-        size = int(stage["log_size"]) if chosen == current else (path.stat().st_size if path.exists() else 0)
-        return path, size
+        return runview.log_file(deps, row["id"], stage, chosen)
 
     @get("/lines")
     async def lines(
@@ -304,6 +318,20 @@ class LogLinesController(Controller):
         else:
             page = await asyncio.to_thread(logpage.page_before, path, size, before, count)
         return page.json()
+
+    @get("/marks")
+    async def marks(
+        self,
+        deps: NamedDependency[Deps],
+        pipeline_id: FromPath[UUID],
+        number: FromPath[int],
+        name: FromPath[str],
+        attempt: FromQuery[int | None] = None,
+    ) -> dict[str, object]:
+        """Where each command starts and the closing line (agent.contract.logmarks), with line numbers."""
+        path, size = await self._log(deps, pipeline_id, number, name, attempt)
+        found = await asyncio.to_thread(logpage.marks, path, size)
+        return {"marks": [m.json() for m in found], "size": size}
 
     @get("/search")
     async def search(

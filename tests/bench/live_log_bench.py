@@ -14,9 +14,11 @@ measured: the agent reading the pipe, masking and batching lines, gRPC to the co
 file write and its database row, the event bus, and the WebSocket messages (JSON, permessage-deflate).
 
 Every round checks the text received is exactly the stored log's lines, each once and in order
-(`$ <command>`, the start time, `line 1` ... `line 200000`), and that the `offset`/`next` of the
-messages chain without gap or overlap. One warm-up round is discarded (imports, page cache); the
-median of the measured rounds is reported, each round listed.
+(`$ <command>`, the start time, `line 1` ... `line 200000`, then BuildIt's closing line; the header
+and closing line carry BuildIt's markers, agent.contract.logmarks), and that the `offset`/`next` of
+the messages chain without gap or overlap. The clock stops at the last line of the command's
+output, not at the closing line written after the command ended. One warm-up round is discarded
+(imports, page cache); the median of the measured rounds is reported, each round listed.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Any
 
 import websockets
 
+from agent.contract import logmarks
 from tests.bench.common import BenchError, context_fields, log, scratch_dir
 from tests.integration.fleet.harness import Agent, Controller, wait_for
 
@@ -62,6 +65,8 @@ async def _round(controller: Controller, pipeline: str, lines: int) -> dict[str,
         position = 0
         messages = 0
         last_arrival = 0.0
+        last_line = f"\nline {lines}\n"
+        seen = ""  # the end of what arrived so far: the last line may be cut between messages
         async with asyncio.timeout(TIMEOUT_S):
             while True:
                 message = json.loads(await ws.recv())
@@ -73,7 +78,9 @@ async def _round(controller: Controller, pipeline: str, lines: int) -> dict[str,
                 if message.get("id") != "bench":
                     continue
                 if kind == "log":
-                    last_arrival = time.time()
+                    seen = seen[-len(last_line) :] + message["data"]
+                    if not last_arrival and last_line in seen:
+                        last_arrival = time.time()
                     if message["offset"] != position:
                         raise BenchError(f"log message at offset {message['offset']}, expected {position}")
                     position = message["next"]
@@ -84,16 +91,17 @@ async def _round(controller: Controller, pipeline: str, lines: int) -> dict[str,
                         raise BenchError(f"the stage ended {message['status']}")
                     break
     text = "".join(parts)
-    got = text.split("\n")
-    if got[0] != f"$ {_command(lines)}" or got[-1] != "":
-        raise BenchError(f"unexpected log framing: {got[0][:100]!r} ... {got[-1][:100]!r}")
+    got = [logmarks.plain(line) for line in text.split("\n")]
+    closing = "buildit: stage succeeded (1 command)"
+    if got[0] != f"$ {_command(lines)}" or got[-2:] != [closing, ""] or not last_arrival:
+        raise BenchError(f"unexpected log framing: {got[0][:100]!r} ... {got[-2][:100]!r}")
     try:
         started = float(got[1])
     except ValueError:
         raise BenchError(f"the first output line is not a start time: {got[1][:100]!r}") from None
     expected = [f"line {i}" for i in range(1, lines + 1)]
-    if got[2:-1] != expected:
-        missing = next((i for i, (a, b) in enumerate(zip(got[2:-1], expected, strict=False)) if a != b), None)
+    if got[2:-2] != expected:
+        missing = next((i for i, (a, b) in enumerate(zip(got[2:-2], expected, strict=False)) if a != b), None)
         raise BenchError(f"the lines differ from 1..{lines} (first difference at line {missing})")
     if position != len(text.encode("utf-8")):
         raise BenchError(f"`next` ended at {position}, but {len(text.encode())} bytes arrived")

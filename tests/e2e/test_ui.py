@@ -92,9 +92,12 @@ def test_trigger_from_the_pipeline_page_and_watch_the_dag_and_log_live(page: Pag
     expect(log.locator("#stage-status .status")).to_contain_text("succeeded")
     expect(log.locator("#stage-status .status-icon")).to_have_text("✓")
     expect(log.locator("#exit-code")).to_have_text("0")
-    texts = log.locator("#log .line .tx").all_inner_texts()
+    # The commands' output (BuildIt's own lines, the `$ command` headers and the closing line, apart).
+    texts = log.locator("#log .line:not(.bi) .tx").all_inner_texts()
     expected = [f"before {i}" for i in range(1, 21)] + [f"after {i}" for i in range(1, 21)]
-    assert [t for t in texts if not t.startswith(("$", "<img"))] == expected
+    assert [t for t in texts if not t.startswith("<img")] == expected
+    expect(log.locator("#log .line.cmd")).to_have_count(4)
+    expect(log.locator("#log .line.bi-end .tx")).to_have_text("buildit: stage succeeded (4 commands)")
     # Log text is text: markup in it is shown, never run.
     expect(
         log.locator("#log .line .tx").filter(has_text=re.compile(r'^<img src=x onerror="window.__xss = 2">$'))
@@ -166,9 +169,9 @@ def test_a_200000_line_log_stays_usable(page: Page, up: Up) -> None:
     assert up.wait_run(pipeline, number)["status"] == "succeeded"
     url = f"/pipelines/{pipeline}/runs/{number}/stages/big"
     page.goto(url)
-    expect(page.locator("#log .line").last).to_have_text(re.compile(r"200001?\s*row 200000$"))
+    expect(page.locator("#log .line:not(.bi)").last).to_have_text(re.compile(r"200001\s*row 200000$"))
     state = page.evaluate("BuildItLog.state()")
-    assert state["last"] == 200_001 or state["last"] == 200_000  # (the `$ command` echo line first)
+    assert state["last"] == 200_002  # the `$ command` header first, BuildIt's closing line last
     assert page.locator("#log .line").count() <= 5000
     shot(page, "log-big")
 
@@ -191,7 +194,7 @@ def test_a_200000_line_log_stays_usable(page: Page, up: Up) -> None:
     got = page.locator(f"#L{state['last'] + 1} .tx").inner_text()
     assert got == f"row {state['last']}", (got, state, page.evaluate("BuildItLog.state()"))
     page.get_by_role("button", name="Follow", exact=True).click()
-    expect(page.locator("#log .line").last).to_have_text(re.compile(r"row 200000$"))
+    expect(page.locator("#log .line:not(.bi)").last).to_have_text(re.compile(r"row 200000$"))
     assert page.evaluate("BuildItLog.state().atEnd")
 
     # A line anchor loads the page around it, highlights it, and survives a reload.
@@ -250,7 +253,7 @@ def test_the_log_resumes_after_the_socket_drops_with_no_gap_or_duplicate(page: P
     up.gate("resume2").touch()
     expect(page.locator("#log .line .tx").filter(has_text=re.compile(r"^done$"))).to_have_count(1)
     assert page.evaluate(MARKED)
-    texts = [t for t in page.locator("#log .line .tx").all_inner_texts() if not t.startswith("$")]
+    texts = page.locator("#log .line:not(.bi) .tx").all_inner_texts()
     assert texts == [f"a {i}" for i in range(1, 31)] + [f"b {i}" for i in range(1, 301)] + ["done"]
     numbers = [int(i[1:]) for i in page.locator("#log .line").evaluate_all("els => els.map(e => e.id)")]
     assert numbers == list(range(1, len(numbers) + 1))
@@ -270,13 +273,13 @@ def test_following_a_fast_log_keeps_the_dom_bounded(page: Page, up: Up) -> None:
     expect(page.locator("#log .line .tx").filter(has_text=re.compile(r"^start$"))).to_have_count(1)
     page.evaluate(MARK)
     up.gate("flood").touch()
-    expect(page.locator("#log .line .tx").last).to_have_text("flood 20000")
+    expect(page.locator("#log .line:not(.bi) .tx").last).to_have_text("flood 20000")
     assert page.evaluate(MARKED)  # arrived live
     state = page.evaluate("BuildItLog.state()")
     assert state["lines"] <= 5000 and state["following"] and state["atEnd"]
     numbers = [int(i[1:]) for i in page.locator("#log .line").evaluate_all("els => els.map(e => e.id)")]
     assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))
-    assert page.locator(f"#L{numbers[-1]} .tx").inner_text() == "flood 20000"
+    assert page.locator(f"#L{numbers[-2]} .tx").inner_text() == "flood 20000"  # then the closing line
     # The follow view sits at the bottom; scrolling up stops following, the button resumes it.
     page.locator("#log").evaluate("el => { el.scrollTop = el.scrollHeight / 2; }")
     expect(page.get_by_role("button", name="Follow", exact=True)).to_have_attribute("aria-pressed", "false")

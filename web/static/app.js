@@ -10,15 +10,44 @@
     return r + "s";
   }
 
+  /** "just now", "42 s ago", "3 min ago", "5 h ago", "2 days ago", then the date: worded as
+   *  controller/web/format.py `ago` words it on the server (keep the two in step). */
+  function ago(seconds, at) {
+    if (seconds < 10) return "just now";
+    if (seconds < 60) return Math.floor(seconds) + " s ago";
+    if (seconds < 3600) return Math.floor(seconds / 60) + " min ago";
+    if (seconds < 86400) return Math.floor(seconds / 3600) + " h ago";
+    const days = Math.floor(seconds / 86400);
+    if (days < 30) return days === 1 ? "1 day ago" : days + " days ago";
+    return exact(at).slice(0, 10);
+  }
+
+  const pad = (n) => String(n).padStart(2, "0");
+  /** The exact local time with the viewer's zone: "2026-11-27 22:05:03 CET". */
+  function exact(at) {
+    const d = new Date(at);
+    const zone = (new Intl.DateTimeFormat(undefined, { timeZoneName: "short" }).formatToParts(d)
+      .find((p) => p.type === "timeZoneName") || { value: "" }).value;
+    return d.getFullYear() + "-" + pad(d.getMonth() + 1) + "-" + pad(d.getDate()) + " " +
+      pad(d.getHours()) + ":" + pad(d.getMinutes()) + ":" + pad(d.getSeconds()) + (zone ? " " + zone : "");
+  }
+
   function tick() {
     const now = Date.now();
     for (const el of document.querySelectorAll(".duration[data-start]")) {
       if (!el.dataset.start || el.dataset.end) continue;
-      el.textContent = fmt((now - Date.parse(el.dataset.start)) / 1000);
+      // A run's clock starts from the time it already ran (data-offset: controller.runs.timing).
+      const offset = Number(el.dataset.offset || 0);
+      el.textContent = fmt(offset + (now - Date.parse(el.dataset.start)) / 1000);
     }
     for (const el of document.querySelectorAll("time.ago[datetime]")) {
       const at = Date.parse(el.getAttribute("datetime"));
-      if (!isNaN(at)) el.textContent = fmt((now - at) / 1000) + " ago";
+      if (isNaN(at)) continue;
+      el.textContent = ago((now - at) / 1000, at);
+      if (!el.dataset.local) {
+        el.title = exact(at);
+        el.dataset.local = "true";
+      }
     }
   }
 
@@ -96,6 +125,10 @@
         return;
       }
       flash("");
+      if (button.dataset.done === "goto") {
+        location.href = button.dataset.href;
+        return;
+      }
       if (button.dataset.done === "goto-run") {
         const run = await resp.json();
         location.href = "/pipelines/" + (run.pipeline_id || button.dataset.pipelineId) + "/runs/" + run.number;

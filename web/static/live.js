@@ -13,11 +13,13 @@
   let timer = null;
   let opened = false;
 
+  // The indicator is hidden until the page starts its socket: a page that is not live says nothing.
   function setStatus(state, text) {
     const el = document.getElementById("live-status");
     if (el) {
       el.dataset.state = state;
       el.textContent = text;
+      el.hidden = false;
     }
   }
 

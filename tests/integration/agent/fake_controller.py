@@ -27,7 +27,7 @@ from typing import Any
 
 import grpc
 
-from agent.contract import convert
+from agent.contract import convert, logmarks
 from agent.contract._gen import buildit_pb2 as pb
 from agent.contract._gen import buildit_pb2_grpc as pb_grpc
 from agent.contract.types import CancelReason, StageSpec, StageStatus
@@ -187,6 +187,18 @@ class FakeController(pb_grpc.AgentServiceServicer):
         return finals[-1] if finals else None
 
     def lines(self, lease_id: str) -> list[str]:
+        """The stored log as a terminal shows it (BuildIt's markers removed), without its closing line.
+
+        Most tests are about what the commands printed; `raw_lines` has the log as stored.
+        """
+        return [
+            logmarks.plain(line)
+            for line in self.stored_lines.get(lease_id, [])
+            if (mark := logmarks.parse(line)) is None or mark.kind != logmarks.END
+        ]
+
+    def raw_lines(self, lease_id: str) -> list[str]:
+        """The stored log's lines as they are, BuildIt's markers and closing line included."""
         return self.stored_lines.get(lease_id, [])
 
     async def wait_for(self, predicate: Callable[[], object], timeout: float = 10.0, what: str = "") -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from agent.contract import logmarks
 from agent.contract.types import CancelReason, StageStatus, WorkspaceSource
 from agent.executors.registry import build_executors
 from agent.logs import MAX_CHUNK_LINES
@@ -42,8 +43,12 @@ async def test_stage_runs_logs_arrive_in_order_and_final_update_follows_the_acks
         "to-stderr",
     ]
     assert fake.lines(lease) == expected
+    # The log closes with BuildIt's line saying how the stage ended (see agent.contract.logmarks).
+    assert fake.raw_lines(lease)[-1] == logmarks.line(
+        logmarks.END, "succeeded", 0, 2, text="buildit: stage succeeded (2 commands)"
+    )
     assert_log_stream_clean(fake, lease)
-    assert sum(fake.stored_chunk_sizes[lease]) == len(expected)
+    assert sum(fake.stored_chunk_sizes[lease]) == len(expected) + 1
     assert max(fake.stored_chunk_sizes[lease]) <= MAX_CHUNK_LINES
     assert fake.updates_for(lease) == [StageStatus.RUNNING, StageStatus.SUCCEEDED]
     running, final = [u for u in fake.updates if u.lease_id == lease]
@@ -67,7 +72,15 @@ async def test_failing_command_reports_failed_with_its_exit_code(
     final = fake.final_update(lease)
     assert final is not None
     assert (final.status, final.exit_code) == (StageStatus.FAILED, 3)
+    assert final.message == 'command 2 of 3 failed: "exit 3" exited with 3'
     assert fake.lines(lease) == ["$ echo before", "before", "$ exit 3"]
+    # Command headers and the closing line are BuildIt's marked lines; the output is not.
+    assert fake.raw_lines(lease) == [
+        logmarks.line(logmarks.CMD, 1, 3, text="$ echo before"),
+        "before",
+        logmarks.line(logmarks.CMD, 2, 3, text="$ exit 3"),
+        logmarks.line(logmarks.END, "failed", 2, 3, text=f"buildit: {final.message}"),
+    ]
 
 
 async def test_stage_runs_in_a_fresh_workspace_under_the_work_dir(
@@ -128,7 +141,7 @@ async def test_timeout_cancel_reports_timed_out(fake: FakeController, tmp_path: 
     final = fake.final_update(lease)
     assert final is not None and (final.status, final.message) == (
         StageStatus.TIMED_OUT,
-        "timed out after 60s",
+        'timed out after 60s (in command 1 of 1: "sleep 30")',
     )
 
 

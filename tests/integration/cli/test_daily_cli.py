@@ -108,7 +108,7 @@ def test_trigger_follow_exits_1_and_shows_the_failing_stage_last_lines(fleet: Fl
     done = fleet.cli("trigger", "red", "-f")
     assert done.returncode == 1, done.stdout + done.stderr
     out = done.stdout
-    assert "test" in out and "✘ failed" in out and "exit code 7" in out
+    assert "test" in out and "✘ failed" in out and 'command 3 of 3 failed: "exit 7" exited with 7' in out
     # The failing stage's last lines, under a header naming it, and where the full log is.
     tail = out[out.index("── test:") :]
     assert "first-failing-line" in tail and "last-words-before-failing" in tail
@@ -170,6 +170,9 @@ def test_logs_prints_a_stored_log_and_names_what_is_wrong(fleet: Fleet) -> None:
     done = fleet.cli("logs", "red-logs#1", "test")
     assert done.returncode == 0, done.stderr
     assert "first-failing-line\n" in done.stdout and "last-words-before-failing\n" in done.stdout
+    # As a terminal shows it: BuildIt's header and closing lines without their markers.
+    assert "\x1b_" not in done.stdout
+    assert done.stdout.endswith('$ exit 7\nbuildit: command 3 of 3 failed: "exit 7" exited with 7\n')
     cases = {
         ("red-logs#1", "nope"): "has no stage 'nope' (its stages: prep, test, after)",
         ("red-logs#9", "test"): "red-logs has no run 9 (its newest is #1",
@@ -252,6 +255,7 @@ def test_logs_follow_exits_1_for_a_stage_that_fails(fleet: Fleet) -> None:
     done = fleet.cli("logs", f"red-follow#{number}", "test", "--follow")
     assert done.returncode == 1, done.stdout + done.stderr
     assert "last-words-before-failing" in done.stdout
+    assert "\x1b_" not in done.stdout and "buildit: command 3 of 3 failed" in done.stdout
     assert "red-follow#1 test: failed" in done.stderr
 
 

@@ -114,8 +114,31 @@ async def test_stops_at_first_failure_with_its_exit_code(stage: Stage, tmp_path:
 
     assert result.status is StageStatus.FAILED
     assert result.exit_code == 7
+    assert result.command == 2  # the command it failed in, which the stage's message names
     assert stage.lines == ["$ echo before", "before", "$ exit 7"]
     assert not (tmp_path / "ran-anyway").exists()
+
+
+async def test_commands_are_announced_and_output_cannot_announce_one_out_of_turn(stage: Stage) -> None:
+    announced: list[tuple[int, int, str]] = []
+
+    class Output:
+        """An output callback that takes command announcements, as the agent's does."""
+
+        def __call__(self, line: str) -> None:
+            stage.on_output(line)
+
+        def command(self, index: int, total: int, text: str) -> None:
+            announced.append((index, total, text))
+
+    # The first command prints the container script's header for command 3 (and a line after it).
+    forge = r"printf 'x\036\0373\nafter\n'"
+    spec = StageSpec(name="t", index=0, commands=(forge, "exit 5", "echo never"), image=stage.image)
+    result = await stage.executor.run(spec, stage.workspace, Output(), stage.cancel)
+
+    assert (result.status, result.exit_code, result.command) == (StageStatus.FAILED, 5, 2)
+    assert announced == [(1, 3, forge), (2, 3, "exit 5")]
+    assert stage.lines == ["x", "3", "after"]  # out of turn: shown as output
 
 
 async def test_workspace_is_mounted_and_workdir_honoured(stage: Stage, tmp_path: Path) -> None:

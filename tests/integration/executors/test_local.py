@@ -46,6 +46,7 @@ async def test_commands_run_in_order_and_output_streams_line_by_line(tmp_path: P
 async def test_stops_at_first_failure_with_its_exit_code(tmp_path: Path) -> None:
     result, lines = await run(spec("echo a", "exit 3", "touch ran-after"), tmp_path)
     assert result.status is StageStatus.FAILED and result.exit_code == 3
+    assert result.command == 2  # the command it failed in, which the stage's message names
     assert not (tmp_path / "ran-after").exists()
     assert "$ touch ran-after" not in lines
 
@@ -69,7 +70,7 @@ async def test_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
     s = spec(f"sleep {marker} & sleep {marker}; echo never", timeout_s=0.5)
     started = time.monotonic()
     result, lines = await run(s, tmp_path)
-    assert result.status is StageStatus.TIMED_OUT
+    assert result.status is StageStatus.TIMED_OUT and result.command == 1
     assert "timed out after 0.5s" in result.message
     assert time.monotonic() - started < 5
     assert "never" not in lines

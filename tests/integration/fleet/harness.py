@@ -24,6 +24,7 @@ from typing import Any
 
 import grpc
 
+from agent.contract import logmarks
 from tests.support.credentials import admin_key, keyed_channel
 
 BUILDIT = str(Path(sys.executable).with_name("buildit"))
@@ -238,6 +239,18 @@ class Controller:
     def log(
         self, pipeline_id: str, number: int, stage: str, offset: int = 0, attempt: int | None = None
     ) -> str:
+        """What the stage's commands printed, as a terminal shows the log: BuildIt's markers
+        removed (agent.contract.logmarks) and its closing line left out; `raw_log` is the log as
+        stored."""
+        raw = self.raw_log(pipeline_id, number, stage, offset, attempt)
+        lines = raw.split("\n")
+        kept = [line for line in lines if (mark := logmarks.parse(line)) is None or mark.kind != logmarks.END]
+        return logmarks.plain("\n".join(kept))
+
+    def raw_log(
+        self, pipeline_id: str, number: int, stage: str, offset: int = 0, attempt: int | None = None
+    ) -> str:
+        """The stage's log as stored (GET …/log), from byte `offset`."""
         query = f"?offset={offset}" + (f"&attempt={attempt}" if attempt else "")
         status, body, _ = self.request(
             "GET", f"/api/v1/pipelines/{pipeline_id}/runs/{number}/stages/{stage}/log{query}"

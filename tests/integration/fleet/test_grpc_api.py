@@ -19,6 +19,7 @@ from google.protobuf import descriptor_pool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
+from agent.contract import logmarks
 from agent.contract._gen import buildit_pb2 as pb
 from agent.contract._gen import buildit_pb2_grpc as pb_grpc
 from controller import __version__
@@ -458,7 +459,13 @@ def test_stream_logs_follow_and_offset(client: Client, controller: Controller, w
         lines += [line.text for line in response.lines]
         offsets.append(response.next_offset)
     ended = time.monotonic()
-    expected = [COMMAND] + [f"line-{i}" for i in range(1, SLOW_LINES + 1)]
+    # The log as stored: BuildIt's marked header and closing line around the output.
+    output = [f"line-{i}" for i in range(1, SLOW_LINES + 1)]
+    expected = [
+        logmarks.line(logmarks.CMD, 1, 1, text=COMMAND),
+        *output,
+        logmarks.line(logmarks.END, "succeeded", 0, 1, text="buildit: stage succeeded (1 command)"),
+    ]
     assert lines == expected
     assert offsets == sorted(offsets) and len(set(offsets)) == len(offsets), offsets
     # Lines were delivered while the stage ran, not all at its end.
@@ -469,7 +476,7 @@ def test_stream_logs_follow_and_offset(client: Client, controller: Controller, w
     assert offsets[-1] == stage.log_size
 
     full = controller.log(_pipeline_id(controller, "slow"), run.number, "count")
-    assert full.splitlines() == expected
+    assert full.splitlines() == [COMMAND, *output]
     for skip in (1, 7, SLOW_LINES):
         offset = len("".join(line + "\n" for line in expected[:skip]).encode())
         rest = list(
@@ -597,7 +604,7 @@ def test_zombie_agent_writes_are_refused_after_its_lease_expired(
     )
     expected = "$ echo healthy run; sleep 2; echo done\nhealthy run\ndone\n"
     assert controller.log(pipeline, number, "only") == expected
-    assert stage["log_size"] == len(expected.encode())
+    assert stage["log_size"] == len(controller.raw_log(pipeline, number, "only").encode())
     assert controller.log(pipeline, number, "only", attempt=1) == "zombie attempt 1\n"
     # The late writes changed nothing.
     assert controller.run(pipeline, number) == settled

@@ -5,8 +5,10 @@ an agent.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ from agent.contract._gen import buildit_pb2_grpc as pb_grpc
 from tests.integration.fleet.harness import Agent, Controller, controller_with_agents, wait_for
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
+IDLE_S = 2.0
 
 
 @pytest.fixture
@@ -78,9 +81,13 @@ def test_retry_a_failed_stage_then_rerun_the_run(
     status, body, _ = controller.request("POST", f"{runs_path(pipeline, 99)}/stages/flaky/retry")
     assert status == 404, body
     assert controller.run(pipeline, number) == run
+    first_duration = run["duration_s"]
+    assert first_duration is not None and run["queued_s"] is not None
 
+    time.sleep(IDLE_S)  # before the retry: idle time, which the run's duration must not count
     status, body, _ = controller.request("POST", f"{runs_path(pipeline, number)}/stages/flaky/retry")
     assert status == 200, body
+    assert body["duration_s"] is None  # running again: known once it has finished
     assert body["number"] == number and body["status"] not in ("failed", "succeeded")
     retried = {s["name"]: s for s in body["stages"]}
     assert retried["flaky"]["attempt"] == 2 and retried["after"]["attempt"] == 1
@@ -94,6 +101,18 @@ def test_retry_a_failed_stage_then_rerun_the_run(
     assert "passed" not in controller.log(pipeline, number, "flaky", attempt=1)
     assert controller.log(pipeline, number, "flaky").splitlines()[-1] == "passed"
     assert controller.log(pipeline, number, "after").splitlines()[-1] == "after ran"
+    # Its duration is the time its stages ran: from start to end, less the idle time before the
+    # retry; the time the retried stages waited for the agent is apart.
+    wall = (
+        datetime.fromisoformat(run["finished_at"]) - datetime.fromisoformat(run["started_at"])
+    ).total_seconds()
+    assert first_duration < run["duration_s"] <= wall - IDLE_S, (first_duration, run["duration_s"], wall)
+    ran = [
+        (datetime.fromisoformat(s["finished_at"]) - datetime.fromisoformat(s["started_at"])).total_seconds()
+        for s in run["stages"]
+    ]
+    assert run["duration_s"] >= sum(ran) - 0.01  # "after" runs after "flaky": no overlap
+    assert run["queued_s"] is not None and run["queued_s"] >= 0
 
     # A succeeded stage cannot be retried, and the refusal changes nothing.
     status, body, _ = controller.request("POST", f"{runs_path(pipeline, number)}/stages/flaky/retry")

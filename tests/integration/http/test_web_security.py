@@ -238,7 +238,8 @@ def test_a_body_sent_in_parts_within_the_deadline_is_fine(controller: Controller
         ("/pipelines", UI_CSP),
         ("/pipelines/00000000-0000-0000-0000-000000000000", UI_CSP),  # the UI's not-found page
         ("/api/v1/pipelines", "default-src 'none'; frame-ancestors 'none'; sandbox"),
-        ("/no/such/route", "default-src 'none'; frame-ancestors 'none'; sandbox"),
+        ("/no/such/route", UI_CSP),  # a UI path naming nothing: the HTML not-found page
+        ("/api/v1/no/such/route", "default-src 'none'; frame-ancestors 'none'; sandbox"),
         ("/static/app.css", "default-src 'none'; frame-ancestors 'none'; sandbox"),
         ("/health", "default-src 'none'; frame-ancestors 'none'; sandbox"),
         ("/schema/openapi.json", "default-src 'none'; frame-ancestors 'none'; sandbox"),

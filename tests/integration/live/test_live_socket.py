@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from agent.contract import logmarks
 from controller.live.logfollow import LAG_BYTES, MESSAGE_BYTES
 from controller.live.outbox import MAX_MESSAGES
 from tests.integration.fleet.harness import Agent, Controller, wait_for
@@ -118,7 +119,8 @@ async def test_run_and_stage_updates_and_a_log_equal_to_the_stored_one(fleet: Co
     text, position = check_log_messages(seen, "b", 0)
     stored = stored_log(controller, pipeline, number, "build")
     assert text.encode("utf-8") == stored and position == len(stored)
-    assert text.endswith("20000\nnaïve ✓ 日本\n")
+    # The commands' output, then BuildIt's closing line (agent.contract.logmarks).
+    assert logmarks.plain(text).endswith("20000\nnaïve ✓ 日本\nbuildit: stage succeeded (1 command)\n")
 
 
 async def test_reconnecting_with_the_last_next_resumes_without_gap_or_duplicate(
@@ -242,7 +244,7 @@ async def test_bad_messages_get_a_clear_error_and_the_socket_stays_open(sqlite_f
         await send(ws, **log_request("ok", run_id, "s"))
         messages = await receive_until(ws, lambda m: m["type"] == "log_end")
     text, _ = check_log_messages(messages, "ok", 0)
-    assert text == "$ echo hi\nhi\n"
+    assert logmarks.plain(text) == "$ echo hi\nhi\nbuildit: stage succeeded (1 command)\n"
 
 
 async def test_the_fleet_page_sees_agents_as_the_api_shows_them_and_an_operator_drain_live(

@@ -9,8 +9,9 @@ from uuid import UUID
 
 from controller.orgs.services import ensure_default_org_and_tenant
 from controller.pipelines.services import create_pipeline
+from controller.pipelines.tables import Pipeline
 from controller.runs import listing as queries
-from controller.runs.tables import Run
+from controller.runs.tables import Run, StageRun
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
@@ -97,3 +98,65 @@ async def test_filter_choices(db: Any) -> None:
     tenant, api, web = await fixture_runs()
     assert await queries.branches(tenant) == ["feature/x", "main"]
     assert await queries.pipeline_names(tenant) == [(api, "api"), (web, "web")]
+
+
+async def add_stage(
+    org: UUID, tenant: UUID, run: UUID, index: int, name: str, status: str, times: tuple[int, int, int] | None
+) -> None:
+    """A stage of `run`; `times`: seconds after T0 it was queued, started and finished."""
+    at = [None, None, None] if times is None else [T0 + timedelta(seconds=s) for s in times]
+    await StageRun.insert(
+        StageRun(
+            id=uuid.uuid4(),
+            org=org,
+            tenant=tenant,
+            run=run,
+            name=name,
+            index=index,
+            status=status,
+            executor="local",
+            queued_at=at[0],
+            started_at=at[1],
+            finished_at=at[2],
+        )
+    )
+
+
+async def test_each_row_names_its_failed_stages_and_times_what_ran(db: Any) -> None:
+    tenant, api, _ = await fixture_runs()
+    org = (await Pipeline.select(Pipeline.org).where(Pipeline.id == api).first())["org"]
+    run = (await Run.select(Run.id).where((Run.pipeline == api) & (Run.number == 2)).first())["id"]
+    await add_stage(org, tenant, run, 0, "build", "succeeded", (0, 1, 11))
+    # Failed, then retried an hour later (waited 2 s for an agent, failed again after 5 s).
+    await add_stage(org, tenant, run, 1, "test", "failed", (3600, 3602, 3607))
+    await add_stage(org, tenant, run, 2, "lint", "timed_out", (11, 11, 20))
+    await add_stage(org, tenant, run, 3, "deploy", "skipped", None)
+    page = await queries.recent_runs(tenant, queries.RunFilter(status="failed", pipeline=api))
+    (row,) = page.runs
+    assert row["failed_stages"] == ["test", "lint"]  # in file order
+    timing = page.timings[row["id"]]
+    assert timing.duration_s == 24 and timing.queued_s == 3 and timing.running_since is None
+    assert (row["duration_s"], row["queued_s"]) == (24, 3)  # the run has finished
+    # A run without stage rows: nothing ran yet.
+    cancelled = await queries.recent_runs(tenant, queries.RunFilter(status="cancelled"))
+    other = cancelled.runs[0]
+    assert other["failed_stages"] == [] and cancelled.timings[other["id"]].duration_s is None
+    assert other["duration_s"] is None
+    # A run still running has no duration in the listing's JSON yet (the page's clock ticks).
+    running = (await queries.recent_runs(tenant, queries.RunFilter(status="running"))).runs[0]
+    assert (running["duration_s"], running["queued_s"]) == (None, None)
+
+
+async def test_last_runs_are_each_pipelines_newest(db: Any) -> None:
+    tenant, api, web = await fixture_runs()
+    # The counter numbers runs: set it as triggering would have.
+    await Pipeline.update({Pipeline.next_run_number: 4}).where(Pipeline.id == api)
+    await Pipeline.update({Pipeline.next_run_number: 2}).where(Pipeline.id == web)
+    unused = uuid.uuid4()
+    rows = await Pipeline.select().where(Pipeline.tenant == tenant)
+    rows.append({"id": unused, "next_run_number": 0})
+    last = await queries.last_runs(rows)
+    assert {pid: (r["number"], r["status"]) for pid, r in last.items()} == {
+        api: (4, "cancelled"),
+        web: (2, "pending"),
+    }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from agent.contract import logmarks
 from agent.contract.types import LogAck, LogChunk
 from agent.logs import LogShipper
 
@@ -232,7 +233,7 @@ async def test_memory_is_bounded_and_dropped_output_is_reported() -> None:
     shipper.add("a", "after")
     shipper.flush("a")
     notice, after = texts(await drain_outbox(shipper))
-    assert notice.startswith(f"buildit: {dropped} line(s) (")
+    assert notice.startswith(logmarks.line(logmarks.NOTE, text=f"buildit: {dropped} line(s) ("))
     assert after == "after"
     assert shipper.dropped_lines("a") == 0
 

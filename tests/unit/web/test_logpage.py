@@ -94,3 +94,73 @@ def test_line_counts_reuse_earlier_counts_and_stay_exact(tmp_path: Path) -> None
     assert logpage.count_lines(path, 2001) == 1000  # between checkpoints
     assert logpage.count_lines(path, 1) == 0
     assert logpage.count_lines(path, 10_000) == 2000  # past the end: what there is
+
+
+CLOSING = 'buildit: command 2 of 2 failed: "make test" exited with 1'
+
+
+def marked_log(path: Path) -> list[str]:
+    """A log with BuildIt's lines among output (agent.contract.logmarks); returns its lines."""
+    from agent.contract import logmarks
+
+    lines = [
+        logmarks.line(logmarks.NOTE, text="fetched abc123"),
+        logmarks.line(logmarks.CMD, 1, 2, text="$ make deps"),
+        *(f"dep {n}" for n in range(1, 40)),
+        # Output that looks like a marker, but not at a line's start, is output.
+        f"echo {logmarks.line(logmarks.CMD, 9, 9, text='$ fake')}",
+        logmarks.line(logmarks.CMD, 2, 2, text="$ make test"),
+        logmarks.line(logmarks.MORE, 2, 2, text="> second line"),
+        *(f"test {n}" for n in range(1, 40)),
+        logmarks.line(logmarks.END, "failed", 2, 2, text=CLOSING),
+    ]
+    path.write_bytes(("\n".join(lines) + "\n").encode())
+    return lines
+
+
+@pytest.mark.parametrize("chunk", [7, 64, 1024 * 1024])
+def test_marks_are_found_with_their_line_numbers_across_block_edges(
+    tmp_path: Path, chunk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(logpage, "CHUNK", chunk)
+    path = tmp_path / "marked.log"
+    lines = marked_log(path)
+    found = logpage.marks(path, path.stat().st_size)
+    assert [(m.line, m.kind, m.fields, m.text) for m in found] == [
+        (2, "cmd", ("1", "2"), "$ make deps"),
+        (43, "cmd", ("2", "2"), "$ make test"),
+        (84, "end", ("failed", "2", "2"), CLOSING),
+    ]
+    data = path.read_bytes()
+    for mark in found:  # offsets are where the lines start
+        assert data[mark.offset :].split(b"\n", 1)[0].decode() == lines[mark.line - 1]
+    # The page opens at the failed command's header.
+    assert logpage.opening_line(found) == 43
+
+
+def test_a_log_that_starts_with_a_command_and_succeeded_opens_at_its_tail(tmp_path: Path) -> None:
+    from agent.contract import logmarks
+
+    path = tmp_path / "ok.log"
+    path.write_bytes(
+        (
+            logmarks.line(logmarks.CMD, 1, 1, text="$ true")
+            + "\n"
+            + logmarks.line(logmarks.END, "succeeded", 0, 1, text="buildit: stage succeeded (1 command)")
+            + "\n"
+        ).encode()
+    )
+    found = logpage.marks(path, path.stat().st_size)
+    assert [(m.line, m.offset, m.kind) for m in found] == [(1, 0, "cmd"), (2, found[1].offset, "end")]
+    assert logpage.opening_line(found) is None
+    # Only what was stored counts: bytes past `size` are not read.
+    assert [m.kind for m in logpage.marks(path, found[1].offset)] == ["cmd"]
+
+
+def test_search_ignores_the_markers(tmp_path: Path) -> None:
+    path = tmp_path / "marked.log"
+    marked_log(path)
+    matches, _ = logpage.search(path, path.stat().st_size, "buildit;")
+    assert [m.line for m in matches] == []
+    matches, _ = logpage.search(path, path.stat().st_size, "make test")
+    assert next((m.line, m.text) for m in matches) == (43, "$ make test")

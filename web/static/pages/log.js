@@ -4,7 +4,12 @@
 // the window reaches the end of what is stored. ANSI colours are rendered by ansi_up (which
 // escapes HTML) as classes, under the page's CSP (see ansi.js). Timestamps are the browser's receive time of live lines; lines loaded from
 // history have none.
+// Sections: BuildIt's marked lines (logmarks.js) say where each command starts and how the stage
+// ended. Each line carries its command's number (data-sec); a header's button folds the lines of
+// its command; the list above the log links to each command, and a finished log that failed opens
+// at the header of the command that failed, marked.
 import { ClassAnsiUp as AnsiUp, paint } from "/static/ansi.js";
+import { parseMark, markClasses } from "/static/logmarks.js";
 
 const CAP = 5000;
 const PAGE = 1000;
@@ -31,6 +36,136 @@ let searchText = "";
 let ownTop = null; // where our own last scroll change put the view: not the user scrolling
 let lastTop = 0;
 
+// --- sections (one per command)
+const commands = new Map(); // command number -> {line, text, total}
+let ending = null; // the closing mark: {status, command, line}
+const folded = new Set(); // command numbers whose lines are hidden
+const sectionsEl = document.getElementById("log-sections");
+
+function learn(mark, line) {
+  if (mark.kind === "cmd") {
+    const index = Number(mark.fields[0]);
+    if (!commands.has(index)) {
+      commands.set(index, { line, text: mark.text, total: Number(mark.fields[1]) || 0 });
+      renderSections();
+    }
+  } else if (mark.kind === "end" && (!ending || ending.line !== line)) {
+    ending = { status: mark.fields[0], command: Number(mark.fields[1]) || 0, line };
+    renderSections();
+    markFailed();
+  }
+}
+/** The command a line belongs to: the last one that started at or before it (0: none yet). */
+function sectionAt(line) {
+  let best = 0, bestLine = 0;
+  for (const [index, c] of commands) if (c.line <= line && c.line >= bestLine) { best = index; bestLine = c.line; }
+  return best;
+}
+
+/** The header line of the command the stage failed (or timed out) in, if it did. */
+function failedLine() {
+  if (!ending || !["failed", "timed_out"].includes(ending.status)) return null;
+  const c = commands.get(ending.command);
+  return c ? c.line : null;
+}
+
+function markFailed() {
+  const line = failedLine();
+  const el = line && document.getElementById("L" + line);
+  if (el) el.classList.add("cmd-failed");
+}
+
+function sectionState(index) {
+  if (ending) {
+    if (ending.status === "succeeded" || index < ending.command) return "succeeded";
+    return index === ending.command ? ending.status : "succeeded";
+  }
+  return index === Math.max(...commands.keys()) ? "running" : "succeeded";
+}
+
+const ICONS = { succeeded: "✓", failed: "✗", timed_out: "⏱", running: "◐", cancelled: "⊘", error: "!" };
+
+function renderSections() {
+  if (!commands.size) { sectionsEl.hidden = true; return; }
+  const list = sectionsEl.querySelector("ol");
+  list.textContent = "";
+  let total = 0;
+  for (const index of [...commands.keys()].sort((a, b) => a - b)) {
+    const c = commands.get(index);
+    total = Math.max(total, c.total);
+    const state = sectionState(index);
+    const li = document.createElement("li");
+    li.dataset.command = String(index);
+    li.dataset.state = state;
+    const a = document.createElement("a");
+    a.href = "#L" + c.line;
+    const icon = document.createElement("span");
+    icon.className = "sec-icon";
+    icon.setAttribute("aria-hidden", "true");
+    icon.textContent = ICONS[state] || "•";
+    const text = document.createElement("span");
+    text.textContent = c.text;
+    a.append(icon, " ", text);
+    a.setAttribute("aria-label", "Command " + index + " (" + state.replace("_", " ") + "): " + c.text);
+    // Folds the command's lines even when its header is not among the lines loaded.
+    const fold = document.createElement("button");
+    fold.type = "button";
+    fold.className = "fold small";
+    fold.dataset.command = String(index);
+    fold.setAttribute("aria-expanded", String(!folded.has(index)));
+    fold.setAttribute("aria-label", (folded.has(index) ? "Expand" : "Collapse") + " command " + index);
+    fold.textContent = folded.has(index) ? "▸" : "▾";
+    li.append(fold, a);
+    list.append(li);
+  }
+  const started = Math.max(...commands.keys());
+  if (ending && total > started) {
+    const li = document.createElement("li");
+    li.className = "muted";
+    li.dataset.state = "not_run";
+    li.textContent = (total - started) + " more command" + (total - started === 1 ? "" : "s") + " not run";
+    list.append(li);
+  }
+  sectionsEl.hidden = false;
+}
+
+function foldLabel(index, isFolded) {
+  const c = commands.get(index);
+  return (isFolded ? "Expand" : "Collapse") + " command " + index + (c ? ": " + c.text : "");
+}
+
+function setFolded(index, fold) {
+  if (fold) folded.add(index); else folded.delete(index);
+  renderSections();
+  for (const el of logEl.querySelectorAll('.line[data-sec="' + index + '"]')) {
+    if (el.classList.contains("cmd")) {
+      const button = el.querySelector("button.fold");
+      button.setAttribute("aria-expanded", String(!fold));
+      button.setAttribute("aria-label", foldLabel(index, fold));
+      button.textContent = fold ? "▸" : "▾";
+    } else {
+      el.classList.toggle("folded", fold);
+    }
+  }
+}
+
+for (const m of JSON.parse(data.marks || "[]")) learn(m, m.line);
+
+logEl.addEventListener("click", (ev) => {
+  const button = ev.target.closest("button.fold");
+  if (!button) return;
+  const index = Number(button.closest(".line").dataset.sec);
+  setFolded(index, !folded.has(index));
+});
+sectionsEl.addEventListener("click", (ev) => {
+  const button = ev.target.closest("button.fold");
+  if (!button) return;
+  const index = Number(button.dataset.command);
+  setFolded(index, !folded.has(index));
+  const again = sectionsEl.querySelector('button.fold[data-command="' + index + '"]');
+  if (again) again.focus();
+});
+
 function setScroll(top) {
   logEl.scrollTop = top;
   ownTop = lastTop = logEl.scrollTop;
@@ -38,11 +173,12 @@ function setScroll(top) {
 
 const byteLength = (s) => encoder.encode(s).length;
 
-function lineElement(number, start, html, stamp) {
+function lineElement(number, start, html, stamp, sec, mark) {
   const el = document.createElement("div");
-  el.className = "line";
+  el.className = ["line", ...markClasses(mark)].join(" ");
   el.id = "L" + number;
   el.dataset.start = String(start);
+  el.dataset.sec = String(sec);
   const ln = document.createElement("a");
   ln.className = "ln";
   ln.href = "#L" + number;
@@ -55,7 +191,20 @@ function lineElement(number, start, html, stamp) {
   tx.className = "tx";
   tx.innerHTML = html;
   paint(tx);
-  el.append(ln, ts, tx);
+  el.append(ln, ts);
+  if (mark && mark.kind === "cmd") {
+    const fold = document.createElement("button");
+    fold.type = "button";
+    fold.className = "fold";
+    fold.setAttribute("aria-expanded", String(!folded.has(sec)));
+    fold.setAttribute("aria-label", foldLabel(sec, folded.has(sec)));
+    fold.textContent = folded.has(sec) ? "▸" : "▾";
+    el.append(fold);
+    if (number === failedLine()) el.classList.add("cmd-failed");
+  } else if (folded.has(sec) && sec > 0) {
+    el.classList.add("folded");
+  }
+  el.append(tx);
   if (searchText && tx.textContent.toLowerCase().includes(searchText)) el.classList.add("match");
   return el;
 }
@@ -72,18 +221,35 @@ function build(text, start, firstNumber, converter, stamp, continuePartial) {
   let offset = start;
   let number = firstNumber;
   let last = null;
+  let sec = continuePartial ? Number(continuePartial.dataset.sec) : sectionAt(firstNumber);
   for (let i = 0; i < parts.length; i++) {
     const seg = parts[i];
     const final = i === parts.length - 1;
     if (final && seg === "") { last = null; break; }
-    const html = converter.ansi_to_html(seg);
     if (i === 0 && continuePartial) {
-      const tx = continuePartial.querySelector(".tx");
-      tx.insertAdjacentHTML("beforeend", html);
-      paint(tx);
-      last = continuePartial;
+      const raw = (continuePartial.raw || "") + seg;
+      const mark = parseMark(raw);
+      if (mark) {
+        // A marked line that arrived in two parts: render it again, whole.
+        if (mark.kind === "cmd") sec = Number(mark.fields[0]);
+        learn(mark, number);
+        last = lineElement(number, Number(continuePartial.dataset.start), converter.ansi_to_html(mark.text), stamp, sec, mark);
+        continuePartial.replaceWith(last);
+      } else {
+        const tx = continuePartial.querySelector(".tx");
+        tx.insertAdjacentHTML("beforeend", converter.ansi_to_html(seg));
+        paint(tx);
+        last = continuePartial;
+      }
+      last.raw = raw;
     } else {
-      last = lineElement(number, offset, html, stamp);
+      const mark = parseMark(seg);
+      if (mark) {
+        if (mark.kind === "cmd") sec = Number(mark.fields[0]);
+        learn(mark, number);
+      }
+      last = lineElement(number, offset, converter.ansi_to_html(mark ? mark.text : seg), stamp, sec, mark);
+      last.raw = seg;
       frag.append(last);
     }
     offset += byteLength(seg) + (final ? 0 : 1);
@@ -182,11 +348,19 @@ function startLive() {
       status();
     },
     onReload() {
-      // We fell too far behind a fast stage: show the tail again and follow from there.
+      // We fell too far behind a fast stage: show the tail again and follow from there (the
+      // commands that started in the skipped part are asked for again).
+      refreshMarks();
       loadTail();
     },
   });
   window.BuildItLive.start();
+}
+
+async function refreshMarks() {
+  const resp = await fetch(data.marksUrl);
+  if (!resp.ok) return;
+  for (const m of (await resp.json()).marks) learn(m, m.line);
 }
 
 /** Replace the window with `page` (tail or around a line). */
@@ -352,12 +526,30 @@ window.BuildItLive.on("stage", (m) => {
 window.BuildItLive.watch("run", { run_id: data.runId });
 window.BuildItLive.start();
 
+/** Open at the header of the command the stage failed in, marked, at the top of the view. */
+async function openAtFailure(line) {
+  busy = true;
+  try {
+    following = false;
+    show(await fetchPage({ line: line, count: PAGE }));
+    const el = document.getElementById("L" + line);
+    if (el) {
+      el.classList.add("cmd-failed");
+      el.scrollIntoView({ block: "start" });
+      ownTop = lastTop = logEl.scrollTop;
+    }
+  } finally { busy = false; status(); }
+}
+
 finished = ["succeeded", "failed", "cancelled", "skipped", "timed_out", "error"].includes(data.stageStatus);
 window.BuildItLog = {
   state: () => ({
     lines: count(), first: firstEl() ? Number(firstEl().id.slice(1)) : null,
     last: logEl.lastElementChild ? Number(logEl.lastElementChild.id.slice(1)) : null,
-    atEnd, live, following, endOffset,
+    atEnd, live, following, endOffset, failedLine: failedLine(), sections: commands.size,
   }),
 };
-if (!applyHash()) loadTail();
+if (!applyHash()) {
+  if (data.openLine) openAtFailure(Number(data.openLine));
+  else loadTail();
+}
