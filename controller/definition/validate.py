@@ -103,8 +103,8 @@ def _validate(source: str, filename: str) -> tuple[Pipeline | None, list[Diagnos
                     )
         elif node.name == "queue-timeout":
             if queue_timeout_node is not None:
-                first = queue_timeout_node.line
-                out.node(node, f"'queue-timeout' is given twice (first on line {first})", "keep one")
+                line = queue_timeout_node.line
+                out.node(node, f"'queue-timeout' is given twice (first on line {line})", "keep one")
                 continue
             queue_timeout_node = node
             if check_shape(node, rule, " at the top level", out, allow_block=False):

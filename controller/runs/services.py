@@ -77,6 +77,7 @@ def run_json(row: dict[str, Any], stages: list[dict[str, Any]] | None = None) ->
         "created_at": _iso(row["created_at"]),
         "started_at": _iso(row["started_at"]),
         "finished_at": _iso(row["finished_at"]),
+        "waiting_reason": row["waiting_reason"],
     }
     if stages is not None:
         out["stages"] = stages
@@ -100,6 +101,7 @@ def stage_json(row: dict[str, Any], agent_names: dict[Any, str]) -> dict[str, An
         "started_at": _iso(row["started_at"]),
         "finished_at": _iso(row["finished_at"]),
         "log_size": row["log_size"],
+        "waiting_reason": row["waiting_reason"],
     }
 
 
@@ -174,6 +176,7 @@ def record_of_new_run(
         "created_at": run.created_at,
         "started_at": run.started_at,
         "finished_at": run.finished_at,
+        "waiting_reason": run.waiting_reason,
     }
     stages = [
         {
@@ -191,6 +194,7 @@ def record_of_new_run(
             "started_at": s.started_at,
             "finished_at": s.finished_at,
             "log_size": s.log_size,
+            "waiting_reason": s.waiting_reason,
         }
         for s in run.stages.values()
     ]

@@ -6,7 +6,13 @@ from typing import Any
 
 import pytest
 
-from controller.definition.model import DEFAULT_QUEUE_TIMEOUT_S, Diagnostic, Location, Pipeline, PipelineInvalid
+from controller.definition.model import (
+    DEFAULT_QUEUE_TIMEOUT_S,
+    Diagnostic,
+    Location,
+    Pipeline,
+    PipelineInvalid,
+)
 from controller.definition.validate import MAX_RETRIES, parse_duration, validate
 from controller.definition.validate import load as load_pipeline
 
