@@ -38,7 +38,10 @@ def explain(stage: StageState, agents: Iterable[AgentConn]) -> str:
     Checked in the order a person would fix it: an agent for this tenant at all, one with what the
     stage asks for (labels, executor), one connected, one not draining, a free slot.
     """
-    serving = [a for a in agents if a.serves(stage.org, stage.tenant)]
+    fleet = list(agents)
+    if not fleet:
+        return "no agent is registered: start one with `buildit agent` (the controller's banner shows how)"
+    serving = [a for a in fleet if a.serves(stage.org, stage.tenant)]
     if not serving:
         return (
             "no agent serves this tenant: register one with a registration token of this tenant "
