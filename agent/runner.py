@@ -202,7 +202,8 @@ class Agent:
                 self._hide_credentials()
                 await self._session.authenticate()
                 self._hide_credentials()
-                self._deliver_kept()
+                if not self._draining:
+                    self._deliver_kept()
             except AgentExit as exc:
                 self._exit = exc
             if self._exit is None and not self._draining:
