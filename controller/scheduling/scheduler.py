@@ -5,7 +5,8 @@ rules are decided by the pure functions of `planning`, the result is written thr
 (one transaction per operation) and only then announced (to agents on their lease streams, to
 watchers on the event bus), so nothing a user or an agent was told is lost when the controller
 dies. Nothing polls: a stage that becomes ready is matched against the agents' open lease streams
-at once, and a single timer task sleeps until the earliest lease, timeout or cancel deadline.
+at once, and a single timer task sleeps until the earliest lease, timeout or cancel deadline, queue
+timeout, or the moment a waiting stage is due an explanation (`waiting`).
 
 Why one module past 500 lines: it is one concept, the lock. Every method here is an operation on
 the same in-memory state under it, and splitting them would only spread that invariant thin.
@@ -728,7 +729,8 @@ class Scheduler:
             return seq, False
 
     async def check_deadlines(self) -> None:
-        """Handle every lease, timeout and cancel deadline that has passed by the clock now.
+        """Handle every lease, timeout, cancel and queue deadline that has passed by the clock now,
+        and explain the stages that have waited long enough.
 
         The timer task does this when the earliest deadline comes; tests that move their clock by
         hand call it to see what the timer would do.
@@ -924,7 +926,8 @@ class Scheduler:
         self._wake.set()
 
     async def _expire_due(self) -> datetime | None:
-        """Handle every deadline that passed; return the next one (None when there is none)."""
+        """Handle every deadline that passed and explain waiting stages that are due; return when
+        the timer is next needed (None when nothing is due)."""
         current = self.clock()
         upcoming: datetime | None = None
         for stage in list(self.by_lease.values()):
