@@ -27,6 +27,10 @@ if TYPE_CHECKING:  # the server stack is imported only by the commands that run 
     AfterStart = Callable[[Running, StopSignals], Awaitable[None]]
 
 
+#: Exit status after Ctrl-C during the start (as a shell reports a process ended by SIGINT).
+EXIT_INTERRUPTED = 130
+
+
 def _controller_settings(args: argparse.Namespace) -> ControllerSettings:
     from controller.settings import ControllerSettings
 
@@ -110,6 +114,9 @@ def cmd_controller(args: argparse.Namespace) -> int:
 
     try:
         code = asyncio.run(_serve_until_signal(settings, announce))
+    except KeyboardInterrupt:  # Ctrl-C while it was starting, before the stop handlers were in place
+        print("buildit: interrupted while starting", file=sys.stderr)
+        code = EXIT_INTERRUPTED
     except Exception as exc:
         if _refused_start(exc):
             print(f"buildit: error: {exc}", file=sys.stderr)
@@ -245,6 +252,9 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     try:
         code = asyncio.run(_serve_until_signal(settings, with_agent))
+    except KeyboardInterrupt:  # Ctrl-C while it was starting, before the stop handlers were in place
+        print("buildit: interrupted while starting", file=sys.stderr)
+        code = EXIT_INTERRUPTED
     except Exception as exc:
         if not _refused_start(exc):
             raise
