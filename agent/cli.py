@@ -105,6 +105,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="MODE",
         help=f"Docker network mode for stage containers (env {ENV['network']}; default bridge)",
     )
+    parser.add_argument(
+        "--report-wait",
+        metavar="SECONDS",
+        help="when stopping: how long to wait for an unreachable controller to take the stages' "
+        "results before keeping them in the state dir for the next start "
+        f"(env {ENV['report_wait']}; default 60)",
+    )
 
 
 def _fail(message: str) -> None:
@@ -150,6 +157,7 @@ def run(args: argparse.Namespace) -> int:
             work_dir=getattr(args, "work_dir", None),
             containment=getattr(args, "containment", None),
             run_as=getattr(args, "run_as", None),
+            report_wait=getattr(args, "report_wait", None),
         )
     except ValueError as exc:
         _fail(f"error: {exc}")

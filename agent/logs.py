@@ -216,6 +216,34 @@ class LogShipper:
         lease.pending_memory = lease.unacked_memory = 0
         lease.progress.set()
 
+    def unsent(self, lease_id: str) -> tuple[LogChunk, ...]:
+        """Every chunk of the lease the controller has not acknowledged, queued lines cut first.
+
+        What a stopping agent keeps for its next start (see agent.pending), masked already.
+        """
+        lease = self._leases.get(lease_id)
+        if lease is None or lease.gone:
+            return ()
+        self.flush(lease_id)
+        return tuple(item.chunk for item in lease.unacked)
+
+    def restore(self, lease_id: str, chunks: tuple[LogChunk, ...]) -> None:
+        """Open a lease's log with chunks kept by an earlier process of this agent, to send again.
+
+        They keep their sequence numbers: the controller stores what it lacks and acknowledges
+        what it has (a chunk it got before the acknowledgement was lost is not stored twice).
+        """
+        self.open(lease_id)
+        lease = self._leases[lease_id]
+        if not chunks:
+            return
+        lease.acked_seq = chunks[0].seq - 1
+        lease.next_seq = chunks[-1].seq + 1
+        for chunk in chunks:
+            lease.unacked.append(_Chunk(chunk, 0))
+            self._outbox.append((lease_id, chunk.seq))
+        self._ready.set()
+
     def unacked(self, lease_id: str) -> int:
         """How many chunks of the lease wait for an acknowledgement (0 for an unknown lease)."""
         lease = self._leases.get(lease_id)

@@ -43,22 +43,26 @@ import os
 import shutil
 import socket
 from collections.abc import Coroutine
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from agent import __version__
 from agent.client import ControllerClient
 from agent.contract.logformat import about, bind_stage
-from agent.contract.types import CancelReason, StageLease
+from agent.contract.types import CancelReason, StageLease, StageSpec
 from agent.errors import AgentExit
 from agent.executors.registry import Executors
 from agent.git.fetch import CACHE_DIR, HOME_DIR, GitFetcher
 from agent.leases import LeaseLoops
 from agent.logs import LogShipper
 from agent.logstream import LogStreamLoop
+from agent.pending import PENDING_FILE, PendingReport, forget_pending, load_pending
+from agent.reporting import ReportBound
 from agent.session import Session
 from agent.settings import AgentSettings, check_layout
 from agent.stage import ACK_TIMEOUT_S, Stage, StageRunner
+from agent.state import StateError
 
 __all__ = ["Agent"]
 
@@ -88,6 +92,9 @@ class Agent:
         self._leases = LeaseLoops(self._session, self)
         #: Fills the workspaces of stages that name a source (shared, so the git cache is too).
         self.git = GitFetcher(settings.work_root)
+        self._bound = ReportBound(
+            settings.report_wait_s, address=self._session.address, state_dir=settings.state_dir
+        )
         self._runner = StageRunner(
             session=self._session,
             shipper=self._shipper,
@@ -99,6 +106,7 @@ class Agent:
             lose=self.lose,
             cancel=self.cancel,
             ack_timeout_s=ack_timeout_s,
+            bound=self._bound,
         )
         # Streams carry the token from when they were opened: reopen them after a re-registration.
         self._session.on_new_token(self._leases.close_stream)
@@ -147,6 +155,7 @@ class Agent:
         if self._draining:
             return
         self._draining = True
+        self._bound.stopping()
         log.info(
             "draining (%s): taking no new leases, finishing %d running stage(s)",
             reason,
@@ -156,18 +165,24 @@ class Agent:
         self._leases.heartbeat_soon()
         self._check_drained()
 
-    def stop(self) -> None:
-        """Kill running stages without reporting them (their leases expire and get retried)."""
+    def stop(self, outcome: str = "their leases will expire") -> None:
+        """Kill running stages without reporting them (their leases expire and get retried).
+
+        `outcome` says in the log what becomes of them (an embedding controller may record them
+        itself, see controller.cli.stopping).
+        """
         if self._aborting:
             return
         self._aborting = True
         self._draining = True
-        running = self.running_lease_ids
+        self._bound.abort()
+        running = [s for s in self._stages.values() if not s.lost and s.reporting_since is None]
         if running:
-            log.warning("stopping now: killing %d running stage(s); their leases will expire", len(running))
-        for stage in self._stages.values():
+            log.warning("stopping now: killing %d running stage(s); %s", len(running), outcome)
+        for stage in running:
             stage.lost = True
             stage.cancel.set()
+        # Stages that finished report if the controller answers now, else keep their result.
         self._leases.close_stream()
         self._check_drained()
 
@@ -188,6 +203,8 @@ class Agent:
                 self._hide_credentials()
                 await self._session.authenticate()
                 self._hide_credentials()
+                if not self._draining:
+                    self._deliver_kept()
             except AgentExit as exc:
                 self._exit = exc
             if self._exit is None and not self._draining:
@@ -206,6 +223,14 @@ class Agent:
             os.close(lock)
         if self._exit is not None:
             raise self._exit
+        kept = self._bound.kept
+        if kept:
+            path = self.settings.state_dir / PENDING_FILE
+            raise AgentExit(
+                1,
+                f"stopped with {kept} stage result(s) the controller at {self._session.address} did not "
+                f"take: kept in {path}, reported at the next start",
+            )
         if self._aborting:
             raise AgentExit(1, "stopped before running stages finished; their leases will be retried")
         return 0
@@ -254,6 +279,41 @@ class Agent:
             self._stages.pop(stage.lease_id, None)
             self._check_drained()
 
+    def _deliver_kept(self) -> None:
+        """Report again the results an earlier stop of this agent kept (see agent.pending).
+
+        Each is held as a lease until the controller took it: the Lease stream lists it, so the
+        controller keeps the lease rather than running the stage again.
+        """
+        try:
+            kept = [
+                k for k in load_pending(self.settings.state_dir) if k.controller == self.settings.controller
+            ]
+        except StateError as exc:
+            raise AgentExit(2, str(exc)) from None
+        if kept:
+            log.info("reporting %d stage result(s) kept when this agent last stopped", len(kept))
+        for report in kept:
+            lease = StageLease(
+                report.lease_id,
+                report.run_id,
+                report.stage_run_id,
+                report.attempt,
+                datetime.now(UTC),
+                StageSpec(name=report.stage, index=0, commands=()),
+            )
+            stage = Stage(lease)
+            self._stages[lease.lease_id] = stage
+            stage.task = self._spawn(self._deliver(stage, report))
+
+    async def _deliver(self, stage: Stage, report: PendingReport) -> None:
+        try:
+            if await self._runner.deliver(stage, report):
+                await asyncio.to_thread(forget_pending, self.settings.state_dir, report.lease_id)
+        finally:
+            self._stages.pop(stage.lease_id, None)
+            self._check_drained()
+
     def _check_drained(self) -> None:
         if self._draining and not self._stages:
             self._done.set()
@@ -290,6 +350,8 @@ class Agent:
         """Stop the loops, kill what still runs (reporting nothing), say goodbye, close the channel."""
         if self._stages and (self._exit is not None or self._aborting):
             for stage in self._stages.values():
+                if self._exit is None and stage.reporting_since is not None:
+                    continue  # finished: it reports, or keeps its result, within moments
                 stage.lost = True
                 stage.cancel.set()
         stage_tasks = [s.task for s in self._stages.values() if s.task is not None]

@@ -23,6 +23,7 @@ from agent.tls import TLS_SCHEME, read_ca_file
 
 __all__ = [
     "DEFAULT_CAPACITY",
+    "DEFAULT_REPORT_WAIT_S",
     "DEFAULT_STATE_DIR",
     "ENV",
     "AgentSettings",
@@ -40,6 +41,8 @@ _EXECUTOR_CHOICES: Final = get_args(ExecutorChoice)
 DEFAULT_CAPACITY: Final = 2
 DEFAULT_STATE_DIR: Final = Path(".buildit-agent")
 DEFAULT_NETWORK: Final = "bridge"
+#: Seconds a stopping agent waits for an unreachable controller to take its stages' results.
+DEFAULT_REPORT_WAIT_S: Final = 60.0
 
 #: Setting name -> environment variable consulted when the flag is not given.
 ENV: Final[Mapping[str, str]] = {
@@ -55,6 +58,7 @@ ENV: Final[Mapping[str, str]] = {
     "run_as": "BUILDIT_AGENT_RUN_AS",
     "network": "BUILDIT_AGENT_NETWORK",
     "ca_file": "BUILDIT_CA_FILE",
+    "report_wait": "BUILDIT_AGENT_REPORT_WAIT",
 }
 
 # Label keys and values travel to the controller and are matched against stage labels; keep them to a
@@ -92,6 +96,9 @@ class AgentSettings:
     containment: Containment = "auto"
     #: The user local stages run as ("": the agent's own; see agent.executors.users).
     run_as: str = ""
+    #: Once stopping: how long to wait for an unreachable controller to take the stages' results
+    #: before keeping them in the state dir for the next start (agent.reporting).
+    report_wait_s: float = DEFAULT_REPORT_WAIT_S
 
     @property
     def work_root(self) -> Path:
@@ -114,6 +121,7 @@ class AgentSettings:
         work_dir: str | Path | None = None,
         containment: str | None = None,
         run_as: str | None = None,
+        report_wait: str | float | None = None,
         env: Mapping[str, str] | None = None,
     ) -> AgentSettings:
         """Settings from flag values (None = not given) falling back to `env` (default: os.environ).
@@ -164,6 +172,7 @@ class AgentSettings:
             work_dir=resolved_work,
             containment=_parse_containment(pick("containment", containment)),
             run_as=_parse_run_as(pick("run_as", run_as)),
+            report_wait_s=_parse_report_wait(pick("report_wait", report_wait)),
         )
 
 
@@ -284,6 +293,18 @@ def _parse_containment(value: str | None) -> Containment:
     if choice not in CONTAINMENTS:
         raise ValueError(f"containment {value!r} must be one of {', '.join(CONTAINMENTS)}")
     return cast(Containment, choice)
+
+
+def _parse_report_wait(value: str | None) -> float:
+    if value is None:
+        return DEFAULT_REPORT_WAIT_S
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        raise ValueError(f"report wait {value!r} must be a number of seconds, e.g. 60") from None
+    if not 0 <= seconds <= 86400 or seconds != seconds:
+        raise ValueError(f"report wait {value!r} must be between 0 and 86400 seconds")
+    return seconds
 
 
 def _parse_run_as(value: str | None) -> str:

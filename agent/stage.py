@@ -19,6 +19,13 @@
 * **Writes** – retried while the controller is unreachable; a LEASE_GONE answer (see
   `agent.client.classify`) stops the stage and sends nothing more; a refused RUNNING report (FATAL)
   ends it in ERROR before its commands; a refused final status is given up (the lease expires).
+* **Stopping** – a result that cannot be reported says so in the log; once the agent is stopping
+  it waits `--report-wait` for an unreachable controller, then keeps the result (logs and status)
+  in the state dir (`agent.reporting`, `agent.pending`); `deliver` reports such a result at the
+  next start.
+
+Why one module past 500 lines: it is one concept, an attempt from its lease to its report (or the
+loss of its lease); the reporting half shares the fencing and retry rules of every write above.
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from agent.artifacts import ArtifactTransfer
-from agent.backoff import Backoff
+from agent.backoff import Backoff, sleep_unless
 from agent.client import FailureKind, RpcFailure, classify
 from agent.contract import logmarks
 from agent.contract.logformat import StageRef, about, stage_ref
@@ -49,6 +56,8 @@ from agent.git.fetch import GitFetcher, GitFetchError, redact_url
 from agent.logs import LogShipper
 from agent.logstream import LogStreamLoop
 from agent.masking import MIN_SECRET_CHARS, Masker, PieceMasker
+from agent.pending import PendingReport
+from agent.reporting import ReportBound
 from agent.session import Session
 
 __all__ = ["ACK_TIMEOUT_S", "Stage", "StageRunner"]
@@ -77,6 +86,13 @@ class Stage:
     task: asyncio.Task[None] | None = None
     #: What log lines about this stage name (pipeline, run, stage, attempt, lease).
     ref: StageRef = field(init=False)
+    #: When (loop time) it began to report its result, and which; None while it runs.
+    reporting_since: float | None = None
+    result: StageStatus | None = None
+    #: When (loop time) it began to report itself running.
+    admission_since: float | None = None
+    #: What the log said about a controller it cannot report to (see ReportBound.note_unreachable).
+    noted: str = ""
 
     def __post_init__(self) -> None:
         self.ref = stage_ref(self.lease)
@@ -103,6 +119,13 @@ class _Refused:
     failure: RpcFailure
 
 
+class _GaveUp:
+    """A write given up: the agent is stopping and the controller stayed unreachable too long."""
+
+
+_GAVE_UP: Final = _GaveUp()
+
+
 class StageRunner:
     """Runs the attempts of the agent's stages, at most `capacity` at once.
 
@@ -124,6 +147,7 @@ class StageRunner:
         lose: Callable[[str, str], None],
         cancel: Callable[[str, CancelReason, str], None],
         ack_timeout_s: float = ACK_TIMEOUT_S,
+        bound: ReportBound | None = None,
     ) -> None:
         self._session = session
         self._shipper = shipper
@@ -136,6 +160,7 @@ class StageRunner:
         self._cancel = cancel
         self._ack_timeout_s = ack_timeout_s
         self._artifacts = ArtifactTransfer(session, lose)
+        self._bound = bound if bound is not None else ReportBound()
 
     async def run(self, stage: Stage) -> None:
         """One attempt of a leased stage, from RUNNING to its final status (or the loss of its lease).
@@ -145,7 +170,7 @@ class StageRunner:
         """
         lease_id = stage.lease_id
         extender: asyncio.Task[None] | None = None
-        report: asyncio.Future[StageStatus | _Refused | None] | None = None
+        report: asyncio.Future[StageStatus | _Refused | _GaveUp | None] | None = None
         try:
             async with self._slots:
                 if stage.lost:
@@ -154,11 +179,14 @@ class StageRunner:
                 if not stage.cancel.is_set():
                     started_at = _now()
                     running = StageUpdate(lease_id, StageStatus.RUNNING, started_at=started_at)
+                    stage.admission_since = asyncio.get_running_loop().time()
                     # Reported while the workspace is prepared (a fetch takes longer than the round
                     # trip), and awaited before any command runs: a refused report still means the
                     # stage's commands never start.
                     report = asyncio.ensure_future(
-                        self._lease_call(stage, lambda: self._session.client.update_stage(running))
+                        self._lease_call(
+                            stage, lambda: self._session.client.update_stage(running), bounded=True
+                        )
                     )
                 extender = asyncio.create_task(self._extend_loop(stage))
                 # The agent's credentials are masked too: no stage output carries them to a log.
@@ -172,16 +200,14 @@ class StageRunner:
                 self._shipper.open(lease_id, masker)
                 output = _StageOutput(self._shipper, lease_id, masker)
                 result = self._final_result(stage, await self._execute(stage, masker, output, report))
-                if report is not None:
-                    await report  # the final update must not overtake the running one
+                stage.reporting_since = asyncio.get_running_loop().time()
+                stage.result = result.status
                 if stage.lost:
                     return
-                # Names the command it ended in; masked before it is cut to a quote.
+                # Names the command it ended in; masked before it is cut to a quote. The closing
+                # line goes to the log now; `_report` sends it with the rest before the status.
                 message = masker(outcome_message(result, stage.lease.spec.commands, masker))
                 output.end(result, len(stage.lease.spec.commands), message)
-                await self._wait_logs(stage)
-                if stage.lost:
-                    return
                 update = StageUpdate(
                     lease_id,
                     result.status,
@@ -190,12 +216,12 @@ class StageRunner:
                     started_at=started_at,
                     finished_at=_now(),
                 )
-                sent = await self._lease_call(stage, lambda: self._session.client.update_stage(update))
-                if isinstance(sent, _Refused):
-                    # Nothing more can be said about it: the lease expires and the controller retries it.
-                    log.error("the controller refused the stage's final status: %s", sent.failure)
-                elif not stage.lost:
-                    log.info("stage %s", result.status)
+                if report is not None and isinstance(await report, _GaveUp):
+                    # The final update must not overtake the running one: both wait for next time.
+                    if not stage.lost:
+                        self._keep(stage, update)
+                    return
+                await self._report(stage, update)
         except (AgentExit, asyncio.CancelledError):
             raise
         except Exception:
@@ -216,7 +242,7 @@ class StageRunner:
         stage: Stage,
         masker: Masker,
         on_output: _StageOutput,
-        admitted: Awaitable[StageStatus | _Refused | None] | None = None,
+        admitted: Awaitable[StageStatus | _Refused | _GaveUp | None] | None = None,
     ) -> ExecutionResult:
         """Run the stage in a fresh workspace: sources and needed artifacts in, commands, artifacts out.
 
@@ -255,6 +281,16 @@ class StageRunner:
                 recorded = await admitted
                 if stage.lost:
                     return ExecutionResult(StageStatus.CANCELLED, message="lease lost before it ran")
+                if isinstance(recorded, _GaveUp):
+                    # Its commands never ran: nothing to keep. Its lease expires and the controller
+                    # leases it again, as for any agent that went away.
+                    log.warning(
+                        "lease %s: the controller did not record it running before the agent stopped; "
+                        "it is left to the controller to run again",
+                        lease_id,
+                    )
+                    stage.lost = True
+                    return ExecutionResult(StageStatus.CANCELLED, message="the agent stopped")
                 if isinstance(recorded, _Refused):
                     message = f"the controller refused to record the stage running: {recorded.failure}"
                     say(f"error: {message}")
@@ -339,21 +375,107 @@ class StageRunner:
             return dataclasses.replace(result, message=stage.cancel_message)
         return result
 
-    async def _wait_logs(self, stage: Stage) -> None:
-        """Wait until every log chunk of the lease is acknowledged (bounded while connected)."""
+    async def _report(self, stage: Stage, update: StageUpdate) -> None:
+        """Send a finished stage's logs, then its final status; keep them if the stop cuts that short."""
+        if stage.lost:
+            return
+        if not await self._wait_logs(stage):
+            if not stage.lost:
+                self._keep(stage, update)
+            return
+        sent = await self._lease_call(stage, lambda: self._session.client.update_stage(update), bounded=True)
+        if isinstance(sent, _GaveUp):
+            self._keep(stage, update)
+        elif isinstance(sent, _Refused):
+            # Nothing more can be said about it: the lease expires and the controller retries it.
+            log.error("the controller refused the stage's final status: %s", sent.failure)
+        elif not stage.lost:
+            log.info("stage %s", update.status)
+
+    async def deliver(self, stage: Stage, kept: PendingReport) -> bool:
+        """Report a result an earlier process of this agent kept (see agent.pending).
+
+        True when it is settled (taken by the controller, or no longer this agent's to report);
+        False when it is still to be reported (the agent stopped again first).
+        """
+        self._shipper.restore(stage.lease_id, kept.chunks)
+        stage.reporting_since = asyncio.get_running_loop().time()
+        stage.result = kept.update.status
+        try:
+            if await self._wait_logs(stage):
+                update = kept.update
+                sent = await self._lease_call(
+                    stage, lambda: self._session.client.update_stage(update), bounded=True
+                )
+                if isinstance(sent, _GaveUp):
+                    return False
+                if isinstance(sent, _Refused):
+                    log.error(
+                        "lease %s: the controller refused the kept result: %s", stage.lease_id, sent.failure
+                    )
+                elif not stage.lost:
+                    log.info(
+                        "lease %s: %s (kept since the agent last stopped)", stage.lease_id, update.status
+                    )
+            elif not stage.lost:
+                return False
+            if stage.lost:
+                log.warning(
+                    "lease %s (stage '%s'): the controller no longer holds this lease; its kept result "
+                    "is dropped",
+                    stage.lease_id,
+                    kept.stage,
+                )
+            return True
+        finally:
+            self._shipper.discard(stage.lease_id)
+
+    def _keep(self, stage: Stage, update: StageUpdate) -> None:
+        lease = stage.lease
+        self._bound.keep(
+            PendingReport(
+                controller=self._session.settings.controller,
+                run_id=lease.run_id,
+                stage_run_id=lease.stage_run_id,
+                stage=lease.spec.name,
+                attempt=lease.attempt,
+                update=update,
+                chunks=self._shipper.unsent(stage.lease_id),
+            )
+        )
+
+    def _giving_up(self, stage: Stage) -> bool:
+        since = stage.reporting_since if stage.reporting_since is not None else stage.admission_since
+        return since is not None and self._bound.expired(since)
+
+    def _unreachable(self, stage: Stage) -> None:
+        status = stage.result or StageStatus.RUNNING
+        stage.noted = self._bound.note_unreachable(stage.lease_id, stage.lease.spec.name, status, stage.noted)
+
+    async def _wait_logs(self, stage: Stage) -> bool:
+        """Wait until every log chunk of the lease is acknowledged (bounded while connected).
+
+        True when the status may be reported now; False when the lease is lost, or the agent is
+        stopping and waited its `--report-wait` for a controller that does not answer.
+        """
         loop = asyncio.get_running_loop()
         waited_connected = 0.0
         while not stage.lost:
             started = loop.time()
             if await self._shipper.wait_acked(stage.lease_id, 0.5):
-                return
+                return True
             if self._logs.connected:
                 waited_connected += loop.time() - started
+            else:
+                self._unreachable(stage)
+                if self._giving_up(stage):
+                    return False
             if waited_connected >= self._ack_timeout_s:
                 log.warning(
                     "logs still unacknowledged after %.0fs; reporting the status anyway", waited_connected
                 )
-                return
+                return True
+        return False
 
     async def _extend_loop(self, stage: Stage) -> None:
         """ExtendLease every heartbeat interval: keeps the lease and catches cancels missed meanwhile."""
@@ -379,11 +501,14 @@ class StageRunner:
             if response.cancel_requested:
                 self._cancel(stage.lease_id, response.cancel_reason or CancelReason.USER, "")
 
-    async def _lease_call(self, stage: Stage, call: Callable[[], Awaitable[_T]]) -> _T | _Refused | None:
+    async def _lease_call(
+        self, stage: Stage, call: Callable[[], Awaitable[_T]], *, bounded: bool = False
+    ) -> _T | _Refused | _GaveUp | None:
         """A write about one lease, retried while the controller is unreachable (RETRY codes).
 
         Returns None when the lease is gone (LEASE_GONE: the stage is then stopped), `_Refused` when
-        the controller refuses the write for good (FATAL: the caller decides what that ends).
+        the controller refuses the write for good (FATAL: the caller decides what that ends),
+        `_GaveUp` for a `bounded` write of a stopping agent that waited its `--report-wait`.
         """
         backoff = Backoff()
         while not stage.lost:
@@ -400,9 +525,15 @@ class StageRunner:
                     continue
                 if kind is FailureKind.FATAL:
                     return _Refused(exc)
+                if bounded and self._giving_up(stage):
+                    return _GAVE_UP
                 delay = backoff.next()
                 log.debug("update failed (%s); retrying in %.2fs", exc, delay)
-                await asyncio.sleep(delay)
+                if bounded and (stage.reporting_since is not None or self._bound.bounded):
+                    self._unreachable(stage)
+                    await sleep_unless(delay, lambda: self._giving_up(stage))
+                else:
+                    await asyncio.sleep(delay)
                 continue
             self._session.authenticated()
             return result

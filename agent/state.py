@@ -16,7 +16,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Final
 
-__all__ = ["STATE_FILE", "AgentState", "StateError", "clear_state", "load_state", "save_state"]
+__all__ = [
+    "STATE_FILE",
+    "AgentState",
+    "StateError",
+    "clear_state",
+    "load_state",
+    "save_state",
+    "write_private",
+]
 
 STATE_FILE: Final = "agent.json"
 
@@ -69,10 +77,21 @@ def load_state(state_dir: Path) -> AgentState | None:
 
 def save_state(state_dir: Path, state: AgentState) -> None:
     """Write the state atomically with mode 0600, creating the directory (0700) when needed."""
+    write_private(
+        state_dir, STATE_FILE, (json.dumps(asdict(state), indent=2, sort_keys=True) + "\n").encode()
+    )
+
+
+def write_private(state_dir: Path, name: str, data: bytes) -> None:
+    """Replace `<state_dir>/<name>` atomically with `data`, mode 0600 (the directory 0700).
+
+    Why shared: everything the agent keeps in its state dir is private to it (the token, the
+    stage results kept for the next start), and a crash mid-write must leave the old file or
+    the new one, never half of either.
+    """
     state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path = state_dir / STATE_FILE
-    tmp = state_dir / f".{STATE_FILE}.{os.getpid()}.tmp"
-    data = (json.dumps(asdict(state), indent=2, sort_keys=True) + "\n").encode("utf-8")
+    path = state_dir / name
+    tmp = state_dir / f".{name}.{os.getpid()}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         with os.fdopen(fd, "wb") as fh:

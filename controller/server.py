@@ -60,6 +60,9 @@ from controller.triggers.trigger_engine import TriggerEngine
 
 log = logging.getLogger(__name__)
 
+#: How long open requests and gRPC calls get to finish when the controller stops.
+STOP_GRACE_S = 1.0
+
 
 @dataclass
 class Running:
@@ -68,9 +71,13 @@ class Running:
     deps: Deps
     http_port: int
     grpc_port: int
-    stop: Callable[[], Awaitable[None]]
+    #: `stop()` stops everything gracefully (open requests and calls get a moment to finish);
+    #: `stop(True)` at once.
+    stop: Callable[..., Awaitable[None]]
     #: The first admin's generated password while `<data dir>/initial-admin-password` exists.
     admin_password: str | None = None
+    #: Make a stop under way finish at once (the operator asked a second time).
+    hurry: Callable[[], None] = lambda: None
 
 
 async def start(settings: ControllerSettings) -> Running:
@@ -192,20 +199,35 @@ async def start(settings: ControllerSettings) -> Running:
     await notifier.start()
     await triggers.start()
 
-    async def stop() -> None:
+    hurried = asyncio.Event()
+
+    def hurry() -> None:
+        hurried.set()
+        http.should_exit = True
+        http.force_exit = True  # uvicorn stops waiting for open connections (a /ws, a log follow)
+
+    async def stop(now: bool = False) -> None:
+        if now:
+            hurry()
         await health_servicer.enter_graceful_shutdown()
         http.should_exit = True
         await triggers.stop()
         await reporter.stop()
         await notifier.stop()
         await scheduler.stop()
-        await grpc_server.stop(grace=1.0)
+        await grpc_server.stop(grace=0 if hurried.is_set() else STOP_GRACE_S)
+        try:
+            # Open connections (a browser's /ws, a followed log) get the same moment as gRPC calls.
+            async with asyncio.timeout(STOP_GRACE_S):
+                await asyncio.shield(http_task)
+        except TimeoutError:
+            hurry()
         with contextlib.suppress(asyncio.CancelledError):
             await http_task
         await close_database(engine)
         lock.release()
 
-    return Running(deps, http_port, grpc_port, stop, initial_password(settings.data_dir))
+    return Running(deps, http_port, grpc_port, stop, initial_password(settings.data_dir), hurry)
 
 
 def _listen(server: aio.Server, settings: ControllerSettings) -> int:

@@ -49,6 +49,9 @@ class ControllerSettings:
     notify_timeout_s: float = 10.0
     #: The master key from BUILDIT_SECRET_KEY; None: `<data dir>/master.key` (made at first start).
     secret_key: MasterKey | None = field(default=None, repr=False)
+    #: `buildit up`: how long its agent's running stages get to finish after the first Ctrl-C
+    #: (BUILDIT_STOP_GRACE); then they are cancelled ("controller stopped").
+    stop_grace_s: float = 10.0
 
     @classmethod
     def from_env(cls, **overrides: object) -> ControllerSettings:
@@ -88,6 +91,7 @@ class ControllerSettings:
             notify_attempts=_count(env.get("BUILDIT_NOTIFY_ATTEMPTS"), 8, "BUILDIT_NOTIFY_ATTEMPTS"),
             notify_timeout_s=_float(env.get("BUILDIT_NOTIFY_TIMEOUT"), 10.0, "BUILDIT_NOTIFY_TIMEOUT"),
             secret_key=storage.secret_key,
+            stop_grace_s=_float(env.get("BUILDIT_STOP_GRACE"), 10.0, "BUILDIT_STOP_GRACE"),
         )
 
 

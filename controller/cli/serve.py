@@ -10,7 +10,6 @@ import asyncio
 import hashlib
 import logging
 import os
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,10 +21,15 @@ from controller.cli.errors import EXIT_FAILED, EXIT_OK, UsageError
 if TYPE_CHECKING:  # the server stack is imported only by the commands that run it
     from collections.abc import Awaitable, Callable
 
+    from controller.cli.stopping import StopSignals
     from controller.server import Running
     from controller.settings import ControllerSettings
 
-    AfterStart = Callable[[Running, asyncio.Event], Awaitable[None]]
+    AfterStart = Callable[[Running, StopSignals], Awaitable[None]]
+
+
+#: Exit status after Ctrl-C during the start (as a shell reports a process ended by SIGINT).
+EXIT_INTERRUPTED = 130
 
 
 def _controller_settings(args: argparse.Namespace) -> ControllerSettings:
@@ -47,24 +51,24 @@ def _controller_settings(args: argparse.Namespace) -> ControllerSettings:
         raise UsageError(str(exc)) from exc
 
 
-async def _serve_until_signal(settings: ControllerSettings, after_start: AfterStart | None = None) -> None:
-    """Run until SIGINT/SIGTERM, then stop cleanly."""
+async def _serve_until_signal(settings: ControllerSettings, after_start: AfterStart | None = None) -> int:
+    """Run until SIGINT/SIGTERM, then stop cleanly (a second signal: at once); the exit status."""
     from controller.cli import address
+    from controller.cli.stopping import EXIT_STOPPED_NOW, StopSignals, stop_controller
     from controller.server import start as start_controller
 
     running = await start_controller(settings)
     recorded = address.record(settings.data_dir, settings.http_host, running.http_port, running.grpc_port)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    signals = StopSignals()
     try:
         if after_start is not None:
-            await after_start(running, stop)
-        await stop.wait()
+            await after_start(running, signals)
+        await signals.first.wait()
     finally:
         address.forget(recorded)
-        await running.stop()
+        await stop_controller(running, signals)
+        signals.close()
+    return EXIT_STOPPED_NOW if signals.now.is_set() else EXIT_OK
 
 
 def _print_banner(settings: ControllerSettings, running: Running, extra: str = "") -> None:
@@ -123,17 +127,22 @@ def cmd_controller(args: argparse.Namespace) -> int:
     _configure_logging(logging.INFO)
     settings = _controller_settings(args)
 
-    async def announce(running: Running, stop: asyncio.Event) -> None:
+    from controller.cli.stopping import end_process
+
+    async def announce(running: Running, signals: StopSignals) -> None:
         _print_banner(settings, running)
 
     try:
-        asyncio.run(_serve_until_signal(settings, announce))
+        code = asyncio.run(_serve_until_signal(settings, announce))
+    except KeyboardInterrupt:  # Ctrl-C while it was starting, before the stop handlers were in place
+        print("buildit: interrupted while starting", file=sys.stderr)
+        code = EXIT_INTERRUPTED
     except Exception as exc:
         if _refused_start(exc):
             print(f"buildit: error: {exc}", file=sys.stderr)
             return EXIT_FAILED
         raise
-    return EXIT_OK
+    end_process(code)
 
 
 #: Why a controller may refuse to start, each with a message that says what to do (no traceback).
@@ -200,6 +209,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     from agent.executors.registry import build_executors
     from agent.runner import Agent
     from agent.settings import AgentSettings
+    from controller.cli import stopping
     from controller.cli.pipelines import sync_files
     from controller.errors import BuildItError
     from controller.runs.commands import TriggerInput
@@ -210,7 +220,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     repos = _repos_to_watch(args.repo)
     executors = build_executors(args.executor, args.network)
 
-    async def with_agent(running: Running, stop: asyncio.Event) -> None:
+    async def with_agent(running: Running, signals: StopSignals) -> None:
         deps = running.deps
         registered = await sync_files(deps, files)  # new ones created, changed ones updated (said)
         tls = settings.grpc_tls_cert is not None
@@ -230,6 +240,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             work_dir=str(embedded_work_dir(settings.data_dir)),
         )
         agent = Agent(agent_settings, executors)
+        await stopping.cut_off_leftovers(deps.scheduler, stopping.stored_agent_id(agent_settings.state_dir))
         agent_task = asyncio.create_task(agent.run(), name="embedded-agent")
         extra = f"\n  embedded agent:      {agent_settings.name} ({', '.join(executors.advertised)})"
         if registered:
@@ -247,15 +258,13 @@ def cmd_up(args: argparse.Namespace) -> int:
             label, state = ("triggered:", "started now") if new else ("last run:", record.status)
             extra += f"\n  {label:<21}{name} run {record.number} ({state}): {page}"
         _print_banner(settings, running, extra)  # last: the link to the run ends the output
-        await stop.wait()
-        agent.drain("the controller is stopping")
-        try:
-            await asyncio.wait_for(agent_task, 30)
-        except (TimeoutError, Exception):
-            agent_task.cancel()
+        await stopping.stop_embedded_agent(agent, agent_task, deps.scheduler, signals, settings.stop_grace_s)
 
     try:
-        asyncio.run(_serve_until_signal(settings, with_agent))
+        code = asyncio.run(_serve_until_signal(settings, with_agent))
+    except KeyboardInterrupt:  # Ctrl-C while it was starting, before the stop handlers were in place
+        print("buildit: interrupted while starting", file=sys.stderr)
+        code = EXIT_INTERRUPTED
     except Exception as exc:
         if not _refused_start(exc):
             raise
@@ -263,7 +272,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     finally:
         asyncio.run(executors.close())
-    return EXIT_OK
+    stopping.end_process(code)
 
 
 def embedded_work_dir(data_dir: Path) -> Path:

@@ -39,6 +39,8 @@ TOP_LEVEL: dict[str, Rule] = {
     "env": Rule(2, 2, (str, int, float, bool), repeatable=True, example='env "LANG" "C.UTF-8"'),
     # The shape depends on the kind (the first value): see TRIGGERS and build_trigger.
     "trigger": Rule(1, None, repeatable=True, example='trigger "cron" "0 3 * * 1-5"'),
+    # How long a stage may wait for an agent before it ends in `error` (every stage's default).
+    "queue-timeout": Rule(1, 1, (str, int), example='queue-timeout "30m"'),
 }
 
 # Per trigger kind: the properties it takes, and an example for hints.
@@ -56,6 +58,7 @@ STAGE_CHILDREN: dict[str, Rule] = {
     "artifacts": Rule(1, None, repeatable=True, example='artifacts "dist/*.whl"'),
     "timeout": Rule(1, 1, (str, int), example='timeout "10m"'),
     "retries": Rule(1, 1, (int,), example="retries 2"),
+    "queue-timeout": Rule(1, 1, (str, int), example='queue-timeout "10m"'),
     "labels": Rule(1, None, repeatable=True, example='labels "os=linux" "arch=amd64"'),
     "workdir": Rule(1, 1, example='workdir "services/api"'),
     "when": Rule(0, 0, props={"branch": (str,)}, example='when branch="main"'),

@@ -6,6 +6,9 @@ import fnmatch
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 
+#: How long a stage waits for an agent when neither it nor its pipeline sets `queue-timeout`.
+DEFAULT_QUEUE_TIMEOUT_S = 3600.0
+
 
 @dataclass(frozen=True)
 class Diagnostic:
@@ -81,6 +84,8 @@ class Stage:
     labels: dict[str, str] = field(default_factory=dict)
     workdir: str = ""
     when_branch: str | None = None
+    #: `queue-timeout` of the stage (None: the pipeline's, see `Pipeline.queue_timeout_for`).
+    queue_timeout_s: float | None = None
 
 
 TRIGGER_KINDS = ("push", "cron", "manual")
@@ -121,6 +126,19 @@ class Pipeline:
     file: str = ".buildit.kdl"
     # A file without `trigger` nodes runs on pushes, as before triggers existed.
     triggers: tuple[Trigger, ...] = DEFAULT_TRIGGERS
+    #: The top-level `queue-timeout` (None: DEFAULT_QUEUE_TIMEOUT_S).
+    queue_timeout_s: float | None = None
+
+    def queue_timeout_for(self, name: str) -> float:
+        """How long stage `name` may wait for an agent before it ends in `error`.
+
+        Why a rule of its own: the stage's setting wins over the pipeline's, which wins over the
+        default, and the scheduler needs the one number when it queues the stage.
+        """
+        own = self.stage(name).queue_timeout_s
+        if own is not None:
+            return own
+        return self.queue_timeout_s if self.queue_timeout_s is not None else DEFAULT_QUEUE_TIMEOUT_S
 
     def stage(self, name: str) -> Stage:
         """The stage called `name` (KeyError if absent); a dict lookup, so loops over stages stay linear."""

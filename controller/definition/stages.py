@@ -45,6 +45,24 @@ def parse_duration(text: str | int) -> float | None:
     return hours * 3600 + minutes * 60 + seconds + millis / 1000
 
 
+def checked_duration(node: RawNode, where: str, out: Collector) -> float | None:
+    """The duration a `timeout` or `queue-timeout` node gives, or None after reporting why not.
+
+    Why shared: both take the same forms and limits (positive, at most 7 days), so a user who
+    learnt one writes the other the same way and gets the same diagnostic.
+    """
+    raw = node.args[0]  # check_shape let through a string or an integer only
+    parsed = parse_duration(raw) if isinstance(raw, str | int) else None
+    if parsed is None or parsed <= 0 or parsed > MAX_TIMEOUT_S:
+        out.node(
+            node,
+            f"bad duration {raw!r} for '{node.name}'{where}",
+            'use a positive duration up to 7 days such as "90s", "10m", "1h30m" or "500ms"',
+        )
+        return None
+    return parsed
+
+
 def _relative_path_problem(path: str) -> str | None:
     if path.startswith("/"):
         return "is absolute"
@@ -96,6 +114,7 @@ def build_stage(
     image: str | None = None
     timeout_s = DEFAULT_TIMEOUT_S
     retries = 0
+    queue_timeout_s: float | None = None
     workdir = ""
     when_branch: str | None = None
     for child in node.children:
@@ -168,16 +187,9 @@ def build_stage(
                 else:
                     artifacts.append(pattern)
         elif child.name == "timeout":
-            raw = args[0]  # check_shape let through a string or an integer only
-            parsed = parse_duration(raw) if isinstance(raw, str | int) else None
-            if parsed is None or parsed <= 0 or parsed > MAX_TIMEOUT_S:
-                out.node(
-                    child,
-                    f"bad duration {args[0]!r} for 'timeout'{where}",
-                    'use a positive duration up to 7 days such as "90s", "10m", "1h30m" or "500ms"',
-                )
-            else:
-                timeout_s = parsed
+            timeout_s = checked_duration(child, where, out) or timeout_s
+        elif child.name == "queue-timeout":
+            queue_timeout_s = checked_duration(child, where, out)
         elif child.name == "retries":
             count = args[0]  # check_shape let through an integer only
             if not isinstance(count, int) or not 0 <= count <= MAX_RETRIES:
@@ -251,5 +263,6 @@ def build_stage(
         labels=labels,
         workdir=workdir,
         when_branch=when_branch,
+        queue_timeout_s=queue_timeout_s,
     )
     return stage, needs

@@ -44,7 +44,7 @@ from controller.definition.model import (
     Stage,
     Trigger,
 )
-from controller.definition.stages import MAX_RETRIES, build_stage, parse_duration
+from controller.definition.stages import MAX_RETRIES, build_stage, checked_duration, parse_duration
 from controller.definition.triggers import build_trigger, describe
 from controller.names import HINT as NAME_HINT
 from controller.names import name_problem
@@ -62,6 +62,8 @@ def _validate(source: str, filename: str) -> tuple[Pipeline | None, list[Diagnos
 
     pipeline_name: str | None = None
     pipeline_node: RawNode | None = None
+    queue_timeout_node: RawNode | None = None
+    queue_timeout_s: float | None = None
     global_env: dict[str, str] = {}
     stage_nodes: list[RawNode] = []
     triggers: dict[tuple[str, str | None, str | None, frozenset[str]], tuple[Trigger, RawNode]] = {}
@@ -99,6 +101,14 @@ def _validate(source: str, filename: str) -> tuple[Pipeline | None, list[Diagnos
                         f"the limit is {MAX_NAME_CHARS}",
                         "use a shorter name",
                     )
+        elif node.name == "queue-timeout":
+            if queue_timeout_node is not None:
+                line = queue_timeout_node.line
+                out.node(node, f"'queue-timeout' is given twice (first on line {line})", "keep one")
+                continue
+            queue_timeout_node = node
+            if check_shape(node, rule, " at the top level", out, allow_block=False):
+                queue_timeout_s = checked_duration(node, " at the top level", out)
         elif node.name == "env":
             if len(env_nodes) == MAX_ENV_ENTRIES:
                 out.node(
@@ -197,6 +207,7 @@ def _validate(source: str, filename: str) -> tuple[Pipeline | None, list[Diagnos
         env=tuple(global_env.items()),
         file=filename,
         triggers=tuple(t for t, _ in triggers.values()) if trigger_nodes else DEFAULT_TRIGGERS,
+        queue_timeout_s=queue_timeout_s,
     ), []
 
 

@@ -92,6 +92,7 @@ def _run_proto(record: RunRecord) -> pb.Run:
         finished_at=convert.timestamp_to_proto(row["finished_at"]),
         message=row["error"],
         stages=[_stage_proto(s, record.agent_names) for s in record.stages],
+        waiting_reason=row["waiting_reason"],
     )
 
 
@@ -122,6 +123,7 @@ def _stage_proto(row: dict[str, Any], names: dict[Any, str]) -> pb.Stage:
         started_at=convert.timestamp_to_proto(row["started_at"]),
         finished_at=convert.timestamp_to_proto(row["finished_at"]),
         log_size=row["log_size"],
+        waiting_reason=row["waiting_reason"],
     )
     if row["exit_code"] is not None:
         stage.exit_code = row["exit_code"]

@@ -78,6 +78,7 @@ def run_json(row: dict[str, Any], stages: list[dict[str, Any]] | None = None) ->
         "created_at": _iso(row["created_at"]),
         "started_at": _iso(row["started_at"]),
         "finished_at": _iso(row["finished_at"]),
+        "waiting_reason": row["waiting_reason"],
     }
     if stages is not None:
         out["stages"] = stages
@@ -101,6 +102,7 @@ def stage_json(row: dict[str, Any], agent_names: dict[Any, str]) -> dict[str, An
         "started_at": _iso(row["started_at"]),
         "finished_at": _iso(row["finished_at"]),
         "log_size": row["log_size"],
+        "waiting_reason": row["waiting_reason"],
     }
 
 
@@ -175,6 +177,7 @@ def record_of_new_run(
         "created_at": run.created_at,
         "started_at": run.started_at,
         "finished_at": run.finished_at,
+        "waiting_reason": run.waiting_reason,
     }
     stages = [
         {
@@ -192,6 +195,7 @@ def record_of_new_run(
             "started_at": s.started_at,
             "finished_at": s.finished_at,
             "log_size": s.log_size,
+            "waiting_reason": s.waiting_reason,
         }
         for s in run.stages.values()
     ]

@@ -54,6 +54,9 @@ class Run(Table):
     # Variables the trigger passed (`${env.NAME}`; JSON object name -> value, `{}` for none), given
     # again to a re-run. Stored as passed; never logged.
     env = JSON(default={})
+    # Why it waits: its waiting stages' reason ("stage 'x' waits: no connected agent has ..."),
+    # "" when no stage waits (see controller.scheduling.waiting).
+    waiting_reason = Text(default="")
 
     # Unique (pipeline, number): index run_pipeline_number_unique, made by a hand-written migration (Piccolo's
     # Unique() constraint is an ALTER TABLE ... ADD CONSTRAINT, which SQLite does not have).
@@ -92,6 +95,8 @@ class StageRun(Table):
     finished_at = Timestamptz(null=True, default=None)
     log_seq = BigInt(default=0)
     log_size = BigInt(default=0)
+    # Why no agent takes it while it is queued ("" otherwise; see controller.scheduling.waiting).
+    waiting_reason = Text(default="")
 
     # Unique (run, name): index stage_run_run_name_unique, made by a hand-written migration (Piccolo's
     # Unique() constraint is an ALTER TABLE ... ADD CONSTRAINT, which SQLite does not have).

@@ -14,6 +14,7 @@ from controller.agents.tables import Agent
 from controller.db.binding import write_transaction
 from controller.db.columns import Statement, insert_row, loaded, update_by_id
 from controller.definition import secret_refs
+from controller.definition.model import DEFAULT_QUEUE_TIMEOUT_S
 from controller.definition.secret_refs import Template, Templates
 from controller.pipelines.tables import Pipeline
 from controller.runs.tables import Run, StageRun
@@ -25,14 +26,27 @@ from controller.scheduling.ports import NewRun, RunOrigin
 ACTIVE = [s.value for s in StageStatus if not s.finished]
 
 
-def spec_toloaded(spec: StageSpec, templates: Templates | None = None) -> dict[str, Any]:
+def spec_toloaded(
+    spec: StageSpec, templates: Templates | None = None, queue_timeout_s: float | None = None
+) -> dict[str, Any]:
     """A stage spec as stored: secret values are never written to the database, only the
-    templates that name the secrets a lease fills in (`secret_templates`)."""
+    templates that name the secrets a lease fills in (`secret_templates`). The stage's queue
+    timeout is the controller's business, not the agent's: it is kept beside the spec."""
     data = asdict(spec)
     data["secrets"] = {}
     if templates:
         data["secret_templates"] = secret_refs.to_json(templates)
+    if queue_timeout_s is not None:
+        data["queue_timeout_s"] = queue_timeout_s
     return data
+
+
+def queue_timeout_fromloaded(data: dict[str, Any] | str) -> float:
+    """The queue timeout stored with a spec (the default for stages stored before it was kept)."""
+    if isinstance(data, str):
+        data = json.loads(data)
+    value = data.get("queue_timeout_s") if isinstance(data, dict) else None
+    return float(value) if isinstance(value, int | float) else DEFAULT_QUEUE_TIMEOUT_S
 
 
 def templates_fromloaded(data: dict[str, Any] | str) -> dict[str, Template]:
@@ -91,9 +105,12 @@ _SAVE_STAGE = update_by_id(
         StageRun.finished_at,
         StageRun.log_seq,
         StageRun.log_size,
+        StageRun.waiting_reason,
     ],
 )
-_SAVE_RUN = update_by_id(Run, [Run.status, Run.cancel_requested, Run.started_at, Run.finished_at])
+_SAVE_RUN = update_by_id(
+    Run, [Run.status, Run.cancel_requested, Run.started_at, Run.finished_at, Run.waiting_reason]
+)
 # Every column, in the order of `insert_run`'s arguments.
 _INSERT_RUN = insert_row(
     Run,
@@ -117,6 +134,7 @@ _INSERT_RUN = insert_row(
         Run.pipeline_source,
         Run.workspace,
         Run.env,
+        Run.waiting_reason,
     ],
 )
 _INSERT_STAGE = insert_row(
@@ -147,6 +165,7 @@ _INSERT_STAGE = insert_row(
         StageRun.finished_at,
         StageRun.log_seq,
         StageRun.log_size,
+        StageRun.waiting_reason,
     ],
 )
 _NEXT_RUN_NUMBER = Statement(
@@ -230,6 +249,7 @@ class PiccoloStore:
                 new.source,
                 json.dumps(asdict(new.workspace) if new.workspace is not None else {}),
                 json.dumps(dict(new.env)),
+                run.waiting_reason,
             )
             for stage in run.stages.values():
                 await _INSERT_STAGE.run(
@@ -241,7 +261,7 @@ class PiccoloStore:
                     stage.index,
                     stage.status.value,
                     json.dumps(list(stage.needs)),
-                    json.dumps(spec_toloaded(stage.spec, stage.secret_templates)),
+                    json.dumps(spec_toloaded(stage.spec, stage.secret_templates, stage.queue_timeout_s)),
                     json.dumps(stage.labels),
                     stage.executor,
                     stage.attempt,
@@ -258,6 +278,7 @@ class PiccoloStore:
                     stage.finished_at,
                     stage.log_seq,
                     stage.log_size,
+                    stage.waiting_reason,
                 )
 
     async def save_stage(self, stage: StageState) -> None:
@@ -277,11 +298,19 @@ class PiccoloStore:
             stage.finished_at,
             stage.log_seq,
             stage.log_size,
+            stage.waiting_reason,
             stage.id,
         )
 
     async def save_run(self, run: RunState) -> None:
-        await _SAVE_RUN.run(run.status.value, run.cancel_requested, run.started_at, run.finished_at, run.id)
+        await _SAVE_RUN.run(
+            run.status.value,
+            run.cancel_requested,
+            run.started_at,
+            run.finished_at,
+            run.waiting_reason,
+            run.id,
+        )
 
     async def load_active_runs(self) -> list[RunState]:
         rows = await Run.select().where(Run.status.is_in(ACTIVE)).order_by(Run.created_at)
@@ -361,6 +390,7 @@ async def _with_stages(rows: list[dict[str, Any]]) -> list[RunState]:
             error=row["error"],
             org=row["org"],
             tenant=row["tenant"],
+            waiting_reason=row["waiting_reason"],
         )
     if not runs:
         return []
@@ -395,6 +425,8 @@ async def _with_stages(rows: list[dict[str, Any]]) -> list[RunState]:
             org=row["org"],
             tenant=row["tenant"],
             secret_templates=templates_fromloaded(spec),
+            queue_timeout_s=queue_timeout_fromloaded(spec),
+            waiting_reason=row["waiting_reason"],
         )
         if run.cancel_requested and stage.lease_id is not None:
             stage.cancel_deadline = datetime.now(UTC) + timedelta(seconds=CANCEL_GRACE_S)

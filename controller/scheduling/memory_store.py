@@ -163,6 +163,7 @@ class MemoryStore:
                 "cancel_requested": run.cancel_requested,
                 "started_at": run.started_at,
                 "finished_at": run.finished_at,
+                "waiting_reason": run.waiting_reason,
             }
             self._put(self._runs, run.id, replace(stored, **changes))  # type: ignore[arg-type]
 

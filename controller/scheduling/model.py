@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from uuid import UUID
 
 from agent.contract.types import StageSpec, StageStatus
+from controller.definition.model import DEFAULT_QUEUE_TIMEOUT_S
 from controller.definition.secret_refs import Template
 
 DEFAULT_INFRA_RETRIES = 2
@@ -57,6 +58,12 @@ class StageState:
     #: The stage's secrets as templates (names, no values; `spec.secrets` is empty): the values
     #: are filled in only when the stage is leased (see controller.definition.secret_refs).
     secret_templates: Mapping[str, Template] = field(default_factory=dict)
+    #: How long it may wait in the queue for an agent before it ends in `error` (`queue-timeout`).
+    queue_timeout_s: float = DEFAULT_QUEUE_TIMEOUT_S
+    #: When the queue timeout ends it (this attempt's; None while not queued).
+    queue_deadline: datetime | None = None
+    #: Why no agent takes it while it is queued ("" otherwise, or while it has waited only briefly).
+    waiting_reason: str = ""
 
     @property
     def leased(self) -> bool:
@@ -81,6 +88,8 @@ class RunState:
     error: str = ""
     org: UUID | None = None
     tenant: UUID | None = None
+    #: Why it waits: its waiting stages' reason (see `waiting.run_reason`); "" when none waits.
+    waiting_reason: str = ""
 
 
 def run_status(run: RunState) -> StageStatus:

@@ -184,6 +184,7 @@ def build_run(parsed: Pipeline | PipelineInvalid, request: RunRequest, at: datet
             executor="docker" if spec.image else "local",
             labels=dict(spec.labels),
             secret_templates=deferred.templates.get(spec.name, {}),
+            queue_timeout_s=parsed.queue_timeout_for(spec.name),
         )
         if spec.name in compiled.skipped:
             stage.status = StageStatus.SKIPPED

@@ -5,7 +5,8 @@ rules are decided by the pure functions of `planning`, the result is written thr
 (one transaction per operation) and only then announced (to agents on their lease streams, to
 watchers on the event bus), so nothing a user or an agent was told is lost when the controller
 dies. Nothing polls: a stage that becomes ready is matched against the agents' open lease streams
-at once, and a single timer task sleeps until the earliest lease, timeout or cancel deadline.
+at once, and a single timer task sleeps until the earliest lease, timeout or cancel deadline, queue
+timeout, or the moment a waiting stage is due an explanation (`waiting`).
 
 Why one module past 500 lines: it is one concept, the lock. Every method here is an operation on
 the same in-memory state under it, and splitting them would only spread that invariant thin.
@@ -16,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import heapq
+import itertools
 import logging
 import secrets as pysecrets
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -53,6 +56,14 @@ from controller.scheduling.planning import (
     secrets_used,
 )
 from controller.scheduling.ports import NewRun, NoSecrets, SecretSource, Store
+from controller.scheduling.waiting import (
+    EXPLAIN_AFTER_S,
+    EXPLAIN_INTERVAL_S,
+    explain,
+    explain_all,
+    run_reason,
+    timed_out_message,
+)
 
 # Part of the scheduler's public surface (imported by the doors through this module).
 __all__ = ["RETRYABLE", "WHEN_SKIPPED", "Scheduler", "check_trigger", "now"]
@@ -101,6 +112,15 @@ class Scheduler:
         self._announce = _Announcements(events)
         #: Pipelines being deleted or deleted (`discard_pipeline`): no run of them is made any more.
         self._discarded: set[UUID] = set()
+        # Queue timeouts: (deadline, tie-break, stage), the earliest first. An entry is stale once
+        # its stage left the queue or was queued again (its `queue_deadline` differs): skipped.
+        self._queue_deadlines: list[tuple[datetime, int, StageState]] = []
+        self._ticket = itertools.count()
+        # Waiting reasons (see `_explain`): when the next pass is due, and whether the fleet
+        # changed since the last one (then every waiting stage is explained again).
+        self._explain_due: datetime | None = None
+        self._fleet_changed = False
+        self._stopping = False
 
     @contextlib.asynccontextmanager
     async def _operation(self) -> AsyncIterator[None]:
@@ -154,6 +174,13 @@ class Scheduler:
                     elif stage.status is StageStatus.QUEUED:
                         self.queue.append(stage)
             self.queue.sort(key=lambda s: (s.queued_at or grace, s.index))
+            for stage in self.queue:
+                # The queue timeout counts from when it was queued, but agents get one TTL to
+                # come back first: a long restart must not end every waiting stage at once.
+                self._track_queue_deadline(stage, not_before=grace)
+            # Reasons stored before the restart are re-explained once the agents had their TTL.
+            self._fleet_changed = bool(self.queue)
+            self._explain_due = grace if self.queue else None
             for agent in self.agents.values():
                 await self.store.save_agent_status(agent)
             await self._expire_due()
@@ -162,11 +189,21 @@ class Scheduler:
         self._timer = asyncio.create_task(self._timer_loop(), name="scheduler-timer")
 
     async def stop(self) -> None:
-        """Stop the timer and close agent streams (agents reconnect to the next controller)."""
+        """Stop the timer and close agent streams (agents reconnect to the next controller).
+
+        The timer is asked to stop between operations, not cancelled inside one: a cancel landing
+        in a transaction's commit could leave its pooled connection unreleased.
+        """
         if self._timer:
-            self._timer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._timer
+            self._stopping = True
+            self._wake.set()
+            try:
+                async with asyncio.timeout(5.0):
+                    await asyncio.shield(self._timer)
+            except TimeoutError:
+                self._timer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._timer
         for agent in self.agents.values():
             if agent.events is not None:
                 agent.events.put_nowait(CLOSE)
@@ -423,7 +460,31 @@ class Scheduler:
                 self._announce.publish_agent(agent)
                 if not draining:
                     await self._dispatch()
+                self._fleet_change()
             return agent
+
+    async def cut_off(self, agent_id: UUID, message: str) -> list[StageState]:
+        """End the stages leased to an agent that went down with this process, saying `message`.
+
+        Why: the agent of `buildit up` runs inside the controller's process, so a stop (or a
+        crash) of the process kills its stages; left leased, they would come back at the next
+        start as a silent attempt 2 ("the agent did not have the stage"). Each is `cancelled`
+        with `message` instead, unless its `retries` policy has attempts left: then it is queued
+        again, saying so. A re-run beyond that is an operator's choice. Returns the stages.
+        """
+        async with self._operation():
+            held = [s for s in self.by_lease.values() if s.agent_id == agent_id]
+            for stage in held:
+                run = self.runs.get(stage.run_id)
+                if run is None:
+                    continue
+                if not run.cancel_requested and stage.user_retries_used < stage.spec.retries:
+                    stage.user_retries_used += 1
+                    await self._requeue(stage, f"attempt {stage.attempt} cut off: {message}; retrying")
+                else:
+                    await self._finish_stage(stage, StageStatus.CANCELLED, message)
+                await self._advance(run)
+            return held
 
     def agent_by_id(self, agent_id: UUID) -> AgentConn | None:
         """The agent, if registered."""
@@ -453,10 +514,19 @@ class Scheduler:
         async with self._operation():
             known = self.agents.get(agent.id)
             if known is not None:
+                changed = (known.labels, known.executors, known.capacity, known.name) != (
+                    agent.labels,
+                    agent.executors,
+                    agent.capacity,
+                    agent.name,
+                )
                 known.labels, known.executors = agent.labels, agent.executors
                 known.capacity, known.version, known.name = agent.capacity, agent.version, agent.name
             else:
                 self.agents[agent.id] = agent
+                changed = True
+            if changed:
+                self._fleet_change()
 
     async def open_stream(
         self, agent_id: UUID, running_lease_ids: list[str], idle_s: float = 15.0
@@ -500,6 +570,7 @@ class Scheduler:
                     queue.put_nowait(CancelStage(lease_id, CancelReason.USER, "the run was cancelled"))
             await self.store.save_agent_status(agent)
             await self._dispatch()
+            self._fleet_change()
         try:
             while True:
                 try:
@@ -541,6 +612,7 @@ class Scheduler:
                                 stage, "the agent disconnected before it got the stage", count=False
                             )
                 self._announce.publish_agent(agent)
+                self._fleet_change()
 
     async def heartbeat(
         self, agent_id: UUID, running_lease_ids: list[str], free_slots: int, draining: bool
@@ -560,6 +632,7 @@ class Scheduler:
                 self._announce.publish_agent(agent)
                 if was and not agent.draining:
                     await self._dispatch()
+                self._fleet_change()
             for lease_id in running_lease_ids:
                 stage = self.by_lease.get(lease_id)
                 if stage is None or stage.agent_id != agent_id:
@@ -660,7 +733,8 @@ class Scheduler:
             return seq, False
 
     async def check_deadlines(self) -> None:
-        """Handle every lease, timeout and cancel deadline that has passed by the clock now.
+        """Handle every lease, timeout, cancel and queue deadline that has passed by the clock now,
+        and explain the stages that have waited long enough.
 
         The timer task does this when the earliest deadline comes; tests that move their clock by
         hand call it to see what the timer would do.
@@ -755,8 +829,12 @@ class Scheduler:
         stage.finished_at = at or self.clock()
         if stage in self.queue:
             self.queue.remove(stage)
+        stage.queue_deadline = None
+        explained = self._unexplain(stage)
         await self.store.save_stage(stage)
         self._announce.publish_stage(stage)
+        if explained:
+            await self._refresh_run_reason(stage.run_id)
 
     async def _requeue(self, stage: StageState, message: str) -> None:
         self._release(stage)
@@ -770,7 +848,7 @@ class Scheduler:
         stage.log_size = 0
         stage.log_verified = False
         stage.message = message
-        self.queue.append(stage)
+        self._enqueue(stage)
         await self.store.save_stage(stage)
         self._announce.publish_stage(stage)
 
@@ -805,7 +883,7 @@ class Scheduler:
                 for stage in step.ready:
                     stage.status = StageStatus.QUEUED
                     stage.queued_at = queued_at
-                    self.queue.append(stage)
+                    self._enqueue(stage)
                     newly_queued.append(stage)
         else:
             for stage in run.stages.values():
@@ -885,6 +963,8 @@ class Scheduler:
         self, stage: StageState, agent: AgentConn, secrets: dict[str, str] | None = None
     ) -> None:
         self.queue.remove(stage)
+        stage.queue_deadline = None
+        explained = self._unexplain(stage)
         lease_id = pysecrets.token_hex(16)
         deadline = self.clock() + self.lease_ttl
         stage.lease_id = lease_id
@@ -903,12 +983,15 @@ class Scheduler:
             StageLease(lease_id, str(stage.run_id), str(stage.id), stage.attempt, deadline, spec)
         )
         self._announce.publish_stage(stage)
+        if explained:
+            await self._refresh_run_reason(stage.run_id)
         for listener in self.lease_listeners:
             listener(stage)
         self._wake.set()
 
     async def _expire_due(self) -> datetime | None:
-        """Handle every deadline that passed; return the next one (None when there is none)."""
+        """Handle every deadline that passed and explain waiting stages that are due; return when
+        the timer is next needed (None when nothing is due)."""
         current = self.clock()
         upcoming: datetime | None = None
         for stage in list(self.by_lease.values()):
@@ -934,11 +1017,119 @@ class Scheduler:
                 deadline = next_deadline(stage)
                 if deadline is not None and (upcoming is None or deadline < upcoming):
                     upcoming = deadline
+        await self._expire_queued(current)
+        if self._explain_due is not None and self._explain_due <= current:
+            self._explain_due = await self._explain(current)
+        for deadline in (self._queue_deadlines[0][0] if self._queue_deadlines else None, self._explain_due):
+            if deadline is not None and (upcoming is None or deadline < upcoming):
+                upcoming = deadline
         return upcoming
+
+    # ------------------------------------------------------------------ waiting stages
+
+    def _enqueue(self, stage: StageState) -> None:
+        """Put a stage in the queue: its queue timeout starts, and it is explained if it waits."""
+        self.queue.append(stage)
+        self._track_queue_deadline(stage)
+        due = (stage.queued_at or self.clock()) + timedelta(seconds=EXPLAIN_AFTER_S)
+        if self._explain_due is None or due < self._explain_due:
+            self._explain_due = due
+            self._wake.set()
+
+    def _track_queue_deadline(self, stage: StageState, not_before: datetime | None = None) -> None:
+        """Note when the queue timeout ends the stage (waking the timer when that is the earliest)."""
+        deadline = (stage.queued_at or self.clock()) + timedelta(seconds=stage.queue_timeout_s)
+        if not_before is not None and deadline < not_before:
+            deadline = not_before
+        stage.queue_deadline = deadline
+        if len(self._queue_deadlines) > 2 * len(self.queue) + 1024:
+            # Most entries are of stages leased long ago: keep the heap as big as the queue.
+            self._queue_deadlines = [e for e in self._queue_deadlines if e[2].queue_deadline == e[0]]
+            heapq.heapify(self._queue_deadlines)
+        earliest = self._queue_deadlines[0][0] if self._queue_deadlines else None
+        heapq.heappush(self._queue_deadlines, (deadline, next(self._ticket), stage))
+        if earliest is None or deadline < earliest:
+            self._wake.set()
+
+    async def _expire_queued(self, current: datetime) -> None:
+        """End in `error` every queued stage no agent took within its queue timeout, saying why."""
+        heap = self._queue_deadlines
+        while heap and heap[0][0] <= current:
+            deadline, _, stage = heapq.heappop(heap)
+            if stage.queue_deadline != deadline or stage.status is not StageStatus.QUEUED:
+                continue
+            run = self.runs.get(stage.run_id)
+            if run is None or stage.lease_id is not None:
+                continue
+            reason = explain(stage, self.agents.values()) or stage.waiting_reason
+            message = timed_out_message(stage.queue_timeout_s, reason)
+            await self._finish_stage(stage, StageStatus.ERROR, message)
+            await self._advance(run)
+
+    def _fleet_change(self) -> None:
+        """An agent came, went, drained, resumed or changed: waiting stages are explained anew."""
+        if self.queue:
+            self._fleet_changed = True
+            current = self.clock()
+            if self._explain_due is None or current < self._explain_due:
+                self._explain_due = current
+            self._wake.set()
+
+    async def _explain(self, current: datetime) -> datetime | None:
+        """Give every stage that has waited EXPLAIN_AFTER_S its reason (`waiting.explain`).
+
+        Explained once and again only when the fleet changed: a reason depends on the stage's
+        requirement and the fleet, and a busy agent that frees a slot takes the stage instead.
+        Returns when the next pass is due (None: nothing left to explain), never sooner than
+        EXPLAIN_INTERVAL_S from now, so a long queue is walked at most that often.
+        """
+        fleet_changed, self._fleet_changed = self._fleet_changed, False
+        after = timedelta(seconds=EXPLAIN_AFTER_S)
+        due: datetime | None = None
+        todo: list[StageState] = []
+        for stage in self.queue:
+            if stage.lease_id is not None or stage.status is not StageStatus.QUEUED:
+                continue
+            ready = (stage.queued_at or current) + after
+            if ready > current:
+                due = ready if due is None or ready < due else due
+            elif fleet_changed or not stage.waiting_reason:
+                todo.append(stage)
+        touched: set[UUID] = set()
+        reasons = explain_all(todo, list(self.agents.values())) if todo else {}
+        for stage in todo:
+            if reasons[stage.id] != stage.waiting_reason:
+                stage.waiting_reason = reasons[stage.id]
+                await self.store.save_stage(stage)
+                self._announce.publish_stage(stage)
+                touched.add(stage.run_id)
+        for run_id in touched:
+            await self._refresh_run_reason(run_id)
+        if due is not None:
+            due = max(due, current + timedelta(seconds=EXPLAIN_INTERVAL_S))
+        return due
+
+    @staticmethod
+    def _unexplain(stage: StageState) -> bool:
+        """Forget why a stage waited (it left the queue); True when it had a reason."""
+        had = bool(stage.waiting_reason)
+        stage.waiting_reason = ""
+        return had
+
+    async def _refresh_run_reason(self, run_id: UUID) -> None:
+        """Store and announce a run's reason when its waiting stages changed it."""
+        run = self.runs.get(run_id)
+        if run is None:
+            return
+        reason = run_reason(run)
+        if reason != run.waiting_reason:
+            run.waiting_reason = reason
+            await self.store.save_run(run)
+            self._announce.publish_run(run)
 
     async def _timer_loop(self) -> None:
         """Sleep until the earliest deadline (or until woken by a new one); never polls."""
-        while True:
+        while not self._stopping:
             self._wake.clear()
             async with self._operation():
                 upcoming = await self._expire_due()

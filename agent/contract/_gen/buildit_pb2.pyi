@@ -369,7 +369,7 @@ class Artifact(_message.Message):
     def __init__(self, path: _Optional[str] = ..., sha256: _Optional[str] = ..., size: _Optional[int] = ...) -> None: ...
 
 class Stage(_message.Message):
-    __slots__ = ("id", "name", "index", "status", "attempt", "max_attempts", "needs", "image", "agent_id", "agent_name", "exit_code", "message", "queued_at", "started_at", "finished_at", "log_size", "artifacts")
+    __slots__ = ("id", "name", "index", "status", "attempt", "max_attempts", "needs", "image", "agent_id", "agent_name", "exit_code", "message", "queued_at", "started_at", "finished_at", "log_size", "artifacts", "waiting_reason")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     INDEX_FIELD_NUMBER: _ClassVar[int]
@@ -387,6 +387,7 @@ class Stage(_message.Message):
     FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
     LOG_SIZE_FIELD_NUMBER: _ClassVar[int]
     ARTIFACTS_FIELD_NUMBER: _ClassVar[int]
+    WAITING_REASON_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     index: int
@@ -404,10 +405,11 @@ class Stage(_message.Message):
     finished_at: _timestamp_pb2.Timestamp
     log_size: int
     artifacts: _containers.RepeatedCompositeFieldContainer[Artifact]
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., index: _Optional[int] = ..., status: _Optional[_Union[StageStatus, str]] = ..., attempt: _Optional[int] = ..., max_attempts: _Optional[int] = ..., needs: _Optional[_Iterable[str]] = ..., image: _Optional[str] = ..., agent_id: _Optional[str] = ..., agent_name: _Optional[str] = ..., exit_code: _Optional[int] = ..., message: _Optional[str] = ..., queued_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., log_size: _Optional[int] = ..., artifacts: _Optional[_Iterable[_Union[Artifact, _Mapping]]] = ...) -> None: ...
+    waiting_reason: str
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., index: _Optional[int] = ..., status: _Optional[_Union[StageStatus, str]] = ..., attempt: _Optional[int] = ..., max_attempts: _Optional[int] = ..., needs: _Optional[_Iterable[str]] = ..., image: _Optional[str] = ..., agent_id: _Optional[str] = ..., agent_name: _Optional[str] = ..., exit_code: _Optional[int] = ..., message: _Optional[str] = ..., queued_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., log_size: _Optional[int] = ..., artifacts: _Optional[_Iterable[_Union[Artifact, _Mapping]]] = ..., waiting_reason: _Optional[str] = ...) -> None: ...
 
 class Run(_message.Message):
-    __slots__ = ("id", "repository", "number", "pipeline", "status", "ref", "commit_sha", "commit_message", "author", "trigger", "triggered_by", "created_at", "started_at", "finished_at", "stages", "message")
+    __slots__ = ("id", "repository", "number", "pipeline", "status", "ref", "commit_sha", "commit_message", "author", "trigger", "triggered_by", "created_at", "started_at", "finished_at", "stages", "message", "waiting_reason")
     ID_FIELD_NUMBER: _ClassVar[int]
     REPOSITORY_FIELD_NUMBER: _ClassVar[int]
     NUMBER_FIELD_NUMBER: _ClassVar[int]
@@ -424,6 +426,7 @@ class Run(_message.Message):
     FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
     STAGES_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    WAITING_REASON_FIELD_NUMBER: _ClassVar[int]
     id: str
     repository: str
     number: int
@@ -440,7 +443,8 @@ class Run(_message.Message):
     finished_at: _timestamp_pb2.Timestamp
     stages: _containers.RepeatedCompositeFieldContainer[Stage]
     message: str
-    def __init__(self, id: _Optional[str] = ..., repository: _Optional[str] = ..., number: _Optional[int] = ..., pipeline: _Optional[str] = ..., status: _Optional[_Union[StageStatus, str]] = ..., ref: _Optional[str] = ..., commit_sha: _Optional[str] = ..., commit_message: _Optional[str] = ..., author: _Optional[str] = ..., trigger: _Optional[_Union[RunTrigger, str]] = ..., triggered_by: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., stages: _Optional[_Iterable[_Union[Stage, _Mapping]]] = ..., message: _Optional[str] = ...) -> None: ...
+    waiting_reason: str
+    def __init__(self, id: _Optional[str] = ..., repository: _Optional[str] = ..., number: _Optional[int] = ..., pipeline: _Optional[str] = ..., status: _Optional[_Union[StageStatus, str]] = ..., ref: _Optional[str] = ..., commit_sha: _Optional[str] = ..., commit_message: _Optional[str] = ..., author: _Optional[str] = ..., trigger: _Optional[_Union[RunTrigger, str]] = ..., triggered_by: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., stages: _Optional[_Iterable[_Union[Stage, _Mapping]]] = ..., message: _Optional[str] = ..., waiting_reason: _Optional[str] = ...) -> None: ...
 
 class Agent(_message.Message):
     __slots__ = ("id", "name", "status", "labels", "executors", "capacity", "running", "last_seen", "version", "registered_at", "drain_requested_by")

@@ -50,6 +50,7 @@ async def test_a_run_written_by_the_store_reads_back_through_piccolo(db: Any) ->
         executor="local",
         labels={"os": "linux"},
         queued_at=started,
+        queue_timeout_s=90.0,
     )
     run = RunState(
         id=run_id, pipeline_id=pipeline["id"], number=number, status=StageStatus.QUEUED, created_at=started
@@ -70,9 +71,21 @@ async def test_a_run_written_by_the_store_reads_back_through_piccolo(db: Any) ->
     )
     assert row["created_at"].astimezone(UTC) == started and row["started_at"] is None
 
-    stage.status, stage.attempt, stage.log_seq, stage.started_at = StageStatus.RUNNING, 2, 7, started
+    stage.waiting_reason = "all 3 matching agents are busy"
     await s.save_stage(stage)
-    run.status, run.started_at = StageStatus.RUNNING, started
+    run.waiting_reason = "stage 's' waits: all 3 matching agents are busy"
+    await s.save_run(run)
+    [waiting] = await s.load_active_runs()
+    assert waiting.waiting_reason == run.waiting_reason
+    assert (waiting.stages["s"].waiting_reason, waiting.stages["s"].queue_timeout_s) == (
+        stage.waiting_reason,
+        90.0,
+    )
+
+    stage.status, stage.attempt, stage.log_seq, stage.started_at = StageStatus.RUNNING, 2, 7, started
+    stage.waiting_reason = ""
+    await s.save_stage(stage)
+    run.status, run.started_at, run.waiting_reason = StageStatus.RUNNING, started, ""
     await s.save_run(run)
     [loaded] = await s.load_active_runs()
     got = loaded.stages["s"]
@@ -84,4 +97,5 @@ async def test_a_run_written_by_the_store_reads_back_through_piccolo(db: Any) ->
         {"os": "linux"},
     )
     assert got.spec.commands == spec.commands and got.started_at == started
+    assert (got.waiting_reason, got.queue_timeout_s, loaded.waiting_reason) == ("", 90.0, "")
     assert loaded.started_at == started

@@ -257,3 +257,28 @@ async def test_a_lease_opened_with_a_masker_ships_masked_chunks() -> None:
         shipper.add("a", text)
     shipper.flush("a")
     assert texts(await drain_outbox(shipper)) == ["token ***", "clean", "***"]
+
+
+async def test_unsent_chunks_are_kept_and_restored_with_their_sequence_numbers() -> None:
+    shipper = LogShipper(flush_interval_s=10)
+    shipper.open("a")
+    shipper.add("a", "one")
+    shipper.flush("a")
+    assert [c.seq for c in await drain_outbox(shipper)] == [1]
+    assert shipper.acknowledge(LogAck("a", 1))
+    shipper.add("a", "two")
+    shipper.flush("a")
+    shipper.add("a", "three")  # queued, not cut yet: unsent() cuts it
+    kept = shipper.unsent("a")
+    assert [(c.seq, texts([c])) for c in kept] == [(2, ["two"]), (3, ["three"])]
+    assert shipper.unsent("unknown") == ()
+
+    # Another process of the agent: the kept chunks go out again, numbered as before.
+    later = LogShipper()
+    later.restore("a", kept)
+    assert await drain_outbox(later) == list(kept)
+    assert later.unacked("a") == 2
+    assert later.acknowledge(LogAck("a", 3))
+    assert await later.wait_acked("a", 0.1)
+    later.restore("b", ())
+    assert await later.wait_acked("b", 0.1)

@@ -256,3 +256,13 @@ def given_env() -> dict[str, str]:
 def test_a_work_dir_overlapping_the_state_dir_is_refused(state: str, work: str) -> None:
     with pytest.raises(ValueError, match="must be separate directories"):
         AgentSettings.from_sources(controller="ci:9090", state_dir=state, work_dir=work, env={})
+
+
+def test_report_wait_from_flag_or_environment_and_checked() -> None:
+    assert AgentSettings.from_sources(controller="ci:9090", env={}).report_wait_s == 60.0
+    env = {"BUILDIT_AGENT_REPORT_WAIT": "5"}
+    assert AgentSettings.from_sources(controller="ci:9090", env=env).report_wait_s == 5.0
+    assert AgentSettings.from_sources(controller="ci:9090", report_wait="0", env=env).report_wait_s == 0.0
+    for bad in ("soon", "-1", "86401", "nan"):
+        with pytest.raises(ValueError, match="report wait"):
+            AgentSettings.from_sources(controller="ci:9090", report_wait=bad, env={})

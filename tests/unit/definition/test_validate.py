@@ -6,7 +6,13 @@ from typing import Any
 
 import pytest
 
-from controller.definition.model import Diagnostic, Location, Pipeline, PipelineInvalid
+from controller.definition.model import (
+    DEFAULT_QUEUE_TIMEOUT_S,
+    Diagnostic,
+    Location,
+    Pipeline,
+    PipelineInvalid,
+)
 from controller.definition.validate import MAX_RETRIES, parse_duration, validate
 from controller.definition.validate import load as load_pipeline
 
@@ -259,7 +265,7 @@ def test_unknown_top_level_node_suggests() -> None:
 
 def test_unknown_top_level_node_without_close_match_lists_allowed() -> None:
     diag = only('pipeline "p"\nzzz\nstage "a" { run "x"; }\n')
-    assert diag.hint == "allowed at the top level: env, pipeline, stage, trigger"
+    assert diag.hint == "allowed at the top level: env, pipeline, queue-timeout, stage, trigger"
 
 
 def test_stage_child_at_top_level_says_it_belongs_in_a_stage() -> None:
@@ -377,7 +383,8 @@ def test_unknown_stage_child_suggests_or_lists() -> None:
     assert diagnostics[0].hint == "did you mean 'image'?"
     assert diagnostics[1].message == "unknown node 'foo' in stage 's'"
     assert diagnostics[1].hint == (
-        "allowed in a stage: artifacts, env, image, labels, needs, retries, run, timeout, when, workdir"
+        "allowed in a stage: artifacts, env, image, labels, needs, queue-timeout, retries, run, timeout, "
+        "when, workdir"
     )
 
 
@@ -468,6 +475,50 @@ def test_bad_timeouts(value: str) -> None:
 def test_timeout_float_is_a_type_error() -> None:
     diag = only(stage_file('run "x"\ntimeout 1.5'))
     assert diag.message == "'timeout' in stage 's' takes a quoted string or an integer, got 1.5"
+
+
+# --- queue-timeout ----------------------------------------------------------------------------
+
+
+def test_queue_timeout_stage_wins_over_pipeline_wins_over_default() -> None:
+    source = (
+        'pipeline "p"\nqueue-timeout "10m"\n'
+        'stage "own" { run "x"; queue-timeout "90s"; }\n'
+        'stage "inherits" { run "x"; }\n'
+    )
+    pipeline = load_pipeline(source)
+    assert pipeline.queue_timeout_s == 600.0
+    assert pipeline.stage("own").queue_timeout_s == 90.0
+    assert pipeline.queue_timeout_for("own") == 90.0
+    assert pipeline.queue_timeout_for("inherits") == 600.0
+    plain = load_pipeline(stage_file('run "x"'))
+    assert plain.queue_timeout_s is None and plain.queue_timeout_for("s") == DEFAULT_QUEUE_TIMEOUT_S == 3600.0
+
+
+@pytest.mark.parametrize("value", ['"abc"', "0", '"0s"', '"169h"', '"-5m"'])
+def test_bad_stage_queue_timeout_is_reported_at_its_node(value: str) -> None:
+    diag = only(stage_file(f'run "x"\nqueue-timeout {value}'))
+    assert (diag.file, diag.line, diag.col) == ("f.kdl", 4, 5)
+    assert diag.message.startswith("bad duration ")
+    assert diag.message.endswith("for 'queue-timeout' in stage 's'")
+    assert '"10m"' in diag.hint
+
+
+def test_bad_pipeline_queue_timeout_is_reported_at_its_node() -> None:
+    diag = only('pipeline "p"\n\n  queue-timeout "soon"\nstage "a" { run "x"; }\n')
+    assert (diag.line, diag.col) == (3, 3)
+    assert diag.message == "bad duration 'soon' for 'queue-timeout' at the top level"
+    assert diag.format().startswith("f.kdl:3:3: error: bad duration 'soon'")
+
+
+def test_queue_timeout_shape_errors() -> None:
+    float_value = only(stage_file('run "x"\nqueue-timeout 1.5'))
+    assert float_value.message == "'queue-timeout' in stage 's' takes a quoted string or an integer, got 1.5"
+    twice = only('pipeline "p"\nqueue-timeout "1m"\nqueue-timeout "2m"\nstage "a" { run "x"; }\n')
+    assert (twice.line, twice.message) == (3, "'queue-timeout' is given twice (first on line 2)")
+    missing = only('pipeline "p"\nqueue-timeout\nstage "a" { run "x"; }\n')
+    assert missing.message == "'queue-timeout' at the top level takes exactly 1 value, got 0"
+    assert missing.hint == 'example: queue-timeout "30m"'
 
 
 @pytest.mark.parametrize("value", [0, 1, MAX_RETRIES])
