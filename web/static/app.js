@@ -125,16 +125,12 @@
         return;
       }
       flash("");
-      if (button.dataset.done === "goto") {
-        location.href = button.dataset.href;
-        return;
-      }
       if (button.dataset.done === "goto-run") {
         const run = await resp.json();
         location.href = "/pipelines/" + (run.pipeline_id || button.dataset.pipelineId) + "/runs/" + run.number;
         return;
       }
-      if (button.dataset.done === "goto") {  // the thing is gone (deleted): leave its page
+      if (button.dataset.done === "goto") {  // another page shows what it did (or the thing is gone)
         location.href = button.dataset.goto;
         return;
       }

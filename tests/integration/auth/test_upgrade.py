@@ -25,6 +25,7 @@ from controller.orgs.services import ensure_default_org_and_tenant
 from controller.pipelines.tables import Pipeline
 from controller.runs.tables import Run, StageRun
 from tests.integration.fleet.harness import Controller
+from tests.support.old_schema import existing_columns, insert_old
 
 FIRST_IDENTITY_MIGRATION = "2026-12-03T10:50:29:366730"
 CONFIG = 'pipeline "legacy-app"\nstage "build" { run "make"; }\n'
@@ -43,24 +44,25 @@ async def _old_database(database_url: str, monkeypatch: pytest.MonkeyPatch) -> d
         with monkeypatch.context() as patch:
             patch.setattr(migrate_module, "_migration_modules", before_identity)
             await migrate(engine)
-        columns = await _agent_columns(database_url)
+        columns = await existing_columns(Agent)
         assert "org_wide" not in columns, "the old schema already has the identity columns"
         org, tenant = await ensure_default_org_and_tenant()
         now = datetime.now(UTC)
         pipeline_id, run_id, agent_id = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
-        # Written as the old version did: later versions add pipeline columns the old schema lacks.
-        await Pipeline.raw(
-            "INSERT INTO pipeline (id, org, tenant, name, config, next_run_number, created_at, updated_at) "
-            "VALUES ({}, {}, {}, {}, {}, 1, {}, {})",
-            pipeline_id,
-            org,
-            tenant,
-            "legacy-app",
-            CONFIG,
-            now,
-            now,
+        # Written as the old version did: only the columns its schema has (later ones add more).
+        await insert_old(
+            Pipeline(
+                id=pipeline_id,
+                org=org,
+                tenant=tenant,
+                name="legacy-app",
+                config=CONFIG,
+                next_run_number=2,
+                created_at=now,
+                updated_at=now,
+            )
         )
-        await Run.insert(
+        await insert_old(
             Run(
                 id=run_id,
                 org=org,
@@ -79,7 +81,7 @@ async def _old_database(database_url: str, monkeypatch: pytest.MonkeyPatch) -> d
                 pipeline_source=CONFIG,
             )
         )
-        await StageRun.insert(
+        await insert_old(
             StageRun(
                 id=uuid.uuid4(),
                 org=org,
@@ -91,38 +93,24 @@ async def _old_database(database_url: str, monkeypatch: pytest.MonkeyPatch) -> d
                 executor="local",
             )
         )
-        # The old Agent table has no org_wide column: the row is written as the old version did.
-        await Agent.raw(
-            "INSERT INTO agent (id, org, tenant, name, token_hash, labels, executors, capacity, version, "
-            "status, draining, operator_drain, registered_at) VALUES "
-            "({}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {})",
-            agent_id,
-            org,
-            tenant,
-            "old-agent",
-            "f" * 64,
-            "{}",
-            '["local"]',
-            1,
-            "0.1",
-            "offline",
-            False,
-            False,
-            now,
+        await insert_old(  # no org_wide column yet
+            Agent(
+                id=agent_id,
+                org=org,
+                tenant=tenant,
+                name="old-agent",
+                token_hash="f" * 64,
+                labels={},
+                executors=["local"],
+                capacity=1,
+                version="0.1",
+                status="offline",
+                registered_at=now,
+            )
         )
         return {"pipeline": str(pipeline_id), "run": str(run_id), "agent": str(agent_id)}
     finally:
         await close_database(engine)
-
-
-async def _agent_columns(database_url: str) -> set[str]:
-    if database_url.startswith("sqlite"):
-        rows = await Agent.raw("SELECT name FROM pragma_table_info('agent')")
-        return {row["name"] for row in rows}
-    rows = await Agent.raw(
-        "SELECT column_name AS name FROM information_schema.columns WHERE table_name = 'agent'"
-    )
-    return {row["name"] for row in rows}
 
 
 def test_a_database_from_before_accounts_upgrades_with_its_data(

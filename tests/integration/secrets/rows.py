@@ -11,12 +11,13 @@ from typing import Any
 
 from controller.pipelines.tables import Pipeline
 from controller.repos.tables import Repository
+from tests.support.old_schema import insert_old
 
 
 async def legacy_repository(org: Any, tenant: Any, secret: str, token: str) -> uuid.UUID:
     """A repository (and its pipeline) as an older controller stored it: secrets in plain text."""
     repo_id = uuid.uuid4()
-    await Repository.insert(
+    await insert_old(
         Repository(
             id=repo_id,
             org=org,
@@ -31,18 +32,18 @@ async def legacy_repository(org: Any, tenant: Any, secret: str, token: str) -> u
             status_token=token,
         )
     )
-    # The columns a pipeline had then (later versions add columns the old schema lacks).
     now = datetime.now(UTC)
-    await Pipeline.raw(
-        "INSERT INTO pipeline (id, org, tenant, name, config, next_run_number, created_at, updated_at, "
-        "repository) VALUES ({}, {}, {}, {}, '', 0, {}, {}, {})",
-        uuid.uuid4(),
-        org,
-        tenant,
-        f"p-{repo_id.hex[:6]}",
-        now,
-        now,
-        repo_id,
+    await insert_old(
+        Pipeline(
+            id=uuid.uuid4(),
+            org=org,
+            tenant=tenant,
+            name=f"p-{repo_id.hex[:6]}",
+            config="",
+            created_at=now,
+            updated_at=now,
+            repository=repo_id,
+        )
     )
     return repo_id
 
