@@ -6,8 +6,10 @@ commands succeeded, the files matching its `artifacts` globs are uploaded one by
 (UploadArtifact: header, then ARTIFACT_CHUNK_BYTES chunks), and only then is SUCCEEDED reported,
 so a dependent stage never starts without them. Paths follow `agent.workspace`'s rules (nothing
 read or written outside the workspace). Both directions are retried from the start while the
-controller is unreachable; a broken rule, a corrupted file or a refused transfer ends the stage in
-ERROR with a one-line message, and a lost lease (LEASE_GONE, see `agent.client.classify`) stops it.
+controller is unreachable, without end while the agent serves and up to its `--report-wait` once it
+is stopping (then the stage ends in ERROR, a result kept for the next start); a broken rule, a
+corrupted file or a refused transfer ends the stage in ERROR with a one-line message, and a lost
+lease (LEASE_GONE, see `agent.client.classify`) stops it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import TYPE_CHECKING, BinaryIO, Final
 from agent.backoff import Backoff
 from agent.client import RESOURCE_EXHAUSTED, UNIMPLEMENTED, FailureKind, RpcFailure, classify
 from agent.contract.types import ArtifactAck, ArtifactHeader, ArtifactPart, ExecutionResult, StageStatus
+from agent.reporting import ReportBound
 from agent.session import Session
 from agent.workspace import ArtifactError, create_artifact_file, find_artifacts
 
@@ -43,9 +46,26 @@ _LISTED_ARTIFACTS: Final = 20
 class ArtifactTransfer:
     """Moves the artifacts of the agent's stages; `lose(lease_id, why)` is called when a lease is gone."""
 
-    def __init__(self, session: Session, lose: Callable[[str, str], None]) -> None:
+    def __init__(
+        self, session: Session, lose: Callable[[str, str], None], bound: ReportBound | None = None
+    ) -> None:
         self._session = session
         self._lose = lose
+        self._bound = bound if bound is not None else ReportBound()
+
+    def _gave_up(self, since: float | None, what: str) -> ExecutionResult | None:
+        """ERROR once a stopping agent waited its bound for an unreachable controller, else None.
+
+        Why: a transfer retried without end would keep a stopping agent up as long as the controller
+        is down; ended here, the stage's result is kept like any other unreported result.
+        """
+        if since is None or not self._bound.expired(since):
+            return None
+        message = (
+            f"cannot {what}: the controller at {self._session.address} was unreachable while the "
+            "agent was stopping"
+        )
+        return ExecutionResult(StageStatus.ERROR, message=message)
 
     async def download(
         self, stage: Stage, workspace: Path, say: Callable[[str], None]
@@ -58,6 +78,7 @@ class ArtifactTransfer:
         client = self._session.client
         needs = ", ".join(stage.lease.spec.needs)
         backoff = Backoff()
+        unreachable_since: float | None = None
         while not stage.lost:
             token = client.token
             try:
@@ -71,6 +92,10 @@ class ArtifactTransfer:
                     await self._session.reauthenticate(token, exc)
                     continue
                 if kind is FailureKind.RETRY:
+                    unreachable_since = unreachable_since or asyncio.get_running_loop().time()
+                    if gave_up := self._gave_up(unreachable_since, f"download the artifacts of {needs}"):
+                        say(f"error: {gave_up.message}")
+                        return gave_up
                     delay = backoff.next()
                     log.debug("artifact download failed (%s); retrying", exc)
                     await asyncio.sleep(delay)
@@ -165,6 +190,7 @@ class ArtifactTransfer:
         client = self._session.client
         timeout = _UPLOAD_BASE_TIMEOUT_S + header.size / (1024 * 1024)
         backoff = Backoff()
+        unreachable_since: float | None = None
         while not stage.lost:
             token = client.token
             try:
@@ -178,6 +204,9 @@ class ArtifactTransfer:
                     await self._session.reauthenticate(token, exc)
                     continue
                 if kind is FailureKind.RETRY:
+                    unreachable_since = unreachable_since or asyncio.get_running_loop().time()
+                    if gave_up := self._gave_up(unreachable_since, f"upload artifact '{header.path}'"):
+                        return gave_up
                     delay = backoff.next()
                     log.debug("upload of %s failed (%s); retrying", header.path, exc)
                     await asyncio.sleep(delay)

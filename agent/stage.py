@@ -159,8 +159,8 @@ class StageRunner:
         self._lose = lose
         self._cancel = cancel
         self._ack_timeout_s = ack_timeout_s
-        self._artifacts = ArtifactTransfer(session, lose)
         self._bound = bound if bound is not None else ReportBound()
+        self._artifacts = ArtifactTransfer(session, lose, self._bound)
 
     async def run(self, stage: Stage) -> None:
         """One attempt of a leased stage, from RUNNING to its final status (or the loss of its lease).

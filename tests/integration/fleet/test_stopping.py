@@ -270,3 +270,39 @@ def test_an_agent_stopped_while_its_controller_is_down_gives_up_after_its_bound(
         if again is not None:
             again.stop()
         controller.stop()
+
+
+def test_an_agent_stopping_gives_up_an_upload_to_a_down_controller_after_its_bound(tmp_path: Path) -> None:
+    controller = Controller(tmp_path, f"sqlite:///{tmp_path / 'buildit.db'}", env={"BUILDIT_LEASE_TTL": "30"})
+    controller.start()
+    agent = Agent(tmp_path, controller, "worker", env={"BUILDIT_AGENT_REPORT_WAIT": "2"})
+    again: Agent | None = None
+    try:
+        pipeline = controller.create_pipeline(
+            'pipeline "p"\nstage "s" { run "sleep 3; echo made > out.txt"; artifacts "out.txt"; }\n'
+        )
+        number = controller.trigger(pipeline)
+        wait_for(
+            lambda: controller.stage(pipeline, number, "s")["status"] == "running", 30, "the stage running"
+        )
+        controller.stop()
+        agent.proc.signal(signal.SIGTERM)
+        assert agent.proc.wait(60) == 1, agent.proc.output  # not retrying the upload for ever
+        kept = agent.state_dir / "pending-reports.json"
+        assert f"result kept in {kept} for the next start" in agent.proc.output, agent.proc.output
+
+        controller.start()
+        again = Agent(tmp_path, controller, "worker")
+        run = controller.wait_run(pipeline, number, 60)
+        [stage] = run["stages"]
+        address = controller.grpc_address
+        assert (stage["status"], stage["attempt"]) == ("error", 1), stage
+        assert stage["message"] == (
+            f"cannot upload artifact 'out.txt': the controller at {address} was unreachable while the "
+            "agent was stopping"
+        )
+    finally:
+        agent.stop()
+        if again is not None:
+            again.stop()
+        controller.stop()
