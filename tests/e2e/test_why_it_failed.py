@@ -241,6 +241,8 @@ def test_every_ui_path_that_names_nothing_answers_the_html_not_found_page(page: 
         expect(page.get_by_role("heading", name="Not found")).to_be_visible()
         expect(page.locator("main")).to_contain_text(path)
         expect(page.get_by_role("link", name="Back to the runs")).to_be_visible()
+        nav = page.get_by_role("navigation", name="Main")
+        expect(nav.get_by_role("link", name="Repositories")).to_be_visible()
     # The API keeps answering JSON.
     for path in ("/api/v1/nope", f"/api/v1/pipelines/{pipeline}/runs/abc", "/api/v1/pipelines/not-a-uuid"):
         response = page.goto(path)
