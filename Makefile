@@ -47,8 +47,13 @@ test-deps:
 	@scripts/ensure-chromium.sh
 	@scripts/ensure-postgres.sh >/dev/null
 
+# Two pytest workers (pytest-xdist), each taking whole modules (their module-scoped controllers stay
+# in one worker): the suite mostly waits on the processes it starts, so two halve its time on two
+# cores. TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= 2
+
 test: install test-deps proto-check lint
-	BUILDIT_TEST_DOCKER=required BUILDIT_TEST_POSTGRES=required BUILDIT_TEST_BROWSER=required $(PY) -m pytest -q tests
+	BUILDIT_TEST_DOCKER=required BUILDIT_TEST_POSTGRES=required BUILDIT_TEST_BROWSER=required $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
 
 lint: install
 	$(VENV)/bin/ruff check controller agent tests

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
@@ -12,9 +14,14 @@ MAX_LENGTH = 1024
 
 # argon2-cffi's defaults follow RFC 9106's second recommendation (argon2id, 64 MiB, t=3, p=4).
 _hasher = PasswordHasher()
-# Checked when the user does not exist, so a wrong name costs as long as a wrong password and the
-# time taken tells nothing about which half was wrong.
-_DUMMY = _hasher.hash("buildit: no such user, but spend the same time")
+
+
+@functools.cache
+def _dummy() -> str:
+    """Checked when the user does not exist, so a wrong name costs as long as a wrong password and
+    the time taken tells nothing about which half was wrong. Made at first use, not at import: a
+    hash takes ~0.1 s, and every process that imports the controller would pay it."""
+    return _hasher.hash("buildit: no such user, but spend the same time")
 
 
 def check_strength(password: str) -> None:
@@ -33,7 +40,7 @@ def hash_password(password: str) -> str:
 def verify_password(stored_hash: str, password: str) -> bool:
     """Whether `password` matches; with no stored hash (no user, OIDC-only user) a dummy is checked."""
     try:
-        return _hasher.verify(stored_hash or _DUMMY, password) and bool(stored_hash)
+        return _hasher.verify(stored_hash or _dummy(), password) and bool(stored_hash)
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
 
