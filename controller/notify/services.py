@@ -185,6 +185,27 @@ def _row(record: dict[str, Any], box: SecretBox) -> NotificationRow:
     )
 
 
+#: Bumped whenever this process creates or deletes a notification (`notifications_version`).
+_version = 0
+
+
+def notifications_version() -> int:
+    """A counter of this process's notification changes: a cache of who has notifications that
+    was loaded at another value is stale (see `DeliveryWorker`)."""
+    return _version
+
+
+def _changed() -> None:
+    global _version
+    _version += 1
+
+
+async def tenants_with_notifications() -> frozenset[UUID]:
+    """The tenants that have at least one notification (most have none)."""
+    rows = await Notification.select(Notification.tenant).distinct()
+    return frozenset(row["tenant"] for row in rows)
+
+
 def _select() -> Any:
     return Notification.select(
         *Notification.all_columns(), Notification.pipeline.name.as_alias("pipeline_name")
@@ -221,6 +242,7 @@ async def create_notification(
             created_at=datetime.now(UTC),
         )
     )
+    _changed()
     found = await get_notification(tenant, notification_id, box)
     assert found is not None
     return found
@@ -247,6 +269,7 @@ async def delete_notification(tenant: UUID, notification_id: UUID) -> bool:
         .where((Notification.tenant == tenant) & (Notification.id == notification_id))
         .returning(Notification.id)
     )
+    _changed()
     return bool(deleted)
 
 
