@@ -14,7 +14,9 @@ $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@echo "make: installing BuildIt into $(VENV) (pyproject.toml or constraints.txt changed)"
 	@$(PY) -m pip install -q --upgrade pip
-	@$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	@# setuptools warns on every editable install that same-named folders may shadow the package
+	@# (they cannot here: the package is this directory); the warning says nothing about the project.
+	@PYTHONWARNINGS="ignore:Editable installation.:UserWarning" $(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	@# Editable installs get no bytecode when PYTHONDONTWRITEBYTECODE is set; compile it once.
 	@$(PY) -m compileall -q controller agent >/dev/null
 	@touch $(STAMP)

@@ -106,6 +106,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"Docker network mode for stage containers (env {ENV['network']}; default bridge)",
     )
     parser.add_argument(
+        "--stage-cpus",
+        metavar="CPUS",
+        help="CPU limit of a container stage whose `resources` node sets none, e.g. 2 or 500m "
+        f"(env {ENV['stage_cpus']}; default none)",
+    )
+    parser.add_argument(
+        "--stage-memory",
+        metavar="SIZE",
+        help="memory limit of a container stage whose `resources` node sets none, e.g. 4Gi "
+        f"(env {ENV['stage_memory']}; default none)",
+    )
+    parser.add_argument(
+        "--stage-pids",
+        metavar="N",
+        help="how many processes a container stage may have at once unless its `resources` node "
+        f"says (env {ENV['stage_pids']}; default 4096; 0: no limit)",
+    )
+    parser.add_argument(
         "--report-wait",
         metavar="SECONDS",
         help="when stopping: how long to wait for an unreachable controller to take the stages' "
@@ -158,6 +176,9 @@ def run(args: argparse.Namespace) -> int:
             containment=getattr(args, "containment", None),
             run_as=getattr(args, "run_as", None),
             report_wait=getattr(args, "report_wait", None),
+            stage_cpus=getattr(args, "stage_cpus", None),
+            stage_memory=getattr(args, "stage_memory", None),
+            stage_pids=getattr(args, "stage_pids", None),
         )
     except ValueError as exc:
         _fail(f"error: {exc}")
@@ -174,7 +195,11 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         executors = build_executors(
-            settings.executor, settings.network, settings.containment, settings.run_as
+            settings.executor,
+            settings.network,
+            settings.containment,
+            settings.run_as,
+            stage_defaults=settings.stage_defaults,
         )
     except ExecutorError as exc:
         _fail(f"error: {exc}")

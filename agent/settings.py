@@ -17,6 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal, cast, get_args
 
+from agent.contract.quantities import parse_cpu, parse_memory
+from agent.contract.types import Resources
+from agent.executors.base import DEFAULT_STAGE_LIMITS
 from agent.executors.containment import CONTAINMENTS, Containment
 from agent.executors.users import resolve_run_as
 from agent.tls import TLS_SCHEME, read_ca_file
@@ -59,6 +62,9 @@ ENV: Final[Mapping[str, str]] = {
     "network": "BUILDIT_AGENT_NETWORK",
     "ca_file": "BUILDIT_CA_FILE",
     "report_wait": "BUILDIT_AGENT_REPORT_WAIT",
+    "stage_cpus": "BUILDIT_AGENT_STAGE_CPUS",
+    "stage_memory": "BUILDIT_AGENT_STAGE_MEMORY",
+    "stage_pids": "BUILDIT_AGENT_STAGE_PIDS",
 }
 
 # Label keys and values travel to the controller and are matched against stage labels; keep them to a
@@ -99,6 +105,8 @@ class AgentSettings:
     #: Once stopping: how long to wait for an unreachable controller to take the stages' results
     #: before keeping them in the state dir for the next start (agent.reporting).
     report_wait_s: float = DEFAULT_REPORT_WAIT_S
+    #: Limits of a stage that does not set them in its `resources` node (container executors).
+    stage_defaults: Resources = DEFAULT_STAGE_LIMITS
 
     @property
     def work_root(self) -> Path:
@@ -122,6 +130,9 @@ class AgentSettings:
         containment: str | None = None,
         run_as: str | None = None,
         report_wait: str | float | None = None,
+        stage_cpus: str | None = None,
+        stage_memory: str | None = None,
+        stage_pids: str | int | None = None,
         env: Mapping[str, str] | None = None,
     ) -> AgentSettings:
         """Settings from flag values (None = not given) falling back to `env` (default: os.environ).
@@ -173,6 +184,11 @@ class AgentSettings:
             containment=_parse_containment(pick("containment", containment)),
             run_as=_parse_run_as(pick("run_as", run_as)),
             report_wait_s=_parse_report_wait(pick("report_wait", report_wait)),
+            stage_defaults=parse_stage_defaults(
+                pick("stage_cpus", stage_cpus),
+                pick("stage_memory", stage_memory),
+                pick("stage_pids", stage_pids),
+            ),
         )
 
 
@@ -305,6 +321,39 @@ def _parse_report_wait(value: str | None) -> float:
     if not 0 <= seconds <= 86400 or seconds != seconds:
         raise ValueError(f"report wait {value!r} must be between 0 and 86400 seconds")
     return seconds
+
+
+def parse_stage_defaults(cpus: str | None, memory: str | None, pids: str | None) -> Resources:
+    """The agent's `--stage-cpus/--stage-memory/--stage-pids` as limits; ValueError naming the flag.
+
+    "0" (or nothing) for cpus and memory means no limit; pids defaults to `DEFAULT_STAGE_LIMITS`'
+    and "0" turns that limit off.
+    """
+    cpu_millis = memory_bytes = 0
+    if cpus is not None and cpus.strip() not in ("", "0"):
+        parsed = parse_cpu(cpus.strip())
+        if parsed is None or parsed <= 0:
+            raise ValueError(
+                f"--stage-cpus ({ENV['stage_cpus']}) {cpus!r} must be cores or millicores, e.g. 2 or 500m"
+            )
+        cpu_millis = parsed
+    if memory is not None and memory.strip() not in ("", "0"):
+        parsed = parse_memory(memory.strip())
+        if parsed is None or parsed < 6 * 2**20:
+            raise ValueError(
+                f"--stage-memory ({ENV['stage_memory']}) {memory!r} must be a size of at least 6Mi, "
+                "e.g. 4Gi or 512Mi"
+            )
+        memory_bytes = parsed
+    count = DEFAULT_STAGE_LIMITS.pids
+    if pids is not None:
+        text = str(pids).strip()
+        if not text.isdigit():
+            raise ValueError(
+                f"--stage-pids ({ENV['stage_pids']}) {pids!r} must be a whole number (0: no limit)"
+            )
+        count = int(text)
+    return Resources(cpu_millis, memory_bytes, count)
 
 
 def _parse_run_as(value: str | None) -> str:

@@ -50,7 +50,7 @@ from agent.contract import logmarks
 from agent.contract.logformat import StageRef, about, stage_ref
 from agent.contract.types import CancelReason, ExecutionResult, StageLease, StageStatus, StageUpdate
 from agent.errors import AgentExit
-from agent.executors.base import StageContext, outcome_message
+from agent.executors.base import StageContext, outcome_message, resources_ignored
 from agent.executors.registry import Executors
 from agent.git.fetch import GitFetcher, GitFetchError, redact_url
 from agent.logs import LogShipper
@@ -262,6 +262,8 @@ class StageRunner:
         # BuildIt's own lines ("restored 3 artifact file(s)", errors) join the stage's one combined
         # log, marked as BuildIt's (agent.contract.logmarks).
         say = on_output.note
+        if spec.resources and not executor.applies_resources:
+            say(resources_ignored(executor.name, spec.resources))
         if masker.too_short:
             say(
                 f"buildit: {masker.too_short} secret value(s) shorter than {MIN_SECRET_CHARS} characters "

@@ -40,6 +40,7 @@ from agent.contract.types import (
     Ping,
     RegisterRequest,
     RegisterResponse,
+    Resources,
     StageLease,
     StageSpec,
     StageStatus,
@@ -229,6 +230,11 @@ def spec_to_proto(spec: StageSpec) -> pb.StageSpec:
         retries=spec.retries,
         labels=dict(spec.labels),
         workdir=spec.workdir,
+        resources=pb.Resources(
+            cpu_millis=spec.resources.cpu_millis,
+            memory_bytes=spec.resources.memory_bytes,
+            pids=spec.resources.pids,
+        ),
     )
     if spec.image is not None:
         message.image = spec.image
@@ -259,6 +265,11 @@ def spec_from_proto(message: pb.StageSpec) -> StageSpec:
         labels=dict(message.labels),
         workdir=message.workdir,
         source=source_from_proto(message.source) if message.HasField("source") else None,
+        resources=Resources(
+            max(message.resources.cpu_millis, 0),
+            max(message.resources.memory_bytes, 0),
+            max(message.resources.pids, 0),
+        ),
     )
 
 

@@ -2,7 +2,7 @@
 
 These dataclasses are what both sides agree on, independent of the wire format: the
 controller's planner produces `StageSpec`, executors consume it, and `convert.py` maps
-them to and from `buildit.proto`. Only the standard library is imported here.
+them to and from `buildit.proto`. Only the standard library (and `quantities`) is imported here.
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from datetime import datetime
+
+from agent.contract.quantities import format_cpu, format_memory
 
 
 class StageStatus(enum.StrEnum):
@@ -53,6 +55,38 @@ class WorkspaceSource:
 
 
 @dataclass(frozen=True)
+class Resources:
+    """What a stage may use (its `resources` node): CPU in millicores, memory in bytes, and
+    processes; 0 leaves one unset (the agent's default applies, or no limit)."""
+
+    cpu_millis: int = 0
+    memory_bytes: int = 0
+    pids: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.cpu_millis or self.memory_bytes or self.pids)
+
+    def over(self, defaults: Resources) -> Resources:
+        """These, with each unset one taken from `defaults` (an agent's `--stage-*` settings)."""
+        return Resources(
+            self.cpu_millis or defaults.cpu_millis,
+            self.memory_bytes or defaults.memory_bytes,
+            self.pids or defaults.pids,
+        )
+
+    def describe(self) -> str:
+        """As the pipeline file writes them: `cpu=2, memory=4Gi, pids=512` (the set ones)."""
+        parts = []
+        if self.cpu_millis:
+            parts.append(f"cpu={format_cpu(self.cpu_millis)}")
+        if self.memory_bytes:
+            parts.append(f"memory={format_memory(self.memory_bytes)}")
+        if self.pids:
+            parts.append(f"pids={self.pids}")
+        return ", ".join(parts)
+
+
+@dataclass(frozen=True)
 class StageSpec:
     """A compiled stage: everything an executor needs, all variables already resolved.
 
@@ -76,6 +110,7 @@ class StageSpec:
     labels: dict[str, str] = field(default_factory=dict)
     workdir: str = ""
     source: WorkspaceSource | None = None
+    resources: Resources = field(default_factory=Resources)
 
     @property
     def executor_kind(self) -> str:
@@ -93,6 +128,8 @@ class ExecutionResult:
     #: The 1-based command of the stage it ended in (failed, timed out, was cancelled); 0: none.
     #: Agent-side only (the controller gets the message naming it), so it is not on the wire.
     command: int = 0
+    #: Killed by the kernel at its memory limit (`message` says which limit); agent-side only.
+    oom_killed: bool = False
 
     @property
     def ok(self) -> bool:

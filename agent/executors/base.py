@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from agent.contract.types import ExecutionResult, StageSpec, StageStatus
+from agent.contract.types import ExecutionResult, Resources, StageSpec, StageStatus
 
 OutputCallback = Callable[[str], None]
 """Receives one line of stage output (no trailing newline), in order.
@@ -27,6 +27,11 @@ Before each command, executors call the callback's `command(index, total, text)`
 has one (1-based index; the agent writes a marked header line, see `agent.contract.logmarks`),
 else they pass it the line `$ <command>`; see `announce`.
 """
+
+#: Limits of a container stage that sets none and runs on an agent without `--stage-*` settings:
+#: no CPU or memory limit (builds differ too much for one guess), and at most 4096 processes at
+#: once: enough for any build (a parallel `make`, a test runner's workers), not for a fork bomb.
+DEFAULT_STAGE_LIMITS = Resources(pids=4096)
 
 #: How many characters of a command a message quotes (its first line; the rest becomes "…").
 COMMAND_QUOTE_CHARS = 60
@@ -49,6 +54,18 @@ def announce(on_output: OutputCallback, index: int, total: int, command: str) ->
         method(index, total, command)
     else:
         on_output(f"$ {command}")
+
+
+def resources_ignored(executor: str, resources: Resources) -> str:
+    """The log's warning for a stage whose `resources` its executor cannot apply.
+
+    Why a warning, not an error: the stage runs as it would have before it set them (a laptop
+    agent, `buildit run`); the author learns that the limits protect nothing there.
+    """
+    return (
+        f"warning: the {executor} executor cannot apply this stage's resources "
+        f"({resources.describe()}): it runs without these limits"
+    )
 
 
 def quote_command(command: str, limit: int = COMMAND_QUOTE_CHARS) -> str:
@@ -77,6 +94,8 @@ def outcome_message(
         return result.message
     quoted = quote_command(mask(commands[index - 1]))
     where = f"command {index} of {total}"
+    if result.status is StageStatus.FAILED and result.oom_killed:
+        return f'{where} ran out of memory: "{quoted}" was killed ({result.message})'
     if result.status is StageStatus.FAILED and result.exit_code is not None:
         return f'{where} failed: "{quoted}" exited with {result.exit_code}'
     if result.status is StageStatus.TIMED_OUT:
@@ -115,6 +134,8 @@ class Executor(Protocol):
     """Runs stages. Implementations: local (processes), docker (containers), kubernetes (Pods)."""
 
     name: str
+    #: Whether it applies a stage's `resources` (the local executor cannot: it says so in the log).
+    applies_resources: bool
 
     def can_run(self, spec: StageSpec) -> bool:
         """Whether this executor is able to run `spec` (e.g. the local one ignores images)."""

@@ -37,8 +37,10 @@ from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.utils import parse_repository_tag
 from docker.utils.socket import frames_iter
 
-from agent.contract.types import ExecutionResult, StageSpec, StageStatus
+from agent.contract.quantities import format_memory
+from agent.contract.types import ExecutionResult, Resources, StageSpec, StageStatus
 from agent.executors.base import (
+    DEFAULT_STAGE_LIMITS,
     NO_CONTEXT,
     ExecutorError,
     OutputCallback,
@@ -104,6 +106,22 @@ def render_script(commands: Sequence[str]) -> str:
         lines.append(f"printf '\\036\\037%s\\n' {index}")
         lines.append(f"sh -c {shlex.quote(command)} || exit $?")
     return "\n".join(lines) + "\n"
+
+
+def limits(resources: Resources) -> dict[str, Any]:
+    """The container's limits (`create_host_config` arguments) for a stage's resources.
+
+    Memory and swap get the same limit (no swap beyond it: a stage over its memory is killed, not
+    slowed to a crawl); CPUs become a CFS quota, so a stage gets its share, not a pinned core.
+    """
+    out: dict[str, Any] = {}
+    if resources.memory_bytes:
+        out["mem_limit"] = out["memswap_limit"] = resources.memory_bytes
+    if resources.cpu_millis:
+        out["nano_cpus"] = resources.cpu_millis * 1_000_000
+    if resources.pids:
+        out["pids_limit"] = resources.pids
+    return out
 
 
 def container_workdir(workdir: str) -> str:
@@ -260,6 +278,14 @@ class _StageContainer:
         if created:
             self.remove()
 
+    def oom_killed(self) -> bool:
+        """Whether the kernel killed the exited container for going over its memory limit."""
+        try:
+            state = self.client.api.inspect_container(self.name).get("State", {})
+        except (DockerException, OSError):
+            return False
+        return bool(state.get("OOMKilled"))
+
     def remove(self) -> None:
         """Force-remove (kills it if still running); already gone is fine."""
         try:
@@ -324,23 +350,27 @@ class DockerExecutor:
     """Runs each stage that names an image in its own container on a Docker engine."""
 
     name = "docker"
+    applies_resources = True
 
     def __init__(
         self,
         network_mode: str = "bridge",
         pull_policy: PullPolicy = "missing",
         client: docker.DockerClient | None = None,
+        defaults: Resources | None = None,
     ) -> None:
         """Use `client` (or one from the environment); prefer `connect()`, which also checks the engine.
 
         `network_mode` is passed to every container ("none" isolates stages from the network);
         `pull_policy` decides when images are pulled: "missing" (like `docker run`), "always"
         (a moving tag is refreshed every stage) or "never" (air-gapped hosts: only local images).
+        `defaults` are the limits of a stage that sets none (`--stage-*`; DEFAULT_STAGE_LIMITS).
         """
         if pull_policy not in _PULL_POLICIES:
             raise ValueError(f"pull_policy must be one of {sorted(_PULL_POLICIES)}, not {pull_policy!r}")
         self.network_mode = network_mode
         self.pull_policy: PullPolicy = pull_policy
+        self.defaults = defaults if defaults is not None else DEFAULT_STAGE_LIMITS
         self._client = client if client is not None else _open_client()
         self._hostname = socket.gethostname()
         self._pid = os.getpid()
@@ -349,14 +379,21 @@ class DockerExecutor:
         self._owner = ""
 
     @classmethod
-    def connect(cls, network_mode: str = "bridge", pull_policy: PullPolicy = "missing") -> DockerExecutor:
+    def connect(
+        cls,
+        network_mode: str = "bridge",
+        pull_policy: PullPolicy = "missing",
+        defaults: Resources | None = None,
+    ) -> DockerExecutor:
         """Connect to the engine named by the environment (DOCKER_HOST etc.), fail fast, clean up.
 
         Raises `ExecutorError` with a one-line message when no engine answers, so an agent refuses to
         start instead of failing every stage later. Removes containers left by crashed earlier agents
         on this host. Blocking: call it at start-up, before serving stages.
         """
-        executor = cls(network_mode=network_mode, pull_policy=pull_policy, client=_open_client())
+        executor = cls(
+            network_mode=network_mode, pull_policy=pull_policy, client=_open_client(), defaults=defaults
+        )
         try:
             reaped = executor.reap_orphans()
         except (DockerException, OSError) as exc:
@@ -456,6 +493,16 @@ class DockerExecutor:
                         code = exited.result()
                     except (DockerException, OSError) as exc:
                         return _error(f"lost track of container {stage.name}: {_reason(exc)}")
+                    if await asyncio.to_thread(stage.oom_killed):
+                        # The kernel killed it at its memory limit (whatever exit code that left).
+                        memory = spec.resources.over(self.defaults).memory_bytes
+                        return ExecutionResult(
+                            StageStatus.FAILED,
+                            exit_code=code,
+                            message=f"memory limit {format_memory(memory)}" if memory else "out of memory",
+                            command=current,
+                            oom_killed=True,
+                        )
                     if code == 0:
                         return ExecutionResult(StageStatus.SUCCEEDED, exit_code=0)
                     return ExecutionResult(
@@ -553,7 +600,9 @@ class DockerExecutor:
                 LABEL_LEASE: context.lease_id,
                 LABEL_AGENT: self._owner,
             },
-            host_config=api.create_host_config(binds=binds, network_mode=self.network_mode),
+            host_config=api.create_host_config(
+                binds=binds, network_mode=self.network_mode, **limits(spec.resources.over(self.defaults))
+            ),
         )
         stage.mark_created()
 

@@ -71,6 +71,7 @@ class LocalExecutor:
     """Runs stages as host processes (images are ignored: this is `--executor local`)."""
 
     name = "local"
+    applies_resources = False
 
     def __init__(
         self,

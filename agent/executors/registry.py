@@ -10,7 +10,7 @@ import logging
 import os
 from dataclasses import dataclass
 
-from agent.contract.types import StageSpec
+from agent.contract.types import Resources, StageSpec
 from agent.executors.base import Executor, ExecutorError
 from agent.executors.containment import Containment
 from agent.executors.local import LocalExecutor
@@ -77,7 +77,11 @@ def _docker_configured() -> bool:
 
 
 def build_executors(
-    choice: ExecutorChoice, network: str = "bridge", containment: Containment = "auto", run_as: str = ""
+    choice: ExecutorChoice,
+    network: str = "bridge",
+    containment: Containment = "auto",
+    run_as: str = "",
+    stage_defaults: Resources | None = None,
 ) -> Executors:
     """The executors for `--executor`: local only, docker + local (required), or docker if it works.
 
@@ -99,7 +103,7 @@ def build_executors(
     try:
         from agent.executors.docker import DockerExecutor
 
-        docker = DockerExecutor.connect(network_mode=network)
+        docker = DockerExecutor.connect(network_mode=network, defaults=stage_defaults)
     except (ExecutorError, ImportError) as exc:
         if choice == "docker":
             raise ExecutorError(str(exc)) from None

@@ -62,6 +62,12 @@ STAGE_CHILDREN: dict[str, Rule] = {
     "labels": Rule(1, None, repeatable=True, example='labels "os=linux" "arch=amd64"'),
     "workdir": Rule(1, 1, example='workdir "services/api"'),
     "when": Rule(0, 0, props={"branch": (str,)}, example='when branch="main"'),
+    "resources": Rule(
+        0,
+        0,
+        props={"cpu": (str, int, float), "memory": (str, int), "pids": (int,)},
+        example='resources cpu="2" memory="4Gi"',
+    ),
 }
 
 

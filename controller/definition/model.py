@@ -6,6 +6,8 @@ import fnmatch
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 
+from agent.contract.types import Resources
+
 #: How long a stage waits for an agent when neither it nor its pipeline sets `queue-timeout`.
 DEFAULT_QUEUE_TIMEOUT_S = 3600.0
 
@@ -86,6 +88,8 @@ class Stage:
     when_branch: str | None = None
     #: `queue-timeout` of the stage (None: the pipeline's, see `Pipeline.queue_timeout_for`).
     queue_timeout_s: float | None = None
+    #: Its `resources` node (unset fields: the agent's defaults).
+    resources: Resources = field(default_factory=Resources)
 
 
 TRIGGER_KINDS = ("push", "cron", "manual")

@@ -280,5 +280,6 @@ def _compile(
         labels=dict(stage.labels),
         workdir=workdir,
         source=ctx.source,
+        resources=stage.resources,
     )
     return spec, missing, state.oversized

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+from agent.contract.quantities import format_cpu, format_memory, parse_cpu, parse_memory
+from agent.contract.types import Resources
 from controller.definition.grammar import (
     STAGE_CHILDREN,
     Collector,
@@ -29,6 +31,12 @@ _DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m(?!s))?(?:(\d+)s)?(?:(\d+)ms)?\Z")
 MAX_TIMEOUT_S = 7 * 24 * 3600.0
 DEFAULT_TIMEOUT_S = 3600.0
 MAX_RETRIES = 10
+#: Bounds of a stage's `resources` (the lower ones are what Docker accepts).
+MIN_CPU_MILLIS = 10
+MAX_CPU_MILLIS = 1024 * 1000
+MIN_MEMORY_BYTES = 6 * 2**20
+MAX_MEMORY_BYTES = 64 * 2**40
+MAX_PIDS = 4_194_304
 
 
 def parse_duration(text: str | int) -> float | None:
@@ -61,6 +69,57 @@ def checked_duration(node: RawNode, where: str, out: Collector) -> float | None:
         )
         return None
     return parsed
+
+
+def checked_resources(node: RawNode, where: str, out: Collector) -> Resources:
+    """The limits a `resources` node sets (Kubernetes quantities), after reporting each bad one.
+
+    Why bounds: a limit the engine refuses, or one no machine has, would fail every attempt of
+    the stage on an agent; said at validation, it names the line instead.
+    """
+    example = 'resources cpu="2" memory="4Gi" pids=512'
+    if not node.props:
+        out.node(node, f"'resources'{where} sets nothing", f"example: {example}")
+        return Resources()
+    cpu = memory = pids = 0
+    if "cpu" in node.props:
+        raw = node.props["cpu"]
+        parsed = parse_cpu(raw) if isinstance(raw, str | int | float) else None
+        if parsed is None or not MIN_CPU_MILLIS <= parsed <= MAX_CPU_MILLIS:
+            out.node(
+                node,
+                f"bad cpu {raw!r} for 'resources'{where}",
+                f"give cores or millicores from {format_cpu(MIN_CPU_MILLIS)} to "
+                f'{format_cpu(MAX_CPU_MILLIS)}, such as cpu="2", cpu="1.5" or cpu="500m"',
+                near="cpu=",
+            )
+        else:
+            cpu = parsed
+    if "memory" in node.props:
+        raw = node.props["memory"]
+        parsed = parse_memory(raw) if isinstance(raw, str | int) else None
+        if parsed is None or not MIN_MEMORY_BYTES <= parsed <= MAX_MEMORY_BYTES:
+            out.node(
+                node,
+                f"bad memory {raw!r} for 'resources'{where}",
+                f"give a size from {format_memory(MIN_MEMORY_BYTES)} to {format_memory(MAX_MEMORY_BYTES)}, "
+                'such as memory="512Mi", memory="4Gi" or memory="2G"',
+                near="memory=",
+            )
+        else:
+            memory = parsed
+    if "pids" in node.props:
+        raw = node.props["pids"]
+        if not isinstance(raw, int) or isinstance(raw, bool) or not 1 <= raw <= MAX_PIDS:
+            out.node(
+                node,
+                f"bad pids {raw!r} for 'resources'{where}",
+                f"give how many processes the stage may have at once, 1 to {MAX_PIDS:,}: pids=512",
+                near="pids=",
+            )
+        else:
+            pids = raw
+    return Resources(cpu, memory, pids)
 
 
 def _relative_path_problem(path: str) -> str | None:
@@ -117,6 +176,7 @@ def build_stage(
     queue_timeout_s: float | None = None
     workdir = ""
     when_branch: str | None = None
+    resources = Resources()
     for child in node.children:
         rule = STAGE_CHILDREN.get(child.name)
         if rule is None:
@@ -218,6 +278,8 @@ def build_stage(
                     f"workdir '{args[0]}'{where} {problem}",
                     'workdir is relative to the workspace, e.g. workdir "services/api"',
                 )
+        elif child.name == "resources":
+            resources = checked_resources(child, where, out)
         elif child.name == "when":
             branch = child.props.get("branch")
             if branch is None:
@@ -264,5 +326,6 @@ def build_stage(
         workdir=workdir,
         when_branch=when_branch,
         queue_timeout_s=queue_timeout_s,
+        resources=resources,
     )
     return stage, needs

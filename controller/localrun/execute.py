@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from agent.contract.types import ExecutionResult, StageSpec, StageStatus
-from agent.executors.base import Executor, outcome_message
+from agent.executors.base import Executor, outcome_message, resources_ignored
 from agent.logs import Masker
 from agent.workspace import ArtifactError, collect_artifacts, restore_artifacts
 from controller.definition.dag import Dag
@@ -177,6 +177,8 @@ class LocalRun:
             except ArtifactError as exc:
                 return ExecutionResult(StageStatus.ERROR, message=str(exc))
         executor = self.executor_for(spec)
+        if spec.resources and not executor.applies_resources:
+            self.reporter.note(spec.name, resources_ignored(executor.name, spec.resources))
         sink = self.mask.wrap(lambda text: self.reporter.line(spec.name, text))
         return await executor.run(spec, workspace, sink, cancel)
 

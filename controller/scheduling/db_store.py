@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from agent.contract.types import StageSpec, StageStatus, WorkspaceSource
+from agent.contract.types import Resources, StageSpec, StageStatus, WorkspaceSource
 from controller.agents.tables import Agent
 from controller.db.binding import write_transaction
 from controller.db.columns import Statement, insert_row, loaded, update_by_id
@@ -76,6 +76,7 @@ def spec_fromloaded(data: dict[str, Any] | str) -> StageSpec:
         labels=dict(data.get("labels", {})),
         workdir=data.get("workdir", ""),
         source=WorkspaceSource(**source) if source else None,
+        resources=Resources(**data.get("resources") or {}),
     )
 
 

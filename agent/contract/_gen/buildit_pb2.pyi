@@ -89,7 +89,7 @@ class WorkspaceSource(_message.Message):
     def __init__(self, repo_url: _Optional[str] = ..., commit_sha: _Optional[str] = ..., ref: _Optional[str] = ...) -> None: ...
 
 class StageSpec(_message.Message):
-    __slots__ = ("name", "index", "commands", "image", "env", "secrets", "needs", "artifacts", "timeout", "retries", "labels", "workdir", "source")
+    __slots__ = ("name", "index", "commands", "image", "env", "secrets", "needs", "artifacts", "timeout", "retries", "labels", "workdir", "source", "resources")
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -124,6 +124,7 @@ class StageSpec(_message.Message):
     LABELS_FIELD_NUMBER: _ClassVar[int]
     WORKDIR_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
+    RESOURCES_FIELD_NUMBER: _ClassVar[int]
     name: str
     index: int
     commands: _containers.RepeatedScalarFieldContainer[str]
@@ -137,7 +138,18 @@ class StageSpec(_message.Message):
     labels: _containers.ScalarMap[str, str]
     workdir: str
     source: WorkspaceSource
-    def __init__(self, name: _Optional[str] = ..., index: _Optional[int] = ..., commands: _Optional[_Iterable[str]] = ..., image: _Optional[str] = ..., env: _Optional[_Mapping[str, str]] = ..., secrets: _Optional[_Mapping[str, str]] = ..., needs: _Optional[_Iterable[str]] = ..., artifacts: _Optional[_Iterable[str]] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., retries: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., workdir: _Optional[str] = ..., source: _Optional[_Union[WorkspaceSource, _Mapping]] = ...) -> None: ...
+    resources: Resources
+    def __init__(self, name: _Optional[str] = ..., index: _Optional[int] = ..., commands: _Optional[_Iterable[str]] = ..., image: _Optional[str] = ..., env: _Optional[_Mapping[str, str]] = ..., secrets: _Optional[_Mapping[str, str]] = ..., needs: _Optional[_Iterable[str]] = ..., artifacts: _Optional[_Iterable[str]] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., retries: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., workdir: _Optional[str] = ..., source: _Optional[_Union[WorkspaceSource, _Mapping]] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ...) -> None: ...
+
+class Resources(_message.Message):
+    __slots__ = ("cpu_millis", "memory_bytes", "pids")
+    CPU_MILLIS_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    PIDS_FIELD_NUMBER: _ClassVar[int]
+    cpu_millis: int
+    memory_bytes: int
+    pids: int
+    def __init__(self, cpu_millis: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., pids: _Optional[int] = ...) -> None: ...
 
 class LogLine(_message.Message):
     __slots__ = ("text",)

@@ -10,7 +10,7 @@ import grpc
 import pytest
 
 from agent.contract import logmarks
-from agent.contract.types import CancelReason, StageStatus, WorkspaceSource
+from agent.contract.types import CancelReason, Resources, StageStatus, WorkspaceSource
 from agent.executors.registry import build_executors
 from agent.logs import MAX_CHUNK_LINES
 from agent.settings import default_work_dir
@@ -299,6 +299,39 @@ async def test_a_stage_with_an_image_runs_in_docker(
         await executors.close()
     assert list(fake.registrations[0].executors) == ["docker", "local"]
     assert fake.lines(lease) == ["$ echo in $(pwd)", "in /workspace"]
+
+
+@pytest.mark.docker
+async def test_resources_travel_with_the_lease_and_apply_where_the_executor_can(
+    fake: FakeController, tmp_path: Path, docker_image: str
+) -> None:
+    executors = build_executors("docker", network="none", stage_defaults=Resources(memory_bytes=16 * 2**20))
+    hog = 'x=$(head -c 64000000 /dev/zero | tr "\\0" a); echo survived'
+    try:
+        async with running_agent(fake, tmp_path, executors=executors) as (_agent, _task):
+            await serving(fake)
+            # The agent's default memory limit (16Mi) applies to a container stage that sets none.
+            defaulted = fake.push_lease(spec(hog, image=docker_image, timeout_s=60, name="hog"))
+            # Its own limit wins, and the local executor says it cannot apply one.
+            own = fake.push_lease(
+                spec("cat /sys/fs/cgroup/pids/pids.max", image=docker_image, resources=Resources(pids=77))
+            )
+            local = fake.push_lease(spec("echo ran", resources=Resources(cpu_millis=2000)))
+            for lease in (defaulted, own, local):
+                await fake.wait_for(lambda lease=lease: fake.final_update(lease), timeout=30)
+    finally:
+        await executors.close()
+    hogged = fake.final_update(defaulted)
+    assert hogged is not None and hogged.status == StageStatus.FAILED
+    assert hogged.message.startswith("command 1 of 1 ran out of memory: ")
+    assert hogged.message.endswith(" was killed (memory limit 16Mi)")
+    assert fake.lines(own)[1:] == ["77"]
+    assert fake.raw_lines(local)[0] == logmarks.line(
+        logmarks.NOTE,
+        text="warning: the local executor cannot apply this stage's resources (cpu=2): it runs without "
+        "these limits",
+    )
+    assert fake.lines(local)[1:] == ["$ echo ran", "ran"]
 
 
 # --- the stage's writes --------------------------------------------------------------------------

@@ -303,6 +303,18 @@ def test_docker_example_runs_in_containers(docker_image: str) -> None:
     assert set(_buildit_containers()) <= before
 
 
+def test_the_local_executor_says_it_cannot_apply_a_stages_resources(tmp_path: Path) -> None:
+    f = tmp_path / "p.kdl"
+    f.write_text('pipeline "p"\nstage "s" { run "echo ran"; resources cpu="2" memory="4Gi"; }\n')
+    done = buildit("run", str(f), "--executor", "local")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (
+        "warning: the local executor cannot apply this stage's resources (cpu=2, memory=4Gi): it runs "
+        "without these limits" in done.stdout
+    ), done.stdout
+    assert stage_lines(done.stdout, "s") == ["ran"]
+
+
 @pytest.mark.docker
 def test_docker_ctrl_c_removes_the_container(docker_image: str, tmp_path: Path) -> None:
     f = tmp_path / "p.kdl"

@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from agent.contract.types import ExecutionResult, StageSpec, StageStatus
-from agent.executors.base import Executor, ExecutorError
+from agent.contract.types import ExecutionResult, Resources, StageSpec, StageStatus
+from agent.executors.base import Executor, ExecutorError, outcome_message
 from agent.executors.docker import DockerExecutor
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(60)]
@@ -347,3 +347,62 @@ def test_connect_to_unreachable_engine_is_one_line_error(monkeypatch: pytest.Mon
     assert message.endswith("; start dockerd or pass --executor local")
     assert "No such file or directory" in message
     assert "\n" not in message
+
+
+# --- resources ---------------------------------------------------------------------------------
+
+# The container's own view of its limits, on cgroup v2 or v1 hosts (this one runs v1).
+_SHOW_LIMITS = (
+    "cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes; "
+    "cat /sys/fs/cgroup/cpu.max 2>/dev/null || cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us; "
+    "cat /sys/fs/cgroup/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids/pids.max"
+)
+
+
+async def test_a_stage_runs_under_its_resources_and_others_under_the_agents_defaults(
+    docker_image: str, tmp_path: Path
+) -> None:
+    ex = DockerExecutor.connect(
+        network_mode="none", pull_policy="never", defaults=Resources(memory_bytes=64 * 2**20, pids=100)
+    )
+    try:
+        own = Stage(ex, tmp_path, docker_image)
+        asked = Resources(cpu_millis=500, memory_bytes=32 * 2**20, pids=50)
+        assert (await own.run(_SHOW_LIMITS, resources=asked)).ok
+        memory, cpu, pids = own.lines[1:]
+        assert int(memory) == 32 * 2**20
+        assert cpu.split()[0] == "50000"  # 0.5 of the CFS period (100000 µs), v1 and v2 alike
+        assert pids == "50"
+        defaults = Stage(ex, tmp_path, docker_image)
+        assert (await defaults.run(_SHOW_LIMITS)).ok
+        memory, cpu, pids = defaults.lines[1:]
+        assert (int(memory), pids) == (64 * 2**20, "100")
+        assert cpu.split()[0] in ("-1", "max")  # no CPU limit asked by either
+    finally:
+        await ex.close()
+
+
+async def test_a_stage_over_its_memory_is_killed_and_says_so(stage: Stage) -> None:
+    hog = 'x=$(head -c 64000000 /dev/zero | tr "\\0" a); echo survived ${#x}'
+    result = await stage.run("echo start", hog, resources=Resources(memory_bytes=16 * 2**20))
+    assert (result.status, result.oom_killed, result.command, result.message) == (
+        StageStatus.FAILED,
+        True,
+        2,
+        "memory limit 16Mi",
+    )
+    assert not [line for line in stage.lines if line.startswith("survived")], stage.lines
+    spec = StageSpec(name="s", index=0, commands=("echo start", hog))
+    assert outcome_message(result, spec.commands) == (
+        'command 2 of 2 ran out of memory: "x=$(head -c 64000000 /dev/zero | tr "\\0" a); echo survived…" '
+        "was killed (memory limit 16Mi)"
+    )
+
+
+async def test_a_fork_bomb_stops_at_the_pids_limit(stage: Stage) -> None:
+    result = await stage.run(
+        "for i in $(seq 1 40); do sleep 5 & done; wait; echo all forked", resources=Resources(pids=10)
+    )
+    assert result.status is StageStatus.FAILED, stage.lines
+    assert any("can't fork" in line for line in stage.lines), stage.lines
+    assert "all forked" not in stage.lines

@@ -25,7 +25,7 @@ import pytest
 from agent.contract._gen import buildit_pb2 as pb
 from agent.contract._gen import buildit_pb2_grpc as pb_grpc
 from controller import __version__
-from tests.integration.fleet.harness import Controller
+from tests.integration.fleet.harness import Controller, wait_for
 
 VALID = 'pipeline "valid"\nstage "build" { run "echo build"; }\nstage "test" needs="build" { run "true"; }\n'
 ONE_LINE_PITFALL = 'pipeline "pitfall"\nstage "a" { run "x" }\n'
@@ -109,9 +109,19 @@ class Checks:
 
 
 def make_run(controller: Controller) -> tuple[str, int]:
-    """A pipeline with one run that stays queued (no agent is connected)."""
+    """A pipeline with one run that stays queued (no agent is connected).
+
+    Returned once the controller has said why it waits (a second after it was queued): until
+    then that explanation would show up as a change made by whichever bad request came next.
+    """
     pipeline = controller.create_pipeline(VALID)
-    return pipeline, controller.trigger(pipeline)
+    number = controller.trigger(pipeline)
+    wait_for(
+        lambda: controller.request("GET", f"/api/v1/pipelines/{pipeline}/runs/{number}")[1]["waiting_reason"],
+        30,
+        "the queued run's waiting reason",
+    )
+    return pipeline, number
 
 
 # --- pipelines -------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from agent.cli import add_arguments
+from agent.contract.types import Resources
 from agent.settings import AgentSettings, parse_controller, parse_labels
 
 ENV = {
@@ -266,3 +267,33 @@ def test_report_wait_from_flag_or_environment_and_checked() -> None:
     for bad in ("soon", "-1", "86401", "nan"):
         with pytest.raises(ValueError, match="report wait"):
             AgentSettings.from_sources(controller="ci:9090", report_wait=bad, env={})
+
+
+def test_stage_limits_default_to_a_pids_cap_only_and_take_flags_or_the_environment() -> None:
+    assert AgentSettings.from_sources(controller="c:1", env={}).stage_defaults == Resources(pids=4096)
+    env = {
+        "BUILDIT_AGENT_STAGE_CPUS": "2",
+        "BUILDIT_AGENT_STAGE_MEMORY": "4Gi",
+        "BUILDIT_AGENT_STAGE_PIDS": "0",
+    }
+    from_env = AgentSettings.from_sources(controller="c:1", env=env)
+    assert from_env.stage_defaults == Resources(cpu_millis=2000, memory_bytes=4 * 2**30, pids=0)
+    flags = AgentSettings.from_sources(controller="c:1", stage_cpus="500m", stage_pids="64", env=env)
+    assert flags.stage_defaults == Resources(cpu_millis=500, memory_bytes=4 * 2**30, pids=64)
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("stage_cpus", "lots", "--stage-cpus (BUILDIT_AGENT_STAGE_CPUS) 'lots' must be cores or millicores"),
+        (
+            "stage_memory",
+            "1Mi",
+            "--stage-memory (BUILDIT_AGENT_STAGE_MEMORY) '1Mi' must be a size of at least 6Mi",
+        ),
+        ("stage_pids", "-1", "--stage-pids (BUILDIT_AGENT_STAGE_PIDS) '-1' must be a whole number"),
+    ],
+)
+def test_bad_stage_limits_name_the_flag(flag: str, value: str, message: str) -> None:
+    with pytest.raises(ValueError, match="^" + message.replace("(", r"\(").replace(")", r"\)")):
+        AgentSettings.from_sources(controller="c:1", env={}, **{flag: value})

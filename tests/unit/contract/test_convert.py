@@ -8,7 +8,7 @@ import pytest
 
 from agent.contract import convert
 from agent.contract._gen import buildit_pb2 as pb
-from agent.contract.types import ExecutionResult, StageSpec, StageStatus, WorkspaceSource
+from agent.contract.types import ExecutionResult, Resources, StageSpec, StageStatus, WorkspaceSource
 
 FULL = StageSpec(
     name="build",
@@ -28,6 +28,7 @@ FULL = StageSpec(
         commit_sha="0123456789abcdef0123456789abcdef01234567",
         ref="refs/heads/main",
     ),
+    resources=Resources(cpu_millis=1500, memory_bytes=4 * 2**30, pids=512),
 )
 
 MINIMAL = StageSpec(name="a", index=0, commands=("true",))

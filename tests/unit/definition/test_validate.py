@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from agent.contract.types import Resources
 from controller.definition.model import (
     DEFAULT_QUEUE_TIMEOUT_S,
     Diagnostic,
@@ -383,8 +384,8 @@ def test_unknown_stage_child_suggests_or_lists() -> None:
     assert diagnostics[0].hint == "did you mean 'image'?"
     assert diagnostics[1].message == "unknown node 'foo' in stage 's'"
     assert diagnostics[1].hint == (
-        "allowed in a stage: artifacts, env, image, labels, needs, queue-timeout, retries, run, timeout, "
-        "when, workdir"
+        "allowed in a stage: artifacts, env, image, labels, needs, queue-timeout, resources, retries, run, "
+        "timeout, when, workdir"
     )
 
 
@@ -851,3 +852,34 @@ def test_an_escaped_bidi_character_is_refused_at_the_node() -> None:
     d = only('pipeline "a\\u{2067}b"\nstage "s" { run "x"; }\n')
     assert (d.line, d.col) == (1, 1)
     assert "U+2067 RIGHT-TO-LEFT ISOLATE" in d.message
+
+
+# --- resources --------------------------------------------------------------------------------
+
+
+def test_resources_are_kubernetes_quantities_kept_as_integers() -> None:
+    pipeline = load_pipeline(stage_file('run "x"\nresources cpu="1.5" memory="4Gi" pids=512'))
+    assert pipeline.stage("s").resources == Resources(cpu_millis=1500, memory_bytes=4 * 2**30, pids=512)
+    assert pipeline.stage("s").resources.describe() == "cpu=1500m, memory=4Gi, pids=512"
+    numbers = load_pipeline(stage_file('run "x"\nresources cpu=2 memory="500M"'))
+    assert numbers.stage("s").resources == Resources(cpu_millis=2000, memory_bytes=500_000_000)
+    assert not load_pipeline(stage_file('run "x"')).stage("s").resources
+
+
+@pytest.mark.parametrize(
+    ("node", "col", "message"),
+    [
+        ('resources cpu="2x"', 15, "bad cpu '2x' for 'resources' in stage 's'"),
+        ('resources cpu="1m"', 15, "bad cpu '1m' for 'resources' in stage 's'"),
+        ('resources cpu="0.0001"', 15, "bad cpu '0.0001' for 'resources' in stage 's'"),
+        ('resources memory="3"', 15, "bad memory '3' for 'resources' in stage 's'"),
+        ('resources memory="4GB"', 15, "bad memory '4GB' for 'resources' in stage 's'"),
+        ("resources pids=0", 15, "bad pids 0 for 'resources' in stage 's'"),
+        ("resources", 5, "'resources' in stage 's' sets nothing"),
+        ('resources gpu="1"', 15, "unknown property 'gpu' on 'resources' in stage 's'"),
+    ],
+)
+def test_a_bad_resource_is_reported_at_its_property(node: str, col: int, message: str) -> None:
+    diag = only(stage_file(f'run "x"\n{node}'))
+    assert (diag.file, diag.line, diag.col, diag.message) == ("f.kdl", 4, col, message)
+    assert diag.hint
