@@ -120,8 +120,12 @@ def test_labels_identify_the_attempt_and_are_valid_values_even_for_long_or_odd_i
 def test_the_pod_is_pinned_to_the_agents_node_by_affinity_on_metadata_name() -> None:
     spec = build()["spec"]
     assert "nodeName" not in spec
-    terms = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
-    assert terms == [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": [SETTINGS.node_name]}]}]
+    terms = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"
+    ]
+    assert terms == [
+        {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [SETTINGS.node_name]}]}
+    ]
     assert spec["tolerations"] == [dict(SETTINGS.tolerations[0])]
     assert spec["nodeSelector"] == {"kubernetes.io/arch": "amd64"}
 
@@ -170,7 +174,9 @@ def test_secrets_are_references_to_the_per_pod_secret_never_values_in_the_pod() 
         # TOKEN is a secret too: the plain env entry of the same name is dropped (the secret wins).
         {
             "name": "TOKEN",
-            "valueFrom": {"secretKeyRef": {"name": pod["metadata"]["name"], "key": "stage.TOKEN", "optional": False}},
+            "valueFrom": {
+                "secretKeyRef": {"name": pod["metadata"]["name"], "key": "stage.TOKEN", "optional": False}
+            },
         },
     ]
     text = repr(pod)
@@ -234,7 +240,9 @@ def test_the_secret_holds_both_kinds_of_key_and_is_tied_to_the_pod_by_a_patch() 
     ],
     ids=["no-image", "workdir-escapes", "workdir-absolute", "secret-name"],
 )
-def test_a_stage_kubernetes_cannot_run_is_refused_with_a_clear_message(change: dict[str, Any], expected: str) -> None:
+def test_a_stage_kubernetes_cannot_run_is_refused_with_a_clear_message(
+    change: dict[str, Any], expected: str
+) -> None:
     with pytest.raises(ManifestError, match=expected):
         build(stage(**change))
 
@@ -256,8 +264,12 @@ def test_privilege_escalation_can_be_forbidden_for_the_stage_container() -> None
 def manifests() -> list[dict[str, Any]]:
     pod = build()
     secret = secret_manifest(pod, stage(), CHECKOUT)
-    secret["metadata"].update(owner_patch(pod["metadata"]["name"], "6a1b1ea0-0000-4000-8000-000000000001")["metadata"])
-    minimal = build(stage(secrets={}, env={}, resources=Resources()), checkout=None, settings=PodSettings("n", "ns", "h"))
+    secret["metadata"].update(
+        owner_patch(pod["metadata"]["name"], "6a1b1ea0-0000-4000-8000-000000000001")["metadata"]
+    )
+    minimal = build(
+        stage(secrets={}, env={}, resources=Resources()), checkout=None, settings=PodSettings("n", "ns", "h")
+    )
     return [pod, secret, minimal]
 
 
@@ -284,7 +296,9 @@ def test_the_manifests_round_trip_through_the_kubernetes_client_models() -> None
 def test_the_stage_script_runs_the_commands_without_stdin() -> None:
     # The pod's script, run by a real shell with stdin closed (as a pod's container has it).
     script = render_script(("echo one", "exit 3", "echo never"), stdin_watcher=False)
-    done = subprocess.run(["/bin/sh", "-c", script], stdin=subprocess.DEVNULL, capture_output=True, check=False)
+    done = subprocess.run(
+        ["/bin/sh", "-c", script], stdin=subprocess.DEVNULL, capture_output=True, check=False
+    )
     assert done.returncode == 3
     assert done.stdout == b"\x1e\x1f1\none\n\x1e\x1f2\n"
 
@@ -317,7 +331,11 @@ BROKEN: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     ("name-uppercase", _set("metadata>name", "Bi-Stage"), "name 'Bi-Stage' is not a DNS-1123 label"),
     ("name-too-long", _set("metadata>name", "b" * 64), "is not a DNS-1123 label"),
     ("namespace", _set("metadata>namespace", "Build_Stages"), "namespace 'Build_Stages'"),
-    ("label-value", _set("metadata>labels>buildit.io/stage", "has space"), "value 'has space' is not a valid"),
+    (
+        "label-value",
+        _set("metadata>labels>buildit.io/stage", "has space"),
+        "value 'has space' is not a valid",
+    ),
     ("label-value-long", _set("metadata>labels>buildit.io/stage", "v" * 64), "is not a valid label value"),
     ("label-key", _set("metadata>labels>Bad_Prefix/x", "y"), "prefix 'Bad_Prefix' is not a DNS subdomain"),
     ("annotation-key", _set("metadata>annotations>-bad", "y"), "annotation key '-bad'"),
@@ -327,14 +345,16 @@ BROKEN: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     ("host-network", _set("spec>hostNetwork", True), "hostNetwork is set"),
     (
         "affinity-hostname",
-        _set("spec>affinity>nodeAffinity>requiredDuringSchedulingIgnoredDuringExecution>nodeSelectorTerms",
+        _set(
+            "spec>affinity>nodeAffinity>requiredDuringSchedulingIgnoredDuringExecution>nodeSelectorTerms",
             [{"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": ["n"]}]}],
         ),
         "node affinity must be one required term",
     ),
     (
         "affinity-two-nodes",
-        _set("spec>affinity>nodeAffinity>requiredDuringSchedulingIgnoredDuringExecution>nodeSelectorTerms",
+        _set(
+            "spec>affinity>nodeAffinity>requiredDuringSchedulingIgnoredDuringExecution>nodeSelectorTerms",
             [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["a", "b"]}]}],
         ),
         "node affinity must be one required term",
@@ -346,9 +366,21 @@ BROKEN: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
         "operator Exists takes no value",
     ),
     ("host-path", _set("spec>volumes>0", {"name": "workspace", "hostPath": {"path": "/"}}), "is a hostPath"),
-    ("cpu-quantity", _set("spec>containers>0>resources>limits>cpu", "lots"), "limits.cpu 'lots' is not a cpu"),
-    ("memory-quantity", _set("spec>containers>0>resources>requests>memory", "4GB"), "is not a memory quantity"),
-    ("request-over-limit", _set("spec>containers>0>resources>requests>memory", "8Gi"), "requests.memory is above"),
+    (
+        "cpu-quantity",
+        _set("spec>containers>0>resources>limits>cpu", "lots"),
+        "limits.cpu 'lots' is not a cpu",
+    ),
+    (
+        "memory-quantity",
+        _set("spec>containers>0>resources>requests>memory", "4GB"),
+        "is not a memory quantity",
+    ),
+    (
+        "request-over-limit",
+        _set("spec>containers>0>resources>requests>memory", "8Gi"),
+        "requests.memory is above",
+    ),
     ("privileged", _set("spec>containers>0>securityContext>privileged", True), "privileged"),
     ("capability", _set("spec>containers>0>securityContext>capabilities>add", ["SYS_ADMIN"]), "SYS_ADMIN"),
     ("env-name", _set("spec>containers>0>env>0>name", "1BAD=NAME"), "'1BAD=NAME' is not valid"),
@@ -360,7 +392,9 @@ BROKEN: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
 ]
 
 
-@pytest.mark.parametrize(("breakage", "expected"), [(b, e) for _, b, e in BROKEN], ids=[i for i, _, _ in BROKEN])
+@pytest.mark.parametrize(
+    ("breakage", "expected"), [(b, e) for _, b, e in BROKEN], ids=[i for i, _, _ in BROKEN]
+)
 def test_each_semantic_check_fails_on_a_manifest_broken_on_purpose(
     breakage: Callable[[dict[str, Any]], None], expected: str
 ) -> None:
