@@ -19,6 +19,8 @@ calls it on every watch event. The rules, and why (evidence in /work/shared/rese
   (`ErrImagePull`, `ImagePullBackOff`) and `CreateContainerConfigError`/`CreateContainerError` get
   a grace period first (a registry hiccup heals); past it, a pull that says the image does not exist
   or access is denied is a configuration error, any other pull failure infrastructure.
+- A checkout (init container) that fails is a configuration error: the stage never ran, and a
+  commit or credential that cannot be fetched here will not be fetched elsewhere either.
 - A pod not scheduled (or whose containers never started) within the pending timeout is
   infrastructure, with the pod's conditions' messages (e.g. "0/3 nodes are available: ...").
 - Phase `Succeeded` before the stage container's terminated state is recorded is SETTLING: read the
