@@ -22,13 +22,11 @@ import asyncio
 import contextlib
 import logging
 import os
-import posixpath
 import re
-import shlex
 import socket
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Final, Literal, cast, get_args
 
@@ -49,6 +47,7 @@ from agent.executors.base import (
     piece_callback,
 )
 from agent.executors.lines import LineSplitter
+from agent.executors.script import HEADER_MARKER, WORKSPACE_MOUNT, container_workdir, render_script
 
 __all__ = ["DockerExecutor", "PullPolicy", "container_workdir", "render_script"]
 
@@ -57,7 +56,6 @@ log = logging.getLogger(__name__)
 PullPolicy = Literal["missing", "always", "never"]
 _PULL_POLICIES: Final = frozenset(get_args(PullPolicy))
 
-WORKSPACE_MOUNT: Final = "/workspace"
 LABEL_MANAGED: Final = "buildit.managed"
 LABEL_STAGE: Final = "buildit.stage"
 LABEL_PID: Final = "buildit.pid"
@@ -66,46 +64,12 @@ LABEL_HOST: Final = "buildit.host"
 LABEL_LEASE: Final = "buildit.lease"
 LABEL_AGENT: Final = "buildit.agent"
 
-HEADER_MARKER: Final = "\x1e\x1f"  # RS US: printed before each command's number, never shown
 _MAX_MESSAGE_CHARS: Final = 300
 _DRAIN_AFTER_KILL_S: Final = 10.0  # how long to wait for the output stream to end after a kill
 _DEFAULT_HOST: Final = "unix:///var/run/docker.sock"
 
 
 # --------------------------------------------------------------------------- pure helpers
-
-
-def render_script(commands: Sequence[str]) -> str:
-    """Build the POSIX shell script that runs `commands` in one container.
-
-    One script (rather than one `exec` per command) keeps a stage to a single container start, which
-    is what makes the executor about as fast as `docker run --rm`. Each command runs in its own
-    `sh -c` so that `exit`, `set -e` or `cd` in one command cannot change how the next one runs, and
-    each is passed as one quoted word so no command text is re-interpreted by the outer script.
-    `exec 2>&1` merges stderr into stdout inside the container, which keeps the two in true order.
-    Headers are `HEADER_MARKER` and the command's number (1-based), so the reader can put them on
-    their own line even when the previous command's output did not end with a newline (`printf
-    x`), and knows which command runs (the agent writes the header line, with the command's text).
-    Output inside the container could print a header too: the reader takes only the next number
-    in sequence as one (a forged one can at most announce the next command early, in its own log).
-
-    The container's stdin is the agent's attach connection (`StdinOnce`): Docker closes it when
-    that connection ends, which, while the stage runs, means the agent died. A watcher started
-    first blocks reading it and then kills every process in the container and ends the script, so
-    a killed agent's stage does not keep running (and run twice once retried elsewhere). Commands
-    read /dev/null, as they did without stdin.
-    """
-    lines = [
-        "exec 2>&1",
-        "exec 3<&0 </dev/null",
-        "(read _ <&3; kill -9 -1 2>/dev/null; kill -TERM 1) &",
-        "exec 3<&-",
-        "trap 'exit 137' TERM",
-    ]
-    for index, command in enumerate(commands, 1):
-        lines.append(f"printf '\\036\\037%s\\n' {index}")
-        lines.append(f"sh -c {shlex.quote(command)} || exit $?")
-    return "\n".join(lines) + "\n"
 
 
 def limits(resources: Resources) -> dict[str, Any]:
@@ -122,19 +86,6 @@ def limits(resources: Resources) -> dict[str, Any]:
     if resources.pids:
         out["pids_limit"] = resources.pids
     return out
-
-
-def container_workdir(workdir: str) -> str:
-    """Map a stage's relative `workdir` to the directory inside the container.
-
-    Rejects absolute paths and `..` escapes so a pipeline cannot point a stage outside its workspace.
-    """
-    if posixpath.isabs(workdir):
-        raise ValueError(f"workdir '{workdir}' must be relative to the workspace")
-    path = posixpath.normpath(posixpath.join(WORKSPACE_MOUNT, workdir))
-    if path != WORKSPACE_MOUNT and not path.startswith(WORKSPACE_MOUNT + "/"):
-        raise ValueError(f"workdir '{workdir}' points outside the workspace")
-    return path
 
 
 def _one_line(text: str, limit: int = _MAX_MESSAGE_CHARS) -> str:
