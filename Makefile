@@ -87,10 +87,12 @@ image: install
 
 # The image test (tests/integration/image): makes a Debian base with debootstrap (once, cached as
 # buildit-test/debian-base:bookworm), builds the image on it and runs a controller and a Docker agent
-# from it. Minutes on a fresh machine, so apart from `make test`.
+# from it; checks compose.yaml with Compose (Debian's docker-compose when missing). Minutes on a
+# fresh machine, so apart from `make test`.
 test-image: install
 	@scripts/ensure-docker.sh
 	@scripts/ensure-image-base.sh
+	@scripts/ensure-compose.sh
 	BUILDIT_TEST_DOCKER=required $(PY) -m pytest -q -m image tests/integration/image
 
 bench: install test-deps
