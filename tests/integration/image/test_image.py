@@ -201,3 +201,18 @@ def test_the_image_runs_a_controller_and_a_docker_agent_that_runs_a_container_st
 
 def _state(name: str) -> str:
     return _docker("inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", name).stdout.strip()
+
+
+def test_an_agent_that_has_not_registered_is_unhealthy(image: str, tmp_path: Path) -> None:
+    # No network: the agent retries its unreachable controller, and its healthcheck says why it is
+    # not healthy (the same check passes in the test above once the agent registered).
+    args = [
+        "--network", "none", "--user", "root", "-e", f"BUILDIT_REGISTRATION_TOKEN={TOKEN}",
+        image, "agent", "--controller", "127.0.0.1:1", "--executor", "local",
+    ]  # fmt: skip
+    with _container(f"buildit-image-test-unregistered-{os.getpid()}-{tmp_path.name}", args) as name:
+        wait_for(lambda: "unreachable" in _logs(name), 60, "the agent's retry")
+        check = _docker("exec", name, "buildit-healthcheck", check=False)
+        assert check.returncode == 1, check
+        assert "the agent has not registered yet" in check.stderr, check.stderr
+        assert _state(name) == "running 0"
