@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 GEN := agent/contract/_gen
 
-.PHONY: install run test lint proto proto-check bench clean deps-system test-deps
+.PHONY: install run test lint proto proto-check bench clean deps-system test-deps image test-image
 
 $(STAMP): pyproject.toml constraints.txt
 	@scripts/ensure-python.sh "$(PYTHON)"
@@ -55,7 +55,7 @@ test-deps:
 TEST_WORKERS ?= 2
 
 test: install test-deps proto-check lint
-	BUILDIT_TEST_DOCKER=required BUILDIT_TEST_POSTGRES=required BUILDIT_TEST_BROWSER=required $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
+	BUILDIT_TEST_DOCKER=required BUILDIT_TEST_POSTGRES=required BUILDIT_TEST_BROWSER=required $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m 'not image' tests
 
 lint: install
 	$(VENV)/bin/ruff check controller agent tests
@@ -68,6 +68,32 @@ proto: install
 
 proto-check: install
 	@scripts/gen-proto.sh "$(PY)" "$$(mktemp -d)" --check "$(GEN)"
+
+# The container image (Dockerfile): the web UI's vendored files (install), then the wheels of BuildIt
+# and its dependencies, built here with constraints.txt, so the build takes Python packages from the
+# context and not from a package index (when this Python is the image's 3.11; else the build
+# fetches them). --network host: the build installs Debian packages, and a dockerd without a bridge
+# network (as here) gives a build no network otherwise.
+IMAGE ?= buildit:dev
+IMAGE_BASE ?= debian:bookworm-slim
+DOCKER_BUILD_FLAGS ?= --network host
+image: install
+	@rm -rf dist/wheels
+	@set -e; if $(PY) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then \
+	    echo "make: building wheels into dist/wheels"; \
+	    $(PY) -m pip wheel -q -c constraints.txt --wheel-dir dist/wheels .; \
+	else echo "make: $(PY) is not Python 3.11 (the image's): the build fetches packages from the index"; fi
+	docker build $(DOCKER_BUILD_FLAGS) --build-arg BASE=$(IMAGE_BASE) -t $(IMAGE) .
+
+# The image test (tests/integration/image): makes a Debian base with debootstrap (once, cached as
+# buildit-test/debian-base:bookworm), builds the image on it and runs a controller and a Docker agent
+# from it; checks compose.yaml with Compose (Debian's docker-compose when missing). Minutes on a
+# fresh machine, so apart from `make test`.
+test-image: install
+	@scripts/ensure-docker.sh
+	@scripts/ensure-image-base.sh
+	@scripts/ensure-compose.sh
+	BUILDIT_TEST_DOCKER=required $(PY) -m pytest -q -m image tests/integration/image
 
 bench: install test-deps
 	$(PY) -m tests.bench.run
