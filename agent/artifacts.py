@@ -115,6 +115,7 @@ class ArtifactTransfer:
                 message = f"cannot write the artifacts of {needs} into the workspace: {exc}"
                 say(f"error: {message}")
                 return ExecutionResult(StageStatus.ERROR, message=message)
+            stage.restored_artifacts = files
             if files:  # silence when the needed stages made none: most stages declare no artifacts
                 say(f"restored {files} artifact file(s), {size} bytes, from {', '.join(producers)}")
             return None

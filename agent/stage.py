@@ -93,6 +93,8 @@ class Stage:
     admission_since: float | None = None
     #: What the log said about a controller it cannot report to (see ReportBound.note_unreachable).
     noted: str = ""
+    #: How many artifact files of its `needs` were restored into its workspace (agent.artifacts).
+    restored_artifacts: int = 0
 
     def __post_init__(self) -> None:
         self.ref = stage_ref(self.lease)
@@ -309,6 +311,7 @@ class StageRunner:
                 attempt=stage.lease.attempt,
                 run_id=stage.lease.run_id,
                 source_token=self._session.client.token if spec.source is not None else "",
+                restored_artifacts=stage.restored_artifacts,
             )
             try:
                 result = await executor.run(spec, workspace, on_output, stage.cancel, context)

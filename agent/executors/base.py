@@ -123,6 +123,9 @@ class StageContext:
     #: The agent's token for fetching `spec.source` from the controller's Git mirror, for an
     #: executor that fetches it somewhere the agent's workspace is not (a Kubernetes pod). "": none.
     source_token: str = field(default="", repr=False)
+    #: How many files of its `needs`' artifacts the agent restored into `workspace` (an executor
+    #: that cannot bring them into its stage must refuse to run without them).
+    restored_artifacts: int = 0
 
 
 NO_CONTEXT = StageContext()

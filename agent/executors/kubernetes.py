@@ -32,8 +32,9 @@ pinned to the agent's node. The loop, and why (evidence in /work/shared/research
 - **Infrastructure verdicts** (eviction, disruption, unschedulable, deleted by someone else) return
   ERROR with `infrastructure=True` and a message starting "infrastructure:". The agent does not act on
   the flag yet: today such an ERROR spends one of the stage's retries (see README, Kubernetes).
-- **Artifacts**: not passed yet. A stage with `needs` or `artifacts` gets ERROR saying so, rather
-  than running without its inputs or losing its outputs.
+- **Artifacts**: not passed yet. A stage that declares `artifacts`, or whose `needs` left artifact
+  files in the agent's workspace, gets ERROR saying so, rather than running without its inputs or
+  losing its outputs (a `needs` that only orders stages is fine).
 
 The client is blocking: API calls run in worker threads; the watch and each log reader have a thread.
 """
@@ -289,6 +290,8 @@ class _PodWatch:
             _request_timeout=(_CONNECT_TIMEOUT_S, _WATCH_TIMEOUT_S + 30),
         )
         self._response = response
+        if self._stopped.is_set():  # stop() came before the response existed: it could not interrupt
+            _interrupt(response)
         try:
             for event in _json_lines(response.stream(_CHUNK, decode_content=True)):
                 kind = event.get("type")
@@ -404,6 +407,8 @@ class _LogReader:
             log.debug("log of %s: %s", self._pod, exc)
             return False
         self._response = response
+        if self.stopped.is_set():
+            _interrupt(response)
         skip = self.delivered
         try:
             for chunk in response.stream(_CHUNK, decode_content=False):
@@ -515,11 +520,15 @@ class KubernetesExecutor:
     ) -> ExecutionResult:
         """Run `spec` as one Pod; see `Executor.run` and the module docstring. `workspace` is unused:
         the pod's workspace is an emptyDir filled by its checkout init container."""
-        if spec.needs or spec.artifacts:
+        if context.restored_artifacts or spec.artifacts:
+            what = (
+                f"needs {context.restored_artifacts} artifact file(s) of {', '.join(spec.needs)}"
+                if context.restored_artifacts
+                else "declares artifacts"
+            )
             return _error(
-                "the kubernetes executor cannot pass artifacts yet: this stage "
-                + ("needs artifacts" if spec.needs else "declares artifacts")
-                + "; run it on a docker or local agent"
+                f"the kubernetes executor cannot pass artifacts yet: this stage {what}; "
+                "run it on a docker or local agent"
             )
         if cancel.is_set():
             return ExecutionResult(StageStatus.CANCELLED, message="cancelled before start")

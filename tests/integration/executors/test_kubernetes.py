@@ -327,12 +327,15 @@ def test_timeout_stops_the_pod_and_keeps_its_log(fake: FakeKubeAPI) -> None:
 
 
 @pytest.mark.parametrize(
-    ("needs", "artifacts", "what"), [(("a",), (), "needs"), ((), ("dist/",), "declares")]
+    ("restored", "artifacts", "what"),
+    [(3, (), "needs 3 artifact file(s) of a"), (0, ("dist/",), "declares artifacts")],
 )
 def test_a_stage_with_artifacts_is_refused_plainly(
-    fake: FakeKubeAPI, needs: tuple[str, ...], artifacts: tuple[str, ...], what: str
+    fake: FakeKubeAPI, restored: int, artifacts: tuple[str, ...], what: str
 ) -> None:
-    result, _, _ = _run(fake, _spec("true", needs=needs, artifacts=artifacts), None)
+    context = StageContext(lease_id="lease-1", restored_artifacts=restored)
+    spec = _spec("true", needs=("a",), artifacts=artifacts)
+    result, _, _ = _run(fake, spec, None, context=context)
     assert result.status is StageStatus.ERROR
     assert result.message.startswith(f"the kubernetes executor cannot pass artifacts yet: this stage {what}")
     assert fake.requests_to("POST", "/pods") == 0

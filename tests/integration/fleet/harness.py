@@ -276,8 +276,11 @@ class Agent:
         labels: str = "",
         env: dict[str, str] | None = None,
         registration_token: str | None = None,
+        executor: str = "local",
+        extra_args: tuple[str, ...] = (),
     ) -> None:
-        """`registration_token`: another than the controller's own (org-wide) one, e.g. a tenant's."""
+        """`registration_token`: another than the controller's own (org-wide) one, e.g. a tenant's.
+        `executor` and `extra_args` (e.g. `--namespace NS`): for agents other than local ones."""
         self.name = name
         self.state_dir = workdir / f"agent-{name}"
         args = [
@@ -292,9 +295,10 @@ class Agent:
             "--capacity",
             str(capacity),
             "--executor",
-            "local",
+            executor,
             "--state-dir",
             str(self.state_dir),
+            *extra_args,
         ]
         if labels:
             args += ["--labels", labels]
