@@ -614,6 +614,8 @@ class KubernetesExecutor:
                 await asyncio.to_thread(self._stop_pod, name)
                 if await self._until_stopped(state, updates, loop.time() + self.stop_wait_s):
                     reader.terminated.set()
+                if _container_started(state):
+                    follow()  # it started while the stop was on its way: its output counts too
                 if reader_thread.ident is not None:
                     await _wait_event(reader.done, self.stop_wait_s)
                 self._flush(splitter, batch, deliver)
@@ -773,6 +775,7 @@ class KubernetesExecutor:
                 pod, deleted = await asyncio.wait_for(updates.get(), remaining)
             except TimeoutError:
                 return False
+            state.pod = pod
             if deleted:
                 return True
         return True

@@ -319,7 +319,7 @@ def test_timeout_stops_the_pod_and_keeps_its_log(fake: FakeKubeAPI) -> None:
         fake.start(name)
         fake.write_log(name, H + b"1\nslow\n")
 
-    result, lines, _ = _run(fake, _spec("sleep 1000", timeout_s=1.0), kubelet)
+    result, lines, _ = _run(fake, _spec("sleep 1000", timeout_s=3.0), kubelet)
     assert result.status is StageStatus.TIMED_OUT and result.command == 1
     assert lines == ["$ sleep 1000", "slow"]
     assert fake.deleted_pods[0]["status"]["reason"] == "DeadlineExceeded"
