@@ -72,9 +72,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--executor",
-        choices=("local", "docker", "auto"),
-        help=f"local processes, Docker containers (plus local), or docker when an engine answers "
-        f"(env {ENV['executor']}; default auto)",
+        choices=("local", "docker", "kubernetes", "auto"),
+        help=f"local processes, Docker containers (plus local), pods on this agent's Kubernetes node, "
+        f"or docker when an engine answers (env {ENV['executor']}; default auto)",
+    )
+    parser.add_argument(
+        "--namespace",
+        metavar="NS",
+        help=f"kubernetes executor: the namespace of stage pods (env {ENV['namespace']}); the node "
+        f"comes from env {ENV['node_name']}",
+    )
+    parser.add_argument(
+        "--helper-image",
+        metavar="IMAGE",
+        help=f"kubernetes executor: BuildIt's image, run as each pod's checkout init container "
+        f"(env {ENV['helper_image']})",
+    )
+    parser.add_argument(
+        "--stage-service-account",
+        metavar="NAME",
+        help=f"kubernetes executor: the service account of stage pods, without a token "
+        f"(env {ENV['stage_service_account']}; default buildit-stage)",
     )
     parser.add_argument(
         "--state-dir",
@@ -179,6 +197,9 @@ def run(args: argparse.Namespace) -> int:
             stage_cpus=getattr(args, "stage_cpus", None),
             stage_memory=getattr(args, "stage_memory", None),
             stage_pids=getattr(args, "stage_pids", None),
+            namespace=getattr(args, "namespace", None),
+            helper_image=getattr(args, "helper_image", None),
+            stage_service_account=getattr(args, "stage_service_account", None),
         )
     except ValueError as exc:
         _fail(f"error: {exc}")
@@ -200,6 +221,7 @@ def run(args: argparse.Namespace) -> int:
             settings.containment,
             settings.run_as,
             stage_defaults=settings.stage_defaults,
+            kubernetes=settings.kubernetes,
         )
     except ExecutorError as exc:
         _fail(f"error: {exc}")

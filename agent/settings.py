@@ -38,7 +38,7 @@ __all__ = [
     "parse_labels",
 ]
 
-ExecutorChoice = Literal["local", "docker", "auto"]
+ExecutorChoice = Literal["local", "docker", "kubernetes", "auto"]
 _EXECUTOR_CHOICES: Final = get_args(ExecutorChoice)
 
 DEFAULT_CAPACITY: Final = 2
@@ -65,7 +65,13 @@ ENV: Final[Mapping[str, str]] = {
     "stage_cpus": "BUILDIT_AGENT_STAGE_CPUS",
     "stage_memory": "BUILDIT_AGENT_STAGE_MEMORY",
     "stage_pids": "BUILDIT_AGENT_STAGE_PIDS",
+    "namespace": "BUILDIT_AGENT_NAMESPACE",
+    "helper_image": "BUILDIT_AGENT_HELPER_IMAGE",
+    "stage_service_account": "BUILDIT_AGENT_STAGE_SERVICE_ACCOUNT",
+    # The downward API's spec.nodeName, as the Helm chart's DaemonSet sets it (no BUILDIT_ prefix).
+    "node_name": "NODE_NAME",
 }
+DEFAULT_STAGE_SERVICE_ACCOUNT: Final = "buildit-stage"
 
 # Label keys and values travel to the controller and are matched against stage labels; keep them to a
 # conservative alphabet (Kubernetes-like) so they survive URLs, KDL and shell quoting unchanged.
@@ -107,6 +113,8 @@ class AgentSettings:
     report_wait_s: float = DEFAULT_REPORT_WAIT_S
     #: Limits of a stage that does not set them in its `resources` node (container executors).
     stage_defaults: Resources = DEFAULT_STAGE_LIMITS
+    #: The Kubernetes executor's settings (`kubernetes` set only for `--executor kubernetes`).
+    kubernetes: KubernetesSettings | None = None
 
     @property
     def work_root(self) -> Path:
@@ -133,6 +141,9 @@ class AgentSettings:
         stage_cpus: str | None = None,
         stage_memory: str | None = None,
         stage_pids: str | int | None = None,
+        namespace: str | None = None,
+        helper_image: str | None = None,
+        stage_service_account: str | None = None,
         env: Mapping[str, str] | None = None,
     ) -> AgentSettings:
         """Settings from flag values (None = not given) falling back to `env` (default: os.environ).
@@ -169,13 +180,25 @@ class AgentSettings:
         raw_work = pick("work_dir", work_dir)
         resolved_work = Path(raw_work) if raw_work is not None else None
         check_layout(resolved_state, resolved_work or default_work_dir(resolved_state))
+        chosen = _parse_executor(pick("executor", executor))
+        kube: KubernetesSettings | None = None
+        if chosen == "kubernetes":
+            kube = KubernetesSettings.parse(
+                namespace=pick("namespace", namespace),
+                node_name=pick("node_name", None),
+                helper_image=pick("helper_image", helper_image),
+                service_account=pick("stage_service_account", stage_service_account),
+            )
+        elif pick("namespace", namespace) is not None:
+            raise ValueError(f"--namespace ({ENV['namespace']}) is for --executor kubernetes")
         return cls(
             controller=address,
             registration_token=pick("registration_token", registration_token) or "",
             name=raw_name.strip() if raw_name is not None else socket.gethostname(),
             labels=parse_labels(pick("labels", labels) or ""),
             capacity=_parse_capacity(pick("capacity", capacity)),
-            executor=_parse_executor(pick("executor", executor)),
+            executor=chosen,
+            kubernetes=kube,
             state_dir=resolved_state,
             network=(pick("network", network) or DEFAULT_NETWORK).strip() or DEFAULT_NETWORK,
             tls=tls,
@@ -190,6 +213,57 @@ class AgentSettings:
                 pick("stage_pids", stage_pids),
             ),
         )
+
+
+_DNS_LABEL: Final = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+
+
+@dataclass(frozen=True)
+class KubernetesSettings:
+    """Where the Kubernetes executor puts stage pods and what they run besides the stage."""
+
+    namespace: str
+    #: This agent's node (the downward API's spec.nodeName): stage pods are pinned to it.
+    node_name: str
+    #: The image of the checkout init container (BuildIt's own image: it has git).
+    helper_image: str
+    service_account: str = DEFAULT_STAGE_SERVICE_ACCOUNT
+
+    @classmethod
+    def parse(
+        cls,
+        *,
+        namespace: str | None,
+        node_name: str | None,
+        helper_image: str | None,
+        service_account: str | None,
+    ) -> KubernetesSettings:
+        """Validate the values; ValueError naming the setting and the fix.
+
+        Why NODE_NAME is required: without it the executor cannot pin pods to its own node (the
+        agent is one per node), and guessing from the host name is wrong on EKS and others.
+        """
+        if not node_name:
+            raise ValueError(
+                f"--executor kubernetes needs this agent's node name in {ENV['node_name']}: set it from "
+                "the downward API (env valueFrom fieldRef spec.nodeName), as the Helm chart does"
+            )
+        if not namespace:
+            raise ValueError(
+                f"--executor kubernetes needs the namespace of its stage pods: pass --namespace NS or "
+                f"set {ENV['namespace']}"
+            )
+        if len(namespace) > 63 or not _DNS_LABEL.fullmatch(namespace):
+            raise ValueError(f"namespace {namespace!r} is not a Kubernetes namespace name (a DNS-1123 label)")
+        if not helper_image:
+            raise ValueError(
+                f"--executor kubernetes needs BuildIt's image for the checkout init container: pass "
+                f"--helper-image IMAGE or set {ENV['helper_image']} (the image this agent runs from)"
+            )
+        account = (service_account or DEFAULT_STAGE_SERVICE_ACCOUNT).strip()
+        if len(account) > 253 or not _DNS_LABEL.fullmatch(account.replace(".", "-")):
+            raise ValueError(f"stage service account {account!r} is not a valid name")
+        return cls(namespace, node_name.strip(), helper_image.strip(), account)
 
 
 def default_work_dir(state_dir: Path) -> Path:

@@ -303,7 +303,13 @@ class StageRunner:
                 return ExecutionResult(StageStatus.CANCELLED, message="cancelled before its commands ran")
             borrows = spec.source is not None and not self._executors.self_contained(spec)
             shared = (self._git.borrowed_objects(spec.source),) if borrows and spec.source else ()
-            context = StageContext(lease_id=lease_id, shared_objects=shared)
+            context = StageContext(
+                lease_id=lease_id,
+                shared_objects=shared,
+                attempt=stage.lease.attempt,
+                run_id=stage.lease.run_id,
+                source_token=self._session.client.token if spec.source is not None else "",
+            )
             try:
                 result = await executor.run(spec, workspace, on_output, stage.cancel, context)
             except Exception as exc:  # executors report stage problems as results; this is a bug or crash

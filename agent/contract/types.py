@@ -130,6 +130,10 @@ class ExecutionResult:
     command: int = 0
     #: Killed by the kernel at its memory limit (`message` says which limit); agent-side only.
     oom_killed: bool = False
+    #: The infrastructure ended it (a Kubernetes eviction, an unschedulable pod), not the stage: it
+    #: should run again elsewhere without spending the stage's retries. Agent-side only, and not yet
+    #: acted on: the agent reports such a result as ERROR, which spends a retry (see README, Kubernetes).
+    infrastructure: bool = False
 
     @property
     def ok(self) -> bool:

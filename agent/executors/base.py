@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -117,6 +117,12 @@ class StageContext:
     #: Host directories the workspace's Git repository borrows objects from (its
     #: `objects/info/alternates`): a container must see them read-only, at the same paths.
     shared_objects: tuple[Path, ...] = ()
+    #: The lease's attempt number and run id (the Kubernetes executor names and labels its pod).
+    attempt: int = 1
+    run_id: str = ""
+    #: The agent's token for fetching `spec.source` from the controller's Git mirror, for an
+    #: executor that fetches it somewhere the agent's workspace is not (a Kubernetes pod). "": none.
+    source_token: str = field(default="", repr=False)
 
 
 NO_CONTEXT = StageContext()

@@ -47,7 +47,12 @@ from agent.executors.base import (
     piece_callback,
 )
 from agent.executors.lines import LineSplitter
-from agent.executors.script import HEADER_MARKER, WORKSPACE_MOUNT, container_workdir, render_script
+from agent.executors.script import HEADER as _HEADER
+from agent.executors.script import LAST as _LAST
+from agent.executors.script import LINE as _LINE
+from agent.executors.script import WORKSPACE_MOUNT, Output, container_workdir, render_script
+from agent.executors.script import add_line as _add_line
+from agent.executors.script import add_piece as _add_piece
 
 __all__ = ["DockerExecutor", "PullPolicy", "container_workdir", "render_script"]
 
@@ -158,36 +163,6 @@ def _process_is_alive(pid: int, start_time: str) -> bool:
     except PermissionError:
         return True
     return True
-
-
-# What the reader thread hands to the event loop: (text, kind), kind one of these.
-_LINE: Final = 0
-_PIECE: Final = 1  # a piece of a cut line (see agent.executors.lines)
-_LAST: Final = 2  # the piece that ends a cut line
-_HEADER: Final = 3  # a command header: the text is its number
-
-Output = list[tuple[str, int]]
-
-
-def _add_line(out: Output, text: str) -> None:
-    """One output line, or the unterminated output before a command header plus the header."""
-    at = text.find(HEADER_MARKER)
-    if at < 0:
-        out.append((text, _LINE))
-        return
-    if at:
-        out.append((text[:at], _LINE))
-    out.append((text[at + len(HEADER_MARKER) :], _HEADER))
-
-
-def _add_piece(out: Output, text: str, last: bool) -> None:
-    at = text.find(HEADER_MARKER)
-    if at < 0:
-        out.append((text, _LAST if last else _PIECE))
-        return
-    # A command header ends the cut line before it (the header itself is never that long).
-    out.append((text[:at], _LAST))
-    out.append((text[at + len(HEADER_MARKER) :], _HEADER))
 
 
 # --------------------------------------------------------------------------- one stage's container

@@ -15,7 +15,7 @@ from agent.executors.base import Executor, ExecutorError
 from agent.executors.containment import Containment
 from agent.executors.local import LocalExecutor
 from agent.executors.users import resolve_run_as
-from agent.settings import ExecutorChoice
+from agent.settings import ExecutorChoice, KubernetesSettings
 
 __all__ = ["Executors", "build_executors"]
 
@@ -28,11 +28,14 @@ class Executors:
 
     local: Executor
     docker: Executor | None = None
+    #: Kubernetes runs image stages as pods; it stands in for docker (stages ask for "docker" by
+    #: naming an image), so the controller's matching needs no new kind.
+    kubernetes: Executor | None = None
 
     @property
     def advertised(self) -> tuple[str, ...]:
         """Executor kinds sent in RegisterRequest (decides which stages the controller leases us)."""
-        return ("docker", "local") if self.docker is not None else ("local",)
+        return ("docker", "local") if self.docker is not None or self.kubernetes is not None else ("local",)
 
     def claim(self, owner: str) -> None:
         """Become agent `owner` (stable per state dir): clean up what its killed predecessor left.
@@ -60,6 +63,8 @@ class Executors:
 
     def for_spec(self, spec: StageSpec) -> Executor:
         """Docker for a stage with an image when available, else local (which ignores the image)."""
+        if spec.image and self.kubernetes is not None:
+            return self.kubernetes
         if spec.image and self.docker is not None:
             return self.docker
         return self.local
@@ -68,6 +73,8 @@ class Executors:
         """Release the executors' resources."""
         if self.docker is not None:
             await self.docker.close()
+        if self.kubernetes is not None:
+            await self.kubernetes.close()
         await self.local.close()
 
 
@@ -82,6 +89,7 @@ def build_executors(
     containment: Containment = "auto",
     run_as: str = "",
     stage_defaults: Resources | None = None,
+    kubernetes: KubernetesSettings | None = None,
 ) -> Executors:
     """The executors for `--executor`: local only, docker + local (required), or docker if it works.
 
@@ -97,6 +105,10 @@ def build_executors(
     if choice == "local":
         log.info("executors: local")
         return Executors(local)
+    if choice == "kubernetes":
+        if kubernetes is None:
+            raise ExecutorError("--executor kubernetes needs its settings (namespace, node name)")
+        return Executors(local, kubernetes=_kubernetes(kubernetes, stage_defaults))
     if choice == "auto" and not _docker_configured():
         log.info("executors: local (no Docker engine configured: DOCKER_HOST unset, no /var/run/docker.sock)")
         return Executors(local)
@@ -111,3 +123,22 @@ def build_executors(
         return Executors(local)
     log.info("executors: docker (network %s) and local", network)
     return Executors(local, docker)
+
+
+def _kubernetes(settings: KubernetesSettings, stage_defaults: Resources | None) -> Executor:
+    """The Kubernetes executor, connected (imports the client only here). Blocking."""
+    from agent.executors.kubepod import PodSettings
+    from agent.executors.kubernetes import KubernetesExecutor
+
+    pod_settings = PodSettings(
+        node_name=settings.node_name,
+        namespace=settings.namespace,
+        helper_image=settings.helper_image,
+        service_account=settings.service_account,
+        defaults=stage_defaults if stage_defaults is not None else Resources(),
+    )
+    executor = KubernetesExecutor.connect(pod_settings)
+    log.info(
+        "executors: kubernetes (namespace %s, node %s) and local", settings.namespace, settings.node_name
+    )
+    return executor

@@ -12,7 +12,19 @@ import shlex
 from collections.abc import Sequence
 from typing import Final
 
-__all__ = ["HEADER_MARKER", "WORKSPACE_MOUNT", "container_workdir", "render_script"]
+__all__ = [
+    "HEADER",
+    "HEADER_MARKER",
+    "LAST",
+    "LINE",
+    "PIECE",
+    "WORKSPACE_MOUNT",
+    "Output",
+    "add_line",
+    "add_piece",
+    "container_workdir",
+    "render_script",
+]
 
 WORKSPACE_MOUNT: Final = "/workspace"
 HEADER_MARKER: Final = "\x1e\x1f"  # RS US: printed before each command's number, never shown
@@ -68,3 +80,39 @@ def container_workdir(workdir: str) -> str:
     if path != WORKSPACE_MOUNT and not path.startswith(WORKSPACE_MOUNT + "/"):
         raise ValueError(f"workdir '{workdir}' points outside the workspace")
     return path
+
+
+# What a container executor's reader hands on, as (text, kind) pairs, kind one of these. Shared by the
+# Docker and Kubernetes executors, which both read the script's output as one byte stream.
+LINE: Final = 0
+PIECE: Final = 1  # a piece of a cut line (see agent.executors.lines)
+LAST: Final = 2  # the piece that ends a cut line
+HEADER: Final = 3  # a command header: the text is its number
+
+Output = list[tuple[str, int]]
+
+
+def add_line(out: Output, text: str) -> None:
+    """One output line, or the unterminated output before a command header plus the header.
+
+    Why here: the header is this module's (`render_script` prints it); every reader of the script's
+    output must split it off the same way.
+    """
+    at = text.find(HEADER_MARKER)
+    if at < 0:
+        out.append((text, LINE))
+        return
+    if at:
+        out.append((text[:at], LINE))
+    out.append((text[at + len(HEADER_MARKER) :], HEADER))
+
+
+def add_piece(out: Output, text: str, last: bool) -> None:
+    """A piece of a cut line; a command header in it ends the cut line (see `add_line` for why here)."""
+    at = text.find(HEADER_MARKER)
+    if at < 0:
+        out.append((text, LAST if last else PIECE))
+        return
+    # A command header ends the cut line before it (the header itself is never that long).
+    out.append((text[:at], LAST))
+    out.append((text[at + len(HEADER_MARKER) :], HEADER))

@@ -175,8 +175,8 @@ def test_bad_capacity(capacity: str, message: str) -> None:
 
 
 def test_bad_executor_from_the_environment() -> None:
-    with pytest.raises(ValueError, match="must be one of local, docker, auto"):
-        AgentSettings.from_sources(controller="c:1", env={"BUILDIT_AGENT_EXECUTOR": "kubernetes"})
+    with pytest.raises(ValueError, match="must be one of local, docker, kubernetes, auto"):
+        AgentSettings.from_sources(controller="c:1", env={"BUILDIT_AGENT_EXECUTOR": "podman"})
 
 
 def test_executor_is_case_insensitive() -> None:
