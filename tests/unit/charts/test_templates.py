@@ -152,9 +152,14 @@ def test_stage_pods_get_a_service_account_without_token_and_without_bindings() -
     account = one("stage-serviceaccount.yaml", "ServiceAccount")
     assert account["automountServiceAccountToken"] is False
     for name in manifest_names():
-        assert "buildit.stageServiceAccountName" not in text(name) or name == "stage-serviceaccount.yaml", (
-            f"{name} refers to the stage service account: it must have no binding"
+        binds = "kind: RoleBinding" in text(name) or "kind: ClusterRoleBinding" in text(name)
+        assert not (binds and "buildit.stageServiceAccountName" in text(name)), (
+            f"{name} binds the stage service account: it must have no role"
         )
+    # The agents are told its name, to put it on the stage pods they make.
+    daemonset = one("agent-daemonset.yaml", "DaemonSet")
+    [container] = daemonset["spec"]["template"]["spec"]["containers"]
+    assert "BUILDIT_AGENT_STAGE_SERVICE_ACCOUNT" in _env(container)
 
 
 def test_the_controller_gets_no_api_token() -> None:
