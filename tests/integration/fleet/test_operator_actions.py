@@ -106,7 +106,9 @@ def test_retry_a_failed_stage_then_rerun_the_run(
     wall = (
         datetime.fromisoformat(run["finished_at"]) - datetime.fromisoformat(run["started_at"])
     ).total_seconds()
-    assert first_duration < run["duration_s"] <= wall - IDLE_S, (first_duration, run["duration_s"], wall)
+    # The current attempts count (the first attempt of "flaky" is not kept: controller.runs.timing),
+    # so the retried run's duration need not exceed the first one's; the idle time never counts.
+    assert 0 < run["duration_s"] <= wall - IDLE_S, (first_duration, run["duration_s"], wall)
     ran = [
         (datetime.fromisoformat(s["finished_at"]) - datetime.fromisoformat(s["started_at"])).total_seconds()
         for s in run["stages"]
